@@ -1,0 +1,204 @@
+//! A batch ingestion task: build segments from a spec into a staging directory, move
+//! them to deep storage, then publish all their descriptors in one metadata
+//! transaction. Until that transaction commits nothing is visible; if anything fails
+//! before it, the files written so far are removed and nothing is published.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use grove_segment::format::Segment;
+use grove_segment::ingest::{Allocator, BuiltSegment, Progress, build_segments};
+use grove_segment::spec::IngestionSpec;
+use grove_segment::timeline::Timeline;
+use grove_segment::{Interval, SegmentId};
+
+use crate::deep_storage::DeepStorage;
+use crate::error::{Error, Result};
+use crate::metastore::{MetaStore, Txn};
+use crate::segments::{self, SegmentDescriptor};
+
+pub struct IngestOutcome {
+    pub progress: Progress,
+    pub published: Vec<SegmentDescriptor>,
+}
+
+/// Runs `spec` to completion. `version` is the task's version (an ISO timestamp of its
+/// start); `staging_root` is local scratch space.
+pub async fn run_batch(
+    spec: &IngestionSpec,
+    store: &dyn MetaStore,
+    deep: &DeepStorage,
+    staging_root: &Path,
+    version: &str,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<IngestOutcome> {
+    let existing: Vec<SegmentDescriptor> = segments::load(store, Some(&spec.datasource))
+        .await?
+        .into_iter()
+        .filter(|d| d.used)
+        .collect();
+    let mut allocator = TaskAllocator::new(spec.append_to_existing, version, &existing)?;
+    std::fs::create_dir_all(staging_root)
+        .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
+    let staging = tempdir_in(staging_root)?;
+    let report = build_segments(spec, staging.path(), &mut allocator, on_progress)?;
+    let descriptors = describe(&report.segments, &allocator)?;
+
+    let mut stored = Vec::new();
+    let upload = (|| {
+        for (built, descriptor) in report.segments.iter().zip(&descriptors) {
+            deep.store(&built.path, &descriptor.path)?;
+            stored.push(descriptor.path.clone());
+        }
+        Ok::<_, Error>(())
+    })();
+    let published = match upload {
+        Ok(()) => publish(store, &descriptors).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = published {
+        for path in &stored {
+            // Best effort: an orphaned file is harmless, a lost error is not.
+            let _ = deep.delete(path);
+        }
+        return Err(e);
+    }
+    Ok(IngestOutcome {
+        progress: report.progress,
+        published: descriptors,
+    })
+}
+
+fn tempdir_in(root: &Path) -> Result<TempDir> {
+    for attempt in 0..100u32 {
+        let path = root.join(format!("task-{}-{attempt}", std::process::id()));
+        if std::fs::create_dir(&path).is_ok() {
+            return Ok(TempDir(path));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "cannot create a staging directory in {}",
+        root.display()
+    )))
+}
+
+/// A staging directory removed (with whatever is left in it) when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Publishes all descriptors at once; fails if any of them exists already.
+async fn publish(store: &dyn MetaStore, descriptors: &[SegmentDescriptor]) -> Result<()> {
+    let mut txn = Txn::default();
+    for d in descriptors {
+        let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
+        txn = txn.create(d.key(), value);
+    }
+    if store.txn(txn).await? {
+        Ok(())
+    } else {
+        Err(Error::Busy(
+            "another task published segments with the same ids first; nothing was published".into(),
+        ))
+    }
+}
+
+fn describe(built: &[BuiltSegment], allocator: &TaskAllocator) -> Result<Vec<SegmentDescriptor>> {
+    let mut made: BTreeMap<(Interval, String), u32> = BTreeMap::new();
+    for b in built {
+        *made
+            .entry((b.id.interval, b.id.version.clone()))
+            .or_default() += 1;
+    }
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    built
+        .iter()
+        .map(|b| {
+            let segment = Segment::open(&b.path)?;
+            let chunk = (b.id.interval, b.id.version.clone());
+            let core_partitions = match allocator.appended.get(&chunk) {
+                Some(core) => *core,
+                None => made[&chunk],
+            };
+            Ok(SegmentDescriptor {
+                id: b.id.clone(),
+                core_partitions,
+                size: b.written.size,
+                num_rows: b.written.num_rows,
+                crc32: b.written.crc32,
+                path: format!("{}/{}.grove", b.id.datasource, b.id.file_stem()),
+                columns: SegmentDescriptor::columns_of(&segment),
+                created: created.clone(),
+                used: true,
+            })
+        })
+        .collect()
+}
+
+/// Chooses version and partition numbers: a replace writes a new version starting at
+/// partition 0; an append adds partitions to the chunk already there.
+struct TaskAllocator {
+    append: bool,
+    version: String,
+    existing: Timeline<u32>,
+    /// Chunks appended to, with their core partition count.
+    appended: BTreeMap<(Interval, String), u32>,
+}
+
+impl TaskAllocator {
+    fn new(append: bool, version: &str, existing: &[SegmentDescriptor]) -> Result<Self> {
+        let mut timeline = Timeline::new();
+        for d in existing {
+            timeline.add(d.id.clone(), d.core_partitions, d.core_partitions)?;
+        }
+        Ok(TaskAllocator {
+            append,
+            version: version.to_string(),
+            existing: timeline,
+            appended: BTreeMap::new(),
+        })
+    }
+}
+
+impl Allocator for TaskAllocator {
+    fn allocate(&mut self, chunk: Interval) -> grove_segment::Result<(String, u32)> {
+        let visible = self.existing.lookup(chunk);
+        if !self.append {
+            if let Some(newer) = visible.iter().find(|v| v.version >= self.version) {
+                return Err(grove_segment::Error::invalid(format!(
+                    "version {} of {} is not older than this task's version {}",
+                    newer.version, newer.chunk_interval, self.version
+                )));
+            }
+            return Ok((self.version.clone(), 0));
+        }
+        match visible.as_slice() {
+            [] => Ok((self.version.clone(), 0)),
+            [only] if only.chunk_interval == chunk => {
+                let next = only
+                    .segments
+                    .iter()
+                    .map(|(id, _): &(SegmentId, u32)| id.partition + 1)
+                    .max()
+                    .unwrap_or(0);
+                let core = only.segments.first().map_or(0, |(_, core)| *core);
+                self.appended.insert((chunk, only.version.clone()), core);
+                Ok((only.version.clone(), next))
+            }
+            _ => Err(grove_segment::Error::invalid(format!(
+                "cannot append to {chunk}: existing segments there use other intervals; \
+                 use the segmentGranularity they were ingested with"
+            ))),
+        }
+    }
+}

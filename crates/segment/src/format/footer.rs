@@ -1,0 +1,144 @@
+//! The footer: everything needed to find and check a segment's columns.
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::id::SegmentId;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Footer {
+    pub format_version: u32,
+    pub id: SegmentId,
+    pub num_rows: u64,
+    pub columns: Vec<ColumnMeta>,
+}
+
+/// How a column is stored and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// `__time`: milliseconds, sorted ascending, never null.
+    Time,
+    /// Dictionary-encoded string with a bitmap index per value.
+    String,
+    Long,
+    Double,
+    Float,
+    /// Days since the epoch.
+    Date,
+    /// Milliseconds since the epoch, UTC.
+    Timestamp,
+}
+
+impl ColumnKind {
+    /// The Arrow type this column is read as.
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnKind::Time | ColumnKind::Timestamp => {
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+            }
+            ColumnKind::String => {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+            }
+            ColumnKind::Long => DataType::Int64,
+            ColumnKind::Double => DataType::Float64,
+            ColumnKind::Float => DataType::Float32,
+            ColumnKind::Date => DataType::Date32,
+        }
+    }
+
+    /// The column kind stored for an Arrow type, if Grove stores that type.
+    pub fn for_data_type(data_type: &DataType) -> Option<ColumnKind> {
+        Some(match data_type {
+            DataType::Timestamp(TimeUnit::Millisecond, _) => ColumnKind::Timestamp,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnKind::String,
+            DataType::Dictionary(_, value) if value.is_string() => ColumnKind::String,
+            DataType::Int64 => ColumnKind::Long,
+            DataType::Float64 => ColumnKind::Double,
+            DataType::Float32 => ColumnKind::Float,
+            DataType::Date32 => ColumnKind::Date,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnRole {
+    Time,
+    Dimension,
+    Metric,
+}
+
+/// Where a buffer lives in the file: absolute offset (a multiple of
+/// [`super::ALIGNMENT`]) and length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferRef {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A min or max statistic. Floats that are not finite are not recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColumnLayout {
+    /// Values of a fixed width and an optional Arrow validity bitmap (absent: no nulls).
+    Primitive {
+        values: BufferRef,
+        validity: Option<BufferRef>,
+    },
+    /// A sorted dictionary (`dict_offsets`: `dict_len + 1` little-endian i32 into
+    /// `dict_data`), one i32 key per row (0 for null rows), an Arrow validity bitmap,
+    /// and one portable Roaring bitmap per dictionary value followed by one for the
+    /// null rows (`bitmap_offsets`: `dict_len + 2` little-endian u64 into `bitmaps`).
+    Dictionary {
+        dict_len: u32,
+        dict_offsets: BufferRef,
+        dict_data: BufferRef,
+        keys: BufferRef,
+        validity: Option<BufferRef>,
+        bitmap_offsets: BufferRef,
+        bitmaps: BufferRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnMeta {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub role: ColumnRole,
+    /// The byte range holding all of this column's buffers; `crc32` covers exactly it.
+    pub region: BufferRef,
+    pub crc32: u32,
+    pub null_count: u64,
+    pub min: Option<Stat>,
+    pub max: Option<Stat>,
+    pub layout: ColumnLayout,
+}
+
+impl Footer {
+    /// The Arrow schema segments are read with: every column nullable except `__time`.
+    pub fn schema(&self) -> Schema {
+        Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.kind.data_type(), c.kind != ColumnKind::Time))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}

@@ -1,0 +1,184 @@
+//! Batch ingestion, up to written segment files: input rows are read
+//! ([`input`]), given their time, filtered and typed ([`conform`]), routed to their
+//! time chunk and built into segments ([`chunk`]). Publishing them is the caller's job.
+
+pub mod chunk;
+pub mod conform;
+pub mod input;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+
+pub use chunk::BuiltSegment;
+use chunk::{ChunkBuilder, Layout};
+use conform::Conformer;
+
+use crate::error::{Error, Result};
+use crate::id::{Interval, SegmentId};
+use crate::spec::IngestionSpec;
+
+/// Counts shown while ingesting and in the final summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub files_total: usize,
+    pub files_done: usize,
+    /// Rows read from the input, including those later dropped.
+    pub rows_read: u64,
+    /// Rows dropped by `transformSpec.filter`.
+    pub rows_filtered: u64,
+    /// Rows outside `granularitySpec.intervals`.
+    pub rows_thrown_away: u64,
+    pub parse_exceptions: u64,
+    /// Rows in written segments (after rollup).
+    pub rows_written: u64,
+    pub segments_written: usize,
+}
+
+/// Where new partitions of a time chunk go: the version to write and the first
+/// partition number. Asked once per chunk the input touches.
+pub trait Allocator {
+    fn allocate(&mut self, chunk: Interval) -> Result<(String, u32)>;
+}
+
+pub struct BuildReport {
+    pub segments: Vec<BuiltSegment>,
+    pub progress: Progress,
+}
+
+/// Reads the spec's input and writes its segments into `staging`. Fails, leaving only
+/// files in `staging`, when input cannot be read or parse exceptions exceed
+/// `maxParseExceptions`.
+pub fn build_segments(
+    spec: &IngestionSpec,
+    staging: &Path,
+    allocator: &mut dyn Allocator,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<BuildReport> {
+    let crate::spec::InputSource::Local { files } = &spec.input;
+    let conformer = Conformer::new(spec);
+    let mut build = Build {
+        spec,
+        layout: conformer.layout(),
+        conformer,
+        staging,
+        allocator,
+        on_progress,
+        progress: Progress {
+            files_total: files.len(),
+            ..Progress::default()
+        },
+        chunks: BTreeMap::new(),
+        segments: Vec::new(),
+    };
+    let columns = spec.input_columns();
+    for file in files {
+        input::read_file(file, &spec.format, &columns, &mut build)?;
+        build.progress.files_done += 1;
+        (build.on_progress)(&build.progress);
+    }
+    build.finish()
+}
+
+/// The state of one ingestion run: open chunks and what has been written.
+struct Build<'a> {
+    spec: &'a IngestionSpec,
+    conformer: Conformer,
+    layout: Layout,
+    staging: &'a Path,
+    allocator: &'a mut dyn Allocator,
+    on_progress: &'a mut dyn FnMut(&Progress),
+    progress: Progress,
+    chunks: BTreeMap<i64, ChunkBuilder>,
+    segments: Vec<BuiltSegment>,
+}
+
+impl input::InputSink for Build<'_> {
+    fn batch(&mut self, batch: input::InputBatch) -> Result<()> {
+        self.progress.rows_read += batch.batch.num_rows() as u64;
+        let conformed = self.conformer.conform(&batch, &mut self.progress)?;
+        for (location, reason) in &conformed.exceptions {
+            self.parse_exception(location, reason)?;
+        }
+        self.route(conformed.batch)?;
+        self.progress.segments_written = self.segments.len();
+        (self.on_progress)(&self.progress);
+        Ok(())
+    }
+
+    fn unreadable(&mut self, row: input::Unreadable) -> Result<()> {
+        self.progress.rows_read += 1;
+        self.parse_exception(&row.location, &row.reason)
+    }
+
+    fn read_type(&self, name: &str) -> arrow::datatypes::DataType {
+        self.conformer.read_type(name)
+    }
+}
+
+impl Build<'_> {
+    fn parse_exception(&mut self, location: &str, reason: &str) -> Result<()> {
+        self.progress.parse_exceptions += 1;
+        let count = self.progress.parse_exceptions;
+        if count > self.spec.max_parse_exceptions {
+            return Err(Error::invalid(format!(
+                "{location}: {reason} (parse exception {count}; maxParseExceptions is {})",
+                self.spec.max_parse_exceptions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends each row of a conformed batch to the builder of its time chunk.
+    fn route(&mut self, batch: RecordBatch) -> Result<()> {
+        let granularity = self.spec.segment_granularity;
+        let mut rows_of: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (row, t) in conform::times(&batch).iter().enumerate() {
+            rows_of
+                .entry(granularity.truncate(*t))
+                .or_default()
+                .push(row as u32);
+        }
+        let whole = rows_of.len() == 1;
+        for (start, rows) in rows_of {
+            let part = if whole {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(rows))?
+            };
+            if !self.chunks.contains_key(&start) {
+                let interval = granularity.bucket(start);
+                let (version, partition) = self.allocator.allocate(interval)?;
+                let id = SegmentId {
+                    datasource: self.spec.datasource.clone(),
+                    interval,
+                    version,
+                    partition,
+                };
+                self.chunks
+                    .insert(start, ChunkBuilder::new(id, &self.layout));
+            }
+            if let Some(chunk) = self.chunks.get_mut(&start) {
+                chunk.add(part, &self.layout, self.staging, &mut self.segments)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<BuildReport> {
+        for chunk in self.chunks.values_mut() {
+            if !chunk.is_empty() {
+                self.segments.push(chunk.flush(&self.layout, self.staging)?);
+            }
+        }
+        self.progress.segments_written = self.segments.len();
+        self.progress.rows_written = self.segments.iter().map(|s| s.written.num_rows).sum();
+        (self.on_progress)(&self.progress);
+        Ok(BuildReport {
+            segments: self.segments,
+            progress: self.progress,
+        })
+    }
+}
