@@ -30,7 +30,7 @@ pub async fn run_batch(
     deep: &DeepStorage,
     staging_root: &Path,
     version: &str,
-    on_progress: &mut dyn FnMut(&Progress),
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<IngestOutcome> {
     let existing: Vec<SegmentDescriptor> = segments::load(store, Some(&spec.datasource))
         .await?

@@ -311,7 +311,7 @@ fn select(
     if matches!(data_type, DataType::Timestamp(..) | DataType::Date32)
         && column.data_type().is_string()
     {
-        return Ok(parse_temporal_strings(&column, data_type)?);
+        return parse_temporal_strings(&column, data_type);
     }
     Ok(cast_with_options(&column, data_type, &options)?)
 }

@@ -55,7 +55,7 @@ pub fn build_segments(
     spec: &IngestionSpec,
     staging: &Path,
     allocator: &mut dyn Allocator,
-    on_progress: &mut dyn FnMut(&Progress),
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<BuildReport> {
     let crate::spec::InputSource::Local { files } = &spec.input;
     let conformer = Conformer::new(spec);
@@ -89,7 +89,7 @@ struct Build<'a> {
     layout: Layout,
     staging: &'a Path,
     allocator: &'a mut dyn Allocator,
-    on_progress: &'a mut dyn FnMut(&Progress),
+    on_progress: &'a mut (dyn FnMut(&Progress) + Send),
     progress: Progress,
     chunks: BTreeMap<i64, ChunkBuilder>,
     segments: Vec<BuiltSegment>,

@@ -1,0 +1,246 @@
+//! SQL behaviour, in `.slt` files under `tests/slt/`.
+//!
+//! Every file runs twice. The *reference* run is plain DataFusion over the raw input
+//! files (set up by `onlyif reference` statements), computing each answer independently
+//! of Grove's ingestion, segments and scan. The *grove* run ingests the same files with
+//! `INGEST 'spec.json'` statements (`onlyif grove`) and queries the segments. Both runs
+//! must produce the expected results written in the file, so every expected result is
+//! one the reference engine agrees with.
+//!
+//! `${DATA}` in a statement stands for `tests/slt/data`. Set `GROVE_SLT_COMPLETE=1` to
+//! fill in expected results from the reference engine (then review the diff).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::SessionContext;
+use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::metastore::{EmbeddedStore, MetaStore};
+use grove_cluster::task::run_batch;
+use grove_segment::spec::IngestionSpec;
+use grove_sql::Engine;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DbError(String);
+
+fn err(e: impl std::fmt::Display) -> DbError {
+    DbError(e.to_string())
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt/data")
+}
+
+fn substitute(sql: &str) -> String {
+    sql.replace("${DATA}", &data_dir().display().to_string())
+}
+
+/// Grove over a fresh data directory.
+struct GroveDb {
+    engine: Engine,
+    store: Arc<dyn MetaStore>,
+    deep: DeepStorage,
+    dir: Arc<tempfile::TempDir>,
+    ingestions: u32,
+}
+
+impl GroveDb {
+    fn new() -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let store: Arc<dyn MetaStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("meta")).expect("store"));
+        let deep = DeepStorage::local(dir.path().join("deep"));
+        let engine = Engine::new(Arc::clone(&store), deep.clone()).expect("engine");
+        GroveDb {
+            engine,
+            store,
+            deep,
+            dir,
+            ingestions: 0,
+        }
+    }
+
+    async fn ingest(&mut self, spec: &str) -> Result<u64, DbError> {
+        let spec = IngestionSpec::from_file(&data_dir().join(spec)).map_err(err)?;
+        // Versions must grow from one ingestion to the next, as task start times do.
+        self.ingestions += 1;
+        let version = format!("2030-01-01T00:00:{:02}.000Z", self.ingestions);
+        let outcome = run_batch(
+            &spec,
+            self.store.as_ref(),
+            &self.deep,
+            &self.dir.path().join("tmp"),
+            &version,
+            &mut |_| {},
+        )
+        .await
+        .map_err(err)?;
+        Ok(outcome.progress.rows_written)
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for GroveDb {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        let sql = substitute(sql);
+        if let Some(spec) = sql.trim().strip_prefix("INGEST ") {
+            let spec = spec.trim().trim_end_matches(';').trim_matches('\'');
+            return Ok(DBOutput::StatementComplete(self.ingest(spec).await?));
+        }
+        let batches = self.engine.execute(&sql).await.map_err(err)?;
+        Ok(rows(&batches))
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "grove"
+    }
+}
+
+/// DataFusion over the raw files.
+struct ReferenceDb {
+    ctx: SessionContext,
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for ReferenceDb {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        let batches = self
+            .ctx
+            .sql(&substitute(sql))
+            .await
+            .map_err(err)?
+            .collect()
+            .await
+            .map_err(err)?;
+        Ok(rows(&batches))
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "reference"
+    }
+}
+
+/// Results as text, the same way for both engines: NULL as `NULL`, empty strings as
+/// `(empty)`, floats rounded to 6 decimals (the two engines add in different orders).
+fn rows(batches: &[RecordBatch]) -> DBOutput<DefaultColumnType> {
+    let Some(first) = batches.first() else {
+        return DBOutput::Rows {
+            types: vec![],
+            rows: vec![],
+        };
+    };
+    let types = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            t if t.is_integer() => DefaultColumnType::Integer,
+            t if t.is_floating() => DefaultColumnType::FloatingPoint,
+            _ => DefaultColumnType::Text,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| cell(c.as_ref(), row))
+                    .collect(),
+            );
+        }
+    }
+    DBOutput::Rows { types, rows: out }
+}
+
+fn cell(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    let float = match array.data_type() {
+        DataType::Float64 => Some(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => Some(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        _ => None,
+    };
+    if let Some(v) = float {
+        let text = format!("{v:.6}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        return if text == "-0" {
+            "0".into()
+        } else {
+            text.to_string()
+        };
+    }
+    let options = FormatOptions::default();
+    let text = ArrayFormatter::try_new(array, &options)
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_else(|e| format!("<{e}>"));
+    if text.is_empty() {
+        "(empty)".into()
+    } else {
+        text
+    }
+}
+
+async fn run_file(name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/slt/{name}.slt"));
+    let reference = || {
+        let mut runner = Runner::new(|| async {
+            Ok(ReferenceDb {
+                ctx: SessionContext::new(),
+            })
+        });
+        runner.add_label("reference");
+        runner
+    };
+    if std::env::var_os("GROVE_SLT_COMPLETE").is_some() {
+        reference()
+            .update_test_file(
+                &path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .expect("completing expected results");
+    }
+    reference()
+        .run_file_async(&path)
+        .await
+        .unwrap_or_else(|e| panic!("reference run of {name}: {e}"));
+
+    let mut grove = Runner::new(|| async { Ok(GroveDb::new()) });
+    grove.add_label("grove");
+    grove
+        .run_file_async(&path)
+        .await
+        .unwrap_or_else(|e| panic!("grove run of {name}: {e}"));
+}
+
+macro_rules! slt {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            run_file(stringify!($name)).await;
+        }
+    )*};
+}
+
+slt!(basics, filters, time, rollup, replace_append);
