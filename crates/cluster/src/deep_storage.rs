@@ -22,8 +22,15 @@ impl DeepStorage {
     }
 
     /// Stores `file` at relative `path`, moving it when it is on the same file system.
+    /// A path that is taken is an error: stored files are never replaced.
     pub fn store(&self, file: &Path, path: &str) -> Result<()> {
         let target = self.local_path(path);
+        if target.exists() {
+            return Err(Error::Invalid(format!(
+                "{} exists already in deep storage",
+                target.display()
+            )));
+        }
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;

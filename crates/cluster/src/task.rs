@@ -42,7 +42,7 @@ pub async fn run_batch(
         .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
     let staging = tempdir_in(staging_root)?;
     let report = build_segments(spec, staging.path(), &mut allocator, on_progress)?;
-    let descriptors = describe(&report.segments, &allocator)?;
+    let descriptors = describe(&report.segments, &allocator, &task_id(version))?;
 
     let mut stored = Vec::new();
     let upload = (|| {
@@ -67,6 +67,19 @@ pub async fn run_batch(
         progress: report.progress,
         published: descriptors,
     })
+}
+
+/// A name for this run, unique enough that two runs never write the same deep storage
+/// path (a failed run deletes what it stored, and must not delete another's files).
+fn task_id(version: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{}-{nanos:08x}",
+        version.replace(':', "-"),
+        std::process::id()
+    )
 }
 
 fn tempdir_in(root: &Path) -> Result<TempDir> {
@@ -113,7 +126,11 @@ async fn publish(store: &dyn MetaStore, descriptors: &[SegmentDescriptor]) -> Re
     }
 }
 
-fn describe(built: &[BuiltSegment], allocator: &TaskAllocator) -> Result<Vec<SegmentDescriptor>> {
+fn describe(
+    built: &[BuiltSegment],
+    allocator: &TaskAllocator,
+    task_id: &str,
+) -> Result<Vec<SegmentDescriptor>> {
     let mut made: BTreeMap<(Interval, String), u32> = BTreeMap::new();
     for b in built {
         *made
@@ -136,7 +153,7 @@ fn describe(built: &[BuiltSegment], allocator: &TaskAllocator) -> Result<Vec<Seg
                 size: b.written.size,
                 num_rows: b.written.num_rows,
                 crc32: b.written.crc32,
-                path: format!("{}/{}.grove", b.id.datasource, b.id.file_stem()),
+                path: format!("{}/{task_id}/{}.grove", b.id.datasource, b.id.file_stem()),
                 columns: SegmentDescriptor::columns_of(&segment),
                 created: created.clone(),
                 used: true,

@@ -1,0 +1,454 @@
+//! Batch ingestion end to end, through `run_batch`: input formats, timestamp formats,
+//! parse exceptions, and failures that must leave nothing published. Expected rows are
+//! computed here from the generated input, and segments are read back directly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch,
+    StringViewArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, Float64Type, Int64Type, Schema, TimestampMillisecondType,
+};
+use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::metastore::{EmbeddedStore, MetaStore};
+use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_cluster::task::{IngestOutcome, run_batch};
+use grove_segment::format::Segment;
+use grove_segment::spec::IngestionSpec;
+
+/// One generated input row.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+struct Row {
+    time: i64,
+    country: Option<String>,
+    n: i64,
+    /// Cents, so that the value is exact in every format.
+    price_cents: i64,
+    day: i32,
+}
+
+const BASE: i64 = 1_704_067_200_000; // 2024-01-01
+
+fn rows(count: usize) -> Vec<Row> {
+    let countries = ["nl", "de", "fr", "jp"];
+    (0..count)
+        .map(|i| Row {
+            time: BASE + (i as i64 * 7_919_000) % (5 * 86_400_000),
+            country: (i % 7 != 3).then(|| countries[i % 4].to_string()),
+            n: (i as i64 * 31) % 1000 - 200,
+            price_cents: (i as i64 * 137) % 10_000,
+            day: 19_700 + (i % 30) as i32,
+        })
+        .collect()
+}
+
+fn iso(ms: i64) -> String {
+    grove_segment::id::format_millis(ms)
+}
+
+fn date_text(days: i32) -> String {
+    iso(i64::from(days) * 86_400_000)[..10].to_string()
+}
+
+fn write_json(path: &Path, rows: &[Row]) {
+    let text: String = rows
+        .iter()
+        .map(|r| {
+            let mut line = serde_json::json!({
+                "time": iso(r.time), "n": r.n, "price": r.price_cents as f64 / 100.0, "day": date_text(r.day)
+            });
+            if let Some(c) = &r.country {
+                line["country"] = serde_json::json!(c);
+            }
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn write_csv(path: &Path, rows: &[Row]) {
+    let mut text = String::from("time,country,n,price,day\n");
+    for r in rows {
+        text.push_str(&format!(
+            "{},{},{},{}.{:02},{}\n",
+            iso(r.time),
+            r.country.as_deref().unwrap_or(""),
+            r.n,
+            r.price_cents / 100,
+            r.price_cents % 100,
+            date_text(r.day)
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Parquet as other tools write it: microsecond timestamps, `Utf8View` strings,
+/// decimals, dates.
+fn write_parquet(path: &Path, rows: &[Row]) {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "time",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.time * 1000),
+            )),
+        ),
+        (
+            "country",
+            Arc::new(StringViewArray::from_iter(
+                rows.iter().map(|r| r.country.clone()),
+            )),
+        ),
+        (
+            "n",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n))),
+        ),
+        (
+            "price",
+            Arc::new(
+                Decimal128Array::from_iter_values(rows.iter().map(|r| i128::from(r.price_cents)))
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+        ),
+        (
+            "day",
+            Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.day))),
+        ),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn spec_text(datasource: &str, file: &str, format: &str, extra_tuning: &str) -> String {
+    format!(
+        r#"{{"type": "index_parallel", "spec": {{
+          "dataSchema": {{
+            "dataSource": "{datasource}",
+            "timestampSpec": {{"column": "time", "format": "auto"}},
+            "dimensionsSpec": {{"dimensions": ["country", {{"type": "long", "name": "n"}}, {{"type": "date", "name": "day"}}]}},
+            "metricsSpec": [{{"type": "doubleSum", "name": "price", "fieldName": "price"}}],
+            "granularitySpec": {{"segmentGranularity": "day", "queryGranularity": "none", "rollup": false}}
+          }},
+          "ioConfig": {{"type": "index_parallel", "inputSource": {{"type": "local", "files": ["{file}"]}}, "inputFormat": {format}}},
+          "tuningConfig": {{"type": "index_parallel", "partitionsSpec": {{"type": "dynamic", "maxRowsPerSegment": 100}}{extra_tuning}}}
+        }}}}"#
+    )
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Arc<dyn MetaStore>,
+    deep: DeepStorage,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetaStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap());
+        let deep = DeepStorage::local(dir.path().join("deep"));
+        Fixture { dir, store, deep }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn ingest(&self, spec: &str, version: &str) -> grove_cluster::Result<IngestOutcome> {
+        let spec_path = self.path("spec.json");
+        std::fs::write(&spec_path, spec).unwrap();
+        let spec = IngestionSpec::from_file(&spec_path)?;
+        run_batch(
+            &spec,
+            self.store.as_ref(),
+            &self.deep,
+            &self.path("tmp"),
+            version,
+            &mut |_| {},
+        )
+        .await
+    }
+
+    async fn descriptors(&self) -> Vec<SegmentDescriptor> {
+        segments::load(self.store.as_ref(), None).await.unwrap()
+    }
+
+    /// Every row of every segment of `datasource`, sorted.
+    async fn read_back(&self, datasource: &str) -> Vec<Row> {
+        let mut out = Vec::new();
+        for d in segments::load(self.store.as_ref(), Some(datasource))
+            .await
+            .unwrap()
+        {
+            let segment = Segment::open(&self.deep.local_path(&d.path)).unwrap();
+            let column = |name: &str| {
+                segment
+                    .column(segment.footer().column_index(name).unwrap())
+                    .unwrap()
+            };
+            let (time, country, n, price, day) = (
+                column("__time"),
+                column("country"),
+                column("n"),
+                column("price"),
+                column("day"),
+            );
+            let country = arrow::compute::cast(&country, &DataType::Utf8).unwrap();
+            for i in 0..segment.num_rows() {
+                out.push(Row {
+                    time: time.as_primitive::<TimestampMillisecondType>().value(i),
+                    country: (!country.is_null(i))
+                        .then(|| country.as_string::<i32>().value(i).to_string()),
+                    n: n.as_primitive::<Int64Type>().value(i),
+                    price_cents: (price.as_primitive::<Float64Type>().value(i) * 100.0).round()
+                        as i64,
+                    day: day.as_primitive::<Date32Type>().value(i),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out
+    }
+
+    fn files_in_deep_storage(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&self.path("deep"))
+    }
+}
+
+fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+#[tokio::test]
+async fn json_csv_and_parquet_load_the_same_rows() {
+    let f = Fixture::new();
+    let input = rows(500);
+    write_json(&f.path("in.json"), &input);
+    write_csv(&f.path("in.csv"), &input);
+    write_parquet(&f.path("in.parquet"), &input);
+    let formats = [
+        ("from_json", "in.json", r#"{"type": "json"}"#),
+        (
+            "from_csv",
+            "in.csv",
+            r#"{"type": "csv", "findColumnsFromHeader": true}"#,
+        ),
+        ("from_parquet", "in.parquet", r#"{"type": "parquet"}"#),
+    ];
+    for (i, (ds, file, format)) in formats.iter().enumerate() {
+        let outcome = f
+            .ingest(
+                &spec_text(ds, &f.path(file).display().to_string(), format, ""),
+                &format!("v{i}"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.progress.rows_written, 500, "{ds}");
+        assert_eq!(f.read_back(ds).await, sorted(input.clone()), "{ds}");
+        // Five days of data, at most 100 rows per segment.
+        let per_day = outcome.published.iter().map(|d| d.num_rows).max().unwrap();
+        assert!(
+            per_day <= 100 && outcome.published.len() >= 5,
+            "{ds}: {:?}",
+            outcome.published.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_timestamp_fails_the_task_naming_file_and_line_and_publishes_nothing() {
+    let f = Fixture::new();
+    let mut input = rows(20);
+    write_json(&f.path("in.json"), &input);
+    let mut lines: Vec<String> = std::fs::read_to_string(f.path("in.json"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[6] = lines[6].replace(&iso(input[6].time), "yesterday at noon");
+    std::fs::write(f.path("in.json"), lines.join("\n") + "\n").unwrap();
+    let spec = spec_text(
+        "events",
+        &f.path("in.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        "",
+    );
+
+    let err = f
+        .ingest(&spec, "v1")
+        .await
+        .err()
+        .expect("the task must fail")
+        .to_string();
+    assert!(
+        err.contains("in.json line 7") && err.contains("yesterday at noon"),
+        "{err}"
+    );
+    assert!(f.descriptors().await.is_empty(), "nothing published");
+    assert_eq!(f.files_in_deep_storage(), 0, "nothing left in deep storage");
+
+    let tolerant = spec_text(
+        "events",
+        &f.path("in.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        r#", "maxParseExceptions": 1"#,
+    );
+    let outcome = f.ingest(&tolerant, "v2").await.unwrap();
+    assert_eq!(outcome.progress.parse_exceptions, 1);
+    input.remove(6);
+    assert_eq!(f.read_back("events").await, sorted(input));
+}
+
+#[tokio::test]
+async fn malformed_json_rows_are_parse_exceptions() {
+    let f = Fixture::new();
+    let input = rows(10);
+    write_json(&f.path("in.json"), &input);
+    let mut text = std::fs::read_to_string(f.path("in.json")).unwrap();
+    text.insert_str(0, "{\"time\": \"2024-01-01\", oops\n\n");
+    std::fs::write(f.path("in.json"), text).unwrap();
+    let spec = spec_text(
+        "events",
+        &f.path("in.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        "",
+    );
+    let err = f
+        .ingest(&spec, "v1")
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("in.json line 1") && err.contains("malformed JSON"),
+        "{err}"
+    );
+
+    let tolerant = spec_text(
+        "events",
+        &f.path("in.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        r#", "maxParseExceptions": 5"#,
+    );
+    f.ingest(&tolerant, "v2").await.unwrap();
+    assert_eq!(
+        f.read_back("events").await,
+        sorted(input),
+        "blank lines are skipped, good rows all kept"
+    );
+}
+
+#[tokio::test]
+async fn timestamp_formats_and_missing_value() {
+    let f = Fixture::new();
+    let lines = [
+        r#"{"t": 1704067200, "country": "a", "n": 1, "price": 1, "day": "2024-01-01"}"#,
+        r#"{"t": "1704067201", "country": "b", "n": 2, "price": 2, "day": "2024-01-01"}"#,
+    ];
+    std::fs::write(f.path("posix.json"), lines.join("\n")).unwrap();
+    let posix = spec_text(
+        "posix",
+        &f.path("posix.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        "",
+    )
+    .replace(
+        r#""column": "time", "format": "auto""#,
+        r#""column": "t", "format": "posix""#,
+    );
+    f.ingest(&posix, "v1").await.unwrap();
+    let times: Vec<i64> = f.read_back("posix").await.iter().map(|r| r.time).collect();
+    assert_eq!(times, [BASE, BASE + 1000]);
+
+    let lines = [
+        r#"{"time": 1704067200123, "country": "a", "n": 1, "price": 1, "day": "2024-01-01"}"#,
+        r#"{"time": "2024-01-01T00:00:01.5Z", "country": "b", "n": 2, "price": 2, "day": "2024-01-01"}"#,
+        r#"{"time": "2024-01-01 00:00:02", "country": "c", "n": 3, "price": 3, "day": "2024-01-01"}"#,
+    ];
+    std::fs::write(f.path("auto.json"), lines.join("\n")).unwrap();
+    f.ingest(
+        &spec_text(
+            "auto",
+            &f.path("auto.json").display().to_string(),
+            r#"{"type": "json"}"#,
+            "",
+        ),
+        "v1",
+    )
+    .await
+    .unwrap();
+    let times: Vec<i64> = f.read_back("auto").await.iter().map(|r| r.time).collect();
+    assert_eq!(times, [BASE + 123, BASE + 1500, BASE + 2000]);
+
+    std::fs::write(
+        f.path("untimed.json"),
+        r#"{"country": "a", "n": 1, "price": 1, "day": "2024-01-01"}"#,
+    )
+    .unwrap();
+    let untimed = spec_text(
+        "untimed",
+        &f.path("untimed.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        "",
+    )
+    .replace(
+        r#""format": "auto""#,
+        r#""format": "auto", "missingValue": "1970-01-01T00:00:00Z""#,
+    );
+    f.ingest(&untimed, "v1").await.unwrap();
+    assert_eq!(f.read_back("untimed").await[0].time, 0);
+}
+
+#[tokio::test]
+async fn replacing_with_an_older_version_is_refused() {
+    let f = Fixture::new();
+    write_json(&f.path("in.json"), &rows(5));
+    let spec = spec_text(
+        "events",
+        &f.path("in.json").display().to_string(),
+        r#"{"type": "json"}"#,
+        "",
+    );
+    f.ingest(&spec, "v2").await.unwrap();
+    let before = f.descriptors().await;
+    let err = f
+        .ingest(&spec, "v1")
+        .await
+        .err()
+        .expect("older version")
+        .to_string();
+    assert!(err.contains("not older than"), "{err}");
+    assert_eq!(f.descriptors().await, before);
+}
