@@ -244,3 +244,51 @@ macro_rules! slt {
 }
 
 slt!(basics, filters, time, rollup, replace_append);
+
+fn single_i64(batches: &[RecordBatch]) -> i64 {
+    let column = batches[0].column(0);
+    column
+        .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+        .map(|a| a.value(0))
+        .expect("one BIGINT")
+}
+
+/// A query on one day opens (memory-maps) only that day's segments.
+#[tokio::test]
+async fn a_time_range_opens_only_the_segments_that_overlap_it() {
+    let mut db = GroveDb::new();
+    db.ingest("wiki.json").await.unwrap();
+    let csv = std::fs::read_to_string(data_dir().join("wiki.csv")).unwrap();
+    let march_2 = csv.lines().filter(|l| l.starts_with("2024-03-02")).count() as i64;
+
+    let day = "__time >= TIMESTAMP '2024-03-02' AND __time < TIMESTAMP '2024-03-03'";
+    let count = db
+        .engine
+        .execute(&format!("SELECT COUNT(*) FROM wiki WHERE {day}"))
+        .await
+        .unwrap();
+    assert_eq!(single_i64(&count), march_2);
+
+    let opened = db.engine.segment_cache().open_count() as i64;
+    let of_day = "SELECT COUNT(*) FROM sys.segments WHERE start = '2024-03-02T00:00:00.000Z'";
+    let of_day = single_i64(&db.engine.execute(of_day).await.unwrap());
+    let all = single_i64(
+        &db.engine
+            .execute("SELECT COUNT(*) FROM sys.segments")
+            .await
+            .unwrap(),
+    );
+    assert!(of_day > 0 && of_day < all);
+    assert_eq!(opened, of_day, "only the day's segments are opened");
+
+    let grouped =
+        format!("EXPLAIN SELECT channel, SUM(added) FROM wiki WHERE {day} GROUP BY channel");
+    let plan = db.engine.execute(&grouped).await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!("SegmentScanExec: segments={of_day},")),
+        "{text}"
+    );
+}
