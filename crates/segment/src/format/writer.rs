@@ -279,16 +279,22 @@ fn int_stats(values: impl Iterator<Item = i64>) -> (Option<Stat>, Option<Stat>) 
     (min.map(Stat::Int), max.map(Stat::Int))
 }
 
+/// Min and max of the values; none at all when any is NaN or infinite, since a bound
+/// that left those out would be wrong.
 fn float_stats(values: impl Iterator<Item = f64>) -> (Option<Stat>, Option<Stat>) {
-    let (min, max) = values.filter(|v| v.is_finite()).fold(
-        (None, None),
-        |(lo, hi): (Option<f64>, Option<f64>), v| {
-            (
-                Some(lo.map_or(v, |l| l.min(v))),
-                Some(hi.map_or(v, |h| h.max(v))),
-            )
-        },
-    );
+    let values: Vec<f64> = values.collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return (None, None);
+    }
+    let (min, max) =
+        values
+            .into_iter()
+            .fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), v| {
+                (
+                    Some(lo.map_or(v, |l| l.min(v))),
+                    Some(hi.map_or(v, |h| h.max(v))),
+                )
+            });
     (min.map(Stat::Float), max.map(Stat::Float))
 }
 

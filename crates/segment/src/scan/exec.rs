@@ -18,9 +18,11 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{ColumnStatistics, DataFusionError, Result, Statistics, stats::Precision};
+use datafusion::common::{
+    ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics, stats::Precision,
+};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -257,36 +259,75 @@ impl SegmentScanExec {
             Precision::Inexact(rows)
         };
         for (out, field) in stats.column_statistics.iter_mut().zip(schema.fields()) {
-            *out = self.column_statistics(indexes, field.name(), whole);
+            *out = self.column_statistics(indexes, field, whole);
         }
         stats
     }
 
-    fn column_statistics(&self, indexes: &[usize], name: &str, whole: bool) -> ColumnStatistics {
+    fn column_statistics(&self, indexes: &[usize], field: &Field, whole: bool) -> ColumnStatistics {
         let mut stats = ColumnStatistics::new_unknown();
         let mut nulls = 0usize;
+        let mut bounds_known = true;
         let (mut min, mut max): (Option<Stat>, Option<Stat>) = (None, None);
         for &i in indexes {
             let segment = &self.segments[i].segment;
-            let Some(column) = segment
-                .footer()
-                .column_index(name)
-                .map(|c| &segment.footer().columns[c])
+            let footer = segment.footer();
+            let Some(column) = footer
+                .column_index(field.name())
+                .map(|c| &footer.columns[c])
             else {
-                // Absent columns are all NULL; no min/max can be claimed.
-                return stats;
+                // A column the segment lacks reads as NULL there.
+                nulls += segment.num_rows();
+                continue;
             };
             nulls += column.null_count as usize;
+            // No min/max with non-NULL values means they were not recorded (NaN, infinities).
+            let has_values = (column.null_count as usize) < segment.num_rows();
+            if has_values && (column.min.is_none() || column.max.is_none()) {
+                bounds_known = false;
+            }
             min = merge_stat(min, column.min.clone(), std::cmp::Ordering::Less);
             max = merge_stat(max, column.max.clone(), std::cmp::Ordering::Greater);
         }
-        stats.null_count = if whole {
-            Precision::Exact(nulls)
-        } else {
-            Precision::Inexact(nulls)
-        };
+        stats.null_count = precision(whole, nulls);
+        if bounds_known {
+            let scalar = |s: Option<Stat>| s.and_then(|s| stat_scalar(s, field.data_type()));
+            if let (Some(lo), Some(hi)) = (scalar(min), scalar(max)) {
+                stats.min_value = precision(whole, lo);
+                stats.max_value = precision(whole, hi);
+            }
+        }
         stats
     }
+}
+
+fn precision<T: std::fmt::Debug + Clone + PartialEq + Eq + PartialOrd>(
+    exact: bool,
+    value: T,
+) -> Precision<T> {
+    if exact {
+        Precision::Exact(value)
+    } else {
+        Precision::Inexact(value)
+    }
+}
+
+/// A footer statistic as a value of the table column's type, if it converts exactly.
+fn stat_scalar(stat: Stat, data_type: &DataType) -> Option<ScalarValue> {
+    let utc = || Some(Arc::from("UTC"));
+    Some(match (stat, data_type) {
+        (Stat::Int(v), DataType::Int64) => ScalarValue::Int64(Some(v)),
+        (Stat::Int(v), DataType::Date32) => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
+        (Stat::Int(v), DataType::Timestamp(TimeUnit::Millisecond, _)) => {
+            ScalarValue::TimestampMillisecond(Some(v), utc())
+        }
+        (Stat::Float(v), DataType::Float64) => ScalarValue::Float64(Some(v)),
+        (Stat::Float(v), DataType::Float32) => ScalarValue::Float32(Some(v as f32)),
+        (Stat::Str(v), DataType::Dictionary(key, value)) if **value == DataType::Utf8 => {
+            ScalarValue::Dictionary(key.clone(), Box::new(ScalarValue::Utf8(Some(v))))
+        }
+        _ => return None,
+    })
 }
 
 fn merge_stat(a: Option<Stat>, b: Option<Stat>, keep: std::cmp::Ordering) -> Option<Stat> {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Grove's whole test suite: formatting, lints, then every unit, SQL-logic and
+# end-to-end test. Needs only a Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Builds are shared between checkouts (and CI runs) through one target directory.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests run the real `grove` binary.
+cargo build --quiet --bin grove
+# nextest (on this kind of machine) runs each test in its own process and ends with
+# one summary line; plain cargo test is the fallback.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi

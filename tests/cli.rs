@@ -1,0 +1,281 @@
+//! The `grove` command line, run as a user runs it: sample data, ingestion, one-shot
+//! queries, scripts, the interactive shell, and the errors a user can cause.
+//! Expected numbers are computed here from the generated CSV.
+
+use std::collections::BTreeMap;
+
+use grove_e2e::{Run, Sandbox};
+
+fn check(run: &Run, what: &str) {
+    assert!(
+        run.ok,
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+}
+
+/// A sandbox with `rows` sample rows ingested into `data/`.
+fn ingested(rows: u64) -> Sandbox {
+    let sandbox = Sandbox::default();
+    let rows = rows.to_string();
+    check(
+        &sandbox.grove(
+            &[
+                "sample-data",
+                "--out",
+                &sandbox.arg("sample"),
+                "--rows",
+                &rows,
+            ],
+            "",
+        ),
+        "sample-data",
+    );
+    let spec = sandbox.arg("sample/events-spec.json");
+    let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &sandbox.arg("data")], "");
+    check(&ingest, "ingest");
+    assert!(
+        ingest.stdout.contains(&format!("rows read {rows},")),
+        "{}",
+        ingest.stdout
+    );
+    sandbox
+}
+
+/// Rows per device in the generated CSV.
+fn devices_in_csv(sandbox: &Sandbox) -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(sandbox.path("sample/events.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let device = header.iter().position(|h| *h == "device").unwrap();
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        *counts
+            .entry(line.split(',').nth(device).unwrap().to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn ingest_then_query_matches_the_input() {
+    let sandbox = ingested(20_000);
+    let data = sandbox.arg("data");
+    let run = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &data,
+            "--format",
+            "json",
+            "-c",
+            "SELECT device, COUNT(*) AS n FROM events GROUP BY device ORDER BY device",
+        ],
+        "",
+    );
+    check(&run, "sql");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(run.stdout.trim()).expect("json output");
+    let got: BTreeMap<String, u64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap().to_string(),
+                r["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, devices_in_csv(&sandbox));
+
+    let csv = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &data,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) AS n FROM events",
+        ],
+        "",
+    );
+    check(&csv, "csv output");
+    assert_eq!(csv.stdout, "n\n20000\n");
+}
+
+#[test]
+fn a_bad_statement_exits_non_zero_with_the_error() {
+    let sandbox = ingested(1_000);
+    let run = sandbox.grove(
+        &["sql", "--data-dir", &sandbox.arg("data"), "-c", "SELEC 1"],
+        "",
+    );
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error") && run.stderr.contains("SELEC"),
+        "{}",
+        run.stderr
+    );
+    let missing = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &sandbox.arg("nowhere"),
+            "-c",
+            "SELECT 1",
+        ],
+        "",
+    );
+    assert!(
+        !missing.ok && missing.stderr.contains("not a Grove data directory"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn a_script_file_runs_every_statement() {
+    let sandbox = ingested(1_000);
+    std::fs::write(
+        sandbox.path("script.sql"),
+        "-- two statements; one spans lines\nSELECT COUNT(*) AS total FROM events;\nSELECT\n  COUNT(DISTINCT device) AS devices\nFROM events;\n",
+    )
+    .unwrap();
+    let run = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &sandbox.arg("data"),
+            "--format",
+            "csv",
+            "-f",
+            &sandbox.arg("script.sql"),
+        ],
+        "",
+    );
+    check(&run, "script");
+    assert_eq!(
+        run.stdout,
+        format!("total\n1000\ndevices\n{}\n", devices_in_csv(&sandbox).len())
+    );
+}
+
+#[test]
+fn the_shell_runs_multi_line_statements_and_survives_errors() {
+    let sandbox = ingested(1_000);
+    let input = "SELECT 1 + 1 AS two;\nSELEC nonsense;\n\\d\n\\d events\nSELECT\n  COUNT(*) AS n\n  FROM events;\n\\timing\nSELECT 3 AS three;\n\\q\nSELECT 'after quit';\n";
+    let run = sandbox.grove(&["sql", "--data-dir", &sandbox.arg("data")], input);
+    check(&run, "shell");
+    let out = &run.stdout;
+    assert!(out.contains("| two |") && out.contains("| 2   |"), "{out}");
+    assert!(
+        run.stderr.contains("Error:") && run.stderr.contains("SELEC"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        out.contains("| public       | events     |"),
+        "table list: {out}"
+    );
+    assert!(
+        out.contains("| country         | Dictionary(Int32, Utf8)"),
+        "describe: {out}"
+    );
+    assert!(out.contains("| 1000 |"), "multi-line count: {out}");
+    assert!(
+        out.contains("Timing is on.") && out.contains("1 row(s) in"),
+        "{out}"
+    );
+    assert!(!out.contains("after quit"), "\\q stops the shell: {out}");
+}
+
+#[test]
+fn a_spec_with_an_unknown_field_fails_naming_it() {
+    let sandbox = ingested(1_000);
+    let spec = std::fs::read_to_string(sandbox.path("sample/events-spec.json")).unwrap();
+    let broken = spec.replace("\"rollup\": false", "\"rollup\": false, \"rollupp\": true");
+    std::fs::write(sandbox.path("sample/broken.json"), broken).unwrap();
+    let run = sandbox.grove(
+        &[
+            "ingest",
+            &sandbox.arg("sample/broken.json"),
+            "--data-dir",
+            &sandbox.arg("data"),
+        ],
+        "",
+    );
+    assert!(!run.ok);
+    assert!(run.stderr.contains("rollupp"), "{}", run.stderr);
+    let count = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &sandbox.arg("data"),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) AS n FROM sys.segments",
+        ],
+        "",
+    );
+    check(&count, "segments");
+    assert_eq!(count.stdout, "n\n7\n", "one segment per day, unchanged");
+}
+
+#[test]
+fn a_second_writer_is_refused_at_once() {
+    let sandbox = ingested(1_000);
+    let _held = grove_cluster::metastore::EmbeddedStore::open(&sandbox.path("data/meta"))
+        .expect("take the lock");
+    let spec = sandbox.arg("sample/events-spec.json");
+    let run = sandbox.grove(&["ingest", &spec, "--data-dir", &sandbox.arg("data")], "");
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("in use by another Grove process"),
+        "{}",
+        run.stderr
+    );
+    let read = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &sandbox.arg("data"),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) AS n FROM events",
+        ],
+        "",
+    );
+    check(&read, "readers still read");
+    assert_eq!(read.stdout, "n\n1000\n");
+}
+
+#[test]
+fn quickstart_ingests_the_sample_and_runs_the_examples() {
+    let sandbox = Sandbox::default();
+    let data = sandbox.arg("data");
+    let run = sandbox.grove(&["quickstart", "--data-dir", &data, "--rows", "5000"], "");
+    check(&run, "quickstart");
+    assert!(
+        run.stdout.contains("rows read 5000,") && run.stdout.contains("| country |"),
+        "{}",
+        run.stdout
+    );
+    let again = sandbox.grove(&["quickstart", "--data-dir", &data, "--rows", "5000"], "");
+    check(&again, "second quickstart");
+    assert!(again.stdout.contains("already in"), "{}", again.stdout);
+    let count = sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            &data,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) AS n FROM events",
+        ],
+        "",
+    );
+    assert_eq!(count.stdout, "n\n5000\n", "ingested once");
+}

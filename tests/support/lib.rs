@@ -1,0 +1,88 @@
+//! Helpers for end-to-end tests: finding the `grove` binary and running it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `grove` binary of this build: `$GROVE_BIN`, or `grove` next to the test's
+/// own directory in the target directory (`scripts/test.sh` builds it first).
+pub fn grove_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GROVE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/grove
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("grove"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --bin grove) or set GROVE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The result of one `grove` run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A temporary directory a test works in; `grove` runs with it as `HOME`, so shell
+/// history and anything else per-user stays inside it.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+}
+
+impl Sandbox {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The path of `name` as a string argument.
+    pub fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Runs `grove ARGS` with `stdin` as its input and waits for it.
+    pub fn grove(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = Command::new(grove_bin())
+            .args(args)
+            .env_remove("GROVE_DATA_DIR")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start grove");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for grove").into()
+    }
+}
