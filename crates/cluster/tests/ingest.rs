@@ -452,3 +452,199 @@ async fn replacing_with_an_older_version_is_refused() {
     assert!(err.contains("not older than"), "{err}");
     assert_eq!(f.descriptors().await, before);
 }
+
+/// A spec over `file` with the given dimensions, metrics, granularity and extra
+/// dataSchema fields; `format` is the inputFormat.
+fn custom_spec(
+    datasource: &str,
+    file: &Path,
+    dimensions: &str,
+    granularity: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"{{"type": "index_parallel", "spec": {{
+          "dataSchema": {{
+            "dataSource": "{datasource}",
+            "timestampSpec": {{"column": "time", "format": "iso"}},
+            "dimensionsSpec": {{"dimensions": {dimensions}}},
+            "metricsSpec": [{{"type": "count", "name": "count"}}],
+            "granularitySpec": {granularity}{extra}
+          }},
+          "ioConfig": {{"type": "index_parallel", "inputSource": {{"type": "local", "files": ["{}"]}},
+                        "inputFormat": {{"type": "csv", "findColumnsFromHeader": true}}}}
+        }}}}"#,
+        file.display()
+    )
+}
+
+#[tokio::test]
+async fn typed_dimensions_of_every_kind_keep_their_values() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.path("typed.csv"),
+        "time,l,d,fl,dt,ts,s\n\
+         2024-01-01T00:00:00Z,-7,2.5,0.25,2024-02-29,2024-03-01T12:34:56.789Z,x\n\
+         2024-01-01T00:00:01Z,,,,,,\n\
+         2024-01-01T00:00:02Z,9000000000,-1e10,3.5,1969-12-31,1970-01-01T00:00:00Z,y\n",
+    )
+    .unwrap();
+    let dims = r#"[{"type": "long", "name": "l"}, {"type": "double", "name": "d"}, {"type": "float", "name": "fl"},
+                   {"type": "date", "name": "dt"}, {"type": "timestamp", "name": "ts"}, "s"]"#;
+    let spec = custom_spec(
+        "typed",
+        &f.path("typed.csv"),
+        dims,
+        r#"{"segmentGranularity": "day", "rollup": false}"#,
+        "",
+    );
+    f.ingest(&spec, "v1").await.unwrap();
+    let d = &f.descriptors().await[0];
+    let segment = Segment::open(&f.deep.local_path(&d.path)).unwrap();
+    let column = |name: &str| {
+        segment
+            .column(segment.footer().column_index(name).unwrap())
+            .unwrap()
+    };
+    let l = column("l");
+    let l = l.as_primitive::<Int64Type>();
+    assert_eq!(
+        (l.value(0), l.is_null(1), l.value(2)),
+        (-7, true, 9_000_000_000)
+    );
+    let dbl = column("d");
+    let dbl = dbl.as_primitive::<Float64Type>();
+    assert_eq!(
+        (dbl.value(0), dbl.is_null(1), dbl.value(2)),
+        (2.5, true, -1e10)
+    );
+    let fl = column("fl");
+    let fl = fl.as_primitive::<arrow::datatypes::Float32Type>();
+    assert_eq!((fl.value(0), fl.is_null(1), fl.value(2)), (0.25, true, 3.5));
+    let dt = column("dt");
+    let dt = dt.as_primitive::<Date32Type>();
+    assert_eq!(
+        (dt.value(0), dt.is_null(1), dt.value(2)),
+        (19_782, true, -1)
+    );
+    let ts = column("ts");
+    let ts = ts.as_primitive::<TimestampMillisecondType>();
+    assert_eq!(
+        (ts.value(0), ts.is_null(1), ts.value(2)),
+        (1_709_296_496_789, true, 0)
+    );
+    assert_eq!(column("s").null_count(), 1);
+}
+
+#[tokio::test]
+async fn segment_granularities_cut_time_into_calendar_chunks() {
+    let f = Fixture::new();
+    let times = [
+        "2023-12-31T23:59:59Z",
+        "2024-01-01T00:00:00Z",
+        "2024-02-15T10:00:00Z",
+        "2024-02-29T23:00:00Z",
+    ];
+    let csv: String = std::iter::once("time,s\n".to_string())
+        .chain(times.iter().map(|t| format!("{t},a\n")))
+        .collect();
+    std::fs::write(f.path("t.csv"), csv).unwrap();
+    let expect = [
+        (
+            "month",
+            vec![
+                "2023-12-01/2024-01-01",
+                "2024-01-01/2024-02-01",
+                "2024-02-01/2024-03-01",
+            ],
+        ),
+        (
+            "year",
+            vec!["2023-01-01/2024-01-01", "2024-01-01/2025-01-01"],
+        ),
+        (
+            "week",
+            vec![
+                "2023-12-25/2024-01-01",
+                "2024-01-01/2024-01-08",
+                "2024-02-12/2024-02-19",
+                "2024-02-26/2024-03-04",
+            ],
+        ),
+    ];
+    for (granularity, intervals) in expect {
+        let gran = format!(r#"{{"segmentGranularity": "{granularity}", "rollup": false}}"#);
+        f.ingest(
+            &custom_spec(granularity, &f.path("t.csv"), r#"["s"]"#, &gran, ""),
+            "v1",
+        )
+        .await
+        .unwrap();
+        let mut got: Vec<_> = segments::load(f.store.as_ref(), Some(granularity))
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id.interval)
+            .collect();
+        got.sort();
+        let want: Vec<_> = intervals
+            .iter()
+            .map(|i| grove_segment::Interval::parse(i).unwrap())
+            .collect();
+        assert_eq!(got, want, "{granularity}");
+    }
+    let all = r#"{"segmentGranularity": "all", "rollup": false}"#;
+    let outcome = f
+        .ingest(
+            &custom_spec("all", &f.path("t.csv"), r#"["s"]"#, all, ""),
+            "v1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.published.len(), 1);
+    assert_eq!(outcome.published[0].num_rows, 4);
+}
+
+#[tokio::test]
+async fn transform_filter_and_intervals_drop_rows() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.path("t.csv"),
+        "time,s,k\n2024-01-01T01:00:00Z,keep,1\n2024-01-01T02:00:00Z,drop,2\n2024-01-02T03:00:00Z,keep,3\n2024-01-01T04:00:00Z,,4\n",
+    )
+    .unwrap();
+    let granularity =
+        r#"{"segmentGranularity": "day", "rollup": false, "intervals": ["2024-01-01/2024-01-02"]}"#;
+    let filter = r#", "transformSpec": {"filter": {"type": "or", "fields": [
+        {"type": "selector", "dimension": "s", "value": "keep"}, {"type": "null", "column": "s"}]}}"#;
+    let outcome = f
+        .ingest(
+            &custom_spec(
+                "filtered",
+                &f.path("t.csv"),
+                r#"["s", "k"]"#,
+                granularity,
+                filter,
+            ),
+            "v1",
+        )
+        .await
+        .unwrap();
+    let p = &outcome.progress;
+    assert_eq!(
+        (
+            p.rows_read,
+            p.rows_filtered,
+            p.rows_thrown_away,
+            p.rows_written
+        ),
+        (4, 1, 1, 2)
+    );
+    let segment = Segment::open(&f.deep.local_path(&outcome.published[0].path)).unwrap();
+    let k = segment
+        .column(segment.footer().column_index("k").unwrap())
+        .unwrap();
+    let k = arrow::compute::cast(&k, &DataType::Utf8).unwrap();
+    let k: Vec<_> = k.as_string::<i32>().iter().flatten().collect();
+    assert_eq!(k, ["1", "4"]);
+}

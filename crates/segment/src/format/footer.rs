@@ -1,6 +1,10 @@
 //! The footer: everything needed to find and check a segment's columns.
 
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, Float32Type, Float64Type, Int64Type, Schema, TimeUnit,
+    TimestampMillisecondType,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::id::SegmentId;
@@ -140,5 +144,63 @@ impl Footer {
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// The min and max statistics of a fixed-width column, as the footer records them.
+/// Floats get none when any value is NaN or infinite: a bound that left those out
+/// would be wrong.
+pub(crate) fn primitive_bounds(
+    kind: ColumnKind,
+    array: &dyn Array,
+) -> (Option<Stat>, Option<Stat>) {
+    match kind {
+        ColumnKind::Time | ColumnKind::Timestamp => int_bounds(
+            array
+                .as_primitive::<TimestampMillisecondType>()
+                .iter()
+                .flatten(),
+        ),
+        ColumnKind::Long => int_bounds(array.as_primitive::<Int64Type>().iter().flatten()),
+        ColumnKind::Date => int_bounds(
+            array
+                .as_primitive::<Date32Type>()
+                .iter()
+                .flatten()
+                .map(i64::from),
+        ),
+        ColumnKind::Double => float_bounds(array.as_primitive::<Float64Type>().iter().flatten()),
+        ColumnKind::Float => float_bounds(
+            array
+                .as_primitive::<Float32Type>()
+                .iter()
+                .flatten()
+                .map(f64::from),
+        ),
+        ColumnKind::String => (None, None),
+    }
+}
+
+fn int_bounds(values: impl Iterator<Item = i64>) -> (Option<Stat>, Option<Stat>) {
+    let (min, max) = values.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), v| {
+        (
+            Some(lo.map_or(v, |l| l.min(v))),
+            Some(hi.map_or(v, |h| h.max(v))),
+        )
+    });
+    (min.map(Stat::Int), max.map(Stat::Int))
+}
+
+fn float_bounds(values: impl Iterator<Item = f64>) -> (Option<Stat>, Option<Stat>) {
+    let mut bounds: Option<(f64, f64)> = None;
+    for v in values {
+        if !v.is_finite() {
+            return (None, None);
+        }
+        bounds = Some(bounds.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+    }
+    match bounds {
+        Some((lo, hi)) => (Some(Stat::Float(lo)), Some(Stat::Float(hi))),
+        None => (None, None),
     }
 }

@@ -20,7 +20,9 @@ use arrow::datatypes::{
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use roaring::RoaringBitmap;
 
-use super::footer::{BufferRef, ColumnKind, ColumnLayout, ColumnMeta, Footer};
+use super::footer::{
+    BufferRef, ColumnKind, ColumnLayout, ColumnMeta, Footer, Stat, primitive_bounds,
+};
 use super::{ALIGNMENT, FORMAT_VERSION, HEADER_LEN, MAGIC, TAIL_MAGIC, TIME_COLUMN, TRAILER_LEN};
 use crate::error::{Error, Result};
 use crate::id::{Interval, SegmentId};
@@ -227,6 +229,14 @@ impl Segment {
                         ));
                     }
                 };
+                if primitive_bounds(meta.kind, array.as_ref())
+                    != (meta.min.clone(), meta.max.clone())
+                {
+                    return Err(format!(
+                        "column {:?}: its min/max do not match its values",
+                        meta.name
+                    ));
+                }
                 LoadedColumn { array, index: None }
             }
             ColumnLayout::Dictionary { .. } if meta.kind != ColumnKind::String => {
@@ -259,16 +269,27 @@ impl Segment {
                         meta.name
                     ));
                 }
-                debug_assert_eq!(array.len(), n);
+                let bounds =
+                    |i: Option<usize>| i.map(|i| Stat::Str(dictionary.value(i).to_string()));
+                let last = dictionary.len().checked_sub(1);
+                if (bounds(last.map(|_| 0)), bounds(last)) != (meta.min.clone(), meta.max.clone()) {
+                    return Err(format!(
+                        "column {:?}: its min/max do not match its dictionary",
+                        meta.name
+                    ));
+                }
+                let index = StringIndex {
+                    dictionary,
+                    bitmap_offsets,
+                    bitmaps,
+                    path: self.path.clone(),
+                    column: meta.name.clone(),
+                };
+                check_bitmaps(&index, array.keys(), n)
+                    .map_err(|e| format!("column {:?}: {e}", meta.name))?;
                 LoadedColumn {
                     array: Arc::new(array),
-                    index: Some(Arc::new(StringIndex {
-                        dictionary,
-                        bitmap_offsets,
-                        bitmaps,
-                        path: self.path.clone(),
-                        column: meta.name.clone(),
-                    })),
+                    index: Some(Arc::new(index)),
                 }
             }
         };
@@ -434,6 +455,38 @@ impl StringIndex {
             reason: format!("bitmap {slot} of column {:?}: {e}", self.column),
         })
     }
+}
+
+/// Checks that the bitmap of each dictionary value holds exactly the rows whose key is
+/// that value, and the NULL bitmap exactly the NULL rows: filters answered from the
+/// index then agree with the column.
+fn check_bitmaps(
+    index: &StringIndex,
+    keys: &PrimitiveArray<Int32Type>,
+    rows: usize,
+) -> Result<(), String> {
+    let mut covered = 0u64;
+    for slot in 0..=index.dictionary.len() {
+        let bitmap = index.bitmap(slot).map_err(|e| e.to_string())?;
+        let is_null_slot = slot == index.dictionary.len();
+        let consistent = bitmap.iter().all(|row| {
+            let row = row as usize;
+            row < rows
+                && if is_null_slot {
+                    keys.is_null(row)
+                } else {
+                    keys.is_valid(row) && keys.value(row) as usize == slot
+                }
+        });
+        if !consistent {
+            return Err(format!("bitmap {slot} does not match the column's values"));
+        }
+        covered += bitmap.len();
+    }
+    if covered != rows as u64 {
+        return Err("the bitmaps do not cover every row once".into());
+    }
+    Ok(())
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {

@@ -330,3 +330,59 @@ proptest! {
         assert_round_trip(&batch);
     }
 }
+
+/// Rewrites a segment file: `edit` may change data bytes and the footer; column
+/// checksums and the footer checksum are then recomputed, so only the structural
+/// checks stand between the edit and a reader.
+fn forge(bytes: &[u8], edit: impl FnOnce(&mut [u8], &mut Footer)) -> Vec<u8> {
+    let len = bytes.len();
+    let footer_len = u64::from_le_bytes(bytes[len - 16..len - 8].try_into().unwrap()) as usize;
+    let footer_start = len - 16 - footer_len;
+    let mut footer: Footer = serde_json::from_slice(&bytes[footer_start..len - 16]).unwrap();
+    let mut data = bytes[..footer_start].to_vec();
+    edit(&mut data, &mut footer);
+    for column in &mut footer.columns {
+        let (start, len) = (column.region.offset as usize, column.region.len as usize);
+        column.crc32 = crc32fast::hash(&data[start..start + len]);
+    }
+    let footer_bytes = serde_json::to_vec(&footer).unwrap();
+    data.extend_from_slice(&footer_bytes);
+    data.extend_from_slice(&(footer_bytes.len() as u64).to_le_bytes());
+    data.extend_from_slice(&crc32fast::hash(&footer_bytes).to_le_bytes());
+    data.extend_from_slice(TAIL_MAGIC);
+    data
+}
+
+#[test]
+fn forged_keys_that_disagree_with_the_bitmaps_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(write(&dir, &sample_batch())).unwrap();
+    let forged = forge(&bytes, |data, footer| {
+        let ColumnLayout::Dictionary { keys, .. } = &footer.columns[1].layout else {
+            panic!("country is a dictionary column")
+        };
+        // Row 0 holds "nl" (key 2) and row 2 "de" (key 1): swap them.
+        let at = keys.offset as usize;
+        data.swap(at, at + 8);
+    });
+    let err = open_err(&forged);
+    assert!(err.contains("country") && err.contains("bitmap"), "{err}");
+}
+
+#[test]
+fn forged_statistics_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(write(&dir, &sample_batch())).unwrap();
+    let forged = forge(&bytes, |_, footer| {
+        footer.columns[2].max = Some(Stat::Int(7))
+    });
+    let err = open_err(&forged);
+    assert!(err.contains("clicks") && err.contains("min/max"), "{err}");
+    let unchanged = forge(&bytes, |_, _| {});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("same.grove"), &unchanged).unwrap();
+    Segment::open(&dir.path().join("same.grove"))
+        .unwrap()
+        .verify()
+        .expect("an unchanged rewrite reads");
+}

@@ -13,7 +13,9 @@ use arrow::datatypes::{
 use arrow::record_batch::RecordBatch;
 use roaring::RoaringBitmap;
 
-use super::footer::{BufferRef, ColumnKind, ColumnLayout, ColumnMeta, ColumnRole, Footer, Stat};
+use super::footer::{
+    BufferRef, ColumnKind, ColumnLayout, ColumnMeta, ColumnRole, Footer, Stat, primitive_bounds,
+};
 use super::{ALIGNMENT, FORMAT_VERSION, HEADER_LEN, MAGIC, TAIL_MAGIC, TIME_COLUMN};
 use crate::error::{Error, Result};
 use crate::id::SegmentId;
@@ -108,9 +110,10 @@ pub fn write_segment(
 }
 
 fn check_time_column(id: &SegmentId, batch: &RecordBatch) -> Result<()> {
-    let time = batch
-        .column_by_name(TIME_COLUMN)
-        .ok_or_else(|| Error::invalid("a segment needs a __time column"))?;
+    if batch.schema().fields().first().map(|f| f.name().as_str()) != Some(TIME_COLUMN) {
+        return Err(Error::invalid("a segment's first column must be __time"));
+    }
+    let time = batch.column(0);
     let DataType::Timestamp(TimeUnit::Millisecond, _) = time.data_type() else {
         return Err(Error::invalid(format!(
             "__time must be a millisecond timestamp, not {}",
@@ -197,7 +200,7 @@ fn write_column(
             len: out.pos - start,
         },
         crc32: crc.finalize(),
-        null_count: array.null_count() as u64,
+        null_count: array.logical_null_count() as u64,
         min,
         max,
         layout,
@@ -228,34 +231,17 @@ fn write_primitive(
     kind: ColumnKind,
     array: &ArrayRef,
 ) -> std::io::Result<Written> {
-    let (bytes, min, max): (&[u8], _, _) = match kind {
+    let bytes: &[u8] = match kind {
         ColumnKind::Time | ColumnKind::Timestamp => {
-            let a = array.as_primitive::<TimestampMillisecondType>();
-            let (min, max) = int_stats(a.iter().flatten());
-            (as_bytes(a.values()), min, max)
+            as_bytes(array.as_primitive::<TimestampMillisecondType>().values())
         }
-        ColumnKind::Long => {
-            let a = array.as_primitive::<Int64Type>();
-            let (min, max) = int_stats(a.iter().flatten());
-            (as_bytes(a.values()), min, max)
-        }
-        ColumnKind::Date => {
-            let a = array.as_primitive::<Date32Type>();
-            let (min, max) = int_stats(a.iter().flatten().map(i64::from));
-            (as_bytes(a.values()), min, max)
-        }
-        ColumnKind::Double => {
-            let a = array.as_primitive::<Float64Type>();
-            let (min, max) = float_stats(a.iter().flatten());
-            (as_bytes(a.values()), min, max)
-        }
-        ColumnKind::Float => {
-            let a = array.as_primitive::<Float32Type>();
-            let (min, max) = float_stats(a.iter().flatten().map(f64::from));
-            (as_bytes(a.values()), min, max)
-        }
+        ColumnKind::Long => as_bytes(array.as_primitive::<Int64Type>().values()),
+        ColumnKind::Date => as_bytes(array.as_primitive::<Date32Type>().values()),
+        ColumnKind::Double => as_bytes(array.as_primitive::<Float64Type>().values()),
+        ColumnKind::Float => as_bytes(array.as_primitive::<Float32Type>().values()),
         ColumnKind::String => unreachable!("strings are written by write_strings"),
     };
+    let (min, max) = primitive_bounds(kind, array.as_ref());
     let values = out.buffer(crc, bytes)?;
     let validity = write_validity(out, crc, array)?;
     Ok((ColumnLayout::Primitive { values, validity }, min, max))
@@ -267,35 +253,6 @@ fn as_bytes<T: arrow::datatypes::ArrowNativeType>(values: &[T]) -> &[u8] {
     // SAFETY: `values` is a valid, initialised slice of plain-old-data numbers; viewing
     // its memory as `len` bytes reads exactly the same allocation.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), len) }
-}
-
-fn int_stats(values: impl Iterator<Item = i64>) -> (Option<Stat>, Option<Stat>) {
-    let (min, max) = values.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), v| {
-        (
-            Some(lo.map_or(v, |l| l.min(v))),
-            Some(hi.map_or(v, |h| h.max(v))),
-        )
-    });
-    (min.map(Stat::Int), max.map(Stat::Int))
-}
-
-/// Min and max of the values; none at all when any is NaN or infinite, since a bound
-/// that left those out would be wrong.
-fn float_stats(values: impl Iterator<Item = f64>) -> (Option<Stat>, Option<Stat>) {
-    let values: Vec<f64> = values.collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return (None, None);
-    }
-    let (min, max) =
-        values
-            .into_iter()
-            .fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), v| {
-                (
-                    Some(lo.map_or(v, |l| l.min(v))),
-                    Some(hi.map_or(v, |h| h.max(v))),
-                )
-            });
-    (min.map(Stat::Float), max.map(Stat::Float))
 }
 
 fn write_strings(

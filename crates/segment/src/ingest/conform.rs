@@ -156,7 +156,7 @@ impl Conformer {
                 progress.rows_filtered += 1;
                 continue;
             }
-            let t = match time {
+            let t = match time.and_then(in_range) {
                 Ok(t) => t,
                 Err(reason) => {
                     exceptions.push((input.origin.describe(row), reason));
@@ -244,6 +244,19 @@ impl Conformer {
             }
         };
         Ok(values)
+    }
+}
+
+/// Times Grove can bucket and print: the range of calendar dates chrono supports.
+fn in_range(t: i64) -> Result<i64, String> {
+    let (min, max) = (
+        chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_millis(),
+        chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_millis(),
+    );
+    if (min..=max).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!("timestamp {t} ms is out of range"))
     }
 }
 

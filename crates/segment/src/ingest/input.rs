@@ -157,6 +157,9 @@ fn read_json(
 
 /// Decodes one complete line; a line holding anything but one JSON object is an error.
 fn decode_line(decoder: &mut Decoder, line: &[u8]) -> Result<()> {
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::invalid("expected a JSON object"));
+    }
     let before = decoder.len();
     let consumed = decoder.decode(line)?;
     if consumed != line.len() || decoder.has_partial_record() || decoder.len() != before + 1 {

@@ -227,8 +227,17 @@ impl ExecutionPlan for SegmentScanExec {
         Ok(Arc::new(self.statistics_of(&indexes)))
     }
 
-    fn supports_limit_pushdown(&self) -> bool {
-        true
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        Some(Arc::new(SegmentScanExec {
+            table_schema: Arc::clone(&self.table_schema),
+            projection: self.projection.clone(),
+            segments: self.segments.clone(),
+            filter: self.filter.clone(),
+            limit,
+            partitions: self.partitions.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     fn fetch(&self) -> Option<usize> {
@@ -238,10 +247,11 @@ impl ExecutionPlan for SegmentScanExec {
 
 impl SegmentScanExec {
     /// Row counts and per-column min/max/null counts from segment footers: exact when
-    /// whole segments are read unfiltered, upper bounds otherwise.
+    /// whole segments are read unfiltered and unlimited, estimates otherwise.
     fn statistics_of(&self, indexes: &[usize]) -> Statistics {
         let schema = self.schema();
         let whole = self.filter.is_none()
+            && self.limit.is_none()
             && indexes.iter().all(|&i| {
                 let s = &self.segments[i];
                 s.intervals
@@ -251,7 +261,8 @@ impl SegmentScanExec {
         let rows: usize = indexes
             .iter()
             .map(|&i| self.segments[i].segment.num_rows())
-            .sum();
+            .sum::<usize>()
+            .min(self.limit.unwrap_or(usize::MAX));
         let mut stats = Statistics::new_unknown(&schema);
         stats.num_rows = if whole {
             Precision::Exact(rows)
@@ -268,6 +279,7 @@ impl SegmentScanExec {
         let mut stats = ColumnStatistics::new_unknown();
         let mut nulls = 0usize;
         let mut bounds_known = true;
+        let mut exact = whole;
         let (mut min, mut max): (Option<Stat>, Option<Stat>) = (None, None);
         for &i in indexes {
             let segment = &self.segments[i].segment;
@@ -281,6 +293,13 @@ impl SegmentScanExec {
                 continue;
             };
             nulls += column.null_count as usize;
+            if column.kind.data_type() != *field.data_type() {
+                // Stored as another type and cast when read: values that do not convert
+                // become NULLs the footer does not count, and bounds are in other units.
+                exact = false;
+                bounds_known = false;
+                continue;
+            }
             // No min/max with non-NULL values means they were not recorded (NaN, infinities).
             let has_values = (column.null_count as usize) < segment.num_rows();
             if has_values && (column.min.is_none() || column.max.is_none()) {
@@ -289,12 +308,12 @@ impl SegmentScanExec {
             min = merge_stat(min, column.min.clone(), std::cmp::Ordering::Less);
             max = merge_stat(max, column.max.clone(), std::cmp::Ordering::Greater);
         }
-        stats.null_count = precision(whole, nulls);
+        stats.null_count = precision(exact, nulls);
         if bounds_known {
             let scalar = |s: Option<Stat>| s.and_then(|s| stat_scalar(s, field.data_type()));
             if let (Some(lo), Some(hi)) = (scalar(min), scalar(max)) {
-                stats.min_value = precision(whole, lo);
-                stats.max_value = precision(whole, hi);
+                stats.min_value = precision(exact, lo);
+                stats.max_value = precision(exact, hi);
             }
         }
         stats

@@ -199,6 +199,9 @@ fn bound(op: Operator, literal: &Expr) -> Option<Interval> {
     };
     let (floor, ceil) = literal_millis(value)?;
     let all = Interval::ETERNITY;
+    // Bounds outside the representable range leave the filter to DataFusion.
+    let clamp = |t: i64| (all.start..=all.end).contains(&t).then_some(t);
+    let (floor, ceil) = (clamp(floor)?, clamp(ceil)?);
     Some(match op {
         Operator::Eq if floor == ceil => Interval {
             start: floor,
@@ -225,16 +228,21 @@ fn bound(op: Operator, literal: &Expr) -> Option<Interval> {
     })
 }
 
-/// A timestamp literal as (floor, ceil) milliseconds.
+/// A timestamp literal as (floor, ceil) milliseconds; None if it does not fit.
 fn literal_millis(value: &ScalarValue) -> Option<(i64, i64)> {
     let (v, per_ms) = match value {
-        ScalarValue::TimestampSecond(Some(v), _) => return Some((v * 1000, v * 1000)),
+        ScalarValue::TimestampSecond(Some(v), _) => {
+            let ms = v.checked_mul(1000)?;
+            return Some((ms, ms));
+        }
         ScalarValue::TimestampMillisecond(Some(v), _) => return Some((*v, *v)),
         ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, 1_000),
         ScalarValue::TimestampNanosecond(Some(v), _) => (*v, 1_000_000),
         _ => return None,
     };
-    Some((v.div_euclid(per_ms), (v + per_ms - 1).div_euclid(per_ms)))
+    let floor = v.div_euclid(per_ms);
+    let ceil = floor + i64::from(v.rem_euclid(per_ms) != 0);
+    Some((floor, ceil))
 }
 
 /// The rows where a predicate is TRUE, and where it is UNKNOWN.
