@@ -1,22 +1,26 @@
-//! Building the segments of one time chunk: rows are grouped (rollup) or kept as they
-//! are, metrics aggregated, and a partition written whenever `maxRowsPerSegment` rows
-//! have gathered.
+//! Building the segments of one time chunk, and writing a partition whenever
+//! `maxRowsPerSegment` rows have gathered.
+//!
+//! Without rollup every input row is an output row: batches are kept as they come
+//! (metric inputs cast to their stored types) and concatenated at flush. With rollup,
+//! rows are grouped on (time, dimensions) through Arrow's row format and metrics are
+//! aggregated per group.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int64Array, RecordBatch,
+    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int64Array, PrimitiveArray, RecordBatch,
     TimestampMillisecondArray,
 };
-use arrow::compute::{interleave, sort_to_indices, take_record_batch};
-use arrow::datatypes::{Float64Type, Int64Type, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::compute::{cast, concat_batches, interleave, sort_to_indices, take_record_batch};
+use arrow::datatypes::{Float64Type, Int64Type, SchemaRef, TimestampMillisecondType};
+use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::Result;
 use crate::format::{ColumnRole, WrittenSegment, write_segment};
-use crate::id::{Interval, SegmentId};
+use crate::id::SegmentId;
 use crate::spec::Aggregator;
 
 /// A segment written to the staging directory, not yet published.
@@ -39,36 +43,83 @@ pub struct Layout {
     pub max_rows: usize,
 }
 
+impl Layout {
+    /// The metric input columns of a conformed batch, one per metric (None for count).
+    fn metric_inputs(&self, batch: &RecordBatch) -> Vec<Option<ArrayRef>> {
+        let mut next = self.dimensions + 1;
+        self.metrics
+            .iter()
+            .map(|a| {
+                (*a != Aggregator::Count).then(|| {
+                    next += 1;
+                    Arc::clone(batch.column(next - 1))
+                })
+            })
+            .collect()
+    }
+}
+
 pub struct ChunkBuilder {
     id: SegmentId,
-    batches: Vec<RecordBatch>,
-    /// Per output row (group): its time and the (batch, row) its dimensions come from.
+    rows: Pending,
+}
+
+/// The rows gathered for the next partition.
+enum Pending {
+    /// Output rows as they came.
+    Raw {
+        batches: Vec<RecordBatch>,
+        len: usize,
+    },
+    Rollup(Groups),
+}
+
+/// Rollup state: one entry per group (output row).
+struct Groups {
+    converter: RowConverter,
+    index: HashMap<Box<[u8]>, u32>,
     times: Vec<i64>,
+    /// Input batches that dimension values are taken from, and per group its
+    /// (batch, row) there.
+    batches: Vec<RecordBatch>,
     origins: Vec<(usize, usize)>,
-    groups: HashMap<Box<[u8]>, u32>,
     metrics: Vec<MetricState>,
 }
 
 impl ChunkBuilder {
-    /// A builder for `interval` whose first partition is `id.partition`.
-    pub fn new(id: SegmentId, layout: &Layout) -> Self {
-        let metrics = layout
-            .metrics
-            .iter()
-            .map(|a| MetricState::new(*a))
-            .collect();
-        ChunkBuilder {
-            id,
-            batches: Vec::new(),
-            times: Vec::new(),
-            origins: Vec::new(),
-            groups: HashMap::new(),
-            metrics,
-        }
+    /// A builder for `id.interval` whose first partition is `id.partition`.
+    pub fn new(id: SegmentId, layout: &Layout) -> Result<Self> {
+        let rows = if layout.rollup {
+            let key_types = layout.schema.fields()[..=layout.dimensions]
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            Pending::Rollup(Groups {
+                converter: RowConverter::new(key_types)?,
+                index: HashMap::new(),
+                times: Vec::new(),
+                batches: Vec::new(),
+                origins: Vec::new(),
+                metrics: layout
+                    .metrics
+                    .iter()
+                    .map(|a| MetricState::new(*a))
+                    .collect(),
+            })
+        } else {
+            Pending::Raw {
+                batches: Vec::new(),
+                len: 0,
+            }
+        };
+        Ok(ChunkBuilder { id, rows })
     }
 
-    pub fn interval(&self) -> Interval {
-        self.id.interval
+    pub fn is_empty(&self) -> bool {
+        match &self.rows {
+            Pending::Raw { len, .. } => *len == 0,
+            Pending::Rollup(groups) => groups.times.is_empty(),
+        }
     }
 
     /// Adds conformed rows, writing full partitions to `staging` as they fill up.
@@ -79,82 +130,169 @@ impl ChunkBuilder {
         staging: &Path,
         out: &mut Vec<BuiltSegment>,
     ) -> Result<()> {
-        let keys = if layout.rollup {
-            let key_columns = batch.columns()[..=layout.dimensions].to_vec();
-            let converter = RowConverter::new(
-                key_columns
-                    .iter()
-                    .map(|c| SortField::new(c.data_type().clone()))
-                    .collect(),
-            )?;
-            Some(converter.convert_columns(&key_columns)?)
-        } else {
-            None
-        };
-        let times = batch
-            .column(0)
-            .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-            .clone();
-        let inputs: Vec<Option<ArrayRef>> = {
-            let mut next = layout.dimensions + 1;
-            layout
-                .metrics
-                .iter()
-                .map(|a| {
-                    (*a != Aggregator::Count).then(|| {
-                        next += 1;
-                        Arc::clone(batch.column(next - 1))
-                    })
-                })
-                .collect()
-        };
-        let mut batch_index = self.batches.len();
-        self.batches.push(batch.clone());
-        for row in 0..times.len() {
-            let group = match &keys {
-                Some(keys) => {
-                    let key = keys.row(row);
-                    match self.groups.get(key.as_ref()) {
-                        Some(&g) => g as usize,
-                        None => {
-                            self.groups
-                                .insert(key.as_ref().into(), self.times.len() as u32);
-                            self.new_group(times.value(row), batch_index, row)
-                        }
-                    }
-                }
-                None => self.new_group(times.value(row), batch_index, row),
+        match &mut self.rows {
+            Pending::Raw { .. } => self.add_raw(raw_rows(&batch, layout)?, layout, staging, out),
+            Pending::Rollup(_) => self.add_rollup(batch, layout, staging, out),
+        }
+    }
+
+    fn add_raw(
+        &mut self,
+        mut batch: RecordBatch,
+        layout: &Layout,
+        staging: &Path,
+        out: &mut Vec<BuiltSegment>,
+    ) -> Result<()> {
+        while batch.num_rows() > 0 {
+            let Pending::Raw { batches, len } = &mut self.rows else {
+                unreachable!("add_raw is only called on raw chunks")
             };
-            for (state, input) in self.metrics.iter_mut().zip(&inputs) {
-                state.update(group, input.as_deref(), row);
-            }
-            if self.times.len() >= layout.max_rows {
+            let take = batch.num_rows().min(layout.max_rows - *len);
+            batches.push(batch.slice(0, take));
+            *len += take;
+            batch = batch.slice(take, batch.num_rows() - take);
+            if *len >= layout.max_rows {
                 out.push(self.flush(layout, staging)?);
-                // The rest of this batch starts the next partition and still needs the
-                // batch as the source of its dimension values.
-                self.batches.push(batch.clone());
-                batch_index = 0;
             }
         }
         Ok(())
     }
 
-    fn new_group(&mut self, time: i64, batch: usize, row: usize) -> usize {
-        self.times.push(time);
-        self.origins.push((batch, row));
-        for state in &mut self.metrics {
-            state.push();
+    fn add_rollup(
+        &mut self,
+        batch: RecordBatch,
+        layout: &Layout,
+        staging: &Path,
+        out: &mut Vec<BuiltSegment>,
+    ) -> Result<()> {
+        let groups = self.groups();
+        let keys = groups
+            .converter
+            .convert_columns(&batch.columns()[..=layout.dimensions])?;
+        let times = batch
+            .column(0)
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let inputs = layout.metric_inputs(&batch);
+        groups.batches.push(batch.clone());
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let groups = self.groups();
+            let (end, assigned) = groups.assign(&keys, &times, start, layout.max_rows);
+            for (state, input) in groups.metrics.iter_mut().zip(&inputs) {
+                state.aggregate(input.as_deref(), start, &assigned);
+            }
+            start = end;
+            if groups.times.len() >= layout.max_rows {
+                out.push(self.flush(layout, staging)?);
+                // The rest of the batch starts the next partition and still takes its
+                // dimension values from it.
+                self.groups().batches.push(batch.clone());
+            }
         }
-        self.times.len() - 1
+        Ok(())
     }
 
-    /// Writes what has gathered as the next partition (if anything has) and starts
-    /// the partition after it.
+    fn groups(&mut self) -> &mut Groups {
+        match &mut self.rows {
+            Pending::Rollup(groups) => groups,
+            Pending::Raw { .. } => unreachable!("only rollup chunks have groups"),
+        }
+    }
+
+    /// Writes what has gathered as the next partition and starts the one after it.
     pub fn flush(&mut self, layout: &Layout, staging: &Path) -> Result<BuiltSegment> {
+        let batch = match &mut self.rows {
+            Pending::Raw { batches, len } => {
+                let batch = concat_batches(&layout.schema, batches.iter())?;
+                batches.clear();
+                *len = 0;
+                batch
+            }
+            Pending::Rollup(groups) => groups.finish(layout)?,
+        };
+        let time = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let batch = if time.values().is_sorted() {
+            batch
+        } else {
+            let order = sort_to_indices(batch.column(0), None, None)?;
+            take_record_batch(&batch, &order)?
+        };
+        let id = self.id.clone();
+        let path = staging.join(format!("{}.grove", id.file_stem()));
+        let written = write_segment(&path, &id, &batch, &layout.roles)?;
+        self.id.partition += 1;
+        Ok(BuiltSegment { id, path, written })
+    }
+}
+
+/// A conformed batch as output rows: each metric is its input cast to the stored type
+/// (count is 1).
+fn raw_rows(batch: &RecordBatch, layout: &Layout) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = batch.columns()[..=layout.dimensions].to_vec();
+    for (input, field) in layout
+        .metric_inputs(batch)
+        .into_iter()
+        .zip(&layout.schema.fields()[layout.dimensions + 1..])
+    {
+        columns.push(match input {
+            Some(input) if input.data_type() == field.data_type() => input,
+            Some(input) => cast(&input, field.data_type())?,
+            None => Arc::new(Int64Array::from_value(1, batch.num_rows())),
+        });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(&layout.schema), columns)?)
+}
+
+impl Groups {
+    /// Assigns rows from `start` to groups (in the last batch), creating groups as
+    /// needed, until the rows run out or `max_groups` groups exist. Returns the end of
+    /// the rows assigned and each row's group.
+    fn assign(
+        &mut self,
+        keys: &Rows,
+        times: &PrimitiveArray<TimestampMillisecondType>,
+        start: usize,
+        max_groups: usize,
+    ) -> (usize, Vec<u32>) {
+        let batch_index = self.batches.len() - 1;
+        let mut assigned = Vec::with_capacity(keys.num_rows() - start);
+        let mut row = start;
+        while row < keys.num_rows() && self.times.len() < max_groups {
+            let key = keys.row(row);
+            let group = match self.index.get(key.as_ref()) {
+                Some(&g) => g,
+                None => {
+                    let g = self.times.len() as u32;
+                    self.index.insert(key.as_ref().into(), g);
+                    self.times.push(times.value(row));
+                    self.origins.push((batch_index, row));
+                    for state in &mut self.metrics {
+                        state.push();
+                    }
+                    g
+                }
+            };
+            assigned.push(group);
+            row += 1;
+        }
+        // Rows of groups that exist already may follow a full partition's last new
+        // group: they belong to it.
+        while row < keys.num_rows() {
+            match self.index.get(keys.row(row).as_ref()) {
+                Some(&g) => assigned.push(g),
+                None => break,
+            }
+            row += 1;
+        }
+        (row, assigned)
+    }
+
+    /// The groups as output rows; the state is then empty.
+    fn finish(&mut self, layout: &Layout) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(layout.schema.fields().len());
-        columns.push(Arc::new(
-            TimestampMillisecondArray::from(std::mem::take(&mut self.times)).with_timezone("UTC"),
-        ));
+        let times = TimestampMillisecondArray::from(std::mem::take(&mut self.times));
+        columns.push(Arc::new(times.with_timezone("UTC")));
         for d in 1..=layout.dimensions {
             let sources: Vec<&dyn Array> =
                 self.batches.iter().map(|b| b.column(d).as_ref()).collect();
@@ -163,27 +301,15 @@ impl ChunkBuilder {
         for state in &mut self.metrics {
             columns.push(state.finish());
         }
-        let batch = RecordBatch::try_new(Arc::clone(&layout.schema), columns)?;
-        let order = sort_to_indices(batch.column(0), None, None)?;
-        let batch = take_record_batch(&batch, &order)?;
-
-        let id = self.id.clone();
-        let path = staging.join(format!("{}.grove", id.file_stem()));
-        let written = write_segment(&path, &id, &batch, &layout.roles)?;
-        self.id.partition += 1;
         self.batches.clear();
         self.origins.clear();
-        self.groups.clear();
-        Ok(BuiltSegment { id, path, written })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.times.is_empty()
+        self.index.clear();
+        Ok(RecordBatch::try_new(Arc::clone(&layout.schema), columns)?)
     }
 }
 
-/// The running value of one metric per output row. Inputs that are NULL are skipped;
-/// a row whose inputs were all NULL has a NULL metric (SQL semantics).
+/// The running value of one metric per group. Inputs that are NULL are skipped; a
+/// group whose inputs were all NULL has a NULL metric (SQL semantics).
 enum MetricState {
     Long {
         aggregator: Aggregator,
@@ -217,6 +343,7 @@ impl MetricState {
         }
     }
 
+    /// Starts a new group.
     fn push(&mut self) {
         match self {
             MetricState::Long { aggregator, values } => {
@@ -226,40 +353,36 @@ impl MetricState {
         }
     }
 
-    fn update(&mut self, group: usize, input: Option<&dyn Array>, row: usize) {
-        use Aggregator::*;
+    /// Folds rows `start..` of `input` (None for count) into their groups.
+    fn aggregate(&mut self, input: Option<&dyn Array>, start: usize, groups: &[u32]) {
         match self {
             MetricState::Long { aggregator, values } => {
-                let slot = &mut values[group];
                 let Some(input) = input else {
-                    *slot = Some(slot.unwrap_or(0) + 1);
+                    for &g in groups {
+                        let slot = &mut values[g as usize];
+                        *slot = Some(slot.unwrap_or(0) + 1);
+                    }
                     return;
                 };
-                if input.is_null(row) {
-                    return;
-                }
-                let v = input.as_primitive::<Int64Type>().value(row);
-                *slot = Some(match (slot.take(), *aggregator) {
-                    (None, _) => v,
-                    (Some(acc), LongMin) => acc.min(v),
-                    (Some(acc), LongMax) => acc.max(v),
-                    (Some(acc), _) => acc.wrapping_add(v),
-                });
+                let input = input.as_primitive::<Int64Type>();
+                let combine: fn(i64, i64) -> i64 = match aggregator {
+                    Aggregator::LongMin => i64::min,
+                    Aggregator::LongMax => i64::max,
+                    _ => i64::wrapping_add,
+                };
+                fold(values, input, start, groups, combine);
             }
             MetricState::Double {
                 aggregator, values, ..
             } => {
-                let Some(input) = input.filter(|i| !i.is_null(row)) else {
-                    return;
+                let Some(input) = input else { return };
+                let input = input.as_primitive::<Float64Type>();
+                let combine: fn(f64, f64) -> f64 = match aggregator {
+                    Aggregator::DoubleMin | Aggregator::FloatMin => f64::min,
+                    Aggregator::DoubleMax | Aggregator::FloatMax => f64::max,
+                    _ => |a, b| a + b,
                 };
-                let v = input.as_primitive::<Float64Type>().value(row);
-                let slot = &mut values[group];
-                *slot = Some(match (slot.take(), *aggregator) {
-                    (None, _) => v,
-                    (Some(acc), DoubleMin | FloatMin) => acc.min(v),
-                    (Some(acc), DoubleMax | FloatMax) => acc.max(v),
-                    (Some(acc), _) => acc + v,
-                });
+                fold(values, input, start, groups, combine);
             }
         }
     }
@@ -276,12 +399,30 @@ impl MetricState {
                 values,
                 float: true,
                 ..
-            } => Arc::new(Float32Array::from(
+            } => Arc::new(
                 std::mem::take(values)
                     .into_iter()
                     .map(|v| v.map(|v| v as f32))
-                    .collect::<Vec<_>>(),
-            )),
+                    .collect::<Float32Array>(),
+            ),
         }
+    }
+}
+
+fn fold<T: arrow::datatypes::ArrowPrimitiveType>(
+    values: &mut [Option<T::Native>],
+    input: &PrimitiveArray<T>,
+    start: usize,
+    groups: &[u32],
+    combine: fn(T::Native, T::Native) -> T::Native,
+) {
+    for (i, &g) in groups.iter().enumerate() {
+        let row = start + i;
+        if input.is_null(row) {
+            continue;
+        }
+        let v = input.value(row);
+        let slot = &mut values[g as usize];
+        *slot = Some(slot.map_or(v, |acc| combine(acc, v)));
     }
 }

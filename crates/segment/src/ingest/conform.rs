@@ -314,7 +314,12 @@ fn select(
     let Some(column) = batch.column_by_name(name) else {
         return Ok(new_null_array(data_type, rows.len()));
     };
-    let column = take(column, rows, None)?;
+    let column = if rows.len() == batch.num_rows() {
+        // Every row kept (the common case): no copy.
+        Arc::clone(column)
+    } else {
+        take(column, rows, None)?
+    };
     let options = CastOptions {
         safe: true,
         ..CastOptions::default()

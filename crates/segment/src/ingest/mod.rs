@@ -158,7 +158,7 @@ impl Build<'_> {
                     partition,
                 };
                 self.chunks
-                    .insert(start, ChunkBuilder::new(id, &self.layout));
+                    .insert(start, ChunkBuilder::new(id, &self.layout)?);
             }
             if let Some(chunk) = self.chunks.get_mut(&start) {
                 chunk.add(part, &self.layout, self.staging, &mut self.segments)?;
