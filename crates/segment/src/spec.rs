@@ -25,6 +25,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+/// The output time column; no dimension or metric may take its name.
+use crate::format::TIME_COLUMN;
 use crate::granularity::Granularity;
 use crate::id::{Interval, parse_instant};
 
@@ -164,8 +166,6 @@ pub enum InputFormat {
     Parquet,
 }
 
-/// Druid's name for the output time column; no dimension or metric may take it.
-const TIME_COLUMN: &str = "__time";
 const DEFAULT_TIMESTAMP_COLUMN: &str = "timestamp";
 const DEFAULT_MAX_ROWS_PER_SEGMENT: usize = 5_000_000;
 const TASK_TYPES: [&str; 2] = ["index_parallel", "index"];

@@ -196,101 +196,21 @@ impl Segment {
         if crc32fast::hash(region.as_slice()) != meta.crc32 {
             return Err(format!("checksum mismatch in column {:?}", meta.name));
         }
-        let n = self.num_rows();
-        let loaded = match &meta.layout {
-            ColumnLayout::Primitive { values, validity } => {
-                let nulls = self.validity(meta, *validity)?;
-                let array = match meta.kind {
-                    ColumnKind::Time => {
-                        let a = self.primitive::<TimestampMillisecondType>(meta, *values, nulls)?;
-                        self.check_time(&a)?;
-                        Arc::new(a.with_timezone("UTC")) as ArrayRef
-                    }
-                    ColumnKind::Timestamp => Arc::new(
-                        self.primitive::<TimestampMillisecondType>(meta, *values, nulls)?
-                            .with_timezone("UTC"),
-                    ),
-                    ColumnKind::Long => {
-                        Arc::new(self.primitive::<Int64Type>(meta, *values, nulls)?)
-                    }
-                    ColumnKind::Double => {
-                        Arc::new(self.primitive::<Float64Type>(meta, *values, nulls)?)
-                    }
-                    ColumnKind::Float => {
-                        Arc::new(self.primitive::<Float32Type>(meta, *values, nulls)?)
-                    }
-                    ColumnKind::Date => {
-                        Arc::new(self.primitive::<Date32Type>(meta, *values, nulls)?)
-                    }
-                    ColumnKind::String => {
-                        return Err(format!(
-                            "string column {:?} has a primitive layout",
-                            meta.name
-                        ));
-                    }
-                };
-                if primitive_bounds(meta.kind, array.as_ref())
-                    != (meta.min.clone(), meta.max.clone())
-                {
-                    return Err(format!(
-                        "column {:?}: its min/max do not match its values",
-                        meta.name
-                    ));
-                }
-                LoadedColumn { array, index: None }
+        let loaded = match (&meta.layout, meta.kind) {
+            (ColumnLayout::Primitive { .. }, ColumnKind::String) => {
+                return Err(format!(
+                    "string column {:?} has a primitive layout",
+                    meta.name
+                ));
             }
-            ColumnLayout::Dictionary { .. } if meta.kind != ColumnKind::String => {
+            (ColumnLayout::Primitive { values, validity }, _) => {
+                self.decode_primitive(meta, *values, *validity)?
+            }
+            (ColumnLayout::Dictionary { .. }, ColumnKind::String) => {
+                self.decode_dictionary(meta)?
+            }
+            (ColumnLayout::Dictionary { .. }, _) => {
                 return Err(format!("column {:?} has a dictionary layout", meta.name));
-            }
-            ColumnLayout::Dictionary {
-                dict_len,
-                dict_offsets,
-                dict_data,
-                keys,
-                validity,
-                bitmap_offsets,
-                bitmaps,
-            } => {
-                let dict_len = *dict_len as usize;
-                let dictionary = self.dictionary(meta, dict_len, *dict_offsets, *dict_data)?;
-                let nulls = self.validity(meta, *validity)?;
-                let keys = self.primitive::<Int32Type>(meta, *keys, nulls)?;
-                let array =
-                    DictionaryArray::<Int32Type>::try_new(keys, Arc::new(dictionary.clone()))
-                        .map_err(|e| format!("column {:?}: {e}", meta.name))?;
-                let bitmap_offsets = self.typed::<u64>(meta, *bitmap_offsets, dict_len + 2)?;
-                let bitmaps = self.slice(*bitmaps);
-                let in_order = bitmap_offsets.first() == Some(&0)
-                    && bitmap_offsets.windows(2).all(|w| w[0] <= w[1])
-                    && bitmap_offsets.last() == Some(&(bitmaps.len() as u64));
-                if !in_order {
-                    return Err(format!(
-                        "column {:?}: bitmap offsets are out of order",
-                        meta.name
-                    ));
-                }
-                let bounds =
-                    |i: Option<usize>| i.map(|i| Stat::Str(dictionary.value(i).to_string()));
-                let last = dictionary.len().checked_sub(1);
-                if (bounds(last.map(|_| 0)), bounds(last)) != (meta.min.clone(), meta.max.clone()) {
-                    return Err(format!(
-                        "column {:?}: its min/max do not match its dictionary",
-                        meta.name
-                    ));
-                }
-                let index = StringIndex {
-                    dictionary,
-                    bitmap_offsets,
-                    bitmaps,
-                    path: self.path.clone(),
-                    column: meta.name.clone(),
-                };
-                check_bitmaps(&index, array.keys(), n)
-                    .map_err(|e| format!("column {:?}: {e}", meta.name))?;
-                LoadedColumn {
-                    array: Arc::new(array),
-                    index: Some(Arc::new(index)),
-                }
             }
         };
         if loaded.array.null_count() as u64 != meta.null_count {
@@ -302,6 +222,100 @@ impl Segment {
             ));
         }
         Ok(loaded)
+    }
+
+    /// A fixed-width column: values and validity viewed in place, then checked.
+    fn decode_primitive(
+        &self,
+        meta: &ColumnMeta,
+        values: BufferRef,
+        validity: Option<BufferRef>,
+    ) -> Result<LoadedColumn, String> {
+        let nulls = self.validity(meta, validity)?;
+        let array = match meta.kind {
+            ColumnKind::Time => {
+                let a = self.primitive::<TimestampMillisecondType>(meta, values, nulls)?;
+                self.check_time(&a)?;
+                Arc::new(a.with_timezone("UTC")) as ArrayRef
+            }
+            ColumnKind::Timestamp => Arc::new(
+                self.primitive::<TimestampMillisecondType>(meta, values, nulls)?
+                    .with_timezone("UTC"),
+            ),
+            ColumnKind::Long => Arc::new(self.primitive::<Int64Type>(meta, values, nulls)?),
+            ColumnKind::Double => Arc::new(self.primitive::<Float64Type>(meta, values, nulls)?),
+            ColumnKind::Float => Arc::new(self.primitive::<Float32Type>(meta, values, nulls)?),
+            ColumnKind::Date => Arc::new(self.primitive::<Date32Type>(meta, values, nulls)?),
+            ColumnKind::String => {
+                return Err(format!(
+                    "string column {:?} has a primitive layout",
+                    meta.name
+                ));
+            }
+        };
+        if primitive_bounds(meta.kind, array.as_ref()) != (meta.min.clone(), meta.max.clone()) {
+            return Err(format!(
+                "column {:?}: its min/max do not match its values",
+                meta.name
+            ));
+        }
+        Ok(LoadedColumn { array, index: None })
+    }
+
+    /// A string column: its dictionary, keys and bitmap index, each checked against
+    /// the others.
+    fn decode_dictionary(&self, meta: &ColumnMeta) -> Result<LoadedColumn, String> {
+        let ColumnLayout::Dictionary {
+            dict_len,
+            dict_offsets,
+            dict_data,
+            keys,
+            validity,
+            bitmap_offsets,
+            bitmaps,
+        } = &meta.layout
+        else {
+            return Err(format!("column {:?} has no dictionary layout", meta.name));
+        };
+        let n = self.num_rows();
+        let dict_len = *dict_len as usize;
+        let dictionary = self.dictionary(meta, dict_len, *dict_offsets, *dict_data)?;
+        let nulls = self.validity(meta, *validity)?;
+        let keys = self.primitive::<Int32Type>(meta, *keys, nulls)?;
+        let array = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(dictionary.clone()))
+            .map_err(|e| format!("column {:?}: {e}", meta.name))?;
+        let bitmap_offsets = self.typed::<u64>(meta, *bitmap_offsets, dict_len + 2)?;
+        let bitmaps = self.slice(*bitmaps);
+        let in_order = bitmap_offsets.first() == Some(&0)
+            && bitmap_offsets.windows(2).all(|w| w[0] <= w[1])
+            && bitmap_offsets.last() == Some(&(bitmaps.len() as u64));
+        if !in_order {
+            return Err(format!(
+                "column {:?}: bitmap offsets are out of order",
+                meta.name
+            ));
+        }
+        let bounds = |i: Option<usize>| i.map(|i| Stat::Str(dictionary.value(i).to_string()));
+        let last = dictionary.len().checked_sub(1);
+        if (bounds(last.map(|_| 0)), bounds(last)) != (meta.min.clone(), meta.max.clone()) {
+            return Err(format!(
+                "column {:?}: its min/max do not match its dictionary",
+                meta.name
+            ));
+        }
+        let index = StringIndex {
+            dictionary,
+            bitmap_offsets,
+            bitmaps,
+            path: self.path.clone(),
+            column: meta.name.clone(),
+        };
+        check_bitmaps(&index, array.keys(), n)
+            .map_err(|e| format!("column {:?}: {e}", meta.name))?;
+        Ok(LoadedColumn {
+            array: Arc::new(array),
+            index: Some(Arc::new(index)),
+        })
     }
 
     /// A buffer the footer points at. Bounds and alignment were checked when the
