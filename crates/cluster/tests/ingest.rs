@@ -648,3 +648,52 @@ async fn transform_filter_and_intervals_drop_rows() {
     let k: Vec<_> = k.as_string::<i32>().iter().flatten().collect();
     assert_eq!(k, ["1", "4"]);
 }
+
+#[tokio::test]
+async fn a_csv_row_with_invalid_utf8_is_a_parse_exception_naming_its_line() {
+    let f = Fixture::new();
+    let input = rows(4);
+    write_csv(&f.path("in.csv"), &input);
+    let mut bytes = std::fs::read(f.path("in.csv")).unwrap();
+    // Line 3 (the second data row) gets a byte that is not UTF-8 in its country.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
+    let comma = line_starts[2]
+        + bytes[line_starts[2]..]
+            .iter()
+            .position(|b| *b == b',')
+            .unwrap();
+    bytes.insert(comma + 1, 0xff);
+    std::fs::write(f.path("in.csv"), bytes).unwrap();
+    let csv = r#"{"type": "csv", "findColumnsFromHeader": true}"#;
+    let file = f.path("in.csv").display().to_string();
+
+    let err = f
+        .ingest(&spec_text("events", &file, csv, ""), "v1")
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("in.csv line 3") && err.contains("UTF-8"),
+        "{err}"
+    );
+    assert!(f.descriptors().await.is_empty());
+
+    f.ingest(
+        &spec_text("events", &file, csv, r#", "maxParseExceptions": 1"#),
+        "v2",
+    )
+    .await
+    .unwrap();
+    let mut expected = input;
+    expected.remove(1);
+    assert_eq!(f.read_back("events").await, sorted(expected));
+}

@@ -1,6 +1,8 @@
 //! Writing a segment file from an Arrow batch sorted by `__time`.
 
 use std::collections::HashMap;
+
+use ahash::RandomState;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -264,7 +266,7 @@ fn write_strings(
     let strings: &StringArray = strings.as_string::<i32>();
 
     // Sorted dictionary of the distinct values.
-    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut ids: HashMap<&str, u32, RandomState> = HashMap::default();
     for value in strings.iter().flatten() {
         let next = ids.len() as u32;
         ids.entry(value).or_insert(next);
@@ -275,12 +277,29 @@ fn write_strings(
         ids.insert(value, sorted_id as u32);
     }
 
-    let mut keys = Vec::with_capacity(strings.len());
-    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); dict.len() + 1];
-    for (row, value) in strings.iter().enumerate() {
-        let key = value.map_or(dict.len() as u32, |v| ids[v]);
-        rows_of[key as usize].push(row as u32);
-        keys.push(if value.is_some() { key as i32 } else { 0 });
+    // Keys (0 for nulls), and for the bitmaps each value's rows, grouped by value with
+    // a counting sort: slot `dict.len()` collects the null rows.
+    let null_slot = dict.len();
+    let slots: Vec<usize> = strings
+        .iter()
+        .map(|v| v.map_or(null_slot, |v| ids[v] as usize))
+        .collect();
+    let keys: Vec<i32> = slots
+        .iter()
+        .map(|&slot| if slot == null_slot { 0 } else { slot as i32 })
+        .collect();
+    let mut starts = vec![0usize; null_slot + 2];
+    for &slot in &slots {
+        starts[slot + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut rows = vec![0u32; slots.len()];
+    for (row, &slot) in slots.iter().enumerate() {
+        rows[next[slot]] = row as u32;
+        next[slot] += 1;
     }
 
     let mut dict_offsets = Vec::with_capacity(dict.len() + 1);
@@ -291,11 +310,12 @@ fn write_strings(
         dict_offsets.push(i32::try_from(dict_data.len()).map_err(std::io::Error::other)?);
     }
 
-    let mut bitmap_offsets = Vec::with_capacity(rows_of.len() + 1);
+    let mut bitmap_offsets = Vec::with_capacity(null_slot + 2);
     let mut bitmaps = Vec::new();
     bitmap_offsets.push(0u64);
-    for rows in rows_of {
-        let bitmap = RoaringBitmap::from_sorted_iter(rows).map_err(std::io::Error::other)?;
+    for slot in 0..=null_slot {
+        let of_slot = rows[starts[slot]..starts[slot + 1]].iter().copied();
+        let bitmap = RoaringBitmap::from_sorted_iter(of_slot).map_err(std::io::Error::other)?;
         bitmap.serialize_into(&mut bitmaps)?;
         bitmap_offsets.push(bitmaps.len() as u64);
     }

@@ -225,20 +225,20 @@ fn read_csv(
         .flexible(true)
         .from_reader(BufReader::with_capacity(1 << 20, open(path)?));
     let csv_error = |e: csv::Error| Error::invalid(format!("{name}: {e}"));
-    let mut records = reader.byte_records();
+    let mut first = csv::ByteRecord::new();
     for _ in 0..layout.skip_header_rows {
-        if records.next().transpose().map_err(csv_error)?.is_none() {
+        if !reader.read_byte_record(&mut first).map_err(csv_error)? {
             return Ok(());
         }
     }
     let header: Vec<String> = if layout.find_columns_from_header {
-        match records.next().transpose().map_err(csv_error)? {
-            Some(record) => record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).trim().to_string())
-                .collect(),
-            None => return Ok(()),
+        if !reader.read_byte_record(&mut first).map_err(csv_error)? {
+            return Ok(());
         }
+        first
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+            .collect()
     } else {
         layout.columns.map(<[String]>::to_vec).unwrap_or_default()
     };
@@ -257,27 +257,26 @@ fn read_csv(
         || -> Vec<StringBuilder> { present.iter().map(|_| StringBuilder::new()).collect() };
     let mut builders = new_builders();
     let mut lines = Vec::with_capacity(BATCH_ROWS);
-    for record in records {
-        let record = record.map_err(csv_error)?;
-        let line = record.position().map_or(0, |p| p.line());
-        let fields: Option<Vec<Option<&str>>> = present
-            .iter()
-            .map(|(i, _)| match record.get(*i) {
-                None | Some(b"") => Some(None),
-                Some(bytes) => std::str::from_utf8(bytes).ok().map(Some),
-            })
-            .collect();
-        let Some(fields) = fields else {
-            sink.unreadable(Unreadable {
-                location: format!("{name} line {line}"),
-                reason: "invalid UTF-8".into(),
-            })?;
-            continue;
-        };
-        for (builder, value) in builders.iter_mut().zip(fields) {
-            builder.append_option(value);
+    // One record, reused: reading it checks its UTF-8 once, and no row allocates.
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                let line = e.position().map_or(0, |p| p.line());
+                sink.unreadable(Unreadable {
+                    location: format!("{name} line {line}"),
+                    reason: "invalid UTF-8".into(),
+                })?;
+                continue;
+            }
+            Err(e) => return Err(csv_error(e)),
         }
-        lines.push(line);
+        for (builder, (i, _)) in builders.iter_mut().zip(&present) {
+            builder.append_option(record.get(*i).filter(|v| !v.is_empty()));
+        }
+        lines.push(record.position().map_or(0, |p| p.line()));
         if lines.len() == BATCH_ROWS {
             emit_csv(&schema, &mut builders, &name, &mut lines, sink)?;
         }
