@@ -179,12 +179,12 @@ impl ExecutionPlan for SegmentScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let indexes = self.partitions.get(partition).cloned().ok_or_else(|| {
             DataFusionError::Internal(format!("SegmentScanExec has no partition {partition}"))
         })?;
-        let batch_size = _context.session_config().batch_size();
+        let batch_size = context.session_config().batch_size();
         let counters = ScanCounters {
             segments: MetricBuilder::new(&self.metrics).counter("segments_scanned", partition),
             rows: MetricBuilder::new(&self.metrics).counter("rows_scanned", partition),
@@ -196,6 +196,7 @@ impl ExecutionPlan for SegmentScanExec {
             projection: self.projection.clone(),
             segments: indexes
                 .into_iter()
+                .rev()
                 .map(|i| self.segments[i].clone())
                 .collect(),
             filter: self.filter.clone(),
@@ -403,11 +404,7 @@ impl Iterator for PartitionReader {
                 self.counters.output.add(batch.num_rows());
                 return Some(Ok(batch));
             }
-            let scan = if self.segments.is_empty() {
-                return None;
-            } else {
-                self.segments.remove(0)
-            };
+            let scan = self.segments.pop()?;
             match self.read_segment(&scan) {
                 Ok(mut batches) => {
                     batches.reverse();
