@@ -14,6 +14,22 @@ fn check(run: &Run, what: &str) {
     );
 }
 
+/// Runs one statement on the data directory `data` with CSV output.
+fn sql_csv(sandbox: &Sandbox, data: &str, statement: &str) -> Run {
+    sandbox.grove(
+        &[
+            "sql",
+            "--data-dir",
+            data,
+            "--format",
+            "csv",
+            "-c",
+            statement,
+        ],
+        "",
+    )
+}
+
 /// A sandbox with `rows` sample rows ingested into `data/`.
 fn ingested(rows: u64) -> Sandbox {
     let sandbox = Sandbox::default();
@@ -87,18 +103,7 @@ fn ingest_then_query_matches_the_input() {
         .collect();
     assert_eq!(got, devices_in_csv(&sandbox));
 
-    let csv = sandbox.grove(
-        &[
-            "sql",
-            "--data-dir",
-            &data,
-            "--format",
-            "csv",
-            "-c",
-            "SELECT COUNT(*) AS n FROM events",
-        ],
-        "",
-    );
+    let csv = sql_csv(&sandbox, &data, "SELECT COUNT(*) AS n FROM events");
     check(&csv, "csv output");
     assert_eq!(csv.stdout, "n\n20000\n");
 }
@@ -206,17 +211,10 @@ fn a_spec_with_an_unknown_field_fails_naming_it() {
     );
     assert!(!run.ok);
     assert!(run.stderr.contains("rollupp"), "{}", run.stderr);
-    let count = sandbox.grove(
-        &[
-            "sql",
-            "--data-dir",
-            &sandbox.arg("data"),
-            "--format",
-            "csv",
-            "-c",
-            "SELECT COUNT(*) AS n FROM sys.segments",
-        ],
-        "",
+    let count = sql_csv(
+        &sandbox,
+        &sandbox.arg("data"),
+        "SELECT COUNT(*) AS n FROM sys.segments",
     );
     check(&count, "segments");
     assert_eq!(count.stdout, "n\n7\n", "one segment per day, unchanged");
@@ -235,17 +233,10 @@ fn a_second_writer_is_refused_at_once() {
         "{}",
         run.stderr
     );
-    let read = sandbox.grove(
-        &[
-            "sql",
-            "--data-dir",
-            &sandbox.arg("data"),
-            "--format",
-            "csv",
-            "-c",
-            "SELECT COUNT(*) AS n FROM events",
-        ],
-        "",
+    let read = sql_csv(
+        &sandbox,
+        &sandbox.arg("data"),
+        "SELECT COUNT(*) AS n FROM events",
     );
     check(&read, "readers still read");
     assert_eq!(read.stdout, "n\n1000\n");
@@ -265,17 +256,6 @@ fn quickstart_ingests_the_sample_and_runs_the_examples() {
     let again = sandbox.grove(&["quickstart", "--data-dir", &data, "--rows", "5000"], "");
     check(&again, "second quickstart");
     assert!(again.stdout.contains("already in"), "{}", again.stdout);
-    let count = sandbox.grove(
-        &[
-            "sql",
-            "--data-dir",
-            &data,
-            "--format",
-            "csv",
-            "-c",
-            "SELECT COUNT(*) AS n FROM events",
-        ],
-        "",
-    );
+    let count = sql_csv(&sandbox, &data, "SELECT COUNT(*) AS n FROM events");
     assert_eq!(count.stdout, "n\n5000\n", "ingested once");
 }

@@ -186,6 +186,14 @@ impl Fixture {
         .await
     }
 
+    /// Runs a spec that must fail; returns the error message.
+    async fn failure(&self, spec: &str, version: &str) -> String {
+        match self.ingest(spec, version).await {
+            Ok(_) => panic!("the task must fail"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     async fn descriptors(&self) -> Vec<SegmentDescriptor> {
         segments::load(self.store.as_ref(), None).await.unwrap()
     }
@@ -306,12 +314,7 @@ async fn a_bad_timestamp_fails_the_task_naming_file_and_line_and_publishes_nothi
         "",
     );
 
-    let err = f
-        .ingest(&spec, "v1")
-        .await
-        .err()
-        .expect("the task must fail")
-        .to_string();
+    let err = f.failure(&spec, "v1").await;
     assert!(
         err.contains("in.json line 7") && err.contains("yesterday at noon"),
         "{err}"
@@ -345,12 +348,7 @@ async fn malformed_json_rows_are_parse_exceptions() {
         r#"{"type": "json"}"#,
         "",
     );
-    let err = f
-        .ingest(&spec, "v1")
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = f.failure(&spec, "v1").await;
     assert!(
         err.contains("in.json line 1") && err.contains("malformed JSON"),
         "{err}"
@@ -443,12 +441,7 @@ async fn replacing_with_an_older_version_is_refused() {
     );
     f.ingest(&spec, "v2").await.unwrap();
     let before = f.descriptors().await;
-    let err = f
-        .ingest(&spec, "v1")
-        .await
-        .err()
-        .expect("older version")
-        .to_string();
+    let err = f.failure(&spec, "v1").await;
     assert!(err.contains("not older than"), "{err}");
     assert_eq!(f.descriptors().await, before);
 }
@@ -675,12 +668,7 @@ async fn a_csv_row_with_invalid_utf8_is_a_parse_exception_naming_its_line() {
     let csv = r#"{"type": "csv", "findColumnsFromHeader": true}"#;
     let file = f.path("in.csv").display().to_string();
 
-    let err = f
-        .ingest(&spec_text("events", &file, csv, ""), "v1")
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = f.failure(&spec_text("events", &file, csv, ""), "v1").await;
     assert!(
         err.contains("in.csv line 3") && err.contains("UTF-8"),
         "{err}"
