@@ -1,62 +1,198 @@
-//! Deep storage: the durable home of published segment files. Files are immutable
-//! once stored; a path is written once and only deleted when its segment is.
+//! Deep storage: the durable home of published segment files, through `object_store`:
+//! a local (or mounted) directory by default, or an S3-compatible bucket. Files are
+//! immutable once stored; a path is written once and only deleted when its segment is.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 
-/// Deep storage in a local (or mounted) directory.
+/// Upload and download piece size.
+const CHUNK: usize = 8 << 20;
+
 #[derive(Debug, Clone)]
 pub struct DeepStorage {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    /// Where relative paths start inside `store`.
+    prefix: ObjectPath,
+    /// How the user named it, for messages.
+    url: String,
+    /// The directory, when deep storage is one on this machine.
+    local_root: Option<PathBuf>,
 }
 
 impl DeepStorage {
-    pub fn local(root: impl Into<PathBuf>) -> Self {
-        DeepStorage { root: root.into() }
+    /// Deep storage in a local directory, created if missing.
+    pub fn local(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| Error::Invalid(format!("deep storage {}: {e}", root.display())))?;
+        Ok(DeepStorage {
+            store: Arc::new(store),
+            prefix: ObjectPath::default(),
+            url: format!("file://{}", root.display()),
+            local_root: Some(root),
+        })
     }
 
-    /// Where the file at relative `path` lives.
-    pub fn local_path(&self, path: &str) -> PathBuf {
-        self.root.join(path)
-    }
-
-    /// Stores `file` at relative `path`, moving it when it is on the same file system.
-    /// A path that is taken is an error: stored files are never replaced.
-    pub fn store(&self, file: &Path, path: &str) -> Result<()> {
-        let target = self.local_path(path);
-        if target.exists() {
-            return Err(Error::Invalid(format!(
-                "{} exists already in deep storage",
-                target.display()
-            )));
+    /// Deep storage named by a URL: `file:///path` or `s3://bucket/prefix`. S3
+    /// settings come from `options` (keys as in `object_store`'s `AmazonS3ConfigKey`:
+    /// `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, ...)
+    /// and from the usual `AWS_*` environment variables.
+    pub fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::Invalid(format!("deep storage URL {url:?}: {e}")))?;
+        match parsed.scheme() {
+            "file" => {
+                if !options.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "deep storage {url} takes no options (got {})",
+                        options.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let path = parsed.to_file_path().map_err(|()| {
+                    Error::Invalid(format!("deep storage URL {url:?} is not a local path"))
+                })?;
+                Self::local(path)
+            }
+            "s3" | "s3a" => {
+                let mut builder = AmazonS3Builder::from_env().with_url(url);
+                for (key, value) in options {
+                    let key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+                        Error::Invalid(format!("deep storage {url}: unknown S3 option {key:?}"))
+                    })?;
+                    builder = builder.with_config(key, value);
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| Error::Invalid(format!("deep storage {url}: {e}")))?;
+                Ok(DeepStorage {
+                    store: Arc::new(store),
+                    prefix: ObjectPath::from(parsed.path().trim_matches('/')),
+                    url: url.to_string(),
+                    local_root: None,
+                })
+            }
+            other => Err(Error::Invalid(format!(
+                "deep storage URL {url:?}: unsupported scheme {other:?} (use file:// or s3://)"
+            ))),
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The local file behind relative `path`, when deep storage is a local directory.
+    pub fn local_path(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
+    fn location(&self, path: &str) -> Result<ObjectPath> {
+        let relative = ObjectPath::parse(path)
+            .map_err(|e| Error::Invalid(format!("deep storage path {path:?}: {e}")))?;
+        Ok(self.prefix.parts().chain(relative.parts()).collect())
+    }
+
+    fn failed(&self, what: &str, path: &str, e: impl std::fmt::Display) -> Error {
+        Error::Store(format!("deep storage {}: {what} {path}: {e}", self.url))
+    }
+
+    /// Stores the local `file` at relative `path`. A path that is taken is an error:
+    /// stored files are never replaced. The upload becomes visible only when complete.
+    pub async fn store(&self, file: &Path, path: &str) -> Result<()> {
+        let location = self.location(path)?;
+        match self.store.head(&location).await {
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "{path} exists already in deep storage {}",
+                    self.url
+                )));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.failed("checking", path, e)),
+        }
+        let mut input = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
+        let upload = self
+            .store
+            .put_multipart(&location)
+            .await
+            .map_err(|e| self.failed("uploading", path, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            writer
+                .wait_for_capacity(4)
+                .await
+                .map_err(|e| self.failed("uploading", path, e))?;
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.failed("uploading", path, e))?;
+        Ok(())
+    }
+
+    /// Downloads relative `path` to the local file `dest` (written under a temporary
+    /// name, then renamed); returns the file's CRC-32 so the caller can check it.
+    pub async fn fetch(&self, path: &str, dest: &Path) -> Result<u32> {
+        let location = self.location(path)?;
+        let tmp = dest.with_extension("download");
+        let io = |e| Error::io(format!("writing {}", tmp.display()), e);
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
                 .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
-        if std::fs::rename(file, &target).is_ok() {
-            return Ok(());
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut stream = self
+            .store
+            .get(&location)
+            .await
+            .map_err(|e| self.failed("downloading", path, e))?
+            .into_stream();
+        let mut crc = crc32fast::Hasher::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| self.failed("downloading", path, e))?;
+            crc.update(&piece);
+            out.write_all(&piece).await.map_err(io)?;
         }
-        let tmp = target.with_extension("tmp");
-        std::fs::copy(file, &tmp)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &target))
-            .map_err(|e| {
-                Error::io(
-                    format!("storing {} as {}", file.display(), target.display()),
-                    e,
-                )
-            })
+        out.sync_all().await.map_err(io)?;
+        drop(out);
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+        Ok(crc.finalize())
     }
 
-    pub fn delete(&self, path: &str) -> Result<()> {
-        let target = self.local_path(path);
-        match std::fs::remove_file(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("deleting {}", target.display()), e))
-            }
-            _ => Ok(()),
+    /// Deletes relative `path`; a path that is already gone is fine.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.store.delete(&self.location(path)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("deleting", path, e)),
         }
     }
 }

@@ -11,6 +11,9 @@ pub enum Error {
     Busy(String),
     #[error("metadata store: {0}")]
     Store(String),
+    /// A watch asked for changes older than the store still remembers.
+    #[error("metadata store: revision {requested} is compacted (oldest kept: {oldest})")]
+    Compacted { requested: u64, oldest: u64 },
     #[error("{context}: {source}")]
     Io {
         context: String,

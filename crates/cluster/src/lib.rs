@@ -1,17 +1,32 @@
 //! # grove-cluster
 //!
-//! Shared state and the tasks that change it.
+//! Shared state, and the processes and tasks that change it.
 //!
 //! # Layout
-//! - [`metastore`]: the [`metastore::MetaStore`] trait and its embedded implementation.
+//! - [`metastore`]: the [`metastore::MetaStore`] trait, its etcd and embedded
+//!   implementations, and the suite both pass.
+//! - [`session`]: a lease kept alive in the background.
+//! - [`nodes`]: membership of live nodes.
 //! - [`segments`]: segment descriptors as stored, and reading them back.
-//! - [`deep_storage`]: where published segment files live.
-//! - [`task`]: running a batch ingestion: build, upload, publish in one transaction.
+//! - [`rules`]: Druid's load/drop/broadcast rules.
+//! - [`assignments`]: the coordinator's instructions and what historicals serve.
+//! - [`coordinator`]: leader election and the duties that place segments.
+//! - [`historical`]: following assignments: download, verify, map, announce.
+//! - [`view`]: the broker's picture of the cluster, kept from watches.
+//! - [`deep_storage`]: where published segment files live (`object_store`).
+//! - [`task`]: running a batch ingestion: build, upload, publish.
 
+pub mod assignments;
+pub mod coordinator;
 pub mod deep_storage;
 pub mod error;
+pub mod historical;
 pub mod metastore;
+pub mod nodes;
+pub mod rules;
 pub mod segments;
+pub mod session;
 pub mod task;
+pub mod view;
 
 pub use error::{Error, Result};

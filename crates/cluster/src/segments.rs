@@ -1,6 +1,8 @@
 //! Segment descriptors: what the metadata store knows about each published segment,
 //! under `/grove/segments/{datasource}/{segment_id}`.
 
+use std::collections::BTreeSet;
+
 use grove_segment::SegmentId;
 use grove_segment::format::{ColumnKind, Segment};
 use serde::{Deserialize, Serialize};
@@ -9,6 +11,12 @@ use crate::error::{Error, Result};
 use crate::metastore::MetaStore;
 
 pub const SEGMENTS_PREFIX: &str = "/grove/segments/";
+pub const TASKS_PREFIX: &str = "/grove/tasks/";
+
+/// The key that commits a task that published in several transactions.
+pub fn commit_key(task: &str) -> String {
+    format!("{TASKS_PREFIX}{task}")
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnSchema {
@@ -33,6 +41,10 @@ pub struct SegmentDescriptor {
     pub created: String,
     /// Unused segments are kept for reference but never queried.
     pub used: bool,
+    /// Set when the task published in several transactions: the segment exists only
+    /// once that task's commit key (`/grove/tasks/{task}`) does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl SegmentDescriptor {
@@ -58,7 +70,8 @@ pub fn key(id: &SegmentId) -> String {
     format!("{SEGMENTS_PREFIX}{}/{id}", id.datasource)
 }
 
-/// Every descriptor in the store, or of one datasource.
+/// Every published descriptor in the store, or of one datasource (descriptors of
+/// tasks that never committed are left out).
 pub async fn load(
     store: &dyn MetaStore,
     datasource: Option<&str>,
@@ -67,13 +80,42 @@ pub async fn load(
         Some(ds) => format!("{SEGMENTS_PREFIX}{ds}/"),
         None => SEGMENTS_PREFIX.to_string(),
     };
-    store
+    let all: Vec<SegmentDescriptor> = store
         .range(&prefix)
         .await?
+        .iter()
+        .map(|kv| decode(&kv.key, &kv.value))
+        .collect::<Result<_>>()?;
+    let committed = if all.iter().any(|d| d.commit.is_some()) {
+        committed_tasks(store).await?
+    } else {
+        BTreeSet::new()
+    };
+    Ok(all
         .into_iter()
-        .map(|kv| {
-            serde_json::from_slice(&kv.value)
-                .map_err(|e| Error::Store(format!("descriptor {} is unreadable: {e}", kv.key)))
-        })
-        .collect()
+        .filter(|d| is_published(d, &committed))
+        .collect())
+}
+
+pub fn decode(key: &str, value: &[u8]) -> Result<SegmentDescriptor> {
+    serde_json::from_slice(value)
+        .map_err(|e| Error::Store(format!("descriptor {key} is unreadable: {e}")))
+}
+
+/// Tasks whose commit key exists.
+pub async fn committed_tasks(store: &dyn MetaStore) -> Result<BTreeSet<String>> {
+    Ok(store
+        .range(TASKS_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(TASKS_PREFIX).map(String::from))
+        .collect())
+}
+
+/// Whether a descriptor is part of the published data, given the committed tasks.
+pub fn is_published(descriptor: &SegmentDescriptor, committed: &BTreeSet<String>) -> bool {
+    descriptor
+        .commit
+        .as_ref()
+        .is_none_or(|task| committed.contains(task))
 }

@@ -42,24 +42,26 @@ pub async fn run_batch(
         .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
     let staging = tempdir_in(staging_root)?;
     let report = build_segments(spec, staging.path(), &mut allocator, on_progress)?;
-    let descriptors = describe(&report.segments, &allocator, &task_id(version))?;
+    let task_id = task_id(version);
+    let mut descriptors = describe(&report.segments, &allocator, &task_id)?;
 
     let mut stored = Vec::new();
-    let upload = (|| {
-        for (built, descriptor) in report.segments.iter().zip(&descriptors) {
-            deep.store(&built.path, &descriptor.path)?;
-            stored.push(descriptor.path.clone());
+    let mut upload = Ok(());
+    for (built, descriptor) in report.segments.iter().zip(&descriptors) {
+        upload = deep.store(&built.path, &descriptor.path).await;
+        if upload.is_err() {
+            break;
         }
-        Ok::<_, Error>(())
-    })();
+        stored.push(descriptor.path.clone());
+    }
     let published = match upload {
-        Ok(()) => publish(store, &descriptors).await,
+        Ok(()) => publish(store, &mut descriptors, &task_id).await,
         Err(e) => Err(e),
     };
     if let Err(e) = published {
         for path in &stored {
             // Best effort: an orphaned file is harmless, a lost error is not.
-            let _ = deep.delete(path);
+            let _ = deep.delete(path).await;
         }
         return Err(e);
     }
@@ -110,20 +112,67 @@ impl Drop for TempDir {
     }
 }
 
+/// The most segments published in one transaction: etcd refuses transactions of more
+/// than 128 operations (its default `--max-txn-ops`).
+pub const SEGMENTS_PER_TXN: usize = 100;
+
 /// Publishes all descriptors at once; fails if any of them exists already.
-async fn publish(store: &dyn MetaStore, descriptors: &[SegmentDescriptor]) -> Result<()> {
-    let mut txn = Txn::default();
-    for d in descriptors {
-        let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
-        txn = txn.create(d.key(), value);
-    }
-    if store.txn(txn).await? {
-        Ok(())
-    } else {
-        Err(Error::Busy(
+///
+/// Up to [`SEGMENTS_PER_TXN`] segments go in one transaction. More are written in
+/// several, each naming the task, and become visible together when one last
+/// transaction creates the task's commit key; a task that dies before that leaves
+/// only invisible descriptors.
+async fn publish(
+    store: &dyn MetaStore,
+    descriptors: &mut [SegmentDescriptor],
+    task_id: &str,
+) -> Result<()> {
+    let conflict = || {
+        Error::Busy(
             "another task published segments with the same ids first; nothing was published".into(),
-        ))
+        )
+    };
+    let single = descriptors.len() <= SEGMENTS_PER_TXN;
+    for d in descriptors.iter_mut() {
+        d.commit = (!single).then(|| task_id.to_string());
     }
+    let mut written = 0;
+    let mut outcome = Ok(());
+    for chunk in descriptors.chunks(SEGMENTS_PER_TXN) {
+        let mut txn = Txn::default();
+        for d in chunk {
+            let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
+            txn = txn.create(d.key(), value);
+        }
+        outcome = match store.txn(txn).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(conflict()),
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            break;
+        }
+        written += chunk.len();
+    }
+    if outcome.is_ok() && !single {
+        let marker = serde_json::json!({ "status": "published", "segments": descriptors.len() });
+        let txn = Txn::default().create(
+            segments::commit_key(task_id),
+            marker.to_string().into_bytes(),
+        );
+        outcome = match store.txn(txn).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(conflict()),
+            Err(e) => Err(e),
+        };
+    }
+    if outcome.is_err() {
+        // Invisible without the commit key; removed so they do not linger.
+        for d in &descriptors[..written] {
+            let _ = store.delete(&d.key()).await;
+        }
+    }
+    outcome
 }
 
 fn describe(
@@ -157,6 +206,7 @@ fn describe(
                 columns: SegmentDescriptor::columns_of(&segment),
                 created: created.clone(),
                 used: true,
+                commit: None,
             })
         })
         .collect()

@@ -41,8 +41,8 @@ impl DataDir {
         )?))
     }
 
-    pub fn deep_storage(&self) -> DeepStorage {
-        DeepStorage::local(self.root.join("deep"))
+    pub fn deep_storage(&self) -> CliResult<DeepStorage> {
+        Ok(DeepStorage::local(self.root.join("deep"))?)
     }
 
     pub fn staging(&self) -> PathBuf {

@@ -2,21 +2,49 @@
 //! a summary at the end.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::metastore::MetaStore;
 use grove_cluster::task::{IngestOutcome, run_batch};
 use grove_segment::ingest::Progress;
 use grove_segment::spec::IngestionSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::CliResult;
 use crate::data_dir::DataDir;
+use crate::{CliResult, server};
 
-pub async fn run(spec_path: &Path, data_dir: &Path) -> CliResult<IngestOutcome> {
+/// Where an ingestion publishes: a data directory's embedded store, or a cluster.
+pub struct Target {
+    pub store: Arc<dyn MetaStore>,
+    pub deep: DeepStorage,
+    pub staging: PathBuf,
+}
+
+impl Target {
+    /// A cluster's etcd when `etcd` is given, else the data directory's own store.
+    pub async fn open(
+        data_dir: &Path,
+        etcd: Option<&str>,
+        deep: Option<&str>,
+    ) -> CliResult<Target> {
+        let dir = DataDir::new(data_dir);
+        let store = match etcd {
+            Some(etcd) => server::connect_etcd(Some(etcd), "ingest").await?,
+            None => dir.open_for_writing()?,
+        };
+        Ok(Target {
+            store,
+            deep: server::deep_storage(deep, None, data_dir)?,
+            staging: dir.staging(),
+        })
+    }
+}
+
+pub async fn run(spec_path: &Path, target: &Target) -> CliResult<IngestOutcome> {
     let spec = IngestionSpec::from_file(spec_path)?;
-    let dir = DataDir::new(data_dir);
-    let store = dir.open_for_writing()?;
     let version = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let bar = progress_bar();
     let started = Instant::now();
@@ -28,9 +56,9 @@ pub async fn run(spec_path: &Path, data_dir: &Path) -> CliResult<IngestOutcome> 
     };
     let outcome = run_batch(
         &spec,
-        store.as_ref(),
-        &dir.deep_storage(),
-        &dir.staging(),
+        target.store.as_ref(),
+        &target.deep,
+        &target.staging,
         &version,
         &mut on_progress,
     )

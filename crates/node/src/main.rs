@@ -4,16 +4,23 @@
 //!
 //! # Layout
 //! - `main`: the command line.
+//! - [`config`]: the roles' TOML configuration.
+//! - [`server`]: the server roles (`coordinator`, `historical`, `broker`, `start`)
+//!   and their HTTP endpoints.
+//! - [`rules_cmd`]: `grove rules get|set`.
 //! - [`data_dir`]: the layout of a local data directory.
 //! - [`ingest`]: `grove ingest`, with terminal progress and a summary.
 //! - [`sql`]: `grove sql`, one-shot or interactive.
 //! - [`sample`]: the deterministic sample dataset and its ingestion spec.
 //! - [`quickstart`]: generate, ingest and query the sample in one go.
 
+mod config;
 mod data_dir;
 mod ingest;
 mod quickstart;
+mod rules_cmd;
 mod sample;
+mod server;
 mod sql;
 
 use std::path::PathBuf;
@@ -32,14 +39,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a Druid native batch ingestion spec into a data directory.
+    /// Run a Druid native batch ingestion spec into a data directory or a cluster.
     Ingest {
         /// The spec file (`{"type": "index_parallel", "spec": {...}}`).
         spec: PathBuf,
-        /// The data directory to ingest into.
+        /// The data directory to ingest into (with --etcd: its scratch space, and
+        /// deep storage unless --deep-storage says otherwise).
         #[arg(long, env = "GROVE_DATA_DIR", default_value = data_dir::DEFAULT)]
         data_dir: PathBuf,
+        /// Publish to the cluster at these etcd endpoints instead.
+        #[arg(long, env = "GROVE_ETCD")]
+        etcd: Option<String>,
+        /// Deep storage URL (file:///path or s3://bucket/prefix).
+        #[arg(long, env = "GROVE_DEEP_STORAGE")]
+        deep_storage: Option<String>,
     },
+    /// Every role in one process on a data directory: the single-machine cluster.
+    Start(server::start::StartArgs),
+    /// A coordinator: places segments on historicals following the rules.
+    Coordinator(server::coordinator::CoordinatorArgs),
+    /// A historical: serves the segments assigned to it.
+    Historical(server::historical::HistoricalArgs),
+    /// A broker: answers SQL over the segments the cluster serves.
+    Broker(server::broker::BrokerArgs),
+    /// Read or set a datasource's load/drop rules (`_default` for the cluster default).
+    Rules(rules_cmd::RulesArgs),
     /// Query a data directory: interactively, or run statements and exit.
     Sql {
         #[arg(long, env = "GROVE_DATA_DIR", default_value = data_dir::DEFAULT)]
@@ -73,11 +97,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Servers say what they do; one-shot commands only warn.
+    let default_level = match cli.command {
+        Command::Start(_)
+        | Command::Coordinator(_)
+        | Command::Historical(_)
+        | Command::Broker(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("GROVE_LOG"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -87,7 +121,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Ingest { spec, data_dir } => ingest::run(&spec, &data_dir).await.map(|_| ()),
+            Command::Ingest {
+                spec,
+                data_dir,
+                etcd,
+                deep_storage,
+            } => {
+                let target =
+                    ingest::Target::open(&data_dir, etcd.as_deref(), deep_storage.as_deref())
+                        .await?;
+                ingest::run(&spec, &target).await.map(|_| ())
+            }
+            Command::Start(args) => server::start::run(args).await,
+            Command::Coordinator(args) => server::coordinator::run(args).await,
+            Command::Historical(args) => server::historical::run(args).await,
+            Command::Broker(args) => server::broker::run(args).await,
+            Command::Rules(args) => rules_cmd::run(args).await,
             Command::Sql {
                 data_dir,
                 commands,

@@ -2,13 +2,14 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use grove_cluster::segments;
-use grove_sql::Engine;
 use grove_sql::output::Format;
 use grove_sql::repl::{Repl, run_statement};
 
 use crate::data_dir::DataDir;
+use crate::server::start::{LocalCluster, LocalOptions};
 use crate::{CliResult, ingest, sample};
 
 const EXAMPLES: [&str; 3] = [
@@ -23,12 +24,10 @@ const EXAMPLES: [&str; 3] = [
 
 pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
     let dir = DataDir::new(data_dir);
-    let present = {
-        let store = dir.open_for_writing()?;
-        !segments::load(store.as_ref(), Some(sample::DATASOURCE))
-            .await?
-            .is_empty()
-    };
+    let target = ingest::Target::open(data_dir, None, None).await?;
+    let present = !segments::load(target.store.as_ref(), Some(sample::DATASOURCE))
+        .await?
+        .is_empty();
     if present {
         println!(
             "The sample datasource {:?} is already in {}.",
@@ -42,9 +41,24 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
             sample_dir.display()
         );
         let spec = sample::write(&sample_dir, rows)?;
-        ingest::run(&spec, data_dir).await?;
+        ingest::run(&spec, &target).await?;
     }
-    let engine = Engine::new(dir.open_for_reading()?, dir.deep_storage())?;
+    // The same roles as `grove start`, in this process, on the same store.
+    let options = LocalOptions {
+        historicals: 1,
+        capacity: None,
+        period: Duration::from_millis(200),
+        http_address: "in-process".into(),
+    };
+    let cluster = LocalCluster::start(target.store, dir.deep_storage()?, data_dir, options).await?;
+    let loading = Instant::now();
+    cluster.wait_loaded(Duration::from_secs(120)).await?;
+    println!(
+        "A coordinator, a broker and a historical are running; the historical loaded \
+         the segments in {:.2} s.",
+        loading.elapsed().as_secs_f64()
+    );
+    let engine = cluster.engine.clone();
     for example in EXAMPLES {
         println!("\ngrove> {example};");
         run_statement(&engine, example, Format::Table, &mut std::io::stdout()).await?;
@@ -54,9 +68,11 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
         Repl::new(&engine, Format::Table).run().await?;
     } else {
         println!(
-            "\nQuery it yourself with: grove sql --data-dir {}",
+            "\nServe it with: grove start --data-dir {0}\n\
+             or query the files directly with: grove sql --data-dir {0}",
             data_dir.display()
         );
     }
+    cluster.stop().await;
     Ok(())
 }

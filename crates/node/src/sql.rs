@@ -16,7 +16,7 @@ pub async fn run(
     format: Format,
 ) -> CliResult<()> {
     let dir = DataDir::new(data_dir);
-    let engine = Engine::new(dir.open_for_reading()?, dir.deep_storage())?;
+    let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?)?;
     let mut statements: Vec<String> = commands.to_vec();
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)

@@ -1,17 +1,14 @@
-//! What the SQL layer knows of the data: per datasource, a timeline of its used
-//! segments, built from descriptors in the metadata store. Segment files are opened
+//! What the SQL layer knows of a datasource: a timeline of the segments a query may
+//! read, and the schema of all its used segments. Segment files are opened
 //! (memory-mapped) only when a query touches them, and kept open afterwards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use grove_cluster::deep_storage::DeepStorage;
-use grove_cluster::metastore::MetaStore;
-use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_cluster::segments::SegmentDescriptor;
 use grove_segment::format::{ColumnKind, Segment, TIME_COLUMN};
-use grove_segment::id::format_millis;
 use grove_segment::timeline::Timeline;
 use grove_segment::{Result as SegmentResult, SegmentId};
 
@@ -48,7 +45,15 @@ impl SegmentCache {
         {
             return Ok(s);
         }
-        let segment = Segment::open(&self.deep.local_path(&descriptor.path))?;
+        let path = self.deep.local_path(&descriptor.path).ok_or_else(|| {
+            grove_segment::Error::invalid(format!(
+                "{} is in deep storage {}, which this process cannot map; \
+                 queries over remote deep storage go through the historicals",
+                descriptor.id,
+                self.deep.url()
+            ))
+        })?;
+        let segment = Segment::open(&path)?;
         if let Ok(mut open) = self.open.lock() {
             open.insert(descriptor.id.clone(), Arc::clone(&segment));
         }
@@ -61,23 +66,12 @@ impl SegmentCache {
     }
 }
 
-/// Loads every used segment descriptor and groups them into datasources.
-pub async fn load_datasources(store: &dyn MetaStore) -> grove_cluster::Result<Vec<Datasource>> {
-    let mut by_name: BTreeMap<String, Vec<SegmentDescriptor>> = BTreeMap::new();
-    for d in segments::load(store, None).await? {
-        if d.used {
-            by_name.entry(d.id.datasource.clone()).or_default().push(d);
-        }
-    }
-    by_name
-        .into_iter()
-        .map(|(name, descriptors)| datasource(name, descriptors))
-        .collect()
-}
-
-fn datasource(
+/// Builds a datasource: its schema from `all` (every used segment), its timeline from
+/// `queryable` (those a query may read).
+pub fn datasource(
     name: String,
     mut descriptors: Vec<SegmentDescriptor>,
+    queryable: impl Fn(&SegmentDescriptor) -> bool,
 ) -> grove_cluster::Result<Datasource> {
     // Newest version first, so that when a column changed type the newest type wins.
     descriptors.sort_by(|a, b| b.id.version.cmp(&a.id.version).then(a.id.cmp(&b.id)));
@@ -103,7 +97,7 @@ fn datasource(
         .map(|(n, k)| Field::new(n, k.data_type(), *k != ColumnKind::Time))
         .collect();
     let mut timeline = Timeline::new();
-    for d in descriptors {
+    for d in descriptors.into_iter().filter(|d| queryable(d)) {
         timeline.add(d.id.clone(), d.core_partitions, d)?;
     }
     Ok(Datasource {
@@ -112,57 +106,4 @@ fn datasource(
         schema: Arc::new(Schema::new(fields)),
         string_columns,
     })
-}
-
-/// `sys.segments`: one row per used segment.
-pub fn sys_segments(datasources: &[Datasource]) -> datafusion::error::Result<RecordBatch> {
-    let mut ids = Vec::new();
-    let mut names = Vec::new();
-    let mut starts = Vec::new();
-    let mut ends = Vec::new();
-    let mut versions = Vec::new();
-    let mut partitions = Vec::new();
-    let mut rows = Vec::new();
-    let mut sizes = Vec::new();
-    let mut overshadowed = Vec::new();
-    for ds in datasources {
-        for (id, d) in ds.timeline.iter() {
-            ids.push(id.to_string());
-            names.push(id.datasource.clone());
-            starts.push(format_millis(id.interval.start));
-            ends.push(format_millis(id.interval.end));
-            versions.push(id.version.clone());
-            partitions.push(i64::from(id.partition));
-            rows.push(d.num_rows as i64);
-            sizes.push(d.size as i64);
-            overshadowed.push(ds.timeline.is_overshadowed(id));
-        }
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(ids)),
-        Arc::new(StringArray::from(names)),
-        Arc::new(StringArray::from(starts)),
-        Arc::new(StringArray::from(ends)),
-        Arc::new(StringArray::from(versions)),
-        Arc::new(Int64Array::from(partitions)),
-        Arc::new(Int64Array::from(rows)),
-        Arc::new(Int64Array::from(sizes)),
-        Arc::new(BooleanArray::from(overshadowed)),
-    ];
-    Ok(RecordBatch::try_new(sys_segments_schema(), columns)?)
-}
-
-fn sys_segments_schema() -> SchemaRef {
-    let field = |name: &str, t: DataType| Field::new(name, t, false);
-    Arc::new(Schema::new(vec![
-        field("segment_id", DataType::Utf8),
-        field("datasource", DataType::Utf8),
-        field("start", DataType::Utf8),
-        field("end", DataType::Utf8),
-        field("version", DataType::Utf8),
-        field("partition_num", DataType::Int64),
-        field("num_rows", DataType::Int64),
-        field("size", DataType::Int64),
-        field("is_overshadowed", DataType::Boolean),
-    ]))
 }

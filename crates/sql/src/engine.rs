@@ -1,20 +1,20 @@
-//! The SQL session over a data directory's (or cluster's) metadata: every statement
-//! first refreshes the catalog, so newly published segments are visible at once.
+//! The SQL session: DataFusion over Grove's schemas. Before each statement the
+//! [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
+//! cluster by itself), so newly published segments are visible at once.
 
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::MemorySchemaProvider;
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
-use tokio::sync::Mutex;
+use grove_cluster::view::ClusterView;
 
-use crate::catalog::{self, SegmentCache};
-use crate::table::DatasourceTable;
+use crate::catalog::SegmentCache;
+use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
+use crate::schema::{DatasourceSchema, SysSchema};
 
 const CATALOG: &str = "datafusion";
 const DEFAULT_SCHEMA: &str = "public";
@@ -22,14 +22,22 @@ const SYS_SCHEMA: &str = "sys";
 
 pub struct Engine {
     ctx: SessionContext,
-    store: Arc<dyn MetaStore>,
+    metadata: Arc<dyn Metadata>,
     segments: Arc<SegmentCache>,
-    /// Datasource tables registered by the last refresh.
-    registered: Mutex<Vec<String>>,
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
+    /// An engine that reads every used segment itself, from local deep storage.
+    pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
+        Self::new(Arc::new(DirectMetadata::new(store)), deep)
+    }
+
+    /// A broker's engine: queries see the segments the cluster serves.
+    pub fn broker(view: Arc<ClusterView>, deep: DeepStorage) -> Result<Self> {
+        Self::new(Arc::new(ViewMetadata::new(view)), deep)
+    }
+
+    pub fn new(metadata: Arc<dyn Metadata>, deep: DeepStorage) -> Result<Self> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
@@ -37,12 +45,16 @@ impl Engine {
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        catalog.register_schema(SYS_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
+        let segments = Arc::new(SegmentCache::new(deep));
+        catalog.register_schema(
+            DEFAULT_SCHEMA,
+            Arc::new(DatasourceSchema::new(metadata.clone(), segments.clone())),
+        )?;
+        catalog.register_schema(SYS_SCHEMA, Arc::new(SysSchema::new(metadata.clone())))?;
         Ok(Engine {
             ctx,
-            store,
-            segments: Arc::new(SegmentCache::new(deep)),
-            registered: Mutex::new(Vec::new()),
+            metadata,
+            segments,
         })
     }
 
@@ -54,34 +66,16 @@ impl Engine {
         &self.segments
     }
 
-    /// Re-reads segment descriptors and re-registers every datasource and
-    /// `sys.segments`.
-    pub async fn refresh(&self) -> Result<()> {
-        let datasources = catalog::load_datasources(self.store.as_ref())
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let sys = catalog::sys_segments(&datasources)?;
-        let mut registered = self.registered.lock().await;
-        for name in registered.drain(..) {
-            self.ctx.deregister_table(name.as_str())?;
-        }
-        for ds in datasources {
-            let name = ds.name.clone();
-            let table = DatasourceTable::new(Arc::new(ds), Arc::clone(&self.segments));
-            self.ctx.register_table(quoted(&name), Arc::new(table))?;
-            registered.push(quoted(&name));
-        }
-        let sys = MemTable::try_new(sys.schema(), vec![vec![sys]])?;
-        self.ctx
-            .deregister_table(format!("{SYS_SCHEMA}.segments").as_str())?;
-        self.ctx
-            .register_table(format!("{SYS_SCHEMA}.segments").as_str(), Arc::new(sys))?;
-        Ok(())
+    pub fn metadata(&self) -> &Arc<dyn Metadata> {
+        &self.metadata
     }
 
     /// Plans one statement against fresh metadata.
     pub async fn sql(&self, text: &str) -> Result<DataFrame> {
-        self.refresh().await?;
+        self.metadata
+            .refresh()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         self.ctx.sql(text).await
     }
 
@@ -89,9 +83,4 @@ impl Engine {
     pub async fn execute(&self, text: &str) -> Result<Vec<RecordBatch>> {
         self.sql(text).await?.collect().await
     }
-}
-
-/// A table name as an identifier DataFusion will not fold to lower case.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -5,16 +5,20 @@
 //! # Layout
 //! - [`table`]: [`table::DatasourceTable`], one DataFusion table per datasource, which
 //!   turns a scan into the visible segments and a `SegmentScanExec`.
-//! - [`catalog`]: reads segment descriptors from the metadata store into per-datasource
-//!   timelines, opens segment files on demand, and serves `sys.segments`.
-//! - [`engine`]: the session: refreshes the catalog and runs statements.
+//! - [`metadata`]: where the SQL layer learns what exists: the metadata store read
+//!   directly, or a broker's cluster view (only served segments are queryable).
+//! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
+//! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
+//! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 
 pub mod catalog;
 pub mod engine;
+pub mod metadata;
 pub mod output;
 pub mod repl;
+pub mod schema;
 pub mod table;
 
 pub use engine::Engine;

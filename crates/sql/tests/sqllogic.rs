@@ -54,8 +54,8 @@ impl GroveDb {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let store: Arc<dyn MetaStore> =
             Arc::new(EmbeddedStore::open(&dir.path().join("meta")).expect("store"));
-        let deep = DeepStorage::local(dir.path().join("deep"));
-        let engine = Engine::new(Arc::clone(&store), deep.clone()).expect("engine");
+        let deep = DeepStorage::local(dir.path().join("deep")).expect("deep storage");
+        let engine = Engine::direct(Arc::clone(&store), deep.clone()).expect("engine");
         GroveDb {
             engine,
             store,

@@ -1,14 +1,28 @@
 //! The [`MetaStore`]: the small, strongly consistent key-value store all shared state
 //! goes through. Keys are `/`-separated paths (see `docs/etcd-layout.md`); values are
-//! JSON. Every write bumps a store-wide revision, as etcd's does.
+//! JSON. Every write bumps a store-wide revision, as etcd's does; leases make keys
+//! that vanish when their owner stops renewing them; watches stream every change
+//! under a prefix from a given revision on.
+//!
+//! Two implementations pass one suite (`suite.rs`): [`EtcdStore`] for clusters and
+//! [`EmbeddedStore`] for a single process.
 
 mod embedded;
+mod etcd;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::error::Result;
+
+/// A lease's id; keys written under a lease are deleted when it expires.
+pub type LeaseId = i64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -16,6 +30,16 @@ pub struct KeyValue {
     pub value: Vec<u8>,
     /// Revision of the last write to this key.
     pub mod_revision: u64,
+    /// The lease the key lives under, if any.
+    pub lease: Option<LeaseId>,
+}
+
+/// Keys under a prefix as of one revision: watching from `revision + 1` sees every
+/// change after it, with nothing missed and nothing twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub kvs: Vec<KeyValue>,
+    pub revision: u64,
 }
 
 /// A condition a transaction checks before applying its operations.
@@ -27,8 +51,22 @@ pub enum Compare {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
 }
 
 /// All-or-nothing: if every compare holds, every op is applied at one revision.
@@ -40,13 +78,17 @@ pub struct Txn {
 
 impl Txn {
     /// Puts a key that must not exist yet.
-    pub fn create(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+    pub fn create(self, key: impl Into<String>, value: Vec<u8>) -> Self {
         let key = key.into();
+        self.when_revision(key.clone(), 0).put(key, value)
+    }
+
+    /// Requires `key` to have been last written at `revision` (0: to be absent).
+    pub fn when_revision(mut self, key: impl Into<String>, revision: u64) -> Self {
         self.compares.push(Compare::ModRevision {
-            key: key.clone(),
-            revision: 0,
+            key: key.into(),
+            revision,
         });
-        self.ops.push(Op::Put { key, value });
         self
     }
 
@@ -54,23 +96,88 @@ impl Txn {
         self.ops.push(Op::Put {
             key: key.into(),
             value,
+            lease: None,
         });
+        self
+    }
+
+    /// Puts a key that lives only as long as `lease`.
+    pub fn put_leased(mut self, key: impl Into<String>, value: Vec<u8>, lease: LeaseId) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value,
+            lease: Some(lease),
+        });
+        self
+    }
+
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Delete { key: key.into() });
         self
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key; `value` is empty for deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// The watched changes made at one revision (one transaction's worth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: u64,
+    pub events: Vec<WatchEvent>,
+}
+
+/// Changes in revision order. The stream ends with an error when the watch cannot
+/// go on (the store went away, or fell too far behind): the watcher then takes a new
+/// [`Snapshot`] and watches again from after it.
+pub type WatchStream = BoxStream<'static, Result<WatchBatch>>;
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
-    /// Every key starting with `prefix`, in key order.
-    async fn range(&self, prefix: &str) -> Result<Vec<KeyValue>>;
+    /// Every key starting with `prefix`, in key order, and the revision they are at.
+    async fn snapshot(&self, prefix: &str) -> Result<Snapshot>;
     /// Writes a key; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64>;
     /// Deletes a key; returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool>;
     /// Applies `txn`; returns whether its compares held (and so its ops were applied).
     async fn txn(&self, txn: Txn) -> Result<bool>;
+    /// A new lease that expires `ttl` after its last renewal (whole seconds, at least 1).
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
+    /// Renews a lease; `false` if it has already expired (its keys are gone).
+    async fn keep_alive(&self, lease: LeaseId) -> Result<bool>;
+    /// Ends a lease now, deleting its keys.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+    /// Every change to keys starting with `prefix` made at `from_revision` or later.
+    /// A revision the store no longer remembers is [`crate::Error::Compacted`].
+    async fn watch(&self, prefix: &str, from_revision: u64) -> Result<WatchStream>;
+
+    /// Every key starting with `prefix`, in key order.
+    async fn range(&self, prefix: &str) -> Result<Vec<KeyValue>> {
+        Ok(self.snapshot(prefix).await?.kvs)
+    }
 }
 
-#[cfg(test)]
-pub(crate) mod suite;
+/// Where the cluster's metadata lives, as configured.
+pub type SharedStore = Arc<dyn MetaStore>;
+
+/// Whole seconds for a lease, at least one.
+pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
+    ttl.as_secs_f64().ceil().max(1.0) as i64
+}
+
+/// The conformance suite every implementation passes; public so that each one's
+/// tests, wherever they live, run the same checks.
+pub mod suite;

@@ -163,7 +163,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetaStore> =
             Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap());
-        let deep = DeepStorage::local(dir.path().join("deep"));
+        let deep = DeepStorage::local(dir.path().join("deep")).unwrap();
         Fixture { dir, store, deep }
     }
 
@@ -205,7 +205,7 @@ impl Fixture {
             .await
             .unwrap()
         {
-            let segment = Segment::open(&self.deep.local_path(&d.path)).unwrap();
+            let segment = Segment::open(&self.deep.local_path(&d.path).unwrap()).unwrap();
             let column = |name: &str| {
                 segment
                     .column(segment.footer().column_index(name).unwrap())
@@ -493,7 +493,7 @@ async fn typed_dimensions_of_every_kind_keep_their_values() {
     );
     f.ingest(&spec, "v1").await.unwrap();
     let d = &f.descriptors().await[0];
-    let segment = Segment::open(&f.deep.local_path(&d.path)).unwrap();
+    let segment = Segment::open(&f.deep.local_path(&d.path).unwrap()).unwrap();
     let column = |name: &str| {
         segment
             .column(segment.footer().column_index(name).unwrap())
@@ -633,7 +633,7 @@ async fn transform_filter_and_intervals_drop_rows() {
         ),
         (4, 1, 1, 2)
     );
-    let segment = Segment::open(&f.deep.local_path(&outcome.published[0].path)).unwrap();
+    let segment = Segment::open(&f.deep.local_path(&outcome.published[0].path).unwrap()).unwrap();
     let k = segment
         .column(segment.footer().column_index("k").unwrap())
         .unwrap();

@@ -1,0 +1,147 @@
+//! Membership: every running node registers under its session's lease at
+//! `/grove/nodes/{role}/{node_id}`, so the key vanishes when the node does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metastore::{MetaStore, Txn};
+use crate::session::Session;
+
+pub const NODES_PREFIX: &str = "/grove/nodes/";
+/// The tier a historical is in unless configured otherwise (Druid's name).
+pub const DEFAULT_TIER: &str = "_default_tier";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Coordinator,
+    Broker,
+    Historical,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Broker => "broker",
+            Role::Historical => "historical",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub role: Role,
+    /// `host:port` of its HTTP endpoint.
+    pub http_address: String,
+    /// `host:port` of its Arrow Flight endpoint, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_address: Option<String>,
+    /// Historicals: the tier it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Historicals: how many bytes of segments it may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// When it started (ISO-8601).
+    pub started_at: String,
+}
+
+impl NodeInfo {
+    pub fn key(&self) -> String {
+        format!("{NODES_PREFIX}{}/{}", self.role, self.id)
+    }
+
+    pub fn tier(&self) -> &str {
+        self.tier.as_deref().unwrap_or(DEFAULT_TIER)
+    }
+}
+
+/// Announces `info` for as long as `session` lives. A live node with the same role
+/// and id is an error: two processes must not share an identity.
+pub async fn register(store: &dyn MetaStore, session: &Session, info: &NodeInfo) -> Result<()> {
+    let value = serde_json::to_vec(info).map_err(|e| Error::Store(e.to_string()))?;
+    let txn =
+        Txn::default()
+            .when_revision(info.key(), 0)
+            .put_leased(info.key(), value, session.lease());
+    if store.txn(txn).await? {
+        Ok(())
+    } else {
+        Err(Error::Busy(format!(
+            "a live {} named {:?} is registered already; give this one another node id",
+            info.role, info.id
+        )))
+    }
+}
+
+pub fn decode(key: &str, value: &[u8]) -> Result<NodeInfo> {
+    serde_json::from_slice(value)
+        .map_err(|e| Error::Store(format!("node entry {key} is unreadable: {e}")))
+}
+
+/// Every live node, by role then id.
+pub async fn live(store: &dyn MetaStore) -> Result<Vec<NodeInfo>> {
+    store
+        .range(NODES_PREFIX)
+        .await?
+        .iter()
+        .map(|kv| decode(&kv.key, &kv.value))
+        .collect()
+}
+
+/// A node id from the host name and a listening port: stable across restarts.
+pub fn default_node_id(role: Role, port: u16) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{role}-{host}-{port}")
+}
+
+/// Keeps `info` registered until `shutdown`: registers under a fresh session whenever
+/// the previous one is lost (the store went away and came back).
+pub async fn stay_registered(
+    store: std::sync::Arc<dyn MetaStore>,
+    info: NodeInfo,
+    ttl: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = *shutdown.borrow();
+        if stopping {
+            return;
+        }
+        let joined = async {
+            let session = Session::start(store.clone(), ttl).await?;
+            register(store.as_ref(), &session, &info).await?;
+            Ok::<_, Error>(session)
+        };
+        match joined.await {
+            Ok(session) => {
+                tokio::select! {
+                    _ = session.lost() => tracing::warn!("{} {}: session lost", info.role, info.id),
+                    _ = crate::session::stopped(&mut shutdown) => {
+                        session.close().await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{} {}: registering: {e}", info.role, info.id);
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = crate::session::stopped(&mut shutdown) => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! A [`Session`]: one lease, renewed in the background, under which a process keeps
+//! its ephemeral keys (its registration, what it serves, its leadership). When the
+//! lease cannot be renewed in time the session is lost: its keys are gone (or about
+//! to be), and whoever relies on them must stop acting on them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+use crate::metastore::{LeaseId, MetaStore};
+
+pub struct Session {
+    store: Arc<dyn MetaStore>,
+    lease: LeaseId,
+    lost: watch::Receiver<bool>,
+    keeper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session(lease {})", self.lease)
+    }
+}
+
+impl Session {
+    /// Grants a lease of `ttl` and renews it every third of that.
+    pub async fn start(store: Arc<dyn MetaStore>, ttl: Duration) -> Result<Session> {
+        let lease = store.grant_lease(ttl).await?;
+        let (lost_tx, lost) = watch::channel(false);
+        let keeper_store = store.clone();
+        let keeper = tokio::spawn(async move {
+            let mut renewed = Instant::now();
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match keeper_store.keep_alive(lease).await {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!("lease {lease} expired");
+                        break;
+                    }
+                    // Counted as lost once the lease must have run out, to be safe
+                    // even if the store still holds it.
+                    Err(e) if renewed.elapsed() >= ttl => {
+                        tracing::warn!("lease {lease} could not be renewed in time: {e}");
+                        break;
+                    }
+                    Err(e) => tracing::debug!("renewing lease {lease}: {e}"),
+                }
+            }
+            let _ = lost_tx.send(true);
+        });
+        Ok(Session {
+            store,
+            lease,
+            lost,
+            keeper,
+        })
+    }
+
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Waits until the session is lost.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        // An error means the keeper is gone, which only happens once it is lost.
+        let _ = lost.wait_for(|l| *l).await;
+    }
+
+    /// Ends the session now: its keys are deleted at once instead of at expiry.
+    pub async fn close(self) {
+        self.keeper.abort();
+        if let Err(e) = self.store.revoke_lease(self.lease).await {
+            tracing::debug!("revoking lease {}: {e}", self.lease);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Waits until `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await of the caller.
+    let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+}

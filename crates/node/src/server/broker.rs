@@ -1,0 +1,75 @@
+//! `grove broker`: SQL over what the cluster serves, from a view kept by watches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use grove_cluster::nodes::{self, NodeInfo, Role};
+use grove_cluster::view::ClusterView;
+use grove_sql::Engine;
+
+use super::http;
+use crate::CliResult;
+use crate::config::{self, BrokerConfig, CommonFlags};
+
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    #[command(flatten)]
+    pub common: CommonFlags,
+    #[arg(long, env = "GROVE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Deep storage URL (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "GROVE_DEEP_STORAGE")]
+    pub deep_storage: Option<String>,
+    /// Lease TTL (e.g. PT10S).
+    #[arg(long, env = "GROVE_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+}
+
+pub async fn run(args: BrokerArgs) -> CliResult<()> {
+    let file: BrokerConfig = config::load(args.common.config.as_deref())?;
+    let data_dir = super::data_dir(args.data_dir, file.data_dir.clone());
+    let deep = super::deep_storage(
+        args.deep_storage.as_deref(),
+        file.deep_storage.as_ref(),
+        &data_dir,
+    )?;
+    let lease_ttl = super::lease_ttl(args.lease_ttl.as_deref().or(file.lease_ttl.as_deref()))?;
+    let store = super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "broker").await?;
+    let http_addr = args
+        .common
+        .http_addr
+        .or(file.http_addr)
+        .unwrap_or_else(|| "127.0.0.1:8888".into());
+    let (listener, addr) = super::bind(&http_addr, "broker HTTP").await?;
+    let node = NodeInfo {
+        id: super::node_id(args.common.node_id.or(file.node_id), Role::Broker, addr),
+        role: Role::Broker,
+        http_address: addr.to_string(),
+        flight_address: None,
+        tier: None,
+        capacity: None,
+        started_at: super::now_iso(),
+    };
+    super::announce("broker", &node.id, "HTTP", addr);
+    let view = ClusterView::start(store.clone());
+    view.wait_synced(Duration::from_secs(30)).await?;
+    let engine = Arc::new(Engine::broker(view.clone(), deep)?);
+    let shutdown = super::shutdown_signal();
+    let registered = tokio::spawn(nodes::stay_registered(
+        store,
+        node.clone(),
+        lease_ttl,
+        shutdown.clone(),
+    ));
+    let router = http::broker_routes(engine).merge(http::status_routes(move || {
+        serde_json::json!({
+            "role": "broker",
+            "node_id": node.id,
+            "metadata_store_connected": view.is_connected(),
+        })
+    }));
+    super::serve_http(listener, router, shutdown).await?;
+    let _ = registered.await;
+    Ok(())
+}

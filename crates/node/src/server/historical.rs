@@ -1,0 +1,85 @@
+//! `grove historical`: serves the segments the coordinator assigns it.
+
+use clap::Args;
+use grove_cluster::historical::{Historical, HistoricalSettings};
+use grove_cluster::nodes::{NodeInfo, Role};
+
+use super::http;
+use crate::CliResult;
+use crate::config::{self, CommonFlags, HistoricalConfig};
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoricalArgs {
+    #[command(flatten)]
+    pub common: CommonFlags,
+    /// Local directory (the segment cache is {data_dir}/segment-cache).
+    #[arg(long, env = "GROVE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The tier this historical belongs to.
+    #[arg(long, env = "GROVE_TIER")]
+    pub tier: Option<String>,
+    /// Most bytes of segments it holds (K/M/G/T suffixes).
+    #[arg(long, env = "GROVE_CAPACITY")]
+    pub capacity: Option<String>,
+    /// Deep storage URL (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "GROVE_DEEP_STORAGE")]
+    pub deep_storage: Option<String>,
+    /// Lease TTL (e.g. PT10S).
+    #[arg(long, env = "GROVE_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+}
+
+pub async fn run(args: HistoricalArgs) -> CliResult<()> {
+    let file: HistoricalConfig = config::load(args.common.config.as_deref())?;
+    let data_dir = super::data_dir(args.data_dir, file.data_dir.clone());
+    let deep = super::deep_storage(
+        args.deep_storage.as_deref(),
+        file.deep_storage.as_ref(),
+        &data_dir,
+    )?;
+    let capacity = args
+        .capacity
+        .or(file.capacity)
+        .map(|c| config::bytes(&c, "capacity"))
+        .transpose()?;
+    let lease_ttl = super::lease_ttl(args.lease_ttl.as_deref().or(file.lease_ttl.as_deref()))?;
+    let store =
+        super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "historical").await?;
+    let http_addr = args
+        .common
+        .http_addr
+        .or(file.http_addr)
+        .unwrap_or_else(|| "127.0.0.1:8084".into());
+    let (listener, addr) = super::bind(&http_addr, "historical HTTP").await?;
+    let node = NodeInfo {
+        id: super::node_id(args.common.node_id.or(file.node_id), Role::Historical, addr),
+        role: Role::Historical,
+        http_address: addr.to_string(),
+        flight_address: None,
+        tier: Some(
+            args.tier
+                .or(file.tier)
+                .unwrap_or_else(|| grove_cluster::nodes::DEFAULT_TIER.into()),
+        ),
+        capacity,
+        started_at: super::now_iso(),
+    };
+    super::announce("historical", &node.id, "HTTP", addr);
+    let settings = HistoricalSettings {
+        cache_dir: data_dir.join("segment-cache"),
+        lease_ttl,
+    };
+    let historical = Historical::new(store, deep, node, settings);
+    let status = historical.status();
+    let router = http::status_routes(move || {
+        let mut v = serde_json::to_value(status.read().map(|s| s.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        v["role"] = "historical".into();
+        v
+    });
+    let shutdown = super::shutdown_signal();
+    let running = tokio::spawn(historical.run(shutdown.clone()));
+    super::serve_http(listener, router, shutdown).await?;
+    let _ = running.await;
+    Ok(())
+}

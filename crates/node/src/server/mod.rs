@@ -1,0 +1,123 @@
+//! The server roles: `grove coordinator`, `grove historical`, `grove broker`, and
+//! `grove start` (all of them in one process on the embedded metadata store). Each
+//! role's process wiring lives in its module; [`http`] has the HTTP endpoints.
+
+pub mod broker;
+pub mod coordinator;
+pub mod historical;
+pub mod http;
+pub mod start;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::metastore::{EtcdStore, MetaStore};
+use grove_cluster::nodes::{self, Role};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::CliResult;
+use crate::config::{self, DeepStorageConfig};
+
+/// Default lease TTL for every role.
+pub const LEASE_TTL: &str = "PT10S";
+
+/// Turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub async fn connect_etcd(etcd: Option<&str>, role: &str) -> CliResult<Arc<dyn MetaStore>> {
+    let etcd = etcd.ok_or_else(|| {
+        format!("grove {role} needs etcd: pass --etcd URL (or etcd = \"...\" in its config)")
+    })?;
+    Ok(Arc::new(EtcdStore::connect(&[etcd.to_string()]).await?))
+}
+
+/// Deep storage as configured, or `{data_dir}/deep`.
+pub fn deep_storage(
+    flag: Option<&str>,
+    file: Option<&DeepStorageConfig>,
+    data_dir: &Path,
+) -> CliResult<DeepStorage> {
+    let options = file.map(|f| f.options.clone()).unwrap_or_default();
+    match flag
+        .map(String::from)
+        .or_else(|| file.and_then(|f| f.url.clone()))
+    {
+        Some(url) => Ok(DeepStorage::from_url(&url, &options)?),
+        None => Ok(DeepStorage::local(data_dir.join("deep"))?),
+    }
+}
+
+/// Binds `addr` (port 0: any free port).
+pub async fn bind(addr: &str, what: &str) -> CliResult<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> CliResult<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = grove_cluster::session::stopped(&mut shutdown).await;
+        })
+        .await?;
+    Ok(())
+}
+
+pub fn node_id(configured: Option<String>, role: Role, addr: SocketAddr) -> String {
+    configured.unwrap_or_else(|| nodes::default_node_id(role, addr.port()))
+}
+
+pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {
+    config::duration(configured.unwrap_or(LEASE_TTL), "lease_ttl")
+}
+
+pub fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The data directory: flag, then file, then `./grove-data`.
+pub fn data_dir(flag: Option<PathBuf>, file: Option<PathBuf>) -> PathBuf {
+    flag.or(file)
+        .unwrap_or_else(|| PathBuf::from(crate::data_dir::DEFAULT))
+}
+
+/// Tells whoever started the process where it listens (port 0 picks one).
+pub fn announce(role: &str, node_id: &str, what: &str, addr: SocketAddr) {
+    eprintln!("grove {role} {node_id}: {what} listening on {addr}");
+}

@@ -1,0 +1,171 @@
+//! Where the SQL layer learns what data exists: [`Metadata`], with two sources.
+//!
+//! - [`DirectMetadata`] reads descriptors from the metadata store before each
+//!   statement and reads every used segment itself: `grove sql --data-dir` on a data
+//!   directory, with no cluster running.
+//! - [`ViewMetadata`] is the broker's: a [`ClusterView`] kept current by watches, where
+//!   a query sees only segments some historical serves (as Druid's broker does), so a
+//!   replacement becomes visible once it is loaded in full.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use grove_cluster::metastore::MetaStore;
+use grove_cluster::nodes::NodeInfo;
+use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_cluster::view::ClusterView;
+
+/// A used, published segment and whether a query can read it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub descriptor: SegmentDescriptor,
+    pub available: bool,
+    /// Historicals serving it.
+    pub replicas: usize,
+}
+
+/// A live node and what it holds.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub node: NodeInfo,
+    /// Bytes of the segments it serves.
+    pub current_size: u64,
+}
+
+#[async_trait]
+pub trait Metadata: Send + Sync + std::fmt::Debug {
+    /// Brings the metadata up to date before a statement is planned.
+    async fn refresh(&self) -> grove_cluster::Result<()> {
+        Ok(())
+    }
+    fn datasource_names(&self) -> Vec<String>;
+    /// Changes whenever the datasource's segments or their availability do.
+    fn datasource_version(&self, name: &str) -> u64;
+    /// The used, published segments of one datasource (or of all).
+    fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo>;
+    fn servers(&self) -> Vec<ServerInfo>;
+}
+
+#[derive(Debug)]
+pub struct DirectMetadata {
+    store: Arc<dyn MetaStore>,
+    state: RwLock<(u64, Vec<SegmentDescriptor>)>,
+}
+
+impl DirectMetadata {
+    pub fn new(store: Arc<dyn MetaStore>) -> Self {
+        DirectMetadata {
+            store,
+            state: RwLock::new((0, Vec::new())),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&(u64, Vec<SegmentDescriptor>)) -> T) -> T {
+        match self.state.read() {
+            Ok(s) => f(&s),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+}
+
+#[async_trait]
+impl Metadata for DirectMetadata {
+    async fn refresh(&self) -> grove_cluster::Result<()> {
+        let mut fresh = segments::load(self.store.as_ref(), None).await?;
+        fresh.retain(|d| d.used);
+        if let Ok(mut state) = self.state.write()
+            && state.1 != fresh
+        {
+            state.0 += 1;
+            state.1 = fresh;
+        }
+        Ok(())
+    }
+
+    fn datasource_names(&self) -> Vec<String> {
+        self.read(|(_, all)| {
+            all.iter()
+                .map(|d| d.id.datasource.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        })
+    }
+
+    fn datasource_version(&self, _name: &str) -> u64 {
+        self.read(|(version, _)| *version)
+    }
+
+    fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo> {
+        self.read(|(_, all)| {
+            all.iter()
+                .filter(|d| datasource.is_none_or(|ds| d.id.datasource == ds))
+                .map(|d| SegmentInfo {
+                    descriptor: d.clone(),
+                    available: true,
+                    replicas: 0,
+                })
+                .collect()
+        })
+    }
+
+    fn servers(&self) -> Vec<ServerInfo> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug)]
+pub struct ViewMetadata {
+    view: Arc<ClusterView>,
+}
+
+impl ViewMetadata {
+    pub fn new(view: Arc<ClusterView>) -> Self {
+        ViewMetadata { view }
+    }
+}
+
+#[async_trait]
+impl Metadata for ViewMetadata {
+    fn datasource_names(&self) -> Vec<String> {
+        self.view.read(|s| s.datasources().into_iter().collect())
+    }
+
+    fn datasource_version(&self, name: &str) -> u64 {
+        self.view
+            .read(|s| s.datasource_versions.get(name).copied().unwrap_or(0))
+    }
+
+    fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo> {
+        self.view.read(|s| {
+            s.segments(datasource)
+                .into_iter()
+                .map(|(d, nodes)| {
+                    let live = nodes.iter().filter(|n| s.nodes.contains_key(**n)).count();
+                    SegmentInfo {
+                        descriptor: d.clone(),
+                        available: live > 0,
+                        replicas: live,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn servers(&self) -> Vec<ServerInfo> {
+        self.view.read(|s| {
+            let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+            for (node, ids) in &s.served {
+                sizes.insert(node.as_str(), ids.values().map(|v| v.size).sum());
+            }
+            s.nodes
+                .values()
+                .map(|n| ServerInfo {
+                    node: n.clone(),
+                    current_size: sizes.get(n.id.as_str()).copied().unwrap_or(0),
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The schemas a session sees, built on demand from [`Metadata`]: `public` holds one
+//! table per datasource, rebuilt only when that datasource changed; `sys` holds
+//! `segments` and `servers`, read fresh by every statement. Nothing is registered or
+//! deregistered, so concurrent statements never see a table half-replaced.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use grove_cluster::segments::SegmentDescriptor;
+use grove_segment::id::format_millis;
+use grove_segment::timeline::Timeline;
+
+use crate::catalog::{SegmentCache, datasource};
+use crate::metadata::Metadata;
+use crate::table::DatasourceTable;
+
+/// A table and the metadata version it was built from.
+type Versioned = (u64, Arc<dyn TableProvider>);
+
+/// One table per datasource.
+#[derive(Debug)]
+pub struct DatasourceSchema {
+    metadata: Arc<dyn Metadata>,
+    segments: Arc<SegmentCache>,
+    tables: Mutex<HashMap<String, Versioned>>,
+}
+
+impl DatasourceSchema {
+    pub fn new(metadata: Arc<dyn Metadata>, segments: Arc<SegmentCache>) -> Self {
+        DatasourceSchema {
+            metadata,
+            segments,
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DatasourceSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.metadata.datasource_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let version = self.metadata.datasource_version(name);
+        if let Some((v, table)) = self.tables.lock().ok().and_then(|t| t.get(name).cloned())
+            && v == version
+        {
+            return Ok(Some(table));
+        }
+        let segments = self.metadata.segments(Some(name));
+        if segments.is_empty() {
+            return Ok(None);
+        }
+        let available: std::collections::HashSet<String> = segments
+            .iter()
+            .filter(|s| s.available)
+            .map(|s| s.descriptor.id.to_string())
+            .collect();
+        let descriptors = segments.into_iter().map(|s| s.descriptor).collect();
+        let ds = datasource(name.to_string(), descriptors, |d| {
+            available.contains(&d.id.to_string())
+        })
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let table: Arc<dyn TableProvider> = Arc::new(DatasourceTable::new(
+            Arc::new(ds),
+            Arc::clone(&self.segments),
+        ));
+        if let Ok(mut tables) = self.tables.lock() {
+            tables.insert(name.to_string(), (version, Arc::clone(&table)));
+        }
+        Ok(Some(table))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.metadata.datasource_names().iter().any(|n| n == name)
+    }
+}
+
+/// `sys.segments` and `sys.servers`.
+#[derive(Debug)]
+pub struct SysSchema {
+    metadata: Arc<dyn Metadata>,
+}
+
+impl SysSchema {
+    pub fn new(metadata: Arc<dyn Metadata>) -> Self {
+        SysSchema { metadata }
+    }
+}
+
+const SYS_TABLES: [&str; 2] = ["segments", "servers"];
+
+#[async_trait]
+impl SchemaProvider for SysSchema {
+    fn table_names(&self) -> Vec<String> {
+        SYS_TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "segments" => sys_segments(self.metadata.as_ref())?,
+            "servers" => sys_servers(self.metadata.as_ref())?,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SYS_TABLES.contains(&name)
+    }
+}
+
+fn field(name: &str, t: DataType, nullable: bool) -> Field {
+    Field::new(name, t, nullable)
+}
+
+/// `sys.segments`: one row per used, published segment.
+fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
+    let mut segments = metadata.segments(None);
+    segments.sort_by(|a, b| a.descriptor.id.cmp(&b.descriptor.id));
+    // Overshadowing among all used segments, per datasource.
+    let mut timelines: HashMap<String, Timeline<()>> = HashMap::new();
+    for s in &segments {
+        let d: &SegmentDescriptor = &s.descriptor;
+        timelines
+            .entry(d.id.datasource.clone())
+            .or_default()
+            .add(d.id.clone(), d.core_partitions, ())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    }
+    let ids = segments.iter().map(|s| s.descriptor.id.to_string());
+    let col = |f: &dyn Fn(&SegmentDescriptor) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            segments.iter().map(|s| f(&s.descriptor)),
+        ))
+    };
+    let int = |f: &dyn Fn(&crate::metadata::SegmentInfo) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(segments.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(ids)),
+        col(&|d| d.id.datasource.clone()),
+        col(&|d| format_millis(d.id.interval.start)),
+        col(&|d| format_millis(d.id.interval.end)),
+        col(&|d| d.id.version.clone()),
+        int(&|s| i64::from(s.descriptor.id.partition)),
+        int(&|s| s.descriptor.num_rows as i64),
+        int(&|s| s.descriptor.size as i64),
+        Arc::new(BooleanArray::from_iter(segments.iter().map(|s| {
+            Some(timelines[&s.descriptor.id.datasource].is_overshadowed(&s.descriptor.id))
+        }))),
+        Arc::new(BooleanArray::from_iter(
+            segments.iter().map(|s| Some(s.available)),
+        )),
+        int(&|s| s.replicas as i64),
+    ];
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        field("segment_id", DataType::Utf8, false),
+        field("datasource", DataType::Utf8, false),
+        field("start", DataType::Utf8, false),
+        field("end", DataType::Utf8, false),
+        field("version", DataType::Utf8, false),
+        field("partition_num", DataType::Int64, false),
+        field("num_rows", DataType::Int64, false),
+        field("size", DataType::Int64, false),
+        field("is_overshadowed", DataType::Boolean, false),
+        field("is_available", DataType::Boolean, false),
+        field("num_replicas", DataType::Int64, false),
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `sys.servers`: one row per live node.
+fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
+    let mut servers = metadata.servers();
+    servers.sort_by(|a, b| (a.node.role, &a.node.id).cmp(&(b.node.role, &b.node.id)));
+    let text = |f: &dyn Fn(&crate::metadata::ServerInfo) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(servers.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|s| Some(s.node.id.clone())),
+        text(&|s| Some(s.node.role.to_string())),
+        text(&|s| s.node.tier.clone()),
+        text(&|s| Some(s.node.http_address.clone())),
+        text(&|s| s.node.flight_address.clone()),
+        Arc::new(Int64Array::from_iter(servers.iter().map(|s| {
+            (s.node.role == grove_cluster::nodes::Role::Historical).then_some(s.current_size as i64)
+        }))),
+        Arc::new(Int64Array::from_iter(
+            servers
+                .iter()
+                .map(|s| s.node.capacity.map(|c| c.min(i64::MAX as u64) as i64)),
+        )),
+        text(&|s| Some(s.node.started_at.clone())),
+    ];
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        field("server", DataType::Utf8, false),
+        field("server_type", DataType::Utf8, false),
+        field("tier", DataType::Utf8, true),
+        field("host", DataType::Utf8, false),
+        field("flight_host", DataType::Utf8, true),
+        field("curr_size", DataType::Int64, true),
+        field("max_size", DataType::Int64, true),
+        field("start_time", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
