@@ -437,7 +437,7 @@ impl Work<'_> {
                             let holders = self.holders.get(&d.id.to_string());
                             holders.is_some_and(|h| h.contains(&from) && !h.contains(&to))
                                 && d.size <= room
-                                && low + 2 * d.size < high
+                                && low + 2 * d.size <= high
                                 && self
                                     .holders_of(&d.id.to_string())
                                     .iter()
@@ -553,4 +553,282 @@ fn covered_by_newer(timeline: &Timeline<()>, interval: Interval, version: &str) 
         at = chunk.interval.end;
     }
     at >= interval.end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::Role;
+    use crate::rules::parse;
+
+    const DAY: i64 = 86_400_000;
+    const NOW: i64 = 1_718_000_000_000;
+    const SETTINGS: Settings = Settings {
+        replicant_lifetime_ms: 60_000,
+        max_segments_to_move: 5,
+    };
+
+    fn segment(day: i64, version: &str, partition: u32, size: u64) -> SegmentDescriptor {
+        let interval = Interval::new(day * DAY, (day + 1) * DAY).unwrap();
+        SegmentDescriptor {
+            id: SegmentId {
+                datasource: "events".into(),
+                interval,
+                version: version.into(),
+                partition,
+            },
+            core_partitions: 1,
+            size,
+            num_rows: 10,
+            crc32: 0,
+            path: format!("events/{day}-{version}-{partition}.grove"),
+            columns: Vec::new(),
+            created: String::new(),
+            used: true,
+            commit: None,
+        }
+    }
+
+    fn historical(id: &str, tier: &str, capacity: Option<u64>) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            role: Role::Historical,
+            http_address: String::new(),
+            flight_address: None,
+            tier: Some(tier.into()),
+            capacity,
+            started_at: String::new(),
+        }
+    }
+
+    fn state(segments: Vec<SegmentDescriptor>, nodes: Vec<NodeInfo>, rules: &str) -> ClusterState {
+        ClusterState {
+            segments,
+            rules: BTreeMap::from([(
+                rules::DEFAULT_RULES.to_string(),
+                parse(rules.as_bytes()).unwrap(),
+            )]),
+            historicals: nodes,
+            ..ClusterState::default()
+        }
+    }
+
+    /// Applies a plan as the cluster would: assignments change, and every assigned
+    /// live node serves what it is assigned.
+    fn apply(state: &mut ClusterState, plan: &Plan, serve: bool) {
+        for (node, id) in &plan.unassign {
+            if let Some(a) = state.assigned.get_mut(node) {
+                a.remove(id);
+            }
+            if let Some(s) = state.served.get_mut(node) {
+                s.remove(id);
+            }
+        }
+        for (node, d) in &plan.assign {
+            state
+                .assigned
+                .entry(node.clone())
+                .or_default()
+                .insert(d.id.to_string(), d.size);
+        }
+        for d in &plan.mark_unused {
+            state.segments.retain(|s| s.id != d.id);
+        }
+        if serve {
+            for node in &state.historicals {
+                let assigned = state.assigned.get(&node.id).cloned().unwrap_or_default();
+                state.served.insert(node.id.clone(), assigned.into_keys().collect());
+            }
+        }
+    }
+
+    fn holders(state: &ClusterState, id: &SegmentId) -> BTreeSet<String> {
+        state
+            .assigned
+            .iter()
+            .filter(|(_, a)| a.contains_key(&id.to_string()))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    #[test]
+    fn tiered_replicants_are_placed_on_their_tiers_one_per_node() {
+        let nodes = vec![
+            historical("hot-1", "hot", None),
+            historical("hot-2", "hot", None),
+            historical("hot-3", "hot", None),
+            historical("cold-1", "_default_tier", None),
+            historical("cold-2", "_default_tier", None),
+        ];
+        let segments: Vec<_> = (0..4).map(|d| segment(19_000 + d, "v1", 0, 100)).collect();
+        let mut s = state(
+            segments.clone(),
+            nodes,
+            r#"[{"type":"loadForever","tieredReplicants":{"hot":2,"_default_tier":1}}]"#,
+        );
+        let mut memory = Memory::default();
+        let plan = plan(&s, &mut memory, SETTINGS, NOW);
+        assert_eq!(plan.assign.len(), 4 * 3);
+        apply(&mut s, &plan, true);
+        for d in &segments {
+            let h = holders(&s, &d.id);
+            assert_eq!(h.iter().filter(|n| n.starts_with("hot")).count(), 2, "{h:?}");
+            assert_eq!(h.iter().filter(|n| n.starts_with("cold")).count(), 1, "{h:?}");
+        }
+        // Spread by load: 8 hot replicas over 3 nodes, 4 cold over 2.
+        let hot: Vec<usize> = ["hot-1", "hot-2", "hot-3"]
+            .iter()
+            .map(|n| s.assigned.get(*n).map_or(0, |a| a.len()))
+            .collect();
+        assert!(hot.iter().all(|c| (2..=3).contains(c)), "{hot:?}");
+        // A settled cluster is left alone.
+        let again = super::plan(&s, &mut memory, SETTINGS, NOW);
+        assert!(again.assign.is_empty() && again.unassign.is_empty(), "{again:?}");
+        assert!(again.report.unavailable.is_empty());
+    }
+
+    #[test]
+    fn what_does_not_fit_is_reported_not_retried_forever() {
+        let nodes = vec![
+            historical("a", "_default_tier", Some(250)),
+            historical("b", "_default_tier", Some(250)),
+        ];
+        let segments: Vec<_> = (0..3).map(|d| segment(19_000 + d, "v1", 0, 100)).collect();
+        let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":2}}]"#;
+        let mut s = state(segments, nodes, rules);
+        let mut memory = Memory::default();
+        let first = plan(&s, &mut memory, SETTINGS, NOW);
+        // 250 bytes hold two 100-byte segments per node.
+        assert_eq!(first.assign.len(), 4);
+        assert_eq!(first.report.unplaceable.len(), 1, "{:?}", first.report);
+        assert!(first.report.unplaceable[0].contains("capacity"));
+        apply(&mut s, &first, true);
+        let second = plan(&s, &mut memory, SETTINGS, NOW);
+        assert!(second.assign.is_empty() && second.unassign.is_empty());
+        assert_eq!(second.report.unplaceable.len(), 1);
+        assert_eq!(second.report.unavailable.get("events"), Some(&1));
+        for (node, assigned) in &s.assigned {
+            assert!(assigned.values().sum::<u64>() <= 250, "{node} over capacity");
+        }
+    }
+
+    #[test]
+    fn a_vanished_historical_keeps_its_segments_for_its_lifetime() {
+        let nodes = vec![
+            historical("a", "_default_tier", None),
+            historical("b", "_default_tier", None),
+            historical("c", "_default_tier", None),
+        ];
+        let d = segment(19_000, "v1", 0, 100);
+        let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":2}}]"#;
+        let mut s = state(vec![d.clone()], nodes, rules);
+        let mut memory = Memory::default();
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        apply(&mut s, &p, true);
+        let before = holders(&s, &d.id);
+        let gone = before.iter().next().unwrap().clone();
+        s.historicals.retain(|n| n.id != gone);
+        s.served.remove(&gone);
+        // Within the lifetime: nothing moves.
+        let p = plan(&s, &mut memory, SETTINGS, NOW + 1_000);
+        assert!(p.assign.is_empty() && p.unassign.is_empty(), "{p:?}");
+        assert!(p.report.waiting_for.contains_key(&gone));
+        let p = plan(&s, &mut memory, SETTINGS, NOW + 59_000);
+        assert!(p.assign.is_empty());
+        // After it: the replica is re-created on the node that had none.
+        let p = plan(&s, &mut memory, SETTINGS, NOW + 61_001);
+        assert_eq!(p.unassign, vec![(gone.clone(), d.id.to_string())]);
+        assert_eq!(p.assign.len(), 1);
+        assert!(!before.contains(&p.assign[0].0), "a new node gets it");
+    }
+
+    #[test]
+    fn a_new_leader_keeps_replicas_of_nodes_it_never_saw() {
+        let d = segment(19_000, "v1", 0, 100);
+        let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#;
+        let mut s = state(vec![d.clone()], vec![], rules);
+        s.assigned
+            .insert("restarting".into(), BTreeMap::from([(d.id.to_string(), 100)]));
+        let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
+        assert!(p.unassign.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn an_old_version_is_dropped_only_once_the_new_one_is_served_in_full() {
+        let nodes = vec![historical("a", "_default_tier", None)];
+        let old = segment(19_000, "v1", 0, 100);
+        let new: Vec<_> = (0..2)
+            .map(|p| SegmentDescriptor {
+                core_partitions: 2,
+                ..segment(19_000, "v2", p, 100)
+            })
+            .collect();
+        let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#;
+        let mut s = state(vec![old.clone()], nodes, rules);
+        let mut memory = Memory::default();
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        apply(&mut s, &p, true);
+        s.segments.extend(new.clone());
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        assert!(p.mark_unused.is_empty(), "v2 is not served yet");
+        assert_eq!(p.assign.len(), 2);
+        apply(&mut s, &p, false);
+        // One partition of two served: still incomplete, v1 stays.
+        s.served
+            .get_mut("a")
+            .unwrap()
+            .insert(new[0].id.to_string());
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        assert!(p.mark_unused.is_empty());
+        s.served
+            .get_mut("a")
+            .unwrap()
+            .insert(new[1].id.to_string());
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        assert_eq!(p.mark_unused.len(), 1);
+        assert_eq!(p.mark_unused[0].id, old.id);
+        assert_eq!(p.unassign, vec![("a".to_string(), old.id.to_string())]);
+    }
+
+    #[test]
+    fn drop_rules_unassign_and_first_match_wins() {
+        let nodes = vec![historical("a", "_default_tier", None)];
+        let recent = segment(NOW / DAY - 1, "v1", 0, 100);
+        let old = segment(NOW / DAY - 100, "v1", 0, 100);
+        let rules = r#"[{"type":"loadByPeriod","period":"P30D","tieredReplicants":{"_default_tier":1}},
+                        {"type":"dropForever"}]"#;
+        let mut s = state(vec![recent.clone(), old.clone()], nodes, rules);
+        s.assigned.insert(
+            "a".into(),
+            BTreeMap::from([(old.id.to_string(), 100)]),
+        );
+        s.served
+            .insert("a".into(), BTreeSet::from([old.id.to_string()]));
+        let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
+        assert_eq!(p.unassign, vec![("a".to_string(), old.id.to_string())]);
+        assert_eq!(p.assign.len(), 1);
+        assert_eq!(p.assign[0].1.id, recent.id);
+        assert!(p.report.unavailable.get("events").is_some_and(|n| *n == 1));
+    }
+
+    #[test]
+    fn balancing_moves_segments_to_an_empty_node_then_drops_the_source_copy() {
+        let mut nodes = vec![historical("a", "_default_tier", None)];
+        let segments: Vec<_> = (0..6).map(|d| segment(19_000 + d, "v1", 0, 100)).collect();
+        let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#;
+        let mut s = state(segments, nodes.clone(), rules);
+        let mut memory = Memory::default();
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        apply(&mut s, &p, true);
+        nodes.push(historical("b", "_default_tier", None));
+        s.historicals = nodes;
+        for _ in 0..4 {
+            let p = plan(&s, &mut memory, SETTINGS, NOW);
+            apply(&mut s, &p, true);
+        }
+        let count = |n: &str| s.assigned.get(n).map_or(0, |a| a.len());
+        assert_eq!((count("a"), count("b")), (3, 3));
+        let p = plan(&s, &mut memory, SETTINGS, NOW);
+        assert!(p.assign.is_empty() && p.unassign.is_empty(), "balanced: {p:?}");
+    }
 }
