@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds Grove, generates a week of sample events (1M rows), ingests them into
-# ./grove-data and opens the SQL shell on them. Needs only a Rust toolchain.
+# ./grove-data, starts a coordinator, a broker and a historical in one process on
+# them, and opens the SQL shell. Needs a Rust toolchain; installs protoc from
+# Debian's packages when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh build
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 
 cargo build --release --bin grove

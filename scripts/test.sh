@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Grove's whole test suite: formatting, lints, then every unit, SQL-logic and
-# end-to-end test. Needs only a Rust toolchain.
+# end-to-end test (a real etcd included). Needs a Rust toolchain; installs protoc and
+# etcd from Debian's packages when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh test
 # Builds are shared between checkouts (and CI runs) through one target directory.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 

@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests: finding the `grove` binary and running it.
 
+pub mod cluster;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

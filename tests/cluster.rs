@@ -1,0 +1,362 @@
+//! The cluster end to end: a real etcd and real `grove` processes on loopback.
+//! Each test is a scenario of `docs/operations.md`'s table; expected values are
+//! computed here from the rows the test writes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use grove_e2e::Sandbox;
+use grove_e2e::cluster::TestCluster;
+use serde_json::Value;
+
+const DAY: i64 = 86_400_000;
+
+/// Writes `rows_per_day` rows for each day start in `days` (each row's `value` is
+/// `value`), and a spec for `datasource`; returns the spec's path.
+fn write_data(
+    sandbox: &Sandbox,
+    name: &str,
+    datasource: &str,
+    days: &[i64],
+    rows_per_day: i64,
+    value: i64,
+    max_rows_per_segment: i64,
+) -> String {
+    let dir = sandbox.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("ts,country,value\n");
+    for day in days {
+        for i in 0..rows_per_day {
+            let country = ["nl", "de", "jp"][i as usize % 3];
+            csv.push_str(&format!("{},{country},{value}\n", day + i * 1000));
+        }
+    }
+    std::fs::write(dir.join("data.csv"), csv).unwrap();
+    let spec = serde_json::json!({
+        "type": "index_parallel",
+        "spec": {
+            "dataSchema": {
+                "dataSource": datasource,
+                "timestampSpec": { "column": "ts", "format": "millis" },
+                "dimensionsSpec": { "dimensions": ["country", { "type": "long", "name": "value" }] },
+                "granularitySpec": { "segmentGranularity": "day", "queryGranularity": "none", "rollup": false }
+            },
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": { "type": "local", "baseDir": ".", "filter": "data.csv" },
+                "inputFormat": { "type": "csv", "findColumnsFromHeader": true }
+            },
+            "tuningConfig": {
+                "type": "index_parallel",
+                "partitionsSpec": { "type": "dynamic", "maxRowsPerSegment": max_rows_per_segment }
+            }
+        }
+    });
+    let path = dir.join("spec.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn count(cluster: &TestCluster, broker: &str, datasource: &str) -> Option<i64> {
+    let rows = cluster
+        .sql(broker, &format!("SELECT COUNT(*) AS n, SUM(value) AS s FROM {datasource}"))
+        .ok()?;
+    rows.first()?.get("n")?.as_i64()
+}
+
+fn sum(cluster: &TestCluster, broker: &str, datasource: &str) -> Result<Option<i64>, String> {
+    let rows = cluster.sql(broker, &format!("SELECT SUM(value) AS s FROM {datasource}"))?;
+    Ok(rows.first().and_then(|r| r.get("s")).and_then(Value::as_i64))
+}
+
+fn tier_of(node: &str) -> &str {
+    if node.starts_with("hot") { "hot" } else { "_default_tier" }
+}
+
+/// Day starts in June 2024.
+fn june(days: std::ops::Range<i64>) -> Vec<i64> {
+    days.map(|d| 1_717_200_000_000 + d * DAY).collect()
+}
+
+#[test]
+fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    for name in ["hot-1", "hot-2", "hot-3", "cold-1", "cold-2"] {
+        c.historical(name, tier_of(name), &[]);
+    }
+    c.broker("broker-1");
+    c.set_rules(
+        "coordinator-1",
+        "clicks",
+        r#"[{"type":"loadForever","tieredReplicants":{"hot":2,"_default_tier":1}}]"#,
+    );
+    let days = june(0..4);
+    let spec = write_data(&c.sandbox, "clicks", "clicks", &days, 500, 3, 1_000_000);
+    c.ingest(&spec);
+    let segments = c.segments("clicks");
+    assert_eq!(segments.len(), 4);
+    c.wait_until(Duration::from_secs(30), "every segment has 3 replicas", || {
+        let served = c.served();
+        segments.iter().all(|d| served.get(&d.id.to_string()).is_some_and(|n| n.len() == 3))
+    });
+    // Settled: give the coordinator a few more runs to prove it stops there.
+    std::thread::sleep(Duration::from_secs(3));
+    let served = c.served();
+    for d in &segments {
+        let nodes = &served[&d.id.to_string()];
+        let hot = nodes.iter().filter(|n| tier_of(n) == "hot").count();
+        let cold = nodes.iter().filter(|n| tier_of(n) == "_default_tier").count();
+        assert_eq!((hot, cold), (2, 1), "{}: {nodes:?}", d.id);
+    }
+    assert_eq!(count(&c, "broker-1", "clicks"), Some(4 * 500));
+    let rows = c
+        .sql("broker-1", "SELECT num_replicas, is_available FROM sys.segments")
+        .unwrap();
+    assert!(rows.iter().all(|r| r["num_replicas"] == 3 && r["is_available"] == true), "{rows:?}");
+    let servers = c
+        .sql(
+            "broker-1",
+            "SELECT server, server_type, tier, curr_size FROM sys.servers WHERE server_type = 'historical'",
+        )
+        .unwrap();
+    assert_eq!(servers.len(), 5);
+    let total: u64 = segments.iter().map(|d| d.size * 3).sum();
+    let reported: u64 = servers.iter().map(|s| s["curr_size"].as_u64().unwrap()).sum();
+    assert_eq!(reported, total, "sys.servers sizes add up to the replicas served");
+}
+
+#[test]
+fn period_rules_drop_old_data_from_historicals_and_keep_recent_data() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.broker("broker-1");
+    let today = chrono_day_start_now();
+    let old = june(0..2);
+    let recent = vec![today - 5 * DAY, today];
+    let mut days = old.clone();
+    days.extend(&recent);
+    let spec = write_data(&c.sandbox, "visits", "visits", &days, 100, 1, 1_000_000);
+    c.ingest(&spec);
+    c.set_rules(
+        "coordinator-1",
+        "_default",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
+    );
+    c.wait_until(Duration::from_secs(30), "all 4 days are served", || {
+        count(&c, "broker-1", "visits") == Some(400)
+    });
+    // Keep 30 days; drop the rest (Druid's loadByPeriod + dropForever).
+    c.set_rules(
+        "coordinator-1",
+        "visits",
+        r#"[{"type":"loadByPeriod","period":"P30D","includeFuture":true,"tieredReplicants":{"_default_tier":1}},
+            {"type":"dropForever"}]"#,
+    );
+    c.wait_until(Duration::from_secs(30), "only the recent days are served", || {
+        count(&c, "broker-1", "visits") == Some(200)
+    });
+    let starts: BTreeSet<i64> = c
+        .segments("visits")
+        .iter()
+        .filter(|d| c.served().contains_key(&d.id.to_string()))
+        .map(|d| d.id.interval.start)
+        .collect();
+    assert_eq!(starts, recent.iter().copied().collect());
+    // dropByPeriod drops the most recent day instead (Druid's meaning: data inside
+    // the period), and dropBeforeByPeriod everything older than it.
+    c.set_rules(
+        "coordinator-1",
+        "visits",
+        r#"[{"type":"dropByPeriod","period":"P2D","includeFuture":true},
+            {"type":"dropBeforeByPeriod","period":"P3000D"},
+            {"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
+    );
+    c.wait_until(Duration::from_secs(30), "the old days are back and today is gone", || {
+        count(&c, "broker-1", "visits") == Some(300)
+    });
+    let rows = c
+        .sql("broker-1", "SELECT COUNT(*) AS n FROM visits WHERE __time >= CURRENT_DATE")
+        .unwrap();
+    assert_eq!(rows[0]["n"], 0, "today's segment is dropped");
+}
+
+fn chrono_day_start_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - now % DAY
+}
+
+#[test]
+fn a_killed_historicals_segments_come_back_elsewhere_after_the_lifetime_and_not_before() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &["--replicant-lifetime", "PT8S"]);
+    for name in ["h-1", "h-2", "h-3"] {
+        c.historical(name, "_default_tier", &[]);
+    }
+    c.broker("broker-1");
+    c.set_rules(
+        "coordinator-1",
+        "_default",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
+    );
+    let spec = write_data(&c.sandbox, "logs", "logs", &june(0..6), 50, 2, 1_000_000);
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(30), "all 6 segments are served", || {
+        c.served().len() == 6
+    });
+    let served = c.served();
+    let victim = served.values().next().unwrap().iter().next().unwrap().clone();
+    let lost: BTreeSet<String> = served
+        .iter()
+        .filter(|(_, nodes)| nodes.contains(&victim))
+        .map(|(id, _)| id.clone())
+        .collect();
+    c.kill9(&victim);
+    // Its lease (2s) runs out and its segments become unavailable...
+    c.wait_until(Duration::from_secs(10), "the victim's segments are unserved", || {
+        let served = c.served();
+        lost.iter().all(|id| !served.contains_key(id))
+    });
+    // ...but stay assigned to it, not re-created, for the rest of the lifetime.
+    std::thread::sleep(Duration::from_secs(3));
+    let served = c.served();
+    assert!(lost.iter().all(|id| !served.contains_key(id)), "re-created too early");
+    // After the lifetime they are loaded by the survivors.
+    c.wait_until(Duration::from_secs(20), "the lost segments are served again", || {
+        let served = c.served();
+        lost.iter().all(|id| served.get(id).is_some_and(|n| !n.contains(&victim)))
+    });
+    assert_eq!(count(&c, "broker-1", "logs"), Some(6 * 50));
+}
+
+#[test]
+fn a_standby_coordinator_takes_over_when_the_leader_dies() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-a", &[]);
+    c.coordinator("coordinator-b", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.historical("h-2", "_default_tier", &[]);
+    c.broker("broker-1");
+    let leader = |c: &TestCluster| -> Option<String> {
+        ["coordinator-a", "coordinator-b"].into_iter().find_map(|name| {
+            let url = format!("{}/status", c.http(name));
+            let status: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
+            (status["is_leader"] == true).then(|| name.to_string())
+        })
+    };
+    c.wait_until(Duration::from_secs(15), "a leader is elected", || leader(&c).is_some());
+    let first = leader(&c).unwrap();
+    let standby = if first == "coordinator-a" { "coordinator-b" } else { "coordinator-a" };
+    let spec = write_data(&c.sandbox, "before", "before", &june(0..2), 10, 1, 1_000_000);
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(20), "the leader assigns", || {
+        count(&c, "broker-1", "before") == Some(20)
+    });
+    c.kill9(&first);
+    c.wait_until(Duration::from_secs(10), "the standby leads", || {
+        leader(&c).as_deref() == Some(standby)
+    });
+    // The new leader keeps assigning.
+    let spec = write_data(&c.sandbox, "after", "after", &june(0..3), 10, 1, 1_000_000);
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(20), "new data is assigned by the new leader", || {
+        count(&c, "broker-1", "after") == Some(30)
+    });
+}
+
+#[test]
+fn the_broker_answers_from_its_last_view_while_etcd_is_down() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.broker("broker-1");
+    let spec = write_data(&c.sandbox, "pages", "pages", &june(0..3), 200, 5, 1_000_000);
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(30), "the data is served", || {
+        count(&c, "broker-1", "pages") == Some(600)
+    });
+    let before = c.sql("broker-1", "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1");
+    c.etcd.kill();
+    for _ in 0..5 {
+        let during = c.sql("broker-1", "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1");
+        assert_eq!(during, before, "the broker keeps answering\n{}", c.logs());
+        assert_eq!(sum(&c, "broker-1", "pages").unwrap(), Some(3000));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    c.etcd.restart();
+    let spec = write_data(&c.sandbox, "later", "later", &june(0..1), 7, 1, 1_000_000);
+    c.wait_until(Duration::from_secs(20), "etcd is back for ingestion", || {
+        c.sandbox
+            .grove(&["ingest", &spec, "--etcd", &c.etcd.endpoint(), "--data-dir", &c.sandbox.arg("ingest"), "--deep-storage", &c.deep_storage()], "")
+            .ok
+    });
+    c.wait_until(Duration::from_secs(30), "the cluster follows etcd again", || {
+        count(&c, "broker-1", "later") == Some(7)
+    });
+}
+
+#[test]
+fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.broker("broker-1");
+    let day = june(0..1);
+    // v1: one segment of 300 rows, value 1.
+    let v1 = write_data(&c.sandbox, "v1", "orders", &day, 300, 1, 1_000_000);
+    c.ingest(&v1);
+    let old = c.segments("orders");
+    assert_eq!(old.len(), 1);
+    // v2: the same day in 3 partitions of 100 rows, value 10. The historical gets
+    // room for the old segment and one new partition only, so v2 is published but
+    // cannot be loaded in full.
+    let v2 = write_data(&c.sandbox, "v2", "orders", &day, 300, 10, 100);
+    c.ingest(&v2);
+    let all = c.segments("orders");
+    let new: Vec<_> = all.iter().filter(|d| d.id.version != old[0].id.version).collect();
+    assert_eq!(new.len(), 3);
+    let biggest = new.iter().map(|d| d.size).max().unwrap();
+    let capacity = (old[0].size + biggest + biggest / 2).to_string();
+    c.historical("h-1", "_default_tier", &["--capacity", &capacity]);
+    c.wait_until(Duration::from_secs(30), "one new partition is loaded", || {
+        let served = c.served();
+        new.iter().filter(|d| served.contains_key(&d.id.to_string())).count() == 1
+            && served.contains_key(&old[0].id.to_string())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sum(&c, "broker-1", "orders").unwrap(), Some(300), "only v1 is visible");
+    let rows = c
+        .sql("broker-1", "SELECT COUNT(*) AS n FROM sys.segments WHERE NOT is_available")
+        .unwrap();
+    assert_eq!(rows[0]["n"], 2, "two partitions of v2 wait for room");
+    // With room, v2 loads in full, replaces v1, and v1 is dropped.
+    c.restart("h-1", &["--capacity", "1G"]);
+    c.wait_until(Duration::from_secs(30), "v2 is visible", || {
+        sum(&c, "broker-1", "orders") == Ok(Some(3000))
+    });
+    c.wait_until(Duration::from_secs(30), "v1 is dropped", || {
+        !c.served().contains_key(&old[0].id.to_string())
+    });
+    assert_eq!(sum(&c, "broker-1", "orders").unwrap(), Some(3000));
+}
+
+#[test]
+fn example_configs_start_real_roles() {
+    // The config files users copy: each role starts from its own, with the
+    // addresses overridden by flags (flags win over the file).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut c = TestCluster::new();
+    let coordinator = root.join("coordinator.toml").display().to_string();
+    c.start("coordinator", "from-file", &["--config", &coordinator]);
+    let status: Value = ureq::get(&format!("{}/status", c.http("from-file")))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(status["node_id"], "from-file", "the flag wins over node_id in the file");
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests, one binary: the CLI on a data directory, and a real cluster
+//! (etcd + grove processes).
+
+mod cli;
+mod cluster;

@@ -1,0 +1,297 @@
+//! A real cluster for end-to-end tests: a real etcd, and `grove coordinator`,
+//! `historical` and `broker` processes on free loopback ports, sharing a deep-storage
+//! directory. Every process logs to a file; a failed wait prints them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grove_cluster::assignments;
+use grove_cluster::metastore::{EtcdStore, MetaStore};
+use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_testkit::{Etcd, free_port};
+use serde_json::Value;
+
+use crate::{Run, Sandbox, grove_bin};
+
+/// Lease TTL of every process: a killed node is noticed within about this.
+pub const LEASE_TTL: &str = "PT2S";
+
+pub struct Process {
+    pub name: String,
+    pub http: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(grove_bin())
+            .args(&self.args)
+            .env("GROVE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start grove");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no goodbye, its leases run out on their own.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct TestCluster {
+    pub sandbox: Sandbox,
+    pub etcd: Etcd,
+    pub processes: BTreeMap<String, Process>,
+    runtime: tokio::runtime::Runtime,
+    store: Arc<dyn MetaStore>,
+}
+
+impl Default for TestCluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCluster {
+    pub fn new() -> TestCluster {
+        let etcd = Etcd::start();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store: Arc<dyn MetaStore> = Arc::new(
+            runtime
+                .block_on(EtcdStore::connect(&[etcd.endpoint()]))
+                .expect("etcd"),
+        );
+        TestCluster {
+            sandbox: Sandbox::default(),
+            etcd,
+            processes: BTreeMap::new(),
+            runtime,
+            store,
+        }
+    }
+
+    pub fn deep_storage(&self) -> String {
+        format!("file://{}", self.sandbox.arg("deep"))
+    }
+
+    /// Starts `grove ROLE` named `name` with `extra` flags, and waits for its HTTP.
+    pub fn start(&mut self, role: &str, name: &str, extra: &[&str]) -> &mut Process {
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            role.into(),
+            "--etcd".into(),
+            self.etcd.endpoint(),
+            "--http-addr".into(),
+            http.clone(),
+            "--node-id".into(),
+            name.into(),
+            "--lease-ttl".into(),
+            LEASE_TTL.into(),
+        ];
+        if role != "coordinator" {
+            args.extend([
+                "--data-dir".into(),
+                self.sandbox.arg(name),
+                "--deep-storage".into(),
+                self.deep_storage(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut process = Process {
+            name: name.into(),
+            http,
+            args,
+            log: self.sandbox.path(&format!("{name}.log")),
+            child: None,
+        };
+        process.spawn();
+        self.processes.insert(name.into(), process);
+        self.wait_for_http(name);
+        self.processes.get_mut(name).expect("just started")
+    }
+
+    pub fn coordinator(&mut self, name: &str, extra: &[&str]) {
+        let mut args = vec!["--period", "PT1S"];
+        args.extend(extra);
+        self.start("coordinator", name, &args);
+    }
+
+    pub fn historical(&mut self, name: &str, tier: &str, extra: &[&str]) {
+        let mut args = vec!["--tier", tier];
+        args.extend(extra);
+        self.start("historical", name, &args);
+    }
+
+    pub fn broker(&mut self, name: &str) {
+        self.start("broker", name, &[]);
+    }
+
+    /// Starts a process again (killing it first if it runs) with the same flags,
+    /// except those in `changed` (`["--flag", "value", ...]`), which replace theirs.
+    pub fn restart(&mut self, name: &str, changed: &[&str]) {
+        let process = self.processes.get_mut(name).expect("known process");
+        process.kill9();
+        for pair in changed.chunks(2) {
+            let [flag, value] = pair else {
+                panic!("flags come in pairs: {changed:?}")
+            };
+            match process.args.iter().position(|a| a == flag) {
+                Some(i) => process.args[i + 1] = value.to_string(),
+                None => process.args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        process.spawn();
+        self.wait_for_http(name);
+    }
+
+    pub fn kill9(&mut self, name: &str) {
+        self.processes.get_mut(name).expect("known process").kill9();
+    }
+
+    fn wait_for_http(&self, name: &str) {
+        let url = format!("http://{}/status", self.processes[name].http);
+        self.wait_until(Duration::from_secs(30), &format!("{name} answers"), || {
+            ureq::get(&url).call().is_ok()
+        });
+    }
+
+    /// Polls `check` until it holds; on timeout fails with every process's log.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+        let began = Instant::now();
+        while began.elapsed() < timeout {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting until {what}\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        self.processes
+            .values()
+            .map(|p| {
+                let log = p.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {} ---\n{}\n", p.name, tail.join("\n"))
+            })
+            .collect()
+    }
+
+    pub fn http(&self, name: &str) -> String {
+        format!("http://{}", self.processes[name].http)
+    }
+
+    /// `POST /druid/v2/sql` on `broker`: the rows, or the error body.
+    pub fn sql(&self, broker: &str, query: &str) -> Result<Vec<Value>, String> {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build(),
+        );
+        let url = format!("{}/druid/v2/sql", self.http(broker));
+        let mut response = agent
+            .post(&url)
+            .send_json(serde_json::json!({ "query": query }))
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body: Value = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| e.to_string())?;
+        match (status.is_success(), body) {
+            (true, Value::Array(rows)) => Ok(rows),
+            (_, other) => Err(format!("{status}: {other}")),
+        }
+    }
+
+    /// `grove ingest SPEC --etcd ...` with the cluster's deep storage.
+    pub fn ingest(&self, spec: &str) -> Run {
+        let endpoint = self.etcd.endpoint();
+        let data_dir = self.sandbox.arg("ingest");
+        let deep = self.deep_storage();
+        let run = self.sandbox.grove(
+            &[
+                "ingest",
+                spec,
+                "--etcd",
+                &endpoint,
+                "--data-dir",
+                &data_dir,
+                "--deep-storage",
+                &deep,
+            ],
+            "",
+        );
+        assert!(run.ok, "ingest failed: {}", run.stderr);
+        run
+    }
+
+    pub fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(f)
+    }
+
+    pub fn store(&self) -> &dyn MetaStore {
+        self.store.as_ref()
+    }
+
+    /// Segment id -> nodes announcing it.
+    pub fn served(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let served = self
+            .block_on(assignments::served(self.store()))
+            .expect("reading served segments");
+        assignments::replicas(&served)
+    }
+
+    /// Used, published descriptors.
+    pub fn segments(&self, datasource: &str) -> Vec<SegmentDescriptor> {
+        self.block_on(segments::load(self.store(), Some(datasource)))
+            .expect("reading descriptors")
+            .into_iter()
+            .filter(|d| d.used)
+            .collect()
+    }
+
+    /// Sets rules through the coordinator's HTTP API.
+    pub fn set_rules(&self, coordinator: &str, datasource: &str, rules: &str) {
+        let url = format!(
+            "{}/druid/coordinator/v1/rules/{datasource}",
+            self.http(coordinator)
+        );
+        let rules: Value = serde_json::from_str(rules).expect("rules JSON");
+        ureq::post(&url).send_json(rules).expect("setting rules");
+    }
+}
