@@ -259,3 +259,66 @@ fn quickstart_ingests_the_sample_and_runs_the_examples() {
     let count = sql_csv(&sandbox, &data, "SELECT COUNT(*) AS n FROM events");
     assert_eq!(count.stdout, "n\n5000\n", "ingested once");
 }
+
+#[test]
+fn grove_start_serves_sql_over_http_and_holds_its_directory() {
+    let sandbox = ingested(3_000);
+    let data = sandbox.arg("data");
+    let port = grove_testkit::free_port();
+    let log = std::fs::File::create(sandbox.path("start.log")).unwrap();
+    let mut start = std::process::Command::new(grove_e2e::grove_bin())
+        .args(["start", "--data-dir", &data, "--http-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/druid/v2/sql");
+    let query = |sql: &str| -> Option<serde_json::Value> {
+        let mut response = ureq::post(&url)
+            .send_json(serde_json::json!({ "query": sql }))
+            .ok()?;
+        response.body_mut().read_json().ok()
+    };
+    let began = std::time::Instant::now();
+    let mut answer = None;
+    while began.elapsed() < std::time::Duration::from_secs(30) {
+        answer = query("SELECT COUNT(*) AS n FROM events");
+        if answer.as_ref().is_some_and(|a| a[0]["n"] == 3000) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let by_device = query("SELECT device, COUNT(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    let held = sandbox.grove(
+        &[
+            "ingest",
+            &sandbox.arg("sample/events-spec.json"),
+            "--data-dir",
+            &data,
+        ],
+        "",
+    );
+    let read = sql_csv(&sandbox, &data, "SELECT COUNT(*) AS n FROM events");
+    let _ = start.kill();
+    let _ = start.wait();
+    let log = std::fs::read_to_string(sandbox.path("start.log")).unwrap();
+    assert_eq!(
+        answer.map(|a| a[0]["n"].clone()),
+        Some(3000.into()),
+        "{log}"
+    );
+    let expected: Vec<serde_json::Value> = devices_in_csv(&sandbox)
+        .into_iter()
+        .map(|(device, n)| serde_json::json!({ "device": device, "n": n }))
+        .collect();
+    assert_eq!(by_device, Some(serde_json::Value::Array(expected)));
+    assert!(!held.ok, "a second writer must be refused");
+    assert!(
+        held.stderr.contains("in use by another Grove process"),
+        "{}",
+        held.stderr
+    );
+    check(&read, "reading the directory while it is served");
+    assert_eq!(read.stdout, "n\n3000\n");
+}

@@ -60,18 +60,28 @@ fn write_data(
 
 fn count(cluster: &TestCluster, broker: &str, datasource: &str) -> Option<i64> {
     let rows = cluster
-        .sql(broker, &format!("SELECT COUNT(*) AS n, SUM(value) AS s FROM {datasource}"))
+        .sql(
+            broker,
+            &format!("SELECT COUNT(*) AS n, SUM(value) AS s FROM {datasource}"),
+        )
         .ok()?;
     rows.first()?.get("n")?.as_i64()
 }
 
 fn sum(cluster: &TestCluster, broker: &str, datasource: &str) -> Result<Option<i64>, String> {
     let rows = cluster.sql(broker, &format!("SELECT SUM(value) AS s FROM {datasource}"))?;
-    Ok(rows.first().and_then(|r| r.get("s")).and_then(Value::as_i64))
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("s"))
+        .and_then(Value::as_i64))
 }
 
 fn tier_of(node: &str) -> &str {
-    if node.starts_with("hot") { "hot" } else { "_default_tier" }
+    if node.starts_with("hot") {
+        "hot"
+    } else {
+        "_default_tier"
+    }
 }
 
 /// Day starts in June 2024.
@@ -97,24 +107,40 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
     c.ingest(&spec);
     let segments = c.segments("clicks");
     assert_eq!(segments.len(), 4);
-    c.wait_until(Duration::from_secs(30), "every segment has 3 replicas", || {
-        let served = c.served();
-        segments.iter().all(|d| served.get(&d.id.to_string()).is_some_and(|n| n.len() == 3))
-    });
+    c.wait_until(
+        Duration::from_secs(30),
+        "every segment has 3 replicas",
+        || {
+            let served = c.served();
+            segments
+                .iter()
+                .all(|d| served.get(&d.id.to_string()).is_some_and(|n| n.len() == 3))
+        },
+    );
     // Settled: give the coordinator a few more runs to prove it stops there.
     std::thread::sleep(Duration::from_secs(3));
     let served = c.served();
     for d in &segments {
         let nodes = &served[&d.id.to_string()];
         let hot = nodes.iter().filter(|n| tier_of(n) == "hot").count();
-        let cold = nodes.iter().filter(|n| tier_of(n) == "_default_tier").count();
+        let cold = nodes
+            .iter()
+            .filter(|n| tier_of(n) == "_default_tier")
+            .count();
         assert_eq!((hot, cold), (2, 1), "{}: {nodes:?}", d.id);
     }
     assert_eq!(count(&c, "broker-1", "clicks"), Some(4 * 500));
     let rows = c
-        .sql("broker-1", "SELECT num_replicas, is_available FROM sys.segments")
+        .sql(
+            "broker-1",
+            "SELECT num_replicas, is_available FROM sys.segments",
+        )
         .unwrap();
-    assert!(rows.iter().all(|r| r["num_replicas"] == 3 && r["is_available"] == true), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["num_replicas"] == 3 && r["is_available"] == true),
+        "{rows:?}"
+    );
     let servers = c
         .sql(
             "broker-1",
@@ -123,8 +149,14 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         .unwrap();
     assert_eq!(servers.len(), 5);
     let total: u64 = segments.iter().map(|d| d.size * 3).sum();
-    let reported: u64 = servers.iter().map(|s| s["curr_size"].as_u64().unwrap()).sum();
-    assert_eq!(reported, total, "sys.servers sizes add up to the replicas served");
+    let reported: u64 = servers
+        .iter()
+        .map(|s| s["curr_size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        reported, total,
+        "sys.servers sizes add up to the replicas served"
+    );
 }
 
 #[test]
@@ -155,9 +187,11 @@ fn period_rules_drop_old_data_from_historicals_and_keep_recent_data() {
         r#"[{"type":"loadByPeriod","period":"P30D","includeFuture":true,"tieredReplicants":{"_default_tier":1}},
             {"type":"dropForever"}]"#,
     );
-    c.wait_until(Duration::from_secs(30), "only the recent days are served", || {
-        count(&c, "broker-1", "visits") == Some(200)
-    });
+    c.wait_until(
+        Duration::from_secs(30),
+        "only the recent days are served",
+        || count(&c, "broker-1", "visits") == Some(200),
+    );
     let starts: BTreeSet<i64> = c
         .segments("visits")
         .iter()
@@ -174,11 +208,16 @@ fn period_rules_drop_old_data_from_historicals_and_keep_recent_data() {
             {"type":"dropBeforeByPeriod","period":"P3000D"},
             {"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
     );
-    c.wait_until(Duration::from_secs(30), "the old days are back and today is gone", || {
-        count(&c, "broker-1", "visits") == Some(300)
-    });
+    c.wait_until(
+        Duration::from_secs(30),
+        "the old days are back and today is gone",
+        || count(&c, "broker-1", "visits") == Some(300),
+    );
     let rows = c
-        .sql("broker-1", "SELECT COUNT(*) AS n FROM visits WHERE __time >= CURRENT_DATE")
+        .sql(
+            "broker-1",
+            "SELECT COUNT(*) AS n FROM visits WHERE __time >= CURRENT_DATE",
+        )
         .unwrap();
     assert_eq!(rows[0]["n"], 0, "today's segment is dropped");
 }
@@ -210,7 +249,14 @@ fn a_killed_historicals_segments_come_back_elsewhere_after_the_lifetime_and_not_
         c.served().len() == 6
     });
     let served = c.served();
-    let victim = served.values().next().unwrap().iter().next().unwrap().clone();
+    let victim = served
+        .values()
+        .next()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
     let lost: BTreeSet<String> = served
         .iter()
         .filter(|(_, nodes)| nodes.contains(&victim))
@@ -218,19 +264,31 @@ fn a_killed_historicals_segments_come_back_elsewhere_after_the_lifetime_and_not_
         .collect();
     c.kill9(&victim);
     // Its lease (2s) runs out and its segments become unavailable...
-    c.wait_until(Duration::from_secs(10), "the victim's segments are unserved", || {
-        let served = c.served();
-        lost.iter().all(|id| !served.contains_key(id))
-    });
+    c.wait_until(
+        Duration::from_secs(10),
+        "the victim's segments are unserved",
+        || {
+            let served = c.served();
+            lost.iter().all(|id| !served.contains_key(id))
+        },
+    );
     // ...but stay assigned to it, not re-created, for the rest of the lifetime.
     std::thread::sleep(Duration::from_secs(3));
     let served = c.served();
-    assert!(lost.iter().all(|id| !served.contains_key(id)), "re-created too early");
+    assert!(
+        lost.iter().all(|id| !served.contains_key(id)),
+        "re-created too early"
+    );
     // After the lifetime they are loaded by the survivors.
-    c.wait_until(Duration::from_secs(20), "the lost segments are served again", || {
-        let served = c.served();
-        lost.iter().all(|id| served.get(id).is_some_and(|n| !n.contains(&victim)))
-    });
+    c.wait_until(
+        Duration::from_secs(20),
+        "the lost segments are served again",
+        || {
+            let served = c.served();
+            lost.iter()
+                .all(|id| served.get(id).is_some_and(|n| !n.contains(&victim)))
+        },
+    );
     assert_eq!(count(&c, "broker-1", "logs"), Some(6 * 50));
 }
 
@@ -243,16 +301,32 @@ fn a_standby_coordinator_takes_over_when_the_leader_dies() {
     c.historical("h-2", "_default_tier", &[]);
     c.broker("broker-1");
     let leader = |c: &TestCluster| -> Option<String> {
-        ["coordinator-a", "coordinator-b"].into_iter().find_map(|name| {
-            let url = format!("{}/status", c.http(name));
-            let status: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
-            (status["is_leader"] == true).then(|| name.to_string())
-        })
+        ["coordinator-a", "coordinator-b"]
+            .into_iter()
+            .find_map(|name| {
+                let url = format!("{}/status", c.http(name));
+                let status: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
+                (status["is_leader"] == true).then(|| name.to_string())
+            })
     };
-    c.wait_until(Duration::from_secs(15), "a leader is elected", || leader(&c).is_some());
+    c.wait_until(Duration::from_secs(15), "a leader is elected", || {
+        leader(&c).is_some()
+    });
     let first = leader(&c).unwrap();
-    let standby = if first == "coordinator-a" { "coordinator-b" } else { "coordinator-a" };
-    let spec = write_data(&c.sandbox, "before", "before", &june(0..2), 10, 1, 1_000_000);
+    let standby = if first == "coordinator-a" {
+        "coordinator-b"
+    } else {
+        "coordinator-a"
+    };
+    let spec = write_data(
+        &c.sandbox,
+        "before",
+        "before",
+        &june(0..2),
+        10,
+        1,
+        1_000_000,
+    );
     c.ingest(&spec);
     c.wait_until(Duration::from_secs(20), "the leader assigns", || {
         count(&c, "broker-1", "before") == Some(20)
@@ -264,9 +338,11 @@ fn a_standby_coordinator_takes_over_when_the_leader_dies() {
     // The new leader keeps assigning.
     let spec = write_data(&c.sandbox, "after", "after", &june(0..3), 10, 1, 1_000_000);
     c.ingest(&spec);
-    c.wait_until(Duration::from_secs(20), "new data is assigned by the new leader", || {
-        count(&c, "broker-1", "after") == Some(30)
-    });
+    c.wait_until(
+        Duration::from_secs(20),
+        "new data is assigned by the new leader",
+        || count(&c, "broker-1", "after") == Some(30),
+    );
 }
 
 #[test]
@@ -280,24 +356,48 @@ fn the_broker_answers_from_its_last_view_while_etcd_is_down() {
     c.wait_until(Duration::from_secs(30), "the data is served", || {
         count(&c, "broker-1", "pages") == Some(600)
     });
-    let before = c.sql("broker-1", "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1");
+    let before = c.sql(
+        "broker-1",
+        "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1",
+    );
     c.etcd.kill();
     for _ in 0..5 {
-        let during = c.sql("broker-1", "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1");
+        let during = c.sql(
+            "broker-1",
+            "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1",
+        );
         assert_eq!(during, before, "the broker keeps answering\n{}", c.logs());
         assert_eq!(sum(&c, "broker-1", "pages").unwrap(), Some(3000));
         std::thread::sleep(Duration::from_secs(1));
     }
     c.etcd.restart();
     let spec = write_data(&c.sandbox, "later", "later", &june(0..1), 7, 1, 1_000_000);
-    c.wait_until(Duration::from_secs(20), "etcd is back for ingestion", || {
-        c.sandbox
-            .grove(&["ingest", &spec, "--etcd", &c.etcd.endpoint(), "--data-dir", &c.sandbox.arg("ingest"), "--deep-storage", &c.deep_storage()], "")
-            .ok
-    });
-    c.wait_until(Duration::from_secs(30), "the cluster follows etcd again", || {
-        count(&c, "broker-1", "later") == Some(7)
-    });
+    c.wait_until(
+        Duration::from_secs(20),
+        "etcd is back for ingestion",
+        || {
+            c.sandbox
+                .grove(
+                    &[
+                        "ingest",
+                        &spec,
+                        "--etcd",
+                        &c.etcd.endpoint(),
+                        "--data-dir",
+                        &c.sandbox.arg("ingest"),
+                        "--deep-storage",
+                        &c.deep_storage(),
+                    ],
+                    "",
+                )
+                .ok
+        },
+    );
+    c.wait_until(
+        Duration::from_secs(30),
+        "the cluster follows etcd again",
+        || count(&c, "broker-1", "later") == Some(7),
+    );
 }
 
 #[test]
@@ -317,20 +417,37 @@ fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
     let v2 = write_data(&c.sandbox, "v2", "orders", &day, 300, 10, 100);
     c.ingest(&v2);
     let all = c.segments("orders");
-    let new: Vec<_> = all.iter().filter(|d| d.id.version != old[0].id.version).collect();
+    let new: Vec<_> = all
+        .iter()
+        .filter(|d| d.id.version != old[0].id.version)
+        .collect();
     assert_eq!(new.len(), 3);
     let biggest = new.iter().map(|d| d.size).max().unwrap();
     let capacity = (old[0].size + biggest + biggest / 2).to_string();
     c.historical("h-1", "_default_tier", &["--capacity", &capacity]);
-    c.wait_until(Duration::from_secs(30), "one new partition is loaded", || {
-        let served = c.served();
-        new.iter().filter(|d| served.contains_key(&d.id.to_string())).count() == 1
-            && served.contains_key(&old[0].id.to_string())
-    });
+    c.wait_until(
+        Duration::from_secs(30),
+        "one new partition is loaded",
+        || {
+            let served = c.served();
+            new.iter()
+                .filter(|d| served.contains_key(&d.id.to_string()))
+                .count()
+                == 1
+                && served.contains_key(&old[0].id.to_string())
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(sum(&c, "broker-1", "orders").unwrap(), Some(300), "only v1 is visible");
+    assert_eq!(
+        sum(&c, "broker-1", "orders").unwrap(),
+        Some(300),
+        "only v1 is visible"
+    );
     let rows = c
-        .sql("broker-1", "SELECT COUNT(*) AS n FROM sys.segments WHERE NOT is_available")
+        .sql(
+            "broker-1",
+            "SELECT COUNT(*) AS n FROM sys.segments WHERE NOT is_available",
+        )
         .unwrap();
     assert_eq!(rows[0]["n"], 2, "two partitions of v2 wait for room");
     // With room, v2 loads in full, replaces v1, and v1 is dropped.
@@ -358,5 +475,135 @@ fn example_configs_start_real_roles() {
         .body_mut()
         .read_json()
         .unwrap();
-    assert_eq!(status["node_id"], "from-file", "the flag wins over node_id in the file");
+    assert_eq!(
+        status["node_id"], "from-file",
+        "the flag wins over node_id in the file"
+    );
+}
+
+#[test]
+fn a_restarted_historical_serves_its_cache_and_refetches_a_corrupt_copy() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.broker("broker-1");
+    let spec = write_data(
+        &c.sandbox,
+        "cached",
+        "cached",
+        &june(0..2),
+        100,
+        4,
+        1_000_000,
+    );
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(30), "both days are served", || {
+        count(&c, "broker-1", "cached") == Some(200)
+    });
+    let segments = c.segments("cached");
+    c.kill9("h-1");
+    c.wait_until(Duration::from_secs(10), "its lease runs out", || {
+        c.served().is_empty()
+    });
+    let cache = c.sandbox.path("h-1").join("segment-cache");
+    let cached = |d: &grove_cluster::segments::SegmentDescriptor| {
+        cache.join(format!("{}.grove", d.id.file_stem()))
+    };
+    // One copy is corrupted (deep storage still has it); the other's deep-storage
+    // file is deleted, so only the local cache can bring it back.
+    let corrupt = cached(&segments[0]);
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&corrupt, &bytes).unwrap();
+    std::fs::remove_file(c.sandbox.path("deep").join(&segments[1].path)).unwrap();
+    c.restart("h-1", &[]);
+    c.wait_until(Duration::from_secs(30), "both are served again", || {
+        let served = c.served();
+        segments
+            .iter()
+            .all(|d| served.contains_key(&d.id.to_string()))
+    });
+    let fixed = std::fs::read(&corrupt).unwrap();
+    let mut crc = crc32_ieee(&fixed);
+    assert_eq!(crc, segments[0].crc32, "the corrupt copy was fetched again");
+    crc = crc32_ieee(&std::fs::read(cached(&segments[1])).unwrap());
+    assert_eq!(crc, segments[1].crc32);
+    assert_eq!(sum(&c, "broker-1", "cached").unwrap(), Some(800));
+}
+
+/// CRC-32 (IEEE), as segment descriptors record it.
+fn crc32_ieee(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn an_ingestion_killed_before_publishing_leaves_nothing_behind() {
+    let c = TestCluster::new();
+    let dir = c.sandbox.path("killed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = write_data(&c.sandbox, "killed", "killed", &june(0..1), 1, 1, 1_000_000);
+    // The input is a pipe the test writes part of and never closes: the task is
+    // reading when it dies.
+    let fifo = dir.join("data.csv");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            use std::io::Write;
+            // Errors are fine here: the reader is killed while this writes.
+            let Ok(mut pipe) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+                return;
+            };
+            let _ = pipe.write_all(b"ts,country,value\n");
+            for i in 0..1000 {
+                let _ = writeln!(pipe, "{},nl,1", 1_717_200_000_000i64 + i);
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    });
+    let mut ingest = std::process::Command::new(grove_e2e::grove_bin())
+        .args(["ingest", &spec, "--etcd", &c.etcd.endpoint()])
+        .arg("--data-dir")
+        .arg(c.sandbox.path("ingest"))
+        .args(["--deep-storage", &c.deep_storage()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    ingest.kill().unwrap();
+    ingest.wait().unwrap();
+    // Should the task not have opened the pipe, opening it here releases the writer.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo);
+    }
+    writer.join().unwrap();
+    assert!(c.segments("killed").is_empty(), "nothing is published");
+    let keys = c.block_on(c.store().range("/grove/")).unwrap();
+    assert!(keys.is_empty(), "no metadata at all: {keys:?}");
+    let deep = c.sandbox.path("deep").join("killed");
+    let files = std::fs::read_dir(&deep).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 0, "nothing in deep storage");
 }

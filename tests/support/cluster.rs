@@ -195,7 +195,10 @@ impl TestCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out after {timeout:?} waiting until {what}\n{}", self.logs());
+        panic!(
+            "timed out after {timeout:?} waiting until {what}\n{}",
+            self.logs()
+        );
     }
 
     pub fn logs(&self) -> String {
@@ -228,10 +231,7 @@ impl TestCluster {
             .send_json(serde_json::json!({ "query": query }))
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        let body: Value = response
-            .body_mut()
-            .read_json()
-            .map_err(|e| e.to_string())?;
+        let body: Value = response.body_mut().read_json().map_err(|e| e.to_string())?;
         match (status.is_success(), body) {
             (true, Value::Array(rows)) => Ok(rows),
             (_, other) => Err(format!("{status}: {other}")),

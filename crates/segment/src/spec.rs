@@ -1173,7 +1173,8 @@ fn list_matching_files(dir: &Path, pattern: &str, path: &JsonPath) -> Result<Vec
         let matched = entry_path
             .file_name()
             .is_some_and(|name| glob_matches(pattern, &name.to_string_lossy()));
-        if matched && entry_path.is_file() {
+        // Anything but a directory: regular files, and named pipes a process writes.
+        if matched && !entry_path.is_dir() {
             matches.push(entry_path);
         }
     }
@@ -1223,7 +1224,7 @@ fn glob_matches(pattern: &str, name: &str) -> bool {
 /// ingestion halfway through.
 fn existing_file(file: PathBuf, path: &JsonPath) -> Result<PathBuf> {
     match fs::metadata(&file) {
-        Ok(meta) if meta.is_file() => Ok(file),
+        Ok(meta) if !meta.is_dir() => Ok(file),
         Ok(_) => Err(invalid_at(
             path,
             format!("{} is not a file", file.display()),

@@ -637,7 +637,9 @@ mod tests {
         if serve {
             for node in &state.historicals {
                 let assigned = state.assigned.get(&node.id).cloned().unwrap_or_default();
-                state.served.insert(node.id.clone(), assigned.into_keys().collect());
+                state
+                    .served
+                    .insert(node.id.clone(), assigned.into_keys().collect());
             }
         }
     }
@@ -672,8 +674,16 @@ mod tests {
         apply(&mut s, &plan, true);
         for d in &segments {
             let h = holders(&s, &d.id);
-            assert_eq!(h.iter().filter(|n| n.starts_with("hot")).count(), 2, "{h:?}");
-            assert_eq!(h.iter().filter(|n| n.starts_with("cold")).count(), 1, "{h:?}");
+            assert_eq!(
+                h.iter().filter(|n| n.starts_with("hot")).count(),
+                2,
+                "{h:?}"
+            );
+            assert_eq!(
+                h.iter().filter(|n| n.starts_with("cold")).count(),
+                1,
+                "{h:?}"
+            );
         }
         // Spread by load: 8 hot replicas over 3 nodes, 4 cold over 2.
         let hot: Vec<usize> = ["hot-1", "hot-2", "hot-3"]
@@ -683,7 +693,10 @@ mod tests {
         assert!(hot.iter().all(|c| (2..=3).contains(c)), "{hot:?}");
         // A settled cluster is left alone.
         let again = super::plan(&s, &mut memory, SETTINGS, NOW);
-        assert!(again.assign.is_empty() && again.unassign.is_empty(), "{again:?}");
+        assert!(
+            again.assign.is_empty() && again.unassign.is_empty(),
+            "{again:?}"
+        );
         assert!(again.report.unavailable.is_empty());
     }
 
@@ -708,7 +721,10 @@ mod tests {
         assert_eq!(second.report.unplaceable.len(), 1);
         assert_eq!(second.report.unavailable.get("events"), Some(&1));
         for (node, assigned) in &s.assigned {
-            assert!(assigned.values().sum::<u64>() <= 250, "{node} over capacity");
+            assert!(
+                assigned.values().sum::<u64>() <= 250,
+                "{node} over capacity"
+            );
         }
     }
 
@@ -747,8 +763,10 @@ mod tests {
         let d = segment(19_000, "v1", 0, 100);
         let rules = r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#;
         let mut s = state(vec![d.clone()], vec![], rules);
-        s.assigned
-            .insert("restarting".into(), BTreeMap::from([(d.id.to_string(), 100)]));
+        s.assigned.insert(
+            "restarting".into(),
+            BTreeMap::from([(d.id.to_string(), 100)]),
+        );
         let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
         assert!(p.unassign.is_empty(), "{p:?}");
     }
@@ -774,16 +792,10 @@ mod tests {
         assert_eq!(p.assign.len(), 2);
         apply(&mut s, &p, false);
         // One partition of two served: still incomplete, v1 stays.
-        s.served
-            .get_mut("a")
-            .unwrap()
-            .insert(new[0].id.to_string());
+        s.served.get_mut("a").unwrap().insert(new[0].id.to_string());
         let p = plan(&s, &mut memory, SETTINGS, NOW);
         assert!(p.mark_unused.is_empty());
-        s.served
-            .get_mut("a")
-            .unwrap()
-            .insert(new[1].id.to_string());
+        s.served.get_mut("a").unwrap().insert(new[1].id.to_string());
         let p = plan(&s, &mut memory, SETTINGS, NOW);
         assert_eq!(p.mark_unused.len(), 1);
         assert_eq!(p.mark_unused[0].id, old.id);
@@ -798,10 +810,8 @@ mod tests {
         let rules = r#"[{"type":"loadByPeriod","period":"P30D","tieredReplicants":{"_default_tier":1}},
                         {"type":"dropForever"}]"#;
         let mut s = state(vec![recent.clone(), old.clone()], nodes, rules);
-        s.assigned.insert(
-            "a".into(),
-            BTreeMap::from([(old.id.to_string(), 100)]),
-        );
+        s.assigned
+            .insert("a".into(), BTreeMap::from([(old.id.to_string(), 100)]));
         s.served
             .insert("a".into(), BTreeSet::from([old.id.to_string()]));
         let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
@@ -829,6 +839,9 @@ mod tests {
         let count = |n: &str| s.assigned.get(n).map_or(0, |a| a.len());
         assert_eq!((count("a"), count("b")), (3, 3));
         let p = plan(&s, &mut memory, SETTINGS, NOW);
-        assert!(p.assign.is_empty() && p.unassign.is_empty(), "balanced: {p:?}");
+        assert!(
+            p.assign.is_empty() && p.unassign.is_empty(),
+            "balanced: {p:?}"
+        );
     }
 }
