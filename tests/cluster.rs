@@ -300,15 +300,7 @@ fn a_standby_coordinator_takes_over_when_the_leader_dies() {
     c.historical("h-1", "_default_tier", &[]);
     c.historical("h-2", "_default_tier", &[]);
     c.broker("broker-1");
-    let leader = |c: &TestCluster| -> Option<String> {
-        ["coordinator-a", "coordinator-b"]
-            .into_iter()
-            .find_map(|name| {
-                let url = format!("{}/status", c.http(name));
-                let status: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
-                (status["is_leader"] == true).then(|| name.to_string())
-            })
-    };
+    let leader = |c: &TestCluster| leader_of(c, &["coordinator-a", "coordinator-b"]);
     c.wait_until(Duration::from_secs(15), "a leader is elected", || {
         leader(&c).is_some()
     });
@@ -606,4 +598,137 @@ fn an_ingestion_killed_before_publishing_leaves_nothing_behind() {
     let deep = c.sandbox.path("deep").join("killed");
     let files = std::fs::read_dir(&deep).map(|d| d.count()).unwrap_or(0);
     assert_eq!(files, 0, "nothing in deep storage");
+}
+
+/// The leader's node id, from the coordinators' own `/status`.
+fn leader_of(c: &TestCluster, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| {
+        let url = format!("{}/status", c.http(name));
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(1)))
+                .build(),
+        );
+        let status: Value = agent.get(&url).call().ok()?.body_mut().read_json().ok()?;
+        (status["is_leader"] == true).then(|| name.to_string())
+    })
+}
+
+#[test]
+fn a_leader_that_lost_its_lease_stops_acting() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-a", &[]);
+    c.wait_until(Duration::from_secs(15), "a leads", || {
+        leader_of(&c, &["coordinator-a"]).is_some()
+    });
+    c.coordinator("coordinator-b", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.broker("broker-1");
+    // Frozen past its lease: b takes over while a still believes it leads.
+    c.processes["coordinator-a"].signal("STOP");
+    c.wait_until(Duration::from_secs(15), "b leads", || {
+        leader_of(&c, &["coordinator-b"]).is_some()
+    });
+    c.kill9("coordinator-b");
+    c.processes["coordinator-a"].signal("CONT");
+    // a wakes up, finds its writes fenced off, and only acts once it wins again.
+    let spec = write_data(
+        &c.sandbox,
+        "fenced",
+        "fenced",
+        &june(0..2),
+        10,
+        1,
+        1_000_000,
+    );
+    c.ingest(&spec);
+    c.wait_until(Duration::from_secs(30), "a leads again and assigns", || {
+        count(&c, "broker-1", "fenced") == Some(20)
+    });
+    let log = c.processes["coordinator-a"].log();
+    let stepped_down = log.find("stepped down").expect("a stepped down first");
+    let led_again = log.rfind("is the leader").unwrap();
+    assert!(stepped_down < led_again, "{log}");
+}
+
+#[test]
+fn rules_set_from_the_command_line_are_what_the_http_api_reads() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    let file = c.sandbox.path("rules.json");
+    std::fs::write(
+        &file,
+        r#"[{"type":"loadByInterval","interval":"2024-01-01/2025-01-01","tieredReplicants":{"hot":1}},{"type":"dropForever"}]"#,
+    )
+    .unwrap();
+    let endpoint = c.etcd.endpoint();
+    let set = c.sandbox.grove(
+        &[
+            "rules",
+            "set",
+            "sales",
+            &file.display().to_string(),
+            "--etcd",
+            &endpoint,
+        ],
+        "",
+    );
+    assert!(set.ok, "{}", set.stderr);
+    let url = format!(
+        "{}/druid/coordinator/v1/rules/sales",
+        c.http("coordinator-1")
+    );
+    let rules: Value = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(rules[0]["type"], "loadByInterval");
+    assert_eq!(
+        rules[0]["interval"],
+        "2024-01-01T00:00:00.000Z/2025-01-01T00:00:00.000Z"
+    );
+    assert_eq!(rules[1], serde_json::json!({ "type": "dropForever" }));
+    let got = c
+        .sandbox
+        .grove(&["rules", "get", "sales", "--etcd", &endpoint], "");
+    let printed: Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(printed, rules);
+    // A broken rule is refused with the reason, over HTTP and on the command line.
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut bad = agent
+        .post(&url)
+        .send_json(serde_json::json!([{ "type": "loadForever", "tieredReplicants": {}, "x": 1 }]))
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.body_mut().read_json().unwrap();
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `x`"),
+        "{body}"
+    );
+    std::fs::write(&file, r#"[{"type":"loadSometimes"}]"#).unwrap();
+    let refused = c.sandbox.grove(
+        &[
+            "rules",
+            "set",
+            "sales",
+            &file.display().to_string(),
+            "--etcd",
+            &endpoint,
+        ],
+        "",
+    );
+    assert!(
+        !refused.ok && refused.stderr.contains("loadSometimes"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -54,6 +54,17 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running process");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} {}", self.name);
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
