@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::metastore::{EventKind, MetaStore, Txn};
 use crate::nodes::{self, NodeInfo};
 use crate::segments::{self, SegmentDescriptor};
-use crate::session::Session;
+use crate::session::{Session, SessionWork, keep_session};
 
 /// How often failed loads are retried and assignments re-read.
 const RECHECK: Duration = Duration::from_secs(2);
@@ -113,45 +113,16 @@ impl Historical {
         if let Err(e) = self.serve_cache().await {
             tracing::warn!("historical {}: reading the local cache: {e}", self.node.id);
         }
-        loop {
-            let stopping = *shutdown.borrow();
-            if stopping {
-                return;
-            }
-            let session = tokio::select! {
-                s = self.join() => s,
-                _ = crate::session::stopped(&mut shutdown) => return,
-            };
-            let session = match session {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("historical {}: {e}; retrying", self.node.id);
-                    self.update(|s| s.connected = false);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            self.update(|s| s.connected = true);
-            tokio::select! {
-                r = self.follow(&session) => {
-                    if let Err(e) = r {
-                        tracing::warn!("historical {}: {e}", self.node.id);
-                    }
-                }
-                _ = session.lost() => tracing::warn!("historical {}: session lost", self.node.id),
-                _ = crate::session::stopped(&mut shutdown) => {
-                    session.close().await;
-                    return;
-                }
-            }
-            self.update(|s| s.connected = false);
-        }
+        let name = format!("historical {}", self.node.id);
+        let store = self.store.clone();
+        let ttl = self.settings.lease_ttl;
+        keep_session(store, ttl, &name, &mut shutdown, &mut &self).await;
+        self.update(|s| s.connected = false);
     }
 
-    async fn join(&self) -> Result<Session> {
-        let session = Session::start(self.store.clone(), self.settings.lease_ttl).await?;
-        nodes::register(self.store.as_ref(), &session, &self.node).await?;
-        // Whatever is loaded already is announced again under the new lease.
+    /// Registers, and announces again whatever is loaded already, under `session`.
+    async fn register(&self, session: &Session) -> Result<()> {
+        nodes::register(self.store.as_ref(), session, &self.node).await?;
         let loaded: Vec<Arc<LoadedSegment>> = self
             .loaded
             .read()
@@ -160,11 +131,11 @@ impl Historical {
         for chunk in loaded.chunks(100) {
             let mut txn = Txn::default();
             for s in chunk {
-                txn = self.announce(txn, &s.descriptor, &session)?;
+                txn = self.announce(txn, &s.descriptor, session)?;
             }
             self.store.txn(txn).await?;
         }
-        Ok(session)
+        Ok(())
     }
 
     fn announce(&self, txn: Txn, d: &SegmentDescriptor, session: &Session) -> Result<Txn> {
@@ -357,6 +328,24 @@ impl Historical {
                 let _ = remove(sidecar).await;
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionWork for &Historical {
+    async fn join(&mut self, session: &Session) -> Result<()> {
+        self.register(session).await
+    }
+
+    async fn work(&mut self, session: &Session) {
+        self.update(|s| s.connected = true);
+        if let Err(e) = self.follow(session).await {
+            tracing::warn!("historical {}: {e}", self.node.id);
+        }
+    }
+
+    fn ended(&mut self) {
+        self.update(|s| s.connected = false);
     }
 }
 

@@ -115,33 +115,27 @@ pub async fn stay_registered(
     ttl: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let stopping = *shutdown.borrow();
-        if stopping {
-            return;
-        }
-        let joined = async {
-            let session = Session::start(store.clone(), ttl).await?;
-            register(store.as_ref(), &session, &info).await?;
-            Ok::<_, Error>(session)
-        };
-        match joined.await {
-            Ok(session) => {
-                tokio::select! {
-                    _ = session.lost() => tracing::warn!("{} {}: session lost", info.role, info.id),
-                    _ = crate::session::stopped(&mut shutdown) => {
-                        session.close().await;
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!("{} {}: registering: {e}", info.role, info.id);
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = crate::session::stopped(&mut shutdown) => return,
-                }
-            }
-        }
+    let name = format!("{} {}", info.role, info.id);
+    let mut registration = Registration {
+        store: store.clone(),
+        info,
+    };
+    crate::session::keep_session(store, ttl, &name, &mut shutdown, &mut registration).await;
+}
+
+/// Being registered is all there is to do.
+struct Registration {
+    store: std::sync::Arc<dyn MetaStore>,
+    info: NodeInfo,
+}
+
+#[async_trait::async_trait]
+impl crate::session::SessionWork for Registration {
+    async fn join(&mut self, session: &Session) -> Result<()> {
+        register(self.store.as_ref(), session, &self.info).await
+    }
+
+    async fn work(&mut self, _session: &Session) {
+        std::future::pending::<()>().await
     }
 }

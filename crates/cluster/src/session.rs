@@ -95,3 +95,66 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across an await of the caller.
     let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
 }
+
+/// What a process does under its session: see [`keep_session`].
+#[async_trait::async_trait]
+pub trait SessionWork: Send {
+    /// Runs first in each new session: registering, announcing again.
+    async fn join(&mut self, session: &Session) -> Result<()>;
+    /// The work itself; returning ends this session's turn (a new one follows).
+    async fn work(&mut self, session: &Session);
+    /// After a session's turn, however it ended (the work returned or was dropped
+    /// because the session was lost): stop claiming what the session held.
+    fn ended(&mut self) {}
+}
+
+/// Runs `worker` under a session, and again under a new one whenever the session is
+/// lost (the store went away and came back, or the process was frozen past its
+/// lease), until `shutdown`. A failed join is retried after a second. `name` is for
+/// logs.
+pub async fn keep_session(
+    store: Arc<dyn MetaStore>,
+    ttl: Duration,
+    name: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    worker: &mut dyn SessionWork,
+) {
+    loop {
+        let stopping = *shutdown.borrow();
+        if stopping {
+            return;
+        }
+        let joined = async {
+            let session = Session::start(store.clone(), ttl).await?;
+            worker.join(&session).await?;
+            Ok::<_, crate::Error>(session)
+        };
+        let session = tokio::select! {
+            s = joined => s,
+            _ = stopped(shutdown) => return,
+        };
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{name}: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stopped(shutdown) => return,
+                }
+            }
+        };
+        let stop = tokio::select! {
+            _ = worker.work(&session) => false,
+            _ = session.lost() => {
+                tracing::warn!("{name}: session lost");
+                false
+            }
+            _ = stopped(shutdown) => true,
+        };
+        worker.ended();
+        if stop {
+            session.close().await;
+            return;
+        }
+    }
+}

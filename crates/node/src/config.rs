@@ -123,6 +123,20 @@ pub struct CommonFlags {
     /// This node's id in the cluster.
     #[arg(long, env = "GROVE_NODE_ID")]
     pub node_id: Option<String>,
+    /// Lease TTL (ISO-8601 period, e.g. PT10S): a dead node is noticed after this.
+    #[arg(long, env = "GROVE_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+}
+
+/// Flags of the roles that read segments.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageFlags {
+    /// Local directory (a historical's segment cache is {data_dir}/segment-cache).
+    #[arg(long, env = "GROVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Deep storage URL (file:///path or s3://bucket/prefix); default {data_dir}/deep.
+    #[arg(long, env = "GROVE_DEEP_STORAGE")]
+    pub deep_storage: Option<String>,
 }
 
 /// A duration given as an ISO-8601 period of fixed length (`PT5S`, `PT15M`, `P1D`).

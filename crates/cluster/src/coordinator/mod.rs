@@ -18,7 +18,7 @@ use crate::metastore::{MetaStore, Txn};
 use crate::nodes::{self, NodeInfo, Role};
 use crate::rules;
 use crate::segments;
-use crate::session::Session;
+use crate::session::{Session, SessionWork, keep_session};
 use plan::{ClusterState, Memory, Report, Settings};
 
 pub const ELECTION_KEY: &str = "/grove/election/coordinator";
@@ -95,40 +95,20 @@ impl Coordinator {
     /// Registers, campaigns and leads until `shutdown` turns true; survives the store
     /// going away and coming back.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut memory = Memory::default();
-        loop {
-            let stopping = *shutdown.borrow();
-            if stopping {
-                return;
-            }
-            let session = tokio::select! {
-                s = self.join() => s,
-                _ = crate::session::stopped(&mut shutdown) => return,
-            };
-            let session = match session {
-                Ok(s) => s,
-                Err(e) => {
-                    self.update(|s| s.last_error = Some(e.to_string()));
-                    tracing::warn!("coordinator {}: {e}; retrying", self.node.id);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            tokio::select! {
-                _ = self.serve(&session, &mut memory) => {}
-                _ = crate::session::stopped(&mut shutdown) => {
-                    session.close().await;
-                    return;
-                }
-            }
-            self.update(|s| s.is_leader = false);
-        }
-    }
-
-    async fn join(&self) -> Result<Session> {
-        let session = Session::start(self.store.clone(), self.settings.lease_ttl).await?;
-        nodes::register(self.store.as_ref(), &session, &self.node).await?;
-        Ok(session)
+        let name = format!("coordinator {}", self.node.id);
+        let mut worker = Campaign {
+            coordinator: &self,
+            memory: Memory::default(),
+        };
+        keep_session(
+            self.store.clone(),
+            self.settings.lease_ttl,
+            &name,
+            &mut shutdown,
+            &mut worker,
+        )
+        .await;
+        self.step_down();
     }
 
     /// Campaigns, and leads when elected, until the session is lost.
@@ -147,13 +127,24 @@ impl Coordinator {
                     // Memory of vanished nodes is only trusted from one's own runs.
                     *memory = Memory::default();
                     self.lead(session, fence, memory).await;
-                    self.update(|s| s.is_leader = false);
-                    tracing::info!("coordinator {} stepped down", self.node.id);
+                    self.step_down();
                 }
                 Ok(None) => {}
                 Err(e) => self.update(|s| s.last_error = Some(e.to_string())),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Stops claiming leadership (logged once, if it was claimed).
+    fn step_down(&self) {
+        let was_leader = self
+            .status
+            .write()
+            .map(|mut s| std::mem::replace(&mut s.is_leader, false))
+            .unwrap_or(false);
+        if was_leader {
+            tracing::info!("coordinator {} stepped down", self.node.id);
         }
     }
 
@@ -243,6 +234,32 @@ impl Coordinator {
             s.report = plan.report;
         });
         Ok(true)
+    }
+}
+
+/// A coordinator's life in one session: register, then campaign and lead.
+struct Campaign<'a> {
+    coordinator: &'a Coordinator,
+    memory: Memory,
+}
+
+#[async_trait::async_trait]
+impl SessionWork for Campaign<'_> {
+    async fn join(&mut self, session: &Session) -> Result<()> {
+        let c = self.coordinator;
+        let joined = nodes::register(c.store.as_ref(), session, &c.node).await;
+        if let Err(e) = &joined {
+            c.update(|s| s.last_error = Some(e.to_string()));
+        }
+        joined
+    }
+
+    async fn work(&mut self, session: &Session) {
+        self.coordinator.serve(session, &mut self.memory).await;
+    }
+
+    fn ended(&mut self) {
+        self.coordinator.step_down();
     }
 }
 

@@ -10,31 +10,30 @@ use grove_sql::Engine;
 
 use super::http;
 use crate::CliResult;
-use crate::config::{self, BrokerConfig, CommonFlags};
+use crate::config::{self, BrokerConfig, CommonFlags, StorageFlags};
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     #[command(flatten)]
     pub common: CommonFlags,
-    #[arg(long, env = "GROVE_DATA_DIR")]
-    pub data_dir: Option<std::path::PathBuf>,
-    /// Deep storage URL (file:///path or s3://bucket/prefix).
-    #[arg(long, env = "GROVE_DEEP_STORAGE")]
-    pub deep_storage: Option<String>,
-    /// Lease TTL (e.g. PT10S).
-    #[arg(long, env = "GROVE_LEASE_TTL")]
-    pub lease_ttl: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageFlags,
 }
 
 pub async fn run(args: BrokerArgs) -> CliResult<()> {
     let file: BrokerConfig = config::load(args.common.config.as_deref())?;
-    let data_dir = super::data_dir(args.data_dir, file.data_dir.clone());
+    let data_dir = super::data_dir(args.storage.data_dir, file.data_dir.clone());
     let deep = super::deep_storage(
-        args.deep_storage.as_deref(),
+        args.storage.deep_storage.as_deref(),
         file.deep_storage.as_ref(),
         &data_dir,
     )?;
-    let lease_ttl = super::lease_ttl(args.lease_ttl.as_deref().or(file.lease_ttl.as_deref()))?;
+    let lease_ttl = super::lease_ttl(
+        args.common
+            .lease_ttl
+            .as_deref()
+            .or(file.lease_ttl.as_deref()),
+    )?;
     let store = super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "broker").await?;
     let http_addr = args
         .common

@@ -25,9 +25,6 @@ pub struct CoordinatorArgs {
     /// Most segments the balancer starts moving per run.
     #[arg(long, env = "GROVE_MAX_SEGMENTS_TO_MOVE")]
     pub max_segments_to_move: Option<usize>,
-    /// Lease TTL (e.g. PT10S).
-    #[arg(long, env = "GROVE_LEASE_TTL")]
-    pub lease_ttl: Option<String>,
 }
 
 /// Settings from flags over the file over defaults.
@@ -57,7 +54,10 @@ pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
             .as_deref()
             .or(file.replicant_lifetime.as_deref()),
         args.max_segments_to_move.or(file.max_segments_to_move),
-        args.lease_ttl.as_deref().or(file.lease_ttl.as_deref()),
+        args.common
+            .lease_ttl
+            .as_deref()
+            .or(file.lease_ttl.as_deref()),
     )?;
     let etcd = args.common.etcd.or(file.etcd);
     let store = super::connect_etcd(etcd.as_deref(), "coordinator").await?;

@@ -6,34 +6,27 @@ use grove_cluster::nodes::{NodeInfo, Role};
 
 use super::http;
 use crate::CliResult;
-use crate::config::{self, CommonFlags, HistoricalConfig};
+use crate::config::{self, CommonFlags, HistoricalConfig, StorageFlags};
 
 #[derive(Debug, Clone, Args)]
 pub struct HistoricalArgs {
     #[command(flatten)]
     pub common: CommonFlags,
-    /// Local directory (the segment cache is {data_dir}/segment-cache).
-    #[arg(long, env = "GROVE_DATA_DIR")]
-    pub data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub storage: StorageFlags,
     /// The tier this historical belongs to.
     #[arg(long, env = "GROVE_TIER")]
     pub tier: Option<String>,
     /// Most bytes of segments it holds (K/M/G/T suffixes).
     #[arg(long, env = "GROVE_CAPACITY")]
     pub capacity: Option<String>,
-    /// Deep storage URL (file:///path or s3://bucket/prefix).
-    #[arg(long, env = "GROVE_DEEP_STORAGE")]
-    pub deep_storage: Option<String>,
-    /// Lease TTL (e.g. PT10S).
-    #[arg(long, env = "GROVE_LEASE_TTL")]
-    pub lease_ttl: Option<String>,
 }
 
 pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     let file: HistoricalConfig = config::load(args.common.config.as_deref())?;
-    let data_dir = super::data_dir(args.data_dir, file.data_dir.clone());
+    let data_dir = super::data_dir(args.storage.data_dir, file.data_dir.clone());
     let deep = super::deep_storage(
-        args.deep_storage.as_deref(),
+        args.storage.deep_storage.as_deref(),
         file.deep_storage.as_ref(),
         &data_dir,
     )?;
@@ -42,7 +35,12 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         .or(file.capacity)
         .map(|c| config::bytes(&c, "capacity"))
         .transpose()?;
-    let lease_ttl = super::lease_ttl(args.lease_ttl.as_deref().or(file.lease_ttl.as_deref()))?;
+    let lease_ttl = super::lease_ttl(
+        args.common
+            .lease_ttl
+            .as_deref()
+            .or(file.lease_ttl.as_deref()),
+    )?;
     let store =
         super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "historical").await?;
     let http_addr = args
