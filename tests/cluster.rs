@@ -408,6 +408,11 @@ fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
     // cannot be loaded in full.
     let v2 = write_data(&c.sandbox, "v2", "orders", &day, 300, 10, 100);
     c.ingest(&v2);
+    c.set_rules(
+        "coordinator-1",
+        "orders",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
+    );
     let all = c.segments("orders");
     let new: Vec<_> = all
         .iter()
@@ -442,6 +447,25 @@ fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
         )
         .unwrap();
     assert_eq!(rows[0]["n"], 2, "two partitions of v2 wait for room");
+    // The coordinator says why, and what is queued.
+    let url = format!("{}/grove/v1/coordinator", c.http("coordinator-1"));
+    let status: Value = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let report = &status["report"];
+    assert_eq!(status["is_leader"], true);
+    assert_eq!(report["unavailable"]["orders"], 2, "{status}");
+    let unplaceable = report["unplaceable"].to_string();
+    assert!(unplaceable.contains("1 lack room for its"), "{status}");
+    let queue = &report["load_queues"]["h-1"];
+    assert_eq!(
+        queue["segments_to_load"], 0,
+        "nothing is queued that does not fit"
+    );
+    assert_eq!(queue["capacity"].as_u64(), capacity.parse::<u64>().ok());
     // With room, v2 loads in full, replaces v1, and v1 is dropped.
     c.restart("h-1", &["--capacity", "1G"]);
     c.wait_until(Duration::from_secs(30), "v2 is visible", || {

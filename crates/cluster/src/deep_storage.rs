@@ -48,6 +48,17 @@ impl DeepStorage {
         })
     }
 
+    /// Deep storage in this process's memory: nothing survives it. A real object
+    /// store all the same (not a local directory), for tests of the remote path.
+    pub fn in_memory() -> Self {
+        DeepStorage {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: ObjectPath::default(),
+            url: "memory://".into(),
+            local_root: None,
+        }
+    }
+
     /// Deep storage named by a URL: `file:///path` or `s3://bucket/prefix`. S3
     /// settings come from `options` (keys as in `object_store`'s `AmazonS3ConfigKey`:
     /// `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, ...)
@@ -194,5 +205,53 @@ impl DeepStorage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed("deleting", path, e)),
         }
+    }
+}
+
+/// CRC-32 of a whole local file, computed off the async threads.
+pub async fn file_crc(path: &Path) -> Result<u32> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if n == 0 {
+                return Ok(crc.finalize());
+            }
+            crc.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| Error::Store(format!("checking a file: {e}")))?
+}
+
+impl DeepStorage {
+    /// A verified local copy of relative `path` at `dest`: an intact file there is
+    /// kept, anything else is (re)downloaded. Fails if the stored file does not
+    /// match `crc32` either.
+    pub async fn copy_verified(&self, path: &str, dest: &Path, crc32: u32) -> Result<()> {
+        match file_crc(dest).await {
+            Ok(crc) if crc == crc32 => return Ok(()),
+            Ok(_) => tracing::warn!(
+                "{}: the local copy is corrupt; fetching it again",
+                dest.display()
+            ),
+            Err(_) => {}
+        }
+        let crc = self.fetch(path, dest).await?;
+        if crc != crc32 {
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(Error::Invalid(format!(
+                "{path} in deep storage {} has CRC-32 {crc:08x}, its descriptor says {crc32:08x}",
+                self.url
+            )));
+        }
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::assignments::{ASSIGN_PREFIX, Served, served_key, split_key};
-use crate::deep_storage::DeepStorage;
+use crate::deep_storage::{DeepStorage, file_crc};
 use crate::error::{Error, Result};
 use crate::metastore::{EventKind, MetaStore, Txn};
 use crate::nodes::{self, NodeInfo};
@@ -225,28 +225,7 @@ impl Historical {
 
     async fn load(&self, d: &SegmentDescriptor, session: &Session) -> Result<()> {
         let path = self.cache_path(d, "grove");
-        let cached = match file_crc(&path).await {
-            Ok(crc) if crc == d.crc32 => true,
-            Ok(_) => {
-                tracing::warn!(
-                    "{}: the cached copy is corrupt; fetching it again",
-                    path.display()
-                );
-                remove(&path).await?;
-                false
-            }
-            Err(_) => false,
-        };
-        if !cached {
-            let crc = self.deep.fetch(&d.path, &path).await?;
-            if crc != d.crc32 {
-                remove(&path).await?;
-                return Err(Error::Invalid(format!(
-                    "{} in deep storage has CRC-32 {crc:08x}, its descriptor says {:08x}",
-                    d.path, d.crc32
-                )));
-            }
-        }
+        self.deep.copy_verified(&d.path, &path, d.crc32).await?;
         let sidecar = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
         tokio::fs::write(self.cache_path(d, "json"), sidecar)
             .await
@@ -360,27 +339,4 @@ async fn remove(path: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// CRC-32 of a whole file, computed off the async threads.
-async fn file_crc(path: &Path) -> Result<u32> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            if n == 0 {
-                return Ok(crc.finalize());
-            }
-            crc.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| Error::Store(format!("checking a file: {e}")))?
 }

@@ -2,6 +2,7 @@
 //! [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
 //! cluster by itself), so newly published segments are visible at once.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -29,15 +30,20 @@ pub struct Engine {
 impl Engine {
     /// An engine that reads every used segment itself, from local deep storage.
     pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
-        Self::new(Arc::new(DirectMetadata::new(store)), deep)
+        Self::new(Arc::new(DirectMetadata::new(store)), deep, None)
     }
 
-    /// A broker's engine: queries see the segments the cluster serves.
-    pub fn broker(view: Arc<ClusterView>, deep: DeepStorage) -> Result<Self> {
-        Self::new(Arc::new(ViewMetadata::new(view)), deep)
+    /// A broker's engine: queries see the segments the cluster serves. Segments in
+    /// remote deep storage are copied into `cache_dir` to be read.
+    pub fn broker(view: Arc<ClusterView>, deep: DeepStorage, cache_dir: PathBuf) -> Result<Self> {
+        Self::new(Arc::new(ViewMetadata::new(view)), deep, Some(cache_dir))
     }
 
-    pub fn new(metadata: Arc<dyn Metadata>, deep: DeepStorage) -> Result<Self> {
+    pub fn new(
+        metadata: Arc<dyn Metadata>,
+        deep: DeepStorage,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
@@ -45,7 +51,7 @@ impl Engine {
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        let segments = Arc::new(SegmentCache::new(deep));
+        let segments = Arc::new(SegmentCache::new(deep, cache_dir));
         catalog.register_schema(
             DEFAULT_SCHEMA,
             Arc::new(DatasourceSchema::new(metadata.clone(), segments.clone())),

@@ -99,7 +99,7 @@ impl TableProvider for DatasourceTable {
         let segments = if time.is_empty() {
             Vec::new()
         } else {
-            self.visible(time)?
+            self.visible(time).await?
         };
         let projection = match projection {
             Some(p) => p.clone(),
@@ -119,7 +119,7 @@ impl TableProvider for DatasourceTable {
 
 impl DatasourceTable {
     /// The segments visible in `time`, each with the intervals where it is visible.
-    fn visible(&self, time: Interval) -> Result<Vec<ScanSegment>> {
+    async fn visible(&self, time: Interval) -> Result<Vec<ScanSegment>> {
         let mut by_id: BTreeMap<_, ScanSegment> = BTreeMap::new();
         for chunk in self.datasource.timeline.lookup(time) {
             for (id, descriptor) in chunk.segments {
@@ -129,6 +129,7 @@ impl DatasourceTable {
                         let segment = self
                             .segments
                             .get(&descriptor)
+                            .await
                             .map_err(|e| DataFusionError::External(Box::new(e)))?;
                         e.insert(ScanSegment {
                             segment,

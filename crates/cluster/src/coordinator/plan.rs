@@ -266,7 +266,7 @@ impl Work<'_> {
             .copied()
             .filter(|n| n.tier() == tier && !holders.contains(&n.id))
             .collect();
-        let in_tier = candidates.len() + holders.len();
+        let free = candidates.len();
         candidates.retain(|n| self.room(n) >= d.size);
         candidates.sort_by_key(|n| (self.load.get(&n.id).copied().unwrap_or(0), n.id.clone()));
         let placed = candidates.len().min(missing);
@@ -275,18 +275,20 @@ impl Work<'_> {
             self.assign(&node, d);
         }
         if placed < missing {
+            let in_tier = self.live.values().filter(|n| n.tier() == tier).count();
             let why = if in_tier == 0 {
                 format!("no live historical in tier {tier}")
-            } else if candidates.len() < missing && in_tier >= holders.len() + missing {
+            } else {
                 format!(
-                    "not enough free capacity in tier {tier} for {} bytes",
+                    "tier {tier} has {in_tier} live historical(s): {} hold it already, \
+                     {} lack room for its {} bytes",
+                    in_tier - free,
+                    free - candidates.len(),
                     d.size
                 )
-            } else {
-                format!("tier {tier} has too few historicals (one replica per node)")
             };
             self.unplaceable(format!(
-                "{}: {} of its replicas in tier {tier}: {why}",
+                "{}: {} replica(s) not placed: {why}",
                 d.id,
                 missing - placed
             ));
@@ -714,7 +716,11 @@ mod tests {
         // 250 bytes hold two 100-byte segments per node.
         assert_eq!(first.assign.len(), 4);
         assert_eq!(first.report.unplaceable.len(), 1, "{:?}", first.report);
-        assert!(first.report.unplaceable[0].contains("capacity"));
+        assert!(
+            first.report.unplaceable[0].contains("2 lack room for its 100 bytes"),
+            "{:?}",
+            first.report
+        );
         apply(&mut s, &first, true);
         let second = plan(&s, &mut memory, SETTINGS, NOW);
         assert!(second.assign.is_empty() && second.unassign.is_empty());
@@ -819,6 +825,26 @@ mod tests {
         assert_eq!(p.assign.len(), 1);
         assert_eq!(p.assign[0].1.id, recent.id);
         assert!(p.report.unavailable.get("events").is_some_and(|n| *n == 1));
+    }
+
+    #[test]
+    fn broadcast_puts_a_replica_on_every_historical_of_every_tier() {
+        let nodes = vec![
+            historical("a", "hot", None),
+            historical("b", "_default_tier", None),
+            historical("c", "_default_tier", Some(50)),
+        ];
+        let d = segment(19_000, "v1", 0, 100);
+        let mut s = state(vec![d.clone()], nodes, r#"[{"type":"broadcastForever"}]"#);
+        let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
+        apply(&mut s, &p, true);
+        assert_eq!(holders(&s, &d.id), BTreeSet::from(["a".into(), "b".into()]));
+        assert_eq!(
+            p.report.unplaceable.len(),
+            1,
+            "c has no room: {:?}",
+            p.report
+        );
     }
 
     #[test]

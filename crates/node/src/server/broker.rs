@@ -53,7 +53,8 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     super::announce("broker", &node.id, "HTTP", addr);
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
-    let engine = Arc::new(Engine::broker(view.clone(), deep)?);
+    let cache = data_dir.join("segment-cache");
+    let engine = Arc::new(Engine::broker(view.clone(), deep, cache)?);
     let shutdown = super::shutdown_signal();
     let registered = tokio::spawn(nodes::stay_registered(
         store,

@@ -141,7 +141,8 @@ impl LocalCluster {
         )));
         let view = ClusterView::start(store.clone());
         view.wait_synced(Duration::from_secs(30)).await?;
-        let engine = Arc::new(Engine::broker(view.clone(), deep)?);
+        let cache = data_dir.join("broker").join("segment-cache");
+        let engine = Arc::new(Engine::broker(view.clone(), deep, cache)?);
         Ok(LocalCluster {
             store,
             view,
