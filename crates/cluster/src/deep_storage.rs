@@ -107,9 +107,14 @@ impl DeepStorage {
         &self.url
     }
 
-    /// The local file behind relative `path`, when deep storage is a local directory.
+    /// The local file behind relative `path`, when deep storage is a local directory
+    /// (and `path` stays inside it).
     pub fn local_path(&self, path: &str) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(path))
+        let inside = !path.starts_with('/') && !path.split('/').any(|p| p == "..");
+        self.local_root
+            .as_ref()
+            .filter(|_| inside)
+            .map(|root| root.join(path))
     }
 
     fn location(&self, path: &str) -> Result<ObjectPath> {
@@ -146,19 +151,27 @@ impl DeepStorage {
             .map_err(|e| self.failed("uploading", path, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-            if n == 0 {
-                break;
+        let copied: Result<()> = async {
+            loop {
+                let n = input
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer
+                    .wait_for_capacity(4)
+                    .await
+                    .map_err(|e| self.failed("uploading", path, e))?;
+                writer.write(&buf[..n]);
             }
-            writer
-                .wait_for_capacity(4)
-                .await
-                .map_err(|e| self.failed("uploading", path, e))?;
-            writer.write(&buf[..n]);
+        }
+        .await;
+        if let Err(e) = copied {
+            // Nothing half-uploaded is left behind.
+            let _ = writer.abort().await;
+            return Err(e);
         }
         writer
             .finish()
@@ -167,9 +180,9 @@ impl DeepStorage {
         Ok(())
     }
 
-    /// Downloads relative `path` to the local file `dest` (written under a temporary
-    /// name, then renamed); returns the file's CRC-32 so the caller can check it.
-    pub async fn fetch(&self, path: &str, dest: &Path) -> Result<u32> {
+    /// Downloads relative `path` to the local file `dest`: written under a temporary
+    /// name, checked against `crc32`, then renamed, so `dest` is never a bad copy.
+    pub async fn fetch(&self, path: &str, dest: &Path, crc32: u32) -> Result<()> {
         let location = self.location(path)?;
         let tmp = dest.with_extension("download");
         let io = |e| Error::io(format!("writing {}", tmp.display()), e);
@@ -193,10 +206,17 @@ impl DeepStorage {
         }
         out.sync_all().await.map_err(io)?;
         drop(out);
+        let crc = crc.finalize();
+        if crc != crc32 {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Error::Invalid(format!(
+                "{path} in deep storage {} has CRC-32 {crc:08x}, its descriptor says {crc32:08x}",
+                self.url
+            )));
+        }
         tokio::fs::rename(&tmp, dest)
             .await
-            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
-        Ok(crc.finalize())
+            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
     }
 
     /// Deletes relative `path`; a path that is already gone is fine.
@@ -244,14 +264,6 @@ impl DeepStorage {
             ),
             Err(_) => {}
         }
-        let crc = self.fetch(path, dest).await?;
-        if crc != crc32 {
-            let _ = tokio::fs::remove_file(dest).await;
-            return Err(Error::Invalid(format!(
-                "{path} in deep storage {} has CRC-32 {crc:08x}, its descriptor says {crc32:08x}",
-                self.url
-            )));
-        }
-        Ok(())
+        self.fetch(path, dest, crc32).await
     }
 }

@@ -11,6 +11,10 @@ pub enum Error {
     Busy(String),
     #[error("metadata store: {0}")]
     Store(String),
+    /// A write whose outcome is unknown: the store failed to answer and could not be
+    /// asked afterwards. Nothing may be cleaned up on the assumption that it failed.
+    #[error("metadata store: {0}")]
+    Indeterminate(String),
     /// A watch asked for changes older than the store still remembers.
     #[error("metadata store: revision {requested} is compacted (oldest kept: {oldest})")]
     Compacted { requested: u64, oldest: u64 },

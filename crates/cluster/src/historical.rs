@@ -231,7 +231,9 @@ impl Historical {
             .await
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         let segment = Segment::open(&path)?;
+        // Announced first: a segment counts as loaded only once the cluster knows.
         let txn = self.announce(Txn::default(), d, session)?;
+        self.store.txn(txn).await?;
         self.loaded.write().map_err(poisoned)?.insert(
             d.id.to_string(),
             Arc::new(LoadedSegment {
@@ -239,7 +241,6 @@ impl Historical {
                 segment,
             }),
         );
-        self.store.txn(txn).await?;
         self.update(|_| {});
         Ok(())
     }
@@ -316,10 +317,17 @@ impl SessionWork for &Historical {
         self.register(session).await
     }
 
+    /// Follows assignments for as long as the session lives: a broken watch is
+    /// listed and watched again in the same session, so what is served stays
+    /// announced.
     async fn work(&mut self, session: &Session) {
-        self.update(|s| s.connected = true);
-        if let Err(e) = self.follow(session).await {
-            tracing::warn!("historical {}: {e}", self.node.id);
+        loop {
+            self.update(|s| s.connected = true);
+            if let Err(e) = self.follow(session).await {
+                tracing::warn!("historical {}: {e}", self.node.id);
+            }
+            self.update(|s| s.connected = false);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

@@ -32,22 +32,28 @@ impl Session {
         let (lost_tx, lost) = watch::channel(false);
         let keeper_store = store.clone();
         let keeper = tokio::spawn(async move {
+            // When the last renewal that succeeded was sent: the lease runs at least
+            // until `ttl` after that.
             let mut renewed = Instant::now();
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                match keeper_store.keep_alive(lease).await {
-                    Ok(true) => renewed = Instant::now(),
-                    Ok(false) => {
+                let sent = Instant::now();
+                let left = ttl.saturating_sub(renewed.elapsed());
+                match tokio::time::timeout(left, keeper_store.keep_alive(lease)).await {
+                    Ok(Ok(true)) => renewed = sent,
+                    Ok(Ok(false)) => {
                         tracing::warn!("lease {lease} expired");
                         break;
                     }
-                    // Counted as lost once the lease must have run out, to be safe
-                    // even if the store still holds it.
-                    Err(e) if renewed.elapsed() >= ttl => {
-                        tracing::warn!("lease {lease} could not be renewed in time: {e}");
+                    Ok(Err(e)) if renewed.elapsed() < ttl => {
+                        tracing::debug!("renewing lease {lease}: {e}")
+                    }
+                    // Counted as lost once the lease may have run out, even if the
+                    // store still holds it.
+                    Ok(Err(_)) | Err(_) => {
+                        tracing::warn!("lease {lease} could not be renewed in time");
                         break;
                     }
-                    Err(e) => tracing::debug!("renewing lease {lease}: {e}"),
                 }
             }
             let _ = lost_tx.send(true);
@@ -152,8 +158,10 @@ pub async fn keep_session(
             _ = stopped(shutdown) => true,
         };
         worker.ended();
+        // Ended on purpose or not, the lease goes now: its keys must not linger and
+        // block the next session's registration.
+        session.close().await;
         if stop {
-            session.close().await;
             return;
         }
     }

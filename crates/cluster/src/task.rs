@@ -59,6 +59,10 @@ pub async fn run_batch(
         Err(e) => Err(e),
     };
     if let Err(e) = published {
+        if matches!(e, Error::Indeterminate(_)) {
+            // The segments may be published: their files must stay.
+            return Err(e);
+        }
         for path in &stored {
             // Best effort: an orphaned file is harmless, a lost error is not.
             let _ = deep.delete(path).await;
@@ -144,11 +148,11 @@ async fn publish(
             let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
             txn = txn.create(d.key(), value);
         }
-        outcome = match store.txn(txn).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(conflict()),
-            Err(e) => Err(e),
-        };
+        let probe = chunk[0].key();
+        let value = serde_json::to_vec(&chunk[0]).map_err(|e| Error::Store(e.to_string()))?;
+        outcome = applied(store, txn, &probe, &value)
+            .await
+            .and_then(|ok| if ok { Ok(()) } else { Err(conflict()) });
         if outcome.is_err() {
             break;
         }
@@ -156,23 +160,37 @@ async fn publish(
     }
     if outcome.is_ok() && !single {
         let marker = serde_json::json!({ "status": "published", "segments": descriptors.len() });
-        let txn = Txn::default().create(
-            segments::commit_key(task_id),
-            marker.to_string().into_bytes(),
-        );
-        outcome = match store.txn(txn).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(conflict()),
-            Err(e) => Err(e),
-        };
+        let marker = marker.to_string().into_bytes();
+        let key = segments::commit_key(task_id);
+        let txn = Txn::default().create(key.clone(), marker.clone());
+        outcome = applied(store, txn, &key, &marker)
+            .await
+            .and_then(|ok| if ok { Ok(()) } else { Err(conflict()) });
     }
-    if outcome.is_err() {
+    if outcome.is_err() && !matches!(outcome, Err(Error::Indeterminate(_))) {
         // Invisible without the commit key; removed so they do not linger.
         for d in &descriptors[..written] {
             let _ = store.delete(&d.key()).await;
         }
     }
     outcome
+}
+
+/// Applies `txn`, which creates `key` with `value`. A store error leaves the outcome
+/// unknown (etcd may have committed before the answer was lost), so the key is read
+/// back: the transaction happened if it holds exactly our value. Only when that read
+/// fails too is the error returned.
+async fn applied(store: &dyn MetaStore, txn: Txn, key: &str, value: &[u8]) -> Result<bool> {
+    match store.txn(txn).await {
+        Ok(done) => Ok(done),
+        Err(e) => match store.get(key).await {
+            Ok(Some(kv)) if kv.value == value => Ok(true),
+            Ok(_) => Err(e),
+            Err(_) => Err(Error::Indeterminate(format!(
+                "{e}; whether the publication happened is unknown: check {key}"
+            ))),
+        },
+    }
 }
 
 fn describe(

@@ -28,7 +28,10 @@ pub struct ViewState {
     pub nodes: BTreeMap<String, NodeInfo>,
     pub committed: BTreeSet<String>,
     /// Bumped on every change to a datasource's segments or their replicas.
-    pub datasource_versions: HashMap<String, u64>,
+    datasource_versions: HashMap<String, u64>,
+    /// Bumped on changes that may touch every datasource: a fresh listing, a node
+    /// joining or leaving, a task committing.
+    global_version: u64,
     /// Bumped on every change.
     pub version: u64,
 }
@@ -70,6 +73,12 @@ impl ViewState {
             .collect()
     }
 
+    /// Changes whenever anything a query of `datasource` sees may have changed.
+    pub fn datasource_version(&self, datasource: &str) -> u64 {
+        let own = self.datasource_versions.get(datasource).copied();
+        own.unwrap_or(0).max(self.global_version)
+    }
+
     fn touch(&mut self, datasource: Option<&str>) {
         self.version += 1;
         let version = self.version;
@@ -77,11 +86,7 @@ impl ViewState {
             Some(ds) => {
                 self.datasource_versions.insert(ds.to_string(), version);
             }
-            None => {
-                for v in self.datasource_versions.values_mut() {
-                    *v = version;
-                }
-            }
+            None => self.global_version = version,
         }
     }
 
@@ -285,7 +290,8 @@ fn apply(s: &mut ViewState, part: Part, key: &str, value: Option<&[u8]>) -> Resu
                     s.nodes.remove(&id);
                 }
             }
-            s.version += 1;
+            // Availability counts live nodes only.
+            s.touch(None);
         }
         Part::Tasks => {
             let task = key.strip_prefix(TASKS_PREFIX).unwrap_or(key).to_string();

@@ -209,6 +209,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("CRC-32"), "{err}");
+        let other = dir.path().join("other");
+        let left: Vec<_> = std::fs::read_dir(&other).unwrap().collect();
+        assert!(left.is_empty(), "no bad copy is left behind: {left:?}");
         // Without a cache directory, remote deep storage cannot be read at all.
         let err = SegmentCache::new(deep, None)
             .get(&descriptor)

@@ -133,8 +133,7 @@ impl Metadata for ViewMetadata {
     }
 
     fn datasource_version(&self, name: &str) -> u64 {
-        self.view
-            .read(|s| s.datasource_versions.get(name).copied().unwrap_or(0))
+        self.view.read(|s| s.datasource_version(name))
     }
 
     fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo> {

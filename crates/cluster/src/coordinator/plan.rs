@@ -88,6 +88,9 @@ struct Work<'a> {
     holders: BTreeMap<String, BTreeSet<String>>,
     /// The tier of every historical seen alive, gone ones included.
     known_tiers: BTreeMap<String, String>,
+    /// Segments a load rule governs: the only ones the balancer may move (their
+    /// extra replica is dropped again by the same rule).
+    loaded_by_rule: BTreeSet<String>,
     plan: Plan,
     unplaceable: usize,
 }
@@ -112,6 +115,7 @@ pub fn plan(state: &ClusterState, memory: &mut Memory, settings: Settings, now: 
             .iter()
             .map(|(id, n)| (id.clone(), n.tier().to_string()))
             .collect(),
+        loaded_by_rule: BTreeSet::new(),
         plan: Plan::default(),
         unplaceable: 0,
     };
@@ -178,7 +182,10 @@ pub fn plan(state: &ClusterState, memory: &mut Memory, settings: Settings, now: 
         match matched.map(Rule::decision) {
             None => work.plan.report.without_rule += 1,
             Some(Decision::Drop) => work.drop_everywhere(&id),
-            Some(Decision::Load(tiers)) => work.load_tiers(d, tiers),
+            Some(Decision::Load(tiers)) => {
+                work.loaded_by_rule.insert(id.clone());
+                work.load_tiers(d, tiers);
+            }
             Some(Decision::Broadcast) => work.broadcast(d),
         }
         if !work.is_served(&id) && matched.is_some_and(|r| r.decision() != Decision::Drop) {
@@ -433,7 +440,7 @@ impl Work<'_> {
                 let candidate = self.state.served.get(&from).and_then(|served| {
                     served
                         .iter()
-                        .filter(|id| !touched.contains(*id))
+                        .filter(|id| !touched.contains(*id) && self.loaded_by_rule.contains(*id))
                         .filter_map(|id| used.get(id).copied())
                         .filter(|d| {
                             let holders = self.holders.get(&d.id.to_string());
@@ -845,6 +852,31 @@ mod tests {
             "c has no room: {:?}",
             p.report
         );
+    }
+
+    #[test]
+    fn segments_no_rule_matches_are_left_where_they_are() {
+        let nodes = vec![
+            historical("a", "_default_tier", None),
+            historical("b", "_default_tier", None),
+        ];
+        let segments: Vec<_> = (0..4).map(|d| segment(19_000 + d, "v1", 0, 100)).collect();
+        let rules = r#"[{"type":"loadByInterval","interval":"2000-01-01/2000-01-02",
+                         "tieredReplicants":{"_default_tier":1}}]"#;
+        let mut s = state(segments.clone(), nodes, rules);
+        let all_on_a: BTreeMap<String, u64> = segments
+            .iter()
+            .map(|d| (d.id.to_string(), d.size))
+            .collect();
+        s.served
+            .insert("a".into(), all_on_a.keys().cloned().collect());
+        s.assigned.insert("a".into(), all_on_a);
+        let p = plan(&s, &mut Memory::default(), SETTINGS, NOW);
+        assert!(
+            p.assign.is_empty() && p.unassign.is_empty(),
+            "not balanced: {p:?}"
+        );
+        assert_eq!(p.report.without_rule, 4);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 
 /// How long one request may take before the store counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer accepted: a listing of every segment descriptor is one message
+/// (etcd's own default request limit is 1.5 MiB, answers are not limited).
+const MAX_MESSAGE: usize = 1 << 30;
 
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -113,9 +116,12 @@ impl MetaStore for EtcdStore {
     }
 
     async fn snapshot(&self, prefix: &str) -> Result<Snapshot> {
-        let mut c = self.client.clone();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let resp = self
-            .call(c.get(prefix, Some(GetOptions::new().with_prefix())))
+            .call(kv.get(prefix, Some(GetOptions::new().with_prefix())))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision()) as u64;
         let kvs = resp.kvs().iter().map(key_value).collect::<Result<_>>()?;
