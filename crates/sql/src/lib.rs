@@ -8,12 +8,14 @@
 //! - [`metadata`]: where the SQL layer learns what exists: the metadata store read
 //!   directly, or a broker's cluster view (only served segments are queryable).
 //! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
+//! - [`codec`]: plan fragments on the wire (datafusion-proto plus Grove's scan).
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 
 pub mod catalog;
+pub mod codec;
 pub mod engine;
 pub mod metadata;
 pub mod output;

@@ -101,6 +101,20 @@ impl SegmentScanExec {
         &self.segments
     }
 
+    /// The schema `projection` indexes: the datasource's.
+    pub fn table_schema(&self) -> &SchemaRef {
+        &self.table_schema
+    }
+
+    pub fn projection(&self) -> &[usize] {
+        &self.projection
+    }
+
+    /// How many output partitions the scan has.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
     pub fn filter(&self) -> Option<&IndexFilter> {
         self.filter.as_ref()
     }

@@ -18,7 +18,8 @@ use crate::format::{Segment, TIME_COLUMN};
 use crate::id::Interval;
 
 /// A predicate over string dimensions that bitmap indexes answer exactly.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IndexFilter {
     /// `column = value`
     Eq {

@@ -1,0 +1,375 @@
+//! Plan fragments on the wire: [`GroveCodec`], the `datafusion-proto`
+//! `PhysicalExtensionCodec` for Grove's own operators. DataFusion's operators go
+//! through datafusion-proto as they are; a `SegmentScanExec` is written as a small
+//! versioned JSON node naming its segments by id (never their data), and a decoder
+//! finds them in a [`SegmentSource`]: a historical's loaded segments. Segments the
+//! source does not have are an error that names them all ([`MissingSegments`]), so
+//! the sender can retry them elsewhere instead of getting partial results.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use grove_segment::Interval;
+use grove_segment::format::Segment;
+use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
+use serde::{Deserialize, Serialize};
+
+/// The version of the scan node's encoding; a decoder refuses others.
+pub const SCAN_NODE_VERSION: u32 = 1;
+
+/// Where decoded scans find their segments.
+pub trait SegmentSource: Send + Sync + std::fmt::Debug {
+    /// The segment with this id, if this process serves it.
+    fn segment(&self, id: &str) -> Option<Arc<Segment>>;
+}
+
+/// Segments a fragment needs that the decoding process does not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSegments(pub Vec<String>);
+
+impl std::fmt::Display for MissingSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "segments not served here: {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for MissingSegments {}
+
+impl MissingSegments {
+    /// The missing segments behind `error`, if that is what it is.
+    pub fn find(error: &DataFusionError) -> Option<&MissingSegments> {
+        match error {
+            DataFusionError::External(e) => e.downcast_ref::<MissingSegments>(),
+            DataFusionError::Context(_, inner) => Self::find(inner),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct GroveCodec {
+    source: Arc<dyn SegmentSource>,
+}
+
+impl GroveCodec {
+    pub fn new(source: Arc<dyn SegmentSource>) -> Self {
+        GroveCodec { source }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ScanNode {
+    version: u32,
+    schema: Vec<FieldNode>,
+    projection: Vec<usize>,
+    segments: Vec<SegmentNode>,
+    filter: Option<IndexFilter>,
+    limit: Option<usize>,
+    partitions: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FieldNode {
+    name: String,
+    /// Arrow's own text form of the type (`Int64`, `Timestamp(ms, "UTC")`, ...).
+    data_type: String,
+    nullable: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SegmentNode {
+    id: String,
+    intervals: Vec<Interval>,
+}
+
+fn invalid(what: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Plan(format!("invalid Grove plan fragment: {what}"))
+}
+
+impl PhysicalExtensionCodec for GroveCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !inputs.is_empty() {
+            return Err(invalid("a segment scan has no inputs"));
+        }
+        let node: ScanNode = serde_json::from_slice(buf).map_err(invalid)?;
+        if node.version != SCAN_NODE_VERSION {
+            return Err(invalid(format!(
+                "scan node version {} (this build reads {SCAN_NODE_VERSION})",
+                node.version
+            )));
+        }
+        let fields = node
+            .schema
+            .iter()
+            .map(|f| {
+                let data_type: DataType = f
+                    .data_type
+                    .parse()
+                    .map_err(|e| invalid(format!("column {}: {e}", f.name)))?;
+                Ok(Field::new(&f.name, data_type, f.nullable))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(Schema::new(fields));
+        if let Some(bad) = node
+            .projection
+            .iter()
+            .find(|i| **i >= schema.fields().len())
+        {
+            return Err(invalid(format!("projection index {bad} is out of range")));
+        }
+        let mut missing = Vec::new();
+        let mut segments = Vec::with_capacity(node.segments.len());
+        for s in node.segments {
+            if s.intervals.iter().any(|i| i.is_empty()) {
+                return Err(invalid(format!("an empty interval for {}", s.id)));
+            }
+            match self.source.segment(&s.id) {
+                Some(segment) => segments.push(ScanSegment {
+                    segment,
+                    intervals: s.intervals,
+                }),
+                None => missing.push(s.id),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DataFusionError::External(Box::new(MissingSegments(
+                missing,
+            ))));
+        }
+        let scan = SegmentScanExec::new(
+            schema,
+            node.projection,
+            segments,
+            node.filter,
+            node.limit,
+            node.partitions.clamp(1, 1024),
+        )?;
+        Ok(Arc::new(scan))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(scan) = node.downcast_ref::<SegmentScanExec>() else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "no Grove encoding for {}",
+                node.name()
+            )));
+        };
+        let encoded = ScanNode {
+            version: SCAN_NODE_VERSION,
+            schema: scan
+                .table_schema()
+                .fields()
+                .iter()
+                .map(|f| FieldNode {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            projection: scan.projection().to_vec(),
+            segments: scan
+                .segments()
+                .iter()
+                .map(|s| SegmentNode {
+                    id: s.segment.id().to_string(),
+                    intervals: s.intervals.clone(),
+                })
+                .collect(),
+            filter: scan.filter().cloned(),
+            limit: scan.limit(),
+            partitions: scan.partition_count(),
+        };
+        serde_json::to_writer(buf, &encoded).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::array::{
+        Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    };
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+    use grove_cluster::deep_storage::DeepStorage;
+    use grove_cluster::segments::SegmentDescriptor;
+    use grove_segment::SegmentId;
+    use grove_segment::format::{ColumnRole, TIME_COLUMN, write_segment};
+
+    use super::*;
+    use crate::catalog::{SegmentCache, datasource};
+    use crate::table::DatasourceTable;
+
+    #[derive(Debug, Default)]
+    struct Served(HashMap<String, Arc<Segment>>);
+
+    impl SegmentSource for Served {
+        fn segment(&self, id: &str) -> Option<Arc<Segment>> {
+            self.0.get(id).cloned()
+        }
+    }
+
+    /// Three one-day segments of 1000 rows, in `deep`, with their descriptors.
+    fn segments(deep: &std::path::Path) -> Vec<SegmentDescriptor> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                TIME_COLUMN,
+                DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                    Some("UTC".into()),
+                ),
+                false,
+            ),
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        (0..3i64)
+            .map(|day| {
+                let id = SegmentId {
+                    datasource: "t".into(),
+                    interval: Interval::new(day * 86_400_000, (day + 1) * 86_400_000).unwrap(),
+                    version: "v1".into(),
+                    partition: 0,
+                };
+                let times = (0..1000).map(|i| day * 86_400_000 + i * 60_000);
+                let keys = (0..1000).map(|i| ["a", "b", "c", "d"][(i + day as usize) % 4]);
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(
+                            TimestampMillisecondArray::from_iter_values(times).with_timezone("UTC"),
+                        ),
+                        Arc::new(StringArray::from_iter_values(keys)),
+                        Arc::new(Int64Array::from_iter_values(
+                            (0..1000).map(|i| i * (day + 1)),
+                        )),
+                    ],
+                )
+                .unwrap();
+                let path = format!("t/{day}.grove");
+                std::fs::create_dir_all(deep.join("t")).unwrap();
+                let roles = [ColumnRole::Time, ColumnRole::Dimension, ColumnRole::Metric];
+                let written = write_segment(&deep.join(&path), &id, &batch, &roles).unwrap();
+                let segment = Segment::open(&deep.join(&path)).unwrap();
+                SegmentDescriptor {
+                    id,
+                    core_partitions: 1,
+                    size: written.size,
+                    num_rows: written.num_rows,
+                    crc32: written.crc32,
+                    path,
+                    columns: SegmentDescriptor::columns_of(&segment),
+                    created: String::new(),
+                    used: true,
+                    commit: None,
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_partial_aggregate_over_segments_round_trips_and_names_missing_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let descriptors = segments(dir.path());
+        let deep = DeepStorage::local(dir.path()).unwrap();
+        let cache = Arc::new(SegmentCache::new(deep, None));
+        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
+        )
+        .unwrap();
+        let plan = ctx
+            .sql(
+                "SELECT k, COUNT(*) AS c, SUM(n) AS s FROM t \
+                 WHERE __time >= TIMESTAMP '1970-01-01T12:00:00Z' AND k IN ('a', 'b') \
+                 GROUP BY k ORDER BY k",
+            )
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut served = Served::default();
+        for d in &descriptors {
+            served
+                .0
+                .insert(d.id.to_string(), cache.get(d).await.unwrap());
+        }
+        let codec = GroveCodec::new(Arc::new(served));
+        let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
+        let task = ctx.task_ctx();
+        let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &task, &codec).unwrap();
+        let expected = pretty_format_batches(&collect(plan, task.clone()).await.unwrap())
+            .unwrap()
+            .to_string();
+        let got = pretty_format_batches(&collect(decoded, task.clone()).await.unwrap())
+            .unwrap()
+            .to_string();
+        assert_eq!(got, expected);
+        // Computed here: day 0 from 12:00 (rows 720..1000), days 1 and 2 whole.
+        let (mut count_a, mut sum_a) = (0i64, 0i64);
+        for day in 0..3i64 {
+            let first = if day == 0 { 720 } else { 0 };
+            for i in first..1000i64 {
+                if (i + day) % 4 == 0 {
+                    count_a += 1;
+                    sum_a += i * (day + 1);
+                }
+            }
+        }
+        assert!(
+            got.contains(&format!("| a | {count_a} | {sum_a} |")),
+            "{got}"
+        );
+
+        // A decoder without one of the segments names it.
+        let mut partial = Served::default();
+        for d in &descriptors[1..] {
+            partial
+                .0
+                .insert(d.id.to_string(), cache.get(d).await.unwrap());
+        }
+        let err = physical_plan_from_bytes_with_extension_codec(
+            &bytes,
+            &task,
+            &GroveCodec::new(Arc::new(partial)),
+        )
+        .unwrap_err();
+        let missing = MissingSegments::find(&err).expect("a MissingSegments error");
+        assert_eq!(missing.0, vec![descriptors[0].id.to_string()]);
+
+        // Garbage is an error, never a panic.
+        let err =
+            physical_plan_from_bytes_with_extension_codec(b"\x08\xff\x01garbage", &task, &codec);
+        assert!(err.is_err());
+        let err = codec.try_decode(
+            b"{\"version\":99}",
+            &[],
+            &task,
+            &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+        );
+        assert!(err.is_err());
+    }
+}
