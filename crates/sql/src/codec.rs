@@ -372,4 +372,144 @@ mod tests {
         );
         assert!(err.is_err());
     }
+
+    /// The gRPC status of a call that must fail.
+    fn refused<T>(result: Result<T, arrow_flight::error::FlightError>) -> tonic::Status {
+        match result {
+            Ok(_) => panic!("the call must be refused"),
+            Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
+            Err(other) => panic!("not a gRPC status: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_historical_runs_a_fragment_ticket_over_flight() {
+        use arrow_flight::FlightClient;
+        use arrow_flight::flight_service_server::FlightServiceServer;
+        use futures::TryStreamExt;
+
+        use crate::fragment::{FragmentService, MISSING_SEGMENTS, Ticket};
+
+        let dir = tempfile::tempdir().unwrap();
+        let descriptors = segments(dir.path());
+        let deep = DeepStorage::local(dir.path()).unwrap();
+        let cache = Arc::new(SegmentCache::new(deep, None));
+        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
+        )
+        .unwrap();
+        let frame = ctx
+            .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
+            .await
+            .unwrap();
+        let plan = frame.create_physical_plan().await.unwrap();
+        let expected = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        // The historical serves the first two segments only.
+        let mut served = Served::default();
+        for d in &descriptors[..2] {
+            served
+                .0
+                .insert(d.id.to_string(), cache.get(d).await.unwrap());
+        }
+        let served: Arc<dyn SegmentSource> = Arc::new(served);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = FlightServiceServer::new(FragmentService::new(served.clone()));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightClient::new(channel);
+        let codec = GroveCodec::new(served);
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+
+        // All three segments: the third is reported, nothing is read.
+        let ticket = Ticket::new("q1", ids.clone(), plan.clone(), &codec).unwrap();
+        let status = refused(
+            client
+                .do_get(arrow_flight::Ticket::new(ticket.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let listed = status
+            .metadata()
+            .get(MISSING_SEGMENTS)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(listed).unwrap(),
+            vec![ids[2].clone()]
+        );
+
+        // The same query over the two served segments, planned and run remotely,
+        // equals the local run restricted to them.
+        let table = datasource("t".into(), descriptors[..2].to_vec(), |_| true).unwrap();
+        let two = SessionContext::new();
+        two.register_table(
+            "t",
+            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
+        )
+        .unwrap();
+        let plan = two
+            .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let local = collect(plan.clone(), two.task_ctx()).await.unwrap();
+        let ticket = Ticket::new("q2", ids[..2].to_vec(), plan, &codec).unwrap();
+        let remote: Vec<RecordBatch> = client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            pretty_format_batches(&remote).unwrap().to_string(),
+            pretty_format_batches(&local).unwrap().to_string()
+        );
+        assert_ne!(
+            pretty_format_batches(&remote).unwrap().to_string(),
+            pretty_format_batches(&expected).unwrap().to_string(),
+            "the third segment is not in the remote answer"
+        );
+
+        // Garbage tickets are refused, and the server keeps serving.
+        for garbage in [
+            b"".to_vec(),
+            b"GROVEFRG\x02".to_vec(),
+            b"GROVEFRG\x01\xff\xff\xff\x7f{".to_vec(),
+        ] {
+            let status = refused(client.do_get(arrow_flight::Ticket::new(garbage)).await);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        }
+        let mut bad_plan = ticket.clone();
+        bad_plan.plan = vec![0x0a, 0xff, 0x13, 0x37];
+        let status = refused(
+            client
+                .do_get(arrow_flight::Ticket::new(bad_plan.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        let again: Vec<RecordBatch> = client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    }
 }

@@ -9,6 +9,7 @@
 //!   directly, or a broker's cluster view (only served segments are queryable).
 //! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
 //! - [`codec`]: plan fragments on the wire (datafusion-proto plus Grove's scan).
+//! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
@@ -17,6 +18,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod engine;
+pub mod fragment;
 pub mod metadata;
 pub mod output;
 pub mod repl;

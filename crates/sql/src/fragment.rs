@@ -1,0 +1,282 @@
+//! Plan fragments over Arrow Flight: the [`Ticket`] a broker sends, and the
+//! [`FragmentService`] a historical runs, whose `do_get` decodes the fragment,
+//! executes it over the segments it serves and streams the result back.
+//!
+//! Ticket format, version 1 (`docs/architecture.md`):
+//!
+//! ```text
+//! b"GROVEFRG" | version: u8 = 1 | header length: u32 LE | header: JSON | plan
+//! header = {"query_id": "...", "segments": ["segment id", ...]}
+//! plan   = a datafusion-proto PhysicalPlanNode, Grove's scan via GroveCodec
+//! ```
+//!
+//! A ticket that does not parse is `InvalidArgument`; segments the historical does not
+//! serve are `NotFound`, listed in the `grove-missing-segments` metadata (a JSON
+//! array) so the broker can retry exactly those elsewhere. Nothing panics on a
+//! hostile ticket. When the client goes away the response stream is dropped, and
+//! with it the execution.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult,
+};
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::{GroveCodec, MissingSegments, SegmentSource};
+
+const MAGIC: &[u8; 8] = b"GROVEFRG";
+pub const TICKET_VERSION: u8 = 1;
+/// The metadata key listing segments a historical does not serve.
+pub const MISSING_SEGMENTS: &str = "grove-missing-segments";
+
+/// What a broker asks a historical to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ticket {
+    pub query_id: String,
+    /// The segments the fragment reads: all must be served, or none is read.
+    pub segments: Vec<String>,
+    /// The fragment, serialized with datafusion-proto and [`GroveCodec`].
+    pub plan: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    query_id: String,
+    segments: Vec<String>,
+}
+
+impl Ticket {
+    /// Serializes `plan`, whose scans name `segments`.
+    pub fn new(
+        query_id: impl Into<String>,
+        segments: Vec<String>,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        codec: &GroveCodec,
+    ) -> datafusion::error::Result<Ticket> {
+        Ok(Ticket {
+            query_id: query_id.into(),
+            segments,
+            plan: physical_plan_to_bytes_with_extension_codec(plan, codec)?.to_vec(),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let header = serde_json::to_vec(&Header {
+            query_id: self.query_id.clone(),
+            segments: self.segments.clone(),
+        })
+        .unwrap_or_default();
+        let mut out = Vec::with_capacity(13 + header.len() + self.plan.len());
+        out.extend_from_slice(MAGIC);
+        out.push(TICKET_VERSION);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.plan);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Ticket, String> {
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or("not a Grove fragment ticket (bad magic)")?;
+        let (&version, rest) = rest.split_first().ok_or("truncated ticket")?;
+        if version != TICKET_VERSION {
+            return Err(format!(
+                "ticket version {version} (this build reads {TICKET_VERSION})"
+            ));
+        }
+        if rest.len() < 4 {
+            return Err("truncated ticket".into());
+        }
+        let (len, rest) = rest.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if rest.len() < len {
+            return Err("truncated ticket header".into());
+        }
+        let (header, plan) = rest.split_at(len);
+        let header: Header =
+            serde_json::from_slice(header).map_err(|e| format!("ticket header: {e}"))?;
+        Ok(Ticket {
+            query_id: header.query_id,
+            segments: header.segments,
+            plan: plan.to_vec(),
+        })
+    }
+}
+
+/// A historical's Flight endpoint for plan fragments.
+pub struct FragmentService {
+    source: Arc<dyn SegmentSource>,
+    ctx: SessionContext,
+}
+
+impl FragmentService {
+    pub fn new(source: Arc<dyn SegmentSource>) -> Self {
+        FragmentService {
+            source,
+            ctx: SessionContext::new(),
+        }
+    }
+}
+
+fn missing(ids: Vec<String>) -> Status {
+    let mut status = Status::not_found(MissingSegments(ids.clone()).to_string());
+    if let Ok(value) = serde_json::to_string(&ids)
+        .unwrap_or_default()
+        .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+    {
+        status.metadata_mut().insert(MISSING_SEGMENTS, value);
+    }
+    status
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlightService for FragmentService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn do_get(
+        &self,
+        request: Request<arrow_flight::Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = Ticket::decode(&request.into_inner().ticket)
+            .map_err(|e| Status::invalid_argument(format!("invalid ticket: {e}")))?;
+        let absent: Vec<String> = ticket
+            .segments
+            .iter()
+            .filter(|id| self.source.segment(id).is_none())
+            .cloned()
+            .collect();
+        if !absent.is_empty() {
+            return Err(missing(absent));
+        }
+        let codec = GroveCodec::new(self.source.clone());
+        let task = self.ctx.task_ctx();
+        // A hostile plan must not take the process down.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            physical_plan_from_bytes_with_extension_codec(&ticket.plan, &task, &codec)
+        }))
+        .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not decode"))?;
+        let plan = match decoded {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(match MissingSegments::find(&e) {
+                    Some(m) => missing(m.0.clone()),
+                    None => Status::invalid_argument(format!("invalid ticket: {e}")),
+                });
+            }
+        };
+        let schema = plan.schema();
+        let stream = execute_stream(plan, task)
+            .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
+        let batches = stream.map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_dictionary_handling(DictionaryHandling::Resend)
+            .build(batches)
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Response::new(flight.boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented(
+            "historicals take fragment tickets only",
+        ))
+    }
+}
