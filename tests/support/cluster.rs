@@ -159,7 +159,7 @@ impl TestCluster {
     }
 
     pub fn historical(&mut self, name: &str, tier: &str, extra: &[&str]) {
-        let mut args = vec!["--tier", tier];
+        let mut args = vec!["--tier", tier, "--flight-addr", "127.0.0.1:0"];
         args.extend(extra);
         self.start("historical", name, &args);
     }

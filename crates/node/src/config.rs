@@ -61,6 +61,8 @@ pub struct HistoricalConfig {
     pub tier: Option<String>,
     /// Most bytes of segments it holds, with K/M/G/T suffixes; default unlimited.
     pub capacity: Option<String>,
+    /// Arrow Flight address for plan fragments; default 127.0.0.1:8083.
+    pub flight_addr: Option<String>,
     pub lease_ttl: Option<String>,
     pub deep_storage: Option<DeepStorageConfig>,
 }
@@ -193,6 +195,7 @@ mod tests {
         duration(c.replicant_lifetime.as_deref().unwrap(), "lifetime").unwrap();
         let h: HistoricalConfig = parse(&example("historical.toml")).unwrap();
         assert_eq!(h.tier.as_deref(), Some("_default_tier"));
+        assert_eq!(h.flight_addr.as_deref(), Some("127.0.0.1:8083"));
         assert_eq!(
             bytes(h.capacity.as_deref().unwrap(), "capacity").unwrap(),
             10 << 30

@@ -280,3 +280,37 @@ impl FlightService for FragmentService {
         ))
     }
 }
+
+/// A historical's loaded segments, as fragments find them.
+#[derive(Debug)]
+pub struct LoadedSource(pub grove_cluster::historical::LoadedSegments);
+
+impl SegmentSource for LoadedSource {
+    fn segment(&self, id: &str) -> Option<Arc<grove_segment::format::Segment>> {
+        self.0.read().ok()?.get(id).map(|s| s.segment.clone())
+    }
+}
+
+/// The largest Flight message accepted or sent (a batch of wide rows can be large).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// Serves fragments on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn SegmentSource>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service =
+        arrow_flight::flight_service_server::FlightServiceServer::new(FragmentService::new(source))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,8 +1,11 @@
 //! `grove historical`: serves the segments the coordinator assigns it.
 
+use std::sync::Arc;
+
 use clap::Args;
 use grove_cluster::historical::{Historical, HistoricalSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
+use grove_sql::fragment::{self, LoadedSource};
 
 use super::http;
 use crate::CliResult;
@@ -20,6 +23,9 @@ pub struct HistoricalArgs {
     /// Most bytes of segments it holds (K/M/G/T suffixes).
     #[arg(long, env = "GROVE_CAPACITY")]
     pub capacity: Option<String>,
+    /// Arrow Flight address for plan fragments (port 0 picks a free port).
+    #[arg(long, env = "GROVE_FLIGHT_ADDR")]
+    pub flight_addr: Option<String>,
 }
 
 pub async fn run(args: HistoricalArgs) -> CliResult<()> {
@@ -49,11 +55,16 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         .or(file.http_addr)
         .unwrap_or_else(|| "127.0.0.1:8084".into());
     let (listener, addr) = super::bind(&http_addr, "historical HTTP").await?;
+    let flight_addr = args
+        .flight_addr
+        .or(file.flight_addr)
+        .unwrap_or_else(|| "127.0.0.1:8083".into());
+    let (flight_listener, flight) = super::bind(&flight_addr, "historical Flight").await?;
     let node = NodeInfo {
         id: super::node_id(args.common.node_id.or(file.node_id), Role::Historical, addr),
         role: Role::Historical,
         http_address: addr.to_string(),
-        flight_address: None,
+        flight_address: Some(flight.to_string()),
         tier: Some(
             args.tier
                 .or(file.tier)
@@ -63,6 +74,7 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         started_at: super::now_iso(),
     };
     super::announce("historical", &node.id, "HTTP", addr);
+    super::announce("historical", &node.id, "Flight", flight);
     let settings = HistoricalSettings {
         cache_dir: data_dir.join("segment-cache"),
         lease_ttl,
@@ -76,8 +88,14 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         v
     });
     let shutdown = super::shutdown_signal();
+    let source = Arc::new(LoadedSource(historical.loaded()));
+    let mut stop = shutdown.clone();
+    let fragments = tokio::spawn(fragment::serve(flight_listener, source, async move {
+        grove_cluster::session::stopped(&mut stop).await;
+    }));
     let running = tokio::spawn(historical.run(shutdown.clone()));
     super::serve_http(listener, router, shutdown).await?;
     let _ = running.await;
+    fragments.await??;
     Ok(())
 }
