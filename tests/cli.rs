@@ -290,6 +290,7 @@ fn grove_start_serves_sql_over_http_and_holds_its_directory() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let by_device = query("SELECT device, COUNT(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    let flight = query("SELECT flight_host FROM sys.servers WHERE server_type = 'historical'");
     let held = sandbox.grove(
         &[
             "ingest",
@@ -313,6 +314,12 @@ fn grove_start_serves_sql_over_http_and_holds_its_directory() {
         .map(|(device, n)| serde_json::json!({ "device": device, "n": n }))
         .collect();
     assert_eq!(by_device, Some(serde_json::Value::Array(expected)));
+    let flight = flight.expect("sys.servers answers");
+    let host = flight[0]["flight_host"].as_str().unwrap_or_default();
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "the historical serves Flight: {flight}"
+    );
     assert!(!held.ok, "a second writer must be refused");
     assert!(
         held.stderr.contains("in use by another Grove process"),

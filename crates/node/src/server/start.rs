@@ -16,6 +16,7 @@ use grove_cluster::nodes::{self, DEFAULT_TIER, NodeInfo, Role};
 use grove_cluster::rules::{self, DEFAULT_RULES, Rule};
 use grove_cluster::view::ClusterView;
 use grove_sql::Engine;
+use grove_sql::fragment::{self, LoadedSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -124,13 +125,22 @@ impl LocalCluster {
                 cache_dir: data_dir.join(&id).join("segment-cache"),
                 lease_ttl: LEASE_TTL,
             };
-            let historical = Historical::new(
-                store.clone(),
-                deep.clone(),
-                node(id, Role::Historical),
-                settings,
-            );
+            // Each serves plan fragments on a port of its own, as in a cluster.
+            let (flight, flight_addr) = super::bind("127.0.0.1:0", "historical Flight").await?;
+            let info = NodeInfo {
+                flight_address: Some(flight_addr.to_string()),
+                ..node(id, Role::Historical)
+            };
+            let historical = Historical::new(store.clone(), deep.clone(), info, settings);
             historicals.push(historical.status());
+            let source = Arc::new(LoadedSource(historical.loaded()));
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
+                if let Err(e) = fragment::serve(flight, source, stopped).await {
+                    tracing::warn!("historical Flight service: {e}");
+                }
+            }));
             tasks.push(tokio::spawn(historical.run(rx.clone())));
         }
         tasks.push(tokio::spawn(nodes::stay_registered(
