@@ -18,6 +18,8 @@ use grove_segment::format::Segment;
 use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
 use serde::{Deserialize, Serialize};
 
+use crate::remote::{ScanRequest, SegmentRefsExec};
+
 /// The version of the scan node's encoding; a decoder refuses others.
 pub const SCAN_NODE_VERSION: u32 = 1;
 
@@ -163,38 +165,44 @@ impl PhysicalExtensionCodec for GroveCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(scan) = node.downcast_ref::<SegmentScanExec>() else {
+        let request = if let Some(scan) = node.downcast_ref::<SegmentScanExec>() {
+            ScanRequest::of(scan)
+        } else if let Some(refs) = node.downcast_ref::<SegmentRefsExec>() {
+            refs.request().clone()
+        } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "no Grove encoding for {}",
                 node.name()
             )));
         };
-        let encoded = ScanNode {
-            version: SCAN_NODE_VERSION,
-            schema: scan
-                .table_schema()
-                .fields()
-                .iter()
-                .map(|f| FieldNode {
-                    name: f.name().clone(),
-                    data_type: f.data_type().to_string(),
-                    nullable: f.is_nullable(),
-                })
-                .collect(),
-            projection: scan.projection().to_vec(),
-            segments: scan
-                .segments()
-                .iter()
-                .map(|s| SegmentNode {
-                    id: s.segment.id().to_string(),
-                    intervals: s.intervals.clone(),
-                })
-                .collect(),
-            filter: scan.filter().cloned(),
-            limit: scan.limit(),
-            partitions: scan.partition_count(),
-        };
-        serde_json::to_writer(buf, &encoded).map_err(|e| DataFusionError::External(Box::new(e)))
+        serde_json::to_writer(buf, &scan_node(request))
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+}
+
+/// Both scans travel as the same node.
+fn scan_node(request: ScanRequest) -> ScanNode {
+    ScanNode {
+        version: SCAN_NODE_VERSION,
+        schema: request
+            .table_schema
+            .fields()
+            .iter()
+            .map(|f| FieldNode {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+        projection: request.projection,
+        segments: request
+            .segments
+            .into_iter()
+            .map(|(id, intervals)| SegmentNode { id, intervals })
+            .collect(),
+        filter: request.filter,
+        limit: request.limit,
+        partitions: request.partitions,
     }
 }
 
@@ -511,5 +519,118 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_broker_built_fragment_runs_through_the_client_and_failures_are_classified() {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+
+        use crate::fragment::Ticket;
+        use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
+
+        let dir = tempfile::tempdir().unwrap();
+        let descriptors = segments(dir.path());
+        let deep = DeepStorage::local(dir.path()).unwrap();
+        let cache = Arc::new(SegmentCache::new(deep, None));
+        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
+        )
+        .unwrap();
+        let plan = ctx
+            .sql("SELECT k, SUM(n) AS s FROM t GROUP BY k")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        // The fragment: the Partial aggregate, with the scan replaced by references,
+        // as a broker has no segments to put in it.
+        let mut partial: Option<Arc<dyn ExecutionPlan>> = None;
+        plan.apply(|node| {
+            if let Some(agg) = node.downcast_ref::<AggregateExec>()
+                && *agg.mode() == AggregateMode::Partial
+            {
+                partial = Some(node.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        let partial = partial.expect("a partial aggregate");
+        let local = collect(partial.clone(), ctx.task_ctx()).await.unwrap();
+        let fragment = partial
+            .transform_up(|node| {
+                Ok(match node.downcast_ref::<SegmentScanExec>() {
+                    Some(scan) => {
+                        Transformed::yes(Arc::new(SegmentRefsExec::new(ScanRequest::of(scan))?)
+                            as Arc<dyn ExecutionPlan>)
+                    }
+                    None => Transformed::no(node),
+                })
+            })
+            .unwrap()
+            .data;
+
+        let mut served = Served::default();
+        for d in &descriptors {
+            served
+                .0
+                .insert(d.id.to_string(), cache.get(d).await.unwrap());
+        }
+        let served: Arc<dyn SegmentSource> = Arc::new(served);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(crate::fragment::serve(
+            listener,
+            served.clone(),
+            std::future::pending(),
+        ));
+        let codec = GroveCodec::new(served);
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+        let ticket = Ticket::new("q", ids, fragment, &codec).unwrap();
+        let client = FragmentClient::new(std::time::Duration::from_secs(10));
+        let remote = client.run(&addr, &ticket).await.unwrap();
+        let sorted = |batches: &[RecordBatch]| {
+            let text = pretty_format_batches(batches).unwrap().to_string();
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            sorted(&remote),
+            sorted(&local),
+            "partial aggregate rows match"
+        );
+
+        // Unknown segments, a dead address, and a broken plan each say what they are.
+        let mut unknown = ticket.clone();
+        unknown.segments.push("t_nope".into());
+        match client.run(&addr, &unknown).await {
+            Err(FragmentError::Missing(ids)) => assert_eq!(ids, vec!["t_nope".to_string()]),
+            other => panic!("{other:?}"),
+        }
+        let dead = format!("127.0.0.1:{}", unused_port());
+        assert!(matches!(
+            client.run(&dead, &ticket).await,
+            Err(FragmentError::Unavailable(_))
+        ));
+        let mut broken = ticket.clone();
+        broken.plan = vec![1, 2, 3];
+        assert!(matches!(
+            client.run(&addr, &broken).await,
+            Err(FragmentError::Rejected(_))
+        ));
+    }
+
+    /// A loopback port nothing listens on.
+    fn unused_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }

@@ -10,6 +10,7 @@
 //! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
 //! - [`codec`]: plan fragments on the wire (datafusion-proto plus Grove's scan).
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
+//! - [`remote`]: the broker's side of fragments: segment references and the client.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod fragment;
 pub mod metadata;
 pub mod output;
+pub mod remote;
 pub mod repl;
 pub mod schema;
 pub mod table;

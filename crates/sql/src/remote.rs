@@ -1,0 +1,256 @@
+//! The broker's side of fragments: [`SegmentRefsExec`], the leaf of a fragment the
+//! broker builds without having any segment (it names them by id and encodes exactly
+//! like the `SegmentScanExec` a historical decodes it into), and [`FragmentClient`],
+//! which runs a fragment on one historical over Flight with a deadline.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_flight::FlightClient;
+use arrow_flight::error::FlightError;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::TryStreamExt;
+use grove_segment::Interval;
+use grove_segment::scan::{IndexFilter, SegmentScanExec};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::fragment::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
+
+/// A scan of segments named by id: what a fragment's leaf asks a historical to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRequest {
+    /// The datasource's schema; `projection` indexes it.
+    pub table_schema: SchemaRef,
+    pub projection: Vec<usize>,
+    /// Segment ids with the parts of their intervals to read.
+    pub segments: Vec<(String, Vec<Interval>)>,
+    pub filter: Option<IndexFilter>,
+    pub limit: Option<usize>,
+    /// Parallelism on the historical.
+    pub partitions: usize,
+}
+
+impl ScanRequest {
+    /// What `scan` reads, by segment id.
+    pub fn of(scan: &SegmentScanExec) -> ScanRequest {
+        ScanRequest {
+            table_schema: scan.table_schema().clone(),
+            projection: scan.projection().to_vec(),
+            segments: scan
+                .segments()
+                .iter()
+                .map(|s| (s.segment.id().to_string(), s.intervals.clone()))
+                .collect(),
+            filter: scan.filter().cloned(),
+            limit: scan.limit(),
+            partitions: scan.partition_count(),
+        }
+    }
+}
+
+/// The broker-side stand-in for a historical's `SegmentScanExec`: it only travels.
+#[derive(Debug)]
+pub struct SegmentRefsExec {
+    request: ScanRequest,
+    properties: Arc<PlanProperties>,
+}
+
+impl SegmentRefsExec {
+    pub fn new(request: ScanRequest) -> Result<Self> {
+        let schema = Arc::new(request.table_schema.project(&request.projection)?);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(request.partitions.max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(SegmentRefsExec {
+            request,
+            properties: Arc::new(properties),
+        })
+    }
+
+    pub fn request(&self) -> &ScanRequest {
+        &self.request
+    }
+}
+
+impl DisplayAs for SegmentRefsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "SegmentRefsExec: segments={}",
+            self.request.segments.len()
+        )
+    }
+}
+
+impl ExecutionPlan for SegmentRefsExec {
+    fn name(&self) -> &str {
+        "SegmentRefsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "SegmentRefsExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(
+            "segment references are executed by historicals, not here".into(),
+        ))
+    }
+}
+
+/// Why a fragment did not run on a historical.
+#[derive(Debug)]
+pub enum FragmentError {
+    /// It does not serve these segments: nothing was read.
+    Missing(Vec<String>),
+    /// It could not be reached, or failed while answering: retry elsewhere.
+    Unavailable(String),
+    /// The fragment itself is wrong: retrying elsewhere will not help.
+    Rejected(String),
+}
+
+impl fmt::Display for FragmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FragmentError::Missing(ids) => write!(f, "segments not served: {}", ids.join(", ")),
+            FragmentError::Unavailable(why) => write!(f, "historical unavailable: {why}"),
+            FragmentError::Rejected(why) => write!(f, "fragment rejected: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FragmentError {}
+
+/// Flight connections to historicals, one channel per address, reused.
+#[derive(Debug)]
+pub struct FragmentClient {
+    channels: Mutex<HashMap<String, Channel>>,
+    /// The longest a fragment may take, connection included.
+    deadline: Duration,
+}
+
+impl FragmentClient {
+    pub fn new(deadline: Duration) -> Self {
+        FragmentClient {
+            channels: Mutex::new(HashMap::new()),
+            deadline,
+        }
+    }
+
+    fn channel(&self, address: &str) -> std::result::Result<Channel, FragmentError> {
+        if let Some(c) = self
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(address).cloned())
+        {
+            return Ok(c);
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| FragmentError::Rejected(format!("address {address}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        // Connects on first use; a dead address fails that call, not this one.
+        let channel = endpoint.connect_lazy();
+        if let Ok(mut m) = self.channels.lock() {
+            m.insert(address.to_string(), channel.clone());
+        }
+        Ok(channel)
+    }
+
+    /// Runs `ticket` on the historical at `address` and returns all of its batches,
+    /// or nothing: a fragment that fails halfway gives no rows, so that it can be
+    /// run again elsewhere without counting anything twice.
+    pub async fn run(
+        &self,
+        address: &str,
+        ticket: &Ticket,
+    ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
+        let channel = self.channel(address)?;
+        let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let mut client = FlightClient::new_from_inner(client);
+        let call = async {
+            let stream = client
+                .do_get(arrow_flight::Ticket::new(ticket.encode()))
+                .await
+                .map_err(classify)?;
+            stream.try_collect::<Vec<_>>().await.map_err(classify)
+        };
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(FragmentError::Unavailable(format!(
+                "{address} did not finish within {:?}",
+                self.deadline
+            ))),
+        }
+    }
+}
+
+fn classify(error: FlightError) -> FragmentError {
+    match error {
+        FlightError::Tonic(status) => match status.code() {
+            tonic::Code::NotFound => {
+                let ids = status
+                    .metadata()
+                    .get(MISSING_SEGMENTS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
+                match ids {
+                    Some(ids) => FragmentError::Missing(ids),
+                    None => FragmentError::Unavailable(status.message().to_string()),
+                }
+            }
+            tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
+                FragmentError::Rejected(status.message().to_string())
+            }
+            _ => FragmentError::Unavailable(status.message().to_string()),
+        },
+        other => FragmentError::Unavailable(other.to_string()),
+    }
+}
