@@ -130,7 +130,7 @@ impl TestCluster {
             "--lease-ttl".into(),
             LEASE_TTL.into(),
         ];
-        if role != "coordinator" {
+        if role == "historical" {
             args.extend([
                 "--data-dir".into(),
                 self.sandbox.arg(name),

@@ -76,9 +76,7 @@ pub struct BrokerConfig {
     /// HTTP address for SQL and status; default 127.0.0.1:8888.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
-    pub data_dir: Option<PathBuf>,
     pub lease_ttl: Option<String>,
-    pub deep_storage: Option<DeepStorageConfig>,
 }
 
 /// `grove start`: every role in one process on the embedded metadata store.

@@ -20,6 +20,8 @@ pub struct Datasource {
     pub schema: SchemaRef,
     /// Columns that are strings in every segment holding them: these have bitmap indexes.
     pub string_columns: Vec<String>,
+    /// Per segment id, the historicals serving it (a broker's datasources only).
+    pub replicas: HashMap<String, Vec<crate::metadata::Replica>>,
 }
 
 /// Opens segment files and keeps them open: straight from deep storage when it is a
@@ -125,6 +127,7 @@ pub fn datasource(
         timeline,
         schema: Arc::new(Schema::new(fields)),
         string_columns,
+        replicas: HashMap::new(),
     })
 }
 

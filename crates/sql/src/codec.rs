@@ -61,6 +61,20 @@ impl GroveCodec {
     pub fn new(source: Arc<dyn SegmentSource>) -> Self {
         GroveCodec { source }
     }
+
+    /// A codec for a process that only sends fragments: it serves no segments.
+    pub fn for_encoding() -> Self {
+        GroveCodec::new(Arc::new(NoSegments))
+    }
+}
+
+#[derive(Debug)]
+struct NoSegments;
+
+impl SegmentSource for NoSegments {
+    fn segment(&self, _id: &str) -> Option<Arc<Segment>> {
+        None
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -2,8 +2,8 @@
 //! [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
 //! cluster by itself), so newly published segments are visible at once.
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
@@ -15,7 +15,9 @@ use grove_cluster::view::ClusterView;
 
 use crate::catalog::SegmentCache;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
+use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
+use crate::table::Reader;
 
 const CATALOG: &str = "datafusion";
 const DEFAULT_SCHEMA: &str = "public";
@@ -24,26 +26,24 @@ const SYS_SCHEMA: &str = "sys";
 pub struct Engine {
     ctx: SessionContext,
     metadata: Arc<dyn Metadata>,
-    segments: Arc<SegmentCache>,
+    reader: Reader,
 }
 
 impl Engine {
     /// An engine that reads every used segment itself, from local deep storage.
     pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
-        Self::new(Arc::new(DirectMetadata::new(store)), deep, None)
+        let reader = Reader::Local(Arc::new(SegmentCache::new(deep, None)));
+        Self::new(Arc::new(DirectMetadata::new(store)), reader)
     }
 
-    /// A broker's engine: queries see the segments the cluster serves. Segments in
-    /// remote deep storage are copied into `cache_dir` to be read.
-    pub fn broker(view: Arc<ClusterView>, deep: DeepStorage, cache_dir: PathBuf) -> Result<Self> {
-        Self::new(Arc::new(ViewMetadata::new(view)), deep, Some(cache_dir))
+    /// A broker's engine: queries see the segments the cluster serves, and read
+    /// them on the historicals that serve them, over Flight.
+    pub fn broker(view: Arc<ClusterView>, fragment_deadline: Duration) -> Result<Self> {
+        let reader = Reader::Remote(Arc::new(FragmentClient::new(fragment_deadline)));
+        Self::new(Arc::new(ViewMetadata::new(view)), reader)
     }
 
-    pub fn new(
-        metadata: Arc<dyn Metadata>,
-        deep: DeepStorage,
-        cache_dir: Option<PathBuf>,
-    ) -> Result<Self> {
+    pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Result<Self> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
@@ -51,16 +51,15 @@ impl Engine {
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        let segments = Arc::new(SegmentCache::new(deep, cache_dir));
         catalog.register_schema(
             DEFAULT_SCHEMA,
-            Arc::new(DatasourceSchema::new(metadata.clone(), segments.clone())),
+            Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),
         )?;
         catalog.register_schema(SYS_SCHEMA, Arc::new(SysSchema::new(metadata.clone())))?;
         Ok(Engine {
             ctx,
             metadata,
-            segments,
+            reader,
         })
     }
 
@@ -68,8 +67,12 @@ impl Engine {
         &self.ctx
     }
 
-    pub fn segment_cache(&self) -> &SegmentCache {
-        &self.segments
+    /// The segments this process has mapped, when it reads them itself.
+    pub fn segment_cache(&self) -> Option<&SegmentCache> {
+        match &self.reader {
+            Reader::Local(cache) => Some(cache),
+            Reader::Remote(_) => None,
+        }
     }
 
     pub fn metadata(&self) -> &Arc<dyn Metadata> {

@@ -9,6 +9,7 @@
 //!   directly, or a broker's cluster view (only served segments are queryable).
 //! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
 //! - [`codec`]: plan fragments on the wire (datafusion-proto plus Grove's scan).
+//! - [`distributed`]: the broker's scan, run on historicals with replica failover.
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
 //! - [`remote`]: the broker's side of fragments: segment references and the client.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
@@ -18,6 +19,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod distributed;
 pub mod engine;
 pub mod fragment;
 pub mod metadata;

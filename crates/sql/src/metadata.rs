@@ -21,8 +21,16 @@ use grove_cluster::view::ClusterView;
 pub struct SegmentInfo {
     pub descriptor: SegmentDescriptor,
     pub available: bool,
-    /// Historicals serving it.
-    pub replicas: usize,
+    /// Live historicals serving it.
+    pub replicas: Vec<Replica>,
+}
+
+/// A historical serving a segment, and where it takes fragments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub node: String,
+    pub tier: String,
+    pub flight_address: Option<String>,
 }
 
 /// A live node and what it holds.
@@ -104,7 +112,7 @@ impl Metadata for DirectMetadata {
                 .map(|d| SegmentInfo {
                     descriptor: d.clone(),
                     available: true,
-                    replicas: 0,
+                    replicas: Vec::new(),
                 })
                 .collect()
         })
@@ -141,11 +149,19 @@ impl Metadata for ViewMetadata {
             s.segments(datasource)
                 .into_iter()
                 .map(|(d, nodes)| {
-                    let live = nodes.iter().filter(|n| s.nodes.contains_key(**n)).count();
+                    let replicas: Vec<Replica> = nodes
+                        .iter()
+                        .filter_map(|n| s.nodes.get(*n))
+                        .map(|n| Replica {
+                            node: n.id.clone(),
+                            tier: n.tier().to_string(),
+                            flight_address: n.flight_address.clone(),
+                        })
+                        .collect();
                     SegmentInfo {
                         descriptor: d.clone(),
-                        available: live > 0,
-                        replicas: live,
+                        available: !replicas.is_empty(),
+                        replicas,
                     }
                 })
                 .collect()

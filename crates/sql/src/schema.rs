@@ -16,9 +16,9 @@ use grove_cluster::segments::SegmentDescriptor;
 use grove_segment::id::format_millis;
 use grove_segment::timeline::Timeline;
 
-use crate::catalog::{SegmentCache, datasource};
-use crate::metadata::Metadata;
-use crate::table::DatasourceTable;
+use crate::catalog::datasource;
+use crate::metadata::{Metadata, Replica};
+use crate::table::{DatasourceTable, Reader};
 
 /// A table and the metadata version it was built from.
 type Versioned = (u64, Arc<dyn TableProvider>);
@@ -27,15 +27,15 @@ type Versioned = (u64, Arc<dyn TableProvider>);
 #[derive(Debug)]
 pub struct DatasourceSchema {
     metadata: Arc<dyn Metadata>,
-    segments: Arc<SegmentCache>,
+    reader: Reader,
     tables: Mutex<HashMap<String, Versioned>>,
 }
 
 impl DatasourceSchema {
-    pub fn new(metadata: Arc<dyn Metadata>, segments: Arc<SegmentCache>) -> Self {
+    pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Self {
         DatasourceSchema {
             metadata,
-            segments,
+            reader,
             tables: Mutex::new(HashMap::new()),
         }
     }
@@ -63,14 +63,19 @@ impl SchemaProvider for DatasourceSchema {
             .filter(|s| s.available)
             .map(|s| s.descriptor.id.to_string())
             .collect();
+        let replicas: HashMap<String, Vec<Replica>> = segments
+            .iter()
+            .map(|s| (s.descriptor.id.to_string(), s.replicas.clone()))
+            .collect();
         let descriptors = segments.into_iter().map(|s| s.descriptor).collect();
-        let ds = datasource(name.to_string(), descriptors, |d| {
+        let mut ds = datasource(name.to_string(), descriptors, |d| {
             available.contains(&d.id.to_string())
         })
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let table: Arc<dyn TableProvider> = Arc::new(DatasourceTable::new(
+        ds.replicas = replicas;
+        let table: Arc<dyn TableProvider> = Arc::new(DatasourceTable::with_reader(
             Arc::new(ds),
-            Arc::clone(&self.segments),
+            self.reader.clone(),
         ));
         if let Ok(mut tables) = self.tables.lock() {
             tables.insert(name.to_string(), (version, Arc::clone(&table)));
@@ -162,7 +167,7 @@ fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
         Arc::new(BooleanArray::from_iter(
             segments.iter().map(|s| Some(s.available)),
         )),
-        int(&|s| s.replicas as i64),
+        int(&|s| s.replicas.len() as i64),
     ];
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         field("segment_id", DataType::Utf8, false),

@@ -20,10 +20,21 @@ use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, Pushed, ScanSegment, SegmentScanExec, classify};
 
 use crate::catalog::{Datasource, SegmentCache};
+use crate::distributed::{DistributedScanExec, RemoteSegment};
+use crate::remote::FragmentClient;
 
 pub struct DatasourceTable {
     datasource: Arc<Datasource>,
-    segments: Arc<SegmentCache>,
+    reader: Reader,
+}
+
+/// How a table's segments are read.
+#[derive(Debug, Clone)]
+pub enum Reader {
+    /// Mapped by this process.
+    Local(Arc<SegmentCache>),
+    /// On the historicals serving them, over Flight (a broker).
+    Remote(Arc<FragmentClient>),
 }
 
 impl fmt::Debug for DatasourceTable {
@@ -38,8 +49,12 @@ impl DatasourceTable {
     pub fn new(datasource: Arc<Datasource>, segments: Arc<SegmentCache>) -> Self {
         DatasourceTable {
             datasource,
-            segments,
+            reader: Reader::Local(segments),
         }
+    }
+
+    pub fn with_reader(datasource: Arc<Datasource>, reader: Reader) -> Self {
+        DatasourceTable { datasource, reader }
     }
 
     fn classify(&self, filter: &Expr) -> Pushed {
@@ -96,14 +111,33 @@ impl TableProvider for DatasourceTable {
             1 => index.pop(),
             _ => Some(IndexFilter::And(index)),
         };
-        let segments = if time.is_empty() {
-            Vec::new()
-        } else {
-            self.visible(time).await?
-        };
         let projection = match projection {
             Some(p) => p.clone(),
             None => (0..self.datasource.schema.fields().len()).collect(),
+        };
+        let cache = match &self.reader {
+            Reader::Local(cache) => cache,
+            Reader::Remote(client) => {
+                let segments = if time.is_empty() {
+                    Vec::new()
+                } else {
+                    self.remote(time)
+                };
+                let exec = DistributedScanExec::new(
+                    Arc::clone(&self.datasource.schema),
+                    projection,
+                    segments,
+                    index,
+                    limit,
+                    Arc::clone(client),
+                )?;
+                return Ok(Arc::new(exec));
+            }
+        };
+        let segments = if time.is_empty() {
+            Vec::new()
+        } else {
+            self.visible(time, cache).await?
         };
         let exec = SegmentScanExec::new(
             Arc::clone(&self.datasource.schema),
@@ -118,16 +152,42 @@ impl TableProvider for DatasourceTable {
 }
 
 impl DatasourceTable {
+    /// The segments visible in `time`, by id, with the intervals where each is visible
+    /// and its replicas.
+    fn remote(&self, time: Interval) -> Vec<RemoteSegment> {
+        let mut by_id: BTreeMap<String, RemoteSegment> = BTreeMap::new();
+        for chunk in self.datasource.timeline.lookup(time) {
+            for (id, _) in chunk.segments {
+                let id = id.to_string();
+                let replicas = self
+                    .datasource
+                    .replicas
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_default();
+                by_id
+                    .entry(id.clone())
+                    .or_insert_with(|| RemoteSegment {
+                        id,
+                        intervals: Vec::new(),
+                        replicas,
+                    })
+                    .intervals
+                    .push(chunk.interval);
+            }
+        }
+        by_id.into_values().collect()
+    }
+
     /// The segments visible in `time`, each with the intervals where it is visible.
-    async fn visible(&self, time: Interval) -> Result<Vec<ScanSegment>> {
+    async fn visible(&self, time: Interval, cache: &SegmentCache) -> Result<Vec<ScanSegment>> {
         let mut by_id: BTreeMap<_, ScanSegment> = BTreeMap::new();
         for chunk in self.datasource.timeline.lookup(time) {
             for (id, descriptor) in chunk.segments {
                 let scan = match by_id.entry(id) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
-                        let segment = self
-                            .segments
+                        let segment = cache
                             .get(&descriptor)
                             .await
                             .map_err(|e| DataFusionError::External(Box::new(e)))?;

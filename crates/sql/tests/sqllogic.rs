@@ -269,7 +269,11 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
         .unwrap();
     assert_eq!(single_i64(&count), march_2);
 
-    let opened = db.engine.segment_cache().open_count() as i64;
+    let opened = db
+        .engine
+        .segment_cache()
+        .expect("a local engine")
+        .open_count() as i64;
     let of_day = "SELECT COUNT(*) FROM sys.segments WHERE start = '2024-03-02T00:00:00.000Z'";
     let of_day = single_i64(&db.engine.execute(of_day).await.unwrap());
     let all = single_i64(

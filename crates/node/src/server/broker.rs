@@ -10,24 +10,16 @@ use grove_sql::Engine;
 
 use super::http;
 use crate::CliResult;
-use crate::config::{self, BrokerConfig, CommonFlags, StorageFlags};
+use crate::config::{self, BrokerConfig, CommonFlags};
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     #[command(flatten)]
     pub common: CommonFlags,
-    #[command(flatten)]
-    pub storage: StorageFlags,
 }
 
 pub async fn run(args: BrokerArgs) -> CliResult<()> {
     let file: BrokerConfig = config::load(args.common.config.as_deref())?;
-    let data_dir = super::data_dir(args.storage.data_dir, file.data_dir.clone());
-    let deep = super::deep_storage(
-        args.storage.deep_storage.as_deref(),
-        file.deep_storage.as_ref(),
-        &data_dir,
-    )?;
     let lease_ttl = super::lease_ttl(
         args.common
             .lease_ttl
@@ -53,8 +45,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     super::announce("broker", &node.id, "HTTP", addr);
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
-    let cache = data_dir.join("segment-cache");
-    let engine = Arc::new(Engine::broker(view.clone(), deep, cache)?);
+    let engine = Arc::new(Engine::broker(view.clone(), super::FRAGMENT_DEADLINE)?);
     let shutdown = super::shutdown_signal();
     let registered = tokio::spawn(nodes::stay_registered(
         store,

@@ -22,6 +22,9 @@ use tokio::sync::watch;
 use crate::CliResult;
 use crate::config::{self, DeepStorageConfig};
 
+/// The longest one fragment may run on a historical before it counts as failed.
+pub const FRAGMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Default lease TTL for every role.
 pub const LEASE_TTL: &str = "PT10S";
 

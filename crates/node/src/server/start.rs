@@ -151,8 +151,7 @@ impl LocalCluster {
         )));
         let view = ClusterView::start(store.clone());
         view.wait_synced(Duration::from_secs(30)).await?;
-        let cache = data_dir.join("broker").join("segment-cache");
-        let engine = Arc::new(Engine::broker(view.clone(), deep, cache)?);
+        let engine = Arc::new(Engine::broker(view.clone(), super::FRAGMENT_DEADLINE)?);
         Ok(LocalCluster {
             store,
             view,

@@ -1,0 +1,299 @@
+//! [`DistributedScanExec`]: a broker's scan of a datasource, run on the historicals.
+//!
+//! At planning, one replica is chosen per segment (spreading segments evenly over the
+//! historicals that serve them) and segments are grouped per historical: one output
+//! partition per group. Executing a partition sends its group's fragment (projection,
+//! index filter, time intervals, limit) to the historical over Flight. When the
+//! historical is unreachable, or answers that it does not serve some segments, those
+//! segments are tried on their other replicas within the same query; the query fails
+//! only when a segment has no replica left, naming the segments. A fragment's rows
+//! are taken all or nothing, so a retry never counts a row twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+use grove_segment::Interval;
+use grove_segment::scan::IndexFilter;
+
+use crate::codec::GroveCodec;
+use crate::fragment::Ticket;
+use crate::metadata::Replica;
+use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
+
+/// One segment to read remotely.
+#[derive(Debug, Clone)]
+pub struct RemoteSegment {
+    pub id: String,
+    pub intervals: Vec<Interval>,
+    /// Replicas that take fragments, in the order to try them after the chosen one.
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Debug)]
+pub struct DistributedScanExec {
+    table_schema: SchemaRef,
+    projection: Vec<usize>,
+    filter: Option<IndexFilter>,
+    limit: Option<usize>,
+    /// Per output partition: the chosen historical and its segments.
+    groups: Vec<(String, Vec<RemoteSegment>)>,
+    client: Arc<FragmentClient>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DistributedScanExec {
+    pub fn new(
+        table_schema: SchemaRef,
+        projection: Vec<usize>,
+        segments: Vec<RemoteSegment>,
+        filter: Option<IndexFilter>,
+        limit: Option<usize>,
+        client: Arc<FragmentClient>,
+    ) -> Result<Self> {
+        let missing: Vec<&str> = segments
+            .iter()
+            .filter(|s| s.replicas.is_empty())
+            .map(|s| s.id.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DataFusionError::Execution(format!(
+                "no historical serves these segments: {}",
+                missing.join(", ")
+            )));
+        }
+        // Even spread: each segment goes to its least-loaded replica so far.
+        let mut load: HashMap<String, usize> = HashMap::new();
+        let mut groups: BTreeMap<String, Vec<RemoteSegment>> = BTreeMap::new();
+        for mut segment in segments {
+            segment
+                .replicas
+                .sort_by_key(|r| (load.get(&r.node).copied().unwrap_or(0), r.node.clone()));
+            let chosen = segment.replicas[0].node.clone();
+            *load.entry(chosen.clone()).or_default() += 1;
+            groups.entry(chosen).or_default().push(segment);
+        }
+        let groups: Vec<(String, Vec<RemoteSegment>)> = groups.into_iter().collect();
+        let schema = Arc::new(table_schema.project(&projection)?);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(DistributedScanExec {
+            table_schema,
+            projection,
+            filter,
+            limit,
+            groups,
+            client,
+            properties: Arc::new(properties),
+        })
+    }
+
+    fn request(&self, segments: &[&RemoteSegment]) -> ScanRequest {
+        ScanRequest {
+            table_schema: self.table_schema.clone(),
+            projection: self.projection.clone(),
+            segments: segments
+                .iter()
+                .map(|s| (s.id.clone(), s.intervals.clone()))
+                .collect(),
+            filter: self.filter.clone(),
+            limit: self.limit,
+            partitions: 2,
+        }
+    }
+}
+
+impl DisplayAs for DistributedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<_> = self
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let placed: Vec<String> = self
+            .groups
+            .iter()
+            .map(|(node, s)| format!("{node}:{}", s.len()))
+            .collect();
+        write!(
+            f,
+            "DistributedScanExec: historicals=[{}], projection=[{}]",
+            placed.join(", "),
+            columns.join(", ")
+        )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", index_filter={filter:?}")?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for DistributedScanExec {
+    fn name(&self) -> &str {
+        "DistributedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "DistributedScanExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema();
+        let Some((node, segments)) = self.groups.get(partition).cloned() else {
+            // No segments at all: one empty partition.
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )));
+        };
+        let run = Run {
+            scan: self.request(&[]),
+            client: self.client.clone(),
+            first: node,
+            segments,
+        };
+        let batches = futures::stream::once(run.all()).flat_map(|result| match result {
+            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::iter([Err(e)]).boxed(),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// One partition's work: its segments, on their chosen historical first.
+struct Run {
+    scan: ScanRequest,
+    client: Arc<FragmentClient>,
+    first: String,
+    segments: Vec<RemoteSegment>,
+}
+
+impl Run {
+    async fn all(self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let mut pending: Vec<RemoteSegment> = self.segments.clone();
+        // Per segment id: the nodes it must not be asked of again.
+        let mut excluded: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut errors: Vec<String> = Vec::new();
+        while !pending.is_empty() {
+            let mut by_node: BTreeMap<String, (String, Vec<RemoteSegment>)> = BTreeMap::new();
+            let mut stranded = Vec::new();
+            for segment in pending.drain(..) {
+                let skip = excluded.get(&segment.id);
+                let usable = |r: &&Replica| {
+                    r.flight_address.is_some() && skip.is_none_or(|s| !s.contains(&r.node))
+                };
+                let replica = segment
+                    .replicas
+                    .iter()
+                    .filter(usable)
+                    .find(|r| r.node == self.first)
+                    .or_else(|| segment.replicas.iter().find(usable))
+                    .cloned();
+                match replica {
+                    Some(r) => {
+                        let address = r.flight_address.clone().unwrap_or_default();
+                        by_node
+                            .entry(r.node)
+                            .or_insert_with(|| (address, Vec::new()))
+                            .1
+                            .push(segment);
+                    }
+                    None => stranded.push(segment.id),
+                }
+            }
+            if !stranded.is_empty() {
+                return Err(DataFusionError::Execution(format!(
+                    "no replica left for segments {} ({})",
+                    stranded.join(", "),
+                    errors.join("; ")
+                )));
+            }
+            for (node, (address, segments)) in by_node {
+                let refs: Vec<&RemoteSegment> = segments.iter().collect();
+                let mut scan = self.scan.clone();
+                scan.segments = self_request_segments(&refs);
+                let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
+                let plan = Arc::new(SegmentRefsExec::new(scan)?);
+                let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?;
+                match self.client.run(&address, &ticket).await {
+                    Ok(batches) => out.extend(batches),
+                    Err(FragmentError::Missing(missing)) => {
+                        errors.push(format!("{node} does not serve {}", missing.join(", ")));
+                        for id in &missing {
+                            excluded.entry(id.clone()).or_default().insert(node.clone());
+                        }
+                        // Only the missing ones go elsewhere; the rest is asked again.
+                        pending.extend(segments);
+                    }
+                    Err(FragmentError::Unavailable(why)) => {
+                        errors.push(format!("{node}: {why}"));
+                        for id in &ids {
+                            excluded.entry(id.clone()).or_default().insert(node.clone());
+                        }
+                        pending.extend(segments);
+                    }
+                    Err(e @ FragmentError::Rejected(_)) => {
+                        return Err(DataFusionError::External(Box::new(e)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn self_request_segments(segments: &[&RemoteSegment]) -> Vec<(String, Vec<Interval>)> {
+    segments
+        .iter()
+        .map(|s| (s.id.clone(), s.intervals.clone()))
+        .collect()
+}
