@@ -799,3 +799,73 @@ fn a_historical_answers_fragment_tickets_on_its_flight_address() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn queries_survive_a_historical_killed_mid_loop_with_two_replicas() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.historical("h-2", "_default_tier", &[]);
+    c.broker("broker-1");
+    c.set_rules(
+        "coordinator-1",
+        "_default",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":2}}]"#,
+    );
+    let spec = write_data(&c.sandbox, "loop", "loop", &june(0..4), 300, 2, 1_000_000);
+    c.ingest(&spec);
+    let segments = c.segments("loop");
+    c.wait_until(
+        Duration::from_secs(30),
+        "every segment has 2 replicas",
+        || {
+            let served = c.served();
+            segments
+                .iter()
+                .all(|d| served.get(&d.id.to_string()).is_some_and(|n| n.len() == 2))
+        },
+    );
+    let query = "SELECT country, COUNT(*) AS n, SUM(value) AS s FROM loop GROUP BY 1 ORDER BY 1";
+    let expected = c.sql("broker-1", query).unwrap();
+    // Computed here: 4 days x 300 rows, countries in turn, value 2.
+    assert_eq!(expected.len(), 3);
+    assert!(
+        expected.iter().all(|r| r["n"] == 400 && r["s"] == 800),
+        "{expected:?}"
+    );
+    let broker = c.http("broker-1");
+    let looping = std::thread::spawn(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build(),
+        );
+        let began = std::time::Instant::now();
+        let mut answers = Vec::new();
+        while began.elapsed() < Duration::from_secs(8) {
+            let mut response = agent
+                .post(&format!("{broker}/druid/v2/sql"))
+                .send_json(serde_json::json!({ "query": query }))
+                .unwrap();
+            let body: Value = response.body_mut().read_json().unwrap();
+            answers.push(body);
+        }
+        answers
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    c.kill9("h-1");
+    let answers = looping.join().unwrap();
+    assert!(
+        answers.len() > 10,
+        "the loop ran: {} queries",
+        answers.len()
+    );
+    for answer in &answers {
+        assert_eq!(
+            answer,
+            &Value::Array(expected.clone()),
+            "a query failed or differed"
+        );
+    }
+}
