@@ -130,6 +130,45 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         assert_eq!((hot, cold), (2, 1), "{}: {nodes:?}", d.id);
     }
     assert_eq!(count(&c, "broker-1", "clicks"), Some(4 * 500));
+    // The grouped query's Partial aggregate runs on the historicals: only partial
+    // rows cross the network, and the broker keeps the Final aggregate.
+    let explain = c
+        .sql(
+            "broker-1",
+            "EXPLAIN SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
+        )
+        .unwrap();
+    let physical = explain
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .and_then(|r| r["plan"].as_str())
+        .unwrap()
+        .to_string();
+    let (broker_side, remote) = physical.split_once("remote=[").expect(&physical);
+    assert!(remote.contains("AggregateExec: mode=Partial"), "{physical}");
+    assert!(!broker_side.contains("mode=Partial"), "{physical}");
+    assert!(
+        broker_side.contains("mode=FinalPartitioned") || broker_side.contains("mode=Final"),
+        "{physical}"
+    );
+    let sums = c
+        .sql(
+            "broker-1",
+            "SELECT country, SUM(value) AS s FROM clicks GROUP BY 1 ORDER BY 1",
+        )
+        .unwrap();
+    // 4 days x 500 rows, countries in turn (500 * 4 / 3 each, rounded by position), value 3.
+    let mut expected: std::collections::BTreeMap<&str, i64> = Default::default();
+    for _day in 0..4 {
+        for i in 0..500 {
+            *expected.entry(["nl", "de", "jp"][i % 3]).or_default() += 3;
+        }
+    }
+    let got: std::collections::BTreeMap<&str, i64> = sums
+        .iter()
+        .map(|r| (r["country"].as_str().unwrap(), r["s"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
     let rows = c
         .sql(
             "broker-1",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -51,6 +51,9 @@ pub struct DistributedScanExec {
     /// Per output partition: the chosen historical and its segments.
     groups: Vec<(String, Vec<RemoteSegment>)>,
     client: Arc<FragmentClient>,
+    /// What runs on the historicals above the scan (a Partial aggregate), its leaf a
+    /// `SegmentRefsExec` that each fragment replaces with its own segments.
+    top: Option<Arc<dyn ExecutionPlan>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -100,8 +103,42 @@ impl DistributedScanExec {
             limit,
             groups,
             client,
+            top: None,
             properties: Arc::new(properties),
         })
+    }
+
+    /// The same scan, with `top(scan)` running on the historicals: `top` is given
+    /// the scan's segment references as its input and must not change partitioning
+    /// assumptions above it (a Partial aggregate).
+    pub fn with_top(
+        &self,
+        top: impl FnOnce(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>>,
+    ) -> Result<DistributedScanExec> {
+        let all: Vec<&RemoteSegment> = self.groups.iter().flat_map(|(_, s)| s).collect();
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(self.request(&all))?);
+        let top = top(leaf)?;
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(top.schema()),
+            Partitioning::UnknownPartitioning(self.groups.len().max(1)),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(DistributedScanExec {
+            table_schema: self.table_schema.clone(),
+            projection: self.projection.clone(),
+            filter: self.filter.clone(),
+            limit: self.limit,
+            groups: self.groups.clone(),
+            client: self.client.clone(),
+            top: Some(top),
+            properties: Arc::new(properties),
+        })
+    }
+
+    /// Whether something already runs above the scan remotely.
+    pub fn has_top(&self) -> bool {
+        self.top.is_some()
     }
 
     fn request(&self, segments: &[&RemoteSegment]) -> ScanRequest {
@@ -122,10 +159,9 @@ impl DistributedScanExec {
 impl DisplayAs for DistributedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let columns: Vec<_> = self
-            .schema()
-            .fields()
+            .projection
             .iter()
-            .map(|f| f.name().clone())
+            .map(|i| self.table_schema.field(*i).name().clone())
             .collect();
         let placed: Vec<String> = self
             .groups
@@ -143,6 +179,10 @@ impl DisplayAs for DistributedScanExec {
         }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
+        }
+        if let Some(top) = &self.top {
+            let remote = datafusion::physical_plan::displayable(top.as_ref()).one_line();
+            write!(f, ", remote=[{}]", remote.to_string().trim_end())?;
         }
         Ok(())
     }
@@ -196,6 +236,7 @@ impl ExecutionPlan for DistributedScanExec {
         };
         let run = Run {
             scan: self.request(&[]),
+            top: self.top.clone(),
             client: self.client.clone(),
             first: node,
             segments,
@@ -211,6 +252,7 @@ impl ExecutionPlan for DistributedScanExec {
 /// One partition's work: its segments, on their chosen historical first.
 struct Run {
     scan: ScanRequest,
+    top: Option<Arc<dyn ExecutionPlan>>,
     client: Arc<FragmentClient>,
     first: String,
     segments: Vec<RemoteSegment>,
@@ -262,7 +304,21 @@ impl Run {
                 let mut scan = self.scan.clone();
                 scan.segments = self_request_segments(&refs);
                 let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
-                let plan = Arc::new(SegmentRefsExec::new(scan)?);
+                let refs: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
+                let plan = match &self.top {
+                    None => refs,
+                    Some(top) => {
+                        top.clone()
+                            .transform_up(|node| {
+                                Ok(if node.downcast_ref::<SegmentRefsExec>().is_some() {
+                                    Transformed::yes(refs.clone())
+                                } else {
+                                    Transformed::no(node)
+                                })
+                            })?
+                            .data
+                    }
+                };
                 let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?;
                 match self.client.run(&address, &ticket).await {
                     Ok(batches) => out.extend(batches),
@@ -296,4 +352,60 @@ fn self_request_segments(segments: &[&RemoteSegment]) -> Vec<(String, Vec<Interv
         .iter()
         .map(|s| (s.id.clone(), s.intervals.clone()))
         .collect()
+}
+
+/// Moves the Partial half of a split aggregate into the distributed scan below it,
+/// so historicals send partial aggregate rows instead of raw rows. Only repartitions
+/// may stand between them; anything else stays on the broker.
+#[derive(Debug, Default)]
+pub struct PushPartialAggregate;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggregate {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+        use datafusion::physical_plan::repartition::RepartitionExec;
+        plan.transform_down(|node| {
+            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if *aggregate.mode() != AggregateMode::Partial {
+                return Ok(Transformed::no(node));
+            }
+            let mut below = aggregate.input().clone();
+            while let Some(repartition) = below.downcast_ref::<RepartitionExec>() {
+                below = repartition.input().clone();
+            }
+            let Some(scan) = below.downcast_ref::<DistributedScanExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if scan.has_top() {
+                return Ok(Transformed::no(node));
+            }
+            let partial = node.clone();
+            let pushed = scan.with_top(|leaf| {
+                datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                    partial,
+                    vec![leaf],
+                )
+            })?;
+            Ok(Transformed::new(
+                Arc::new(pushed) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "push_partial_aggregate"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }

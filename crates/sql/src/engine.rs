@@ -8,12 +8,14 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::DataFrame;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
 
 use crate::catalog::SegmentCache;
+use crate::distributed::PushPartialAggregate;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
@@ -47,7 +49,13 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
-        let ctx = SessionContext::new_with_config(config);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if matches!(reader, Reader::Remote(_)) {
+            state = state.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
