@@ -151,6 +151,25 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         broker_side.contains("mode=FinalPartitioned") || broker_side.contains("mode=Final"),
         "{physical}"
     );
+    // Measured: the broker receives partial rows (at most 3 countries per historical),
+    // never the 2000 raw rows.
+    let analyzed = c
+        .sql(
+            "broker-1",
+            "EXPLAIN ANALYZE SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
+        )
+        .unwrap();
+    let text = analyzed[0]["plan"].as_str().unwrap().to_string();
+    let received: usize = text
+        .split("rows_received=")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect(&text);
+    assert!(
+        (1..=5 * 3).contains(&received),
+        "{received} rows received\n{text}"
+    );
     let sums = c
         .sql(
             "broker-1",

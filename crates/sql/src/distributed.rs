@@ -20,6 +20,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -55,6 +58,16 @@ pub struct DistributedScanExec {
     /// `SegmentRefsExec` that each fragment replaces with its own segments.
     top: Option<Arc<dyn ExecutionPlan>>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// What one partition counts: rows and bytes received from historicals, fragments
+/// sent, and fragments retried elsewhere.
+struct Counters {
+    rows: Count,
+    bytes: Count,
+    fragments: Count,
+    retries: Count,
 }
 
 impl DistributedScanExec {
@@ -105,6 +118,7 @@ impl DistributedScanExec {
             client,
             top: None,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -133,6 +147,7 @@ impl DistributedScanExec {
             client: self.client.clone(),
             top: Some(top),
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -221,6 +236,10 @@ impl ExecutionPlan for DistributedScanExec {
         }
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -234,7 +253,14 @@ impl ExecutionPlan for DistributedScanExec {
                 futures::stream::empty(),
             )));
         };
+        let counters = Counters {
+            rows: MetricBuilder::new(&self.metrics).counter("rows_received", partition),
+            bytes: MetricBuilder::new(&self.metrics).counter("bytes_received", partition),
+            fragments: MetricBuilder::new(&self.metrics).counter("fragments", partition),
+            retries: MetricBuilder::new(&self.metrics).counter("fragments_retried", partition),
+        };
         let run = Run {
+            counters,
             scan: self.request(&[]),
             top: self.top.clone(),
             client: self.client.clone(),
@@ -251,6 +277,7 @@ impl ExecutionPlan for DistributedScanExec {
 
 /// One partition's work: its segments, on their chosen historical first.
 struct Run {
+    counters: Counters,
     scan: ScanRequest,
     top: Option<Arc<dyn ExecutionPlan>>,
     client: Arc<FragmentClient>,
@@ -320,9 +347,17 @@ impl Run {
                     }
                 };
                 let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?;
+                self.counters.fragments.add(1);
                 match self.client.run(&address, &ticket).await {
-                    Ok(batches) => out.extend(batches),
+                    Ok(batches) => {
+                        for b in &batches {
+                            self.counters.rows.add(b.num_rows());
+                            self.counters.bytes.add(b.get_array_memory_size());
+                        }
+                        out.extend(batches);
+                    }
                     Err(FragmentError::Missing(missing)) => {
+                        self.counters.retries.add(1);
                         errors.push(format!("{node} does not serve {}", missing.join(", ")));
                         for id in &missing {
                             excluded.entry(id.clone()).or_default().insert(node.clone());
@@ -331,6 +366,7 @@ impl Run {
                         pending.extend(segments);
                     }
                     Err(FragmentError::Unavailable(why)) => {
+                        self.counters.retries.add(1);
                         errors.push(format!("{node}: {why}"));
                         for id in &ids {
                             excluded.entry(id.clone()).or_default().insert(node.clone());
