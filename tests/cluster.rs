@@ -183,6 +183,35 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
             *expected.entry(["nl", "de", "jp"][i % 3]).or_default() += 3;
         }
     }
+    // With one partition DataFusion combines the halves into a Single aggregate; the
+    // broker splits it again and the answer is the same.
+    c.sql("broker-1", "SET datafusion.execution.target_partitions = 1")
+        .unwrap();
+    let explain = c
+        .sql(
+            "broker-1",
+            "EXPLAIN SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
+        )
+        .unwrap();
+    let single = explain
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .and_then(|r| r["plan"].as_str())
+        .unwrap()
+        .to_string();
+    let (broker_side, remote) = single.split_once("remote=[").expect(&single);
+    assert!(remote.contains("AggregateExec: mode=Partial"), "{single}");
+    assert!(
+        broker_side.contains("mode=Final") && !broker_side.contains("mode=Single"),
+        "{single}"
+    );
+    let again = c
+        .sql(
+            "broker-1",
+            "SELECT country, SUM(value) AS s FROM clicks GROUP BY 1 ORDER BY 1",
+        )
+        .unwrap();
+    assert_eq!(again, sums);
     let got: std::collections::BTreeMap<&str, i64> = sums
         .iter()
         .map(|r| (r["country"].as_str().unwrap(), r["s"].as_i64().unwrap()))

@@ -403,12 +403,14 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
         _config: &datafusion::config::ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+        use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
         plan.transform_down(|node| {
             let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
-            if *aggregate.mode() != AggregateMode::Partial {
+            let single = *aggregate.mode() == AggregateMode::Single;
+            if *aggregate.mode() != AggregateMode::Partial && !single {
                 return Ok(Transformed::no(node));
             }
             let mut below = aggregate.input().clone();
@@ -420,6 +422,42 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
             };
             if scan.has_top() {
                 return Ok(Transformed::no(node));
+            }
+            if single {
+                // One input partition made DataFusion combine the two halves: split
+                // them again, Partial on the historicals and Final here.
+                let mut aggregates = Vec::new();
+                let pushed = scan.with_top(|leaf| {
+                    let schema = leaf.schema();
+                    let partial = AggregateExec::try_new(
+                        AggregateMode::Partial,
+                        aggregate.group_expr().clone(),
+                        aggregate.aggr_expr().to_vec(),
+                        aggregate.filter_expr().to_vec(),
+                        leaf,
+                        schema,
+                    )?;
+                    aggregates = partial.aggr_expr().to_vec();
+                    Ok(Arc::new(partial))
+                })?;
+                let mut input: Arc<dyn ExecutionPlan> = Arc::new(pushed);
+                if input.properties().partitioning.partition_count() > 1 {
+                    input = Arc::new(CoalescePartitionsExec::new(input));
+                }
+                let last = AggregateExec::try_new(
+                    AggregateMode::Final,
+                    aggregate.group_expr().as_final(),
+                    aggregates,
+                    aggregate.filter_expr().to_vec(),
+                    input,
+                    aggregate.input_schema(),
+                )?
+                .with_limit_options(aggregate.limit_options());
+                return Ok(Transformed::new(
+                    Arc::new(last) as Arc<dyn ExecutionPlan>,
+                    true,
+                    TreeNodeRecursion::Jump,
+                ));
             }
             let partial = node.clone();
             let pushed = scan.with_top(|leaf| {
