@@ -50,8 +50,16 @@ pub struct NodeInfo {
     /// Historicals: how many bytes of segments it may hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u64>,
+    /// Historicals: brokers query replicas on higher-priority nodes first (Druid's
+    /// `druid.server.priority`), e.g. a hot tier over a cold one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
     /// When it started (ISO-8601).
     pub started_at: String,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl NodeInfo {

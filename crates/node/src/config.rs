@@ -63,6 +63,8 @@ pub struct HistoricalConfig {
     pub capacity: Option<String>,
     /// Arrow Flight address for plan fragments; default 127.0.0.1:8083.
     pub flight_addr: Option<String>,
+    /// Brokers query replicas on higher-priority historicals first; default 0.
+    pub priority: Option<i32>,
     pub lease_ttl: Option<String>,
     pub deep_storage: Option<DeepStorageConfig>,
 }
@@ -194,6 +196,7 @@ mod tests {
         let h: HistoricalConfig = parse(&example("historical.toml")).unwrap();
         assert_eq!(h.tier.as_deref(), Some("_default_tier"));
         assert_eq!(h.flight_addr.as_deref(), Some("127.0.0.1:8083"));
+        assert_eq!(h.priority, Some(0));
         assert_eq!(
             bytes(h.capacity.as_deref().unwrap(), "capacity").unwrap(),
             10 << 30

@@ -36,6 +36,27 @@ use crate::fragment::Ticket;
 use crate::metadata::Replica;
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 
+/// Chooses one replica per segment: the highest priority first (Druid's
+/// `highestPriority`), then the historical with the fewest segments of this scan so
+/// far. Each segment's replicas are left in that order, for failover.
+fn place(segments: Vec<RemoteSegment>) -> Vec<(String, Vec<RemoteSegment>)> {
+    let mut load: HashMap<String, usize> = HashMap::new();
+    let mut groups: BTreeMap<String, Vec<RemoteSegment>> = BTreeMap::new();
+    for mut segment in segments {
+        segment.replicas.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.priority),
+                load.get(&r.node).copied().unwrap_or(0),
+                r.node.clone(),
+            )
+        });
+        let chosen = segment.replicas[0].node.clone();
+        *load.entry(chosen.clone()).or_default() += 1;
+        groups.entry(chosen).or_default().push(segment);
+    }
+    groups.into_iter().collect()
+}
+
 /// One segment to read remotely.
 #[derive(Debug, Clone)]
 pub struct RemoteSegment {
@@ -90,18 +111,7 @@ impl DistributedScanExec {
                 missing.join(", ")
             )));
         }
-        // Even spread: each segment goes to its least-loaded replica so far.
-        let mut load: HashMap<String, usize> = HashMap::new();
-        let mut groups: BTreeMap<String, Vec<RemoteSegment>> = BTreeMap::new();
-        for mut segment in segments {
-            segment
-                .replicas
-                .sort_by_key(|r| (load.get(&r.node).copied().unwrap_or(0), r.node.clone()));
-            let chosen = segment.replicas[0].node.clone();
-            *load.entry(chosen.clone()).or_default() += 1;
-            groups.entry(chosen).or_default().push(segment);
-        }
-        let groups: Vec<(String, Vec<RemoteSegment>)> = groups.into_iter().collect();
+        let groups = place(segments);
         let schema = Arc::new(table_schema.project(&projection)?);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -481,5 +491,49 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(node: &str, priority: i32) -> Replica {
+        Replica {
+            node: node.into(),
+            tier: "t".into(),
+            priority,
+            flight_address: Some(format!("{node}:1")),
+        }
+    }
+
+    #[test]
+    fn replicas_are_chosen_by_priority_then_spread_evenly() {
+        let segments: Vec<RemoteSegment> = (0..6)
+            .map(|i| RemoteSegment {
+                id: format!("s{i}"),
+                intervals: Vec::new(),
+                replicas: vec![
+                    replica("cold-1", 0),
+                    replica("hot-1", 10),
+                    replica("hot-2", 10),
+                ],
+            })
+            .collect();
+        let groups = place(segments);
+        let sizes: Vec<(String, usize)> =
+            groups.iter().map(|(n, s)| (n.clone(), s.len())).collect();
+        assert_eq!(sizes, [("hot-1".to_string(), 3), ("hot-2".to_string(), 3)]);
+        // The cold replica is the last resort for every segment.
+        for (_, segments) in &groups {
+            assert!(segments.iter().all(|s| s.replicas[2].node == "cold-1"));
+        }
+        // Where only the cold tier has a segment, it is read there.
+        let only_cold = place(vec![RemoteSegment {
+            id: "s".into(),
+            intervals: Vec::new(),
+            replicas: vec![replica("cold-1", 0)],
+        }]);
+        assert_eq!(only_cold[0].0, "cold-1");
     }
 }

@@ -30,6 +30,8 @@ pub struct SegmentInfo {
 pub struct Replica {
     pub node: String,
     pub tier: String,
+    /// Higher is asked first.
+    pub priority: i32,
     pub flight_address: Option<String>,
 }
 
@@ -155,6 +157,7 @@ impl Metadata for ViewMetadata {
                         .map(|n| Replica {
                             node: n.id.clone(),
                             tier: n.tier().to_string(),
+                            priority: n.priority,
                             flight_address: n.flight_address.clone(),
                         })
                         .collect();

@@ -606,6 +606,7 @@ mod tests {
             flight_address: None,
             tier: Some(tier.into()),
             capacity,
+            priority: 0,
             started_at: String::new(),
         }
     }

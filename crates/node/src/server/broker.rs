@@ -40,6 +40,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         flight_address: None,
         tier: None,
         capacity: None,
+        priority: 0,
         started_at: super::now_iso(),
     };
     super::announce("broker", &node.id, "HTTP", addr);

@@ -78,6 +78,7 @@ pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
         flight_address: None,
         tier: None,
         capacity: None,
+        priority: 0,
         started_at: super::now_iso(),
     };
     super::announce("coordinator", &node.id, "HTTP", addr);

@@ -23,6 +23,9 @@ pub struct HistoricalArgs {
     /// Most bytes of segments it holds (K/M/G/T suffixes).
     #[arg(long, env = "GROVE_CAPACITY")]
     pub capacity: Option<String>,
+    /// Brokers query replicas on higher-priority historicals first (default 0).
+    #[arg(long, env = "GROVE_PRIORITY", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Arrow Flight address for plan fragments (port 0 picks a free port).
     #[arg(long, env = "GROVE_FLIGHT_ADDR")]
     pub flight_addr: Option<String>,
@@ -71,6 +74,7 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
                 .unwrap_or_else(|| grove_cluster::nodes::DEFAULT_TIER.into()),
         ),
         capacity,
+        priority: args.priority.or(file.priority).unwrap_or(0),
         started_at: super::now_iso(),
     };
     super::announce("historical", &node.id, "HTTP", addr);

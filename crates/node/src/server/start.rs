@@ -103,6 +103,7 @@ impl LocalCluster {
             } else {
                 None
             },
+            priority: 0,
             started_at: started_at.clone(),
         };
         let mut tasks = Vec::new();
