@@ -191,6 +191,7 @@ impl FragmentClient {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| FragmentError::Rejected(format!("address {address}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
