@@ -49,7 +49,7 @@ impl DeepStorage {
     }
 
     /// Deep storage in this process's memory: nothing survives it. A real object
-    /// store all the same (not a local directory), for tests of the remote path.
+    /// store all the same (not a local directory): what tests of the remote path use.
     pub fn in_memory() -> Self {
         DeepStorage {
             store: Arc::new(object_store::memory::InMemory::new()),
@@ -265,5 +265,71 @@ impl DeepStorage {
             Err(_) => {}
         }
         self.fetch(path, dest, crc32).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_are_verified_refetched_when_damaged_and_never_left_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("segment.bin");
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(&source, &data).unwrap();
+        let crc = crc32fast::hash(&data);
+        let deep = DeepStorage::in_memory();
+        deep.store(&source, "ds/v1/s.grove").await.unwrap();
+        let err = deep.store(&source, "ds/v1/s.grove").await.unwrap_err();
+        assert!(err.to_string().contains("exists already"), "{err}");
+
+        let copy = dir.path().join("cache/s.grove");
+        deep.copy_verified("ds/v1/s.grove", &copy, crc)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), data);
+        // A damaged copy is fetched again.
+        let mut bytes = data.clone();
+        bytes[1234] ^= 0x10;
+        std::fs::write(&copy, &bytes).unwrap();
+        deep.copy_verified("ds/v1/s.grove", &copy, crc)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), data);
+        // A stored file that does not match its checksum is refused and not kept.
+        let other = dir.path().join("cache/other.grove");
+        let err = deep
+            .copy_verified("ds/v1/s.grove", &other, crc ^ 1)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("CRC-32"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("s.grove")],
+            "no bad copy is left"
+        );
+        deep.delete("ds/v1/s.grove").await.unwrap();
+        deep.delete("ds/v1/s.grove").await.unwrap();
+        assert!(
+            deep.copy_verified("ds/v1/s.grove", &other, crc)
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn paths_cannot_leave_a_local_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = DeepStorage::local(dir.path()).unwrap();
+        assert!(deep.local_path("ds/v1/s.grove").is_some());
+        assert!(deep.local_path("/etc/passwd").is_none());
+        assert!(deep.local_path("ds/../../x").is_none());
+        let err = DeepStorage::from_url("ftp://x/y", &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("unsupported scheme"), "{err}");
     }
 }

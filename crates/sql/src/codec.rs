@@ -314,7 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let descriptors = segments(dir.path());
         let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep, None));
+        let cache = Arc::new(SegmentCache::new(deep));
         let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
         let ctx = SessionContext::new();
         ctx.register_table(
@@ -415,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let descriptors = segments(dir.path());
         let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep, None));
+        let cache = Arc::new(SegmentCache::new(deep));
         let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
         let ctx = SessionContext::new();
         ctx.register_table(
@@ -546,7 +546,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let descriptors = segments(dir.path());
         let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep, None));
+        let cache = Arc::new(SegmentCache::new(deep));
         let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
         let ctx = SessionContext::new();
         ctx.register_table(

@@ -34,7 +34,7 @@ pub struct Engine {
 impl Engine {
     /// An engine that reads every used segment itself, from local deep storage.
     pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
-        let reader = Reader::Local(Arc::new(SegmentCache::new(deep, None)));
+        let reader = Reader::Local(Arc::new(SegmentCache::new(deep)));
         Self::new(Arc::new(DirectMetadata::new(store)), reader)
     }
 
