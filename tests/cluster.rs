@@ -76,6 +76,17 @@ fn sum(cluster: &TestCluster, broker: &str, datasource: &str) -> Result<Option<i
         .and_then(Value::as_i64))
 }
 
+/// The physical plan `EXPLAIN` prints for `query`.
+fn physical_plan(cluster: &TestCluster, broker: &str, query: &str) -> String {
+    let explain = cluster.sql(broker, &format!("EXPLAIN {query}")).unwrap();
+    explain
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .and_then(|r| r["plan"].as_str())
+        .expect("a physical plan")
+        .to_string()
+}
+
 fn tier_of(node: &str) -> &str {
     if node.starts_with("hot") {
         "hot"
@@ -132,18 +143,8 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
     assert_eq!(count(&c, "broker-1", "clicks"), Some(4 * 500));
     // The grouped query's Partial aggregate runs on the historicals: only partial
     // rows cross the network, and the broker keeps the Final aggregate.
-    let explain = c
-        .sql(
-            "broker-1",
-            "EXPLAIN SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
-        )
-        .unwrap();
-    let physical = explain
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan")
-        .and_then(|r| r["plan"].as_str())
-        .unwrap()
-        .to_string();
+    let grouped = "SELECT country, SUM(value) AS s FROM clicks GROUP BY 1";
+    let physical = physical_plan(&c, "broker-1", grouped);
     let (broker_side, remote) = physical.split_once("remote=[").expect(&physical);
     assert!(remote.contains("AggregateExec: mode=Partial"), "{physical}");
     assert!(!broker_side.contains("mode=Partial"), "{physical}");
@@ -187,18 +188,7 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
     // broker splits it again and the answer is the same.
     c.sql("broker-1", "SET datafusion.execution.target_partitions = 1")
         .unwrap();
-    let explain = c
-        .sql(
-            "broker-1",
-            "EXPLAIN SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
-        )
-        .unwrap();
-    let single = explain
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan")
-        .and_then(|r| r["plan"].as_str())
-        .unwrap()
-        .to_string();
+    let single = physical_plan(&c, "broker-1", grouped);
     let (broker_side, remote) = single.split_once("remote=[").expect(&single);
     assert!(remote.contains("AggregateExec: mode=Partial"), "{single}");
     assert!(

@@ -309,19 +309,32 @@ mod tests {
             .collect()
     }
 
+    /// The three segments, their cache, and a session with them as table `t`.
+    fn fixture(
+        dir: &std::path::Path,
+    ) -> (Vec<SegmentDescriptor>, Arc<SegmentCache>, SessionContext) {
+        let descriptors = segments(dir);
+        let deep = DeepStorage::local(dir).unwrap();
+        let cache = Arc::new(SegmentCache::new(deep));
+        let ctx = SessionContext::new();
+        register(&ctx, &descriptors, &cache);
+        (descriptors, cache, ctx)
+    }
+
+    fn register(
+        ctx: &SessionContext,
+        descriptors: &[SegmentDescriptor],
+        cache: &Arc<SegmentCache>,
+    ) {
+        let table = datasource("t".into(), descriptors.to_vec(), |_| true).unwrap();
+        let table = DatasourceTable::new(Arc::new(table), cache.clone());
+        ctx.register_table("t", Arc::new(table)).unwrap();
+    }
+
     #[tokio::test]
     async fn a_partial_aggregate_over_segments_round_trips_and_names_missing_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let descriptors = segments(dir.path());
-        let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep));
-        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table(
-            "t",
-            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
-        )
-        .unwrap();
+        let (descriptors, cache, ctx) = fixture(dir.path());
         let plan = ctx
             .sql(
                 "SELECT k, COUNT(*) AS c, SUM(n) AS s FROM t \
@@ -413,16 +426,7 @@ mod tests {
         use crate::fragment::{FragmentService, MISSING_SEGMENTS, Ticket};
 
         let dir = tempfile::tempdir().unwrap();
-        let descriptors = segments(dir.path());
-        let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep));
-        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table(
-            "t",
-            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
-        )
-        .unwrap();
+        let (descriptors, cache, ctx) = fixture(dir.path());
         let frame = ctx
             .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
             .await
@@ -475,13 +479,8 @@ mod tests {
 
         // The same query over the two served segments, planned and run remotely,
         // equals the local run restricted to them.
-        let table = datasource("t".into(), descriptors[..2].to_vec(), |_| true).unwrap();
         let two = SessionContext::new();
-        two.register_table(
-            "t",
-            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
-        )
-        .unwrap();
+        register(&two, &descriptors[..2], &cache);
         let plan = two
             .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
             .await
@@ -544,16 +543,7 @@ mod tests {
         use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 
         let dir = tempfile::tempdir().unwrap();
-        let descriptors = segments(dir.path());
-        let deep = DeepStorage::local(dir.path()).unwrap();
-        let cache = Arc::new(SegmentCache::new(deep));
-        let table = datasource("t".into(), descriptors.clone(), |_| true).unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table(
-            "t",
-            Arc::new(DatasourceTable::new(Arc::new(table), cache.clone())),
-        )
-        .unwrap();
+        let (descriptors, cache, ctx) = fixture(dir.path());
         let plan = ctx
             .sql("SELECT k, SUM(n) AS s FROM t GROUP BY k")
             .await

@@ -170,10 +170,7 @@ impl DistributedScanExec {
         ScanRequest {
             table_schema: self.table_schema.clone(),
             projection: self.projection.clone(),
-            segments: segments
-                .iter()
-                .map(|s| (s.id.clone(), s.intervals.clone()))
-                .collect(),
+            segments: segment_refs(segments),
             filter: self.filter.clone(),
             limit: self.limit,
             partitions: 2,
@@ -339,7 +336,7 @@ impl Run {
             for (node, (address, segments)) in by_node {
                 let refs: Vec<&RemoteSegment> = segments.iter().collect();
                 let mut scan = self.scan.clone();
-                scan.segments = self_request_segments(&refs);
+                scan.segments = segment_refs(&refs);
                 let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
                 let refs: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
                 let plan = match &self.top {
@@ -393,7 +390,8 @@ impl Run {
     }
 }
 
-fn self_request_segments(segments: &[&RemoteSegment]) -> Vec<(String, Vec<Interval>)> {
+/// Segment ids with the intervals to read, as a scan request lists them.
+fn segment_refs(segments: &[&RemoteSegment]) -> Vec<(String, Vec<Interval>)> {
     segments
         .iter()
         .map(|s| (s.id.clone(), s.intervals.clone()))
