@@ -202,6 +202,38 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         )
         .unwrap();
     assert_eq!(again, sums);
+    // A top-N runs first on the historicals, each sending at most its best 3 rows.
+    let top = "SELECT __time, country FROM clicks ORDER BY __time DESC LIMIT 3";
+    let plan = physical_plan(&c, "broker-1", top);
+    let (broker_side, remote) = plan.split_once("remote=[").expect(&plan);
+    assert!(remote.contains("SortExec: TopK(fetch=3)"), "{plan}");
+    assert!(broker_side.contains("fetch=3"), "{plan}");
+    let newest = c.sql("broker-1", top).unwrap();
+    let last_day = june(3..4)[0];
+    let expected_times: Vec<i64> = (497..500).rev().map(|i| last_day + i * 1000).collect();
+    let got_times: Vec<String> = newest
+        .iter()
+        .map(|r| r["__time"].as_str().unwrap().to_string())
+        .collect();
+    let expected_text: Vec<String> = expected_times
+        .iter()
+        .map(|ms| {
+            let secs = ms / 1000;
+            let (days, rest) = (secs / 86_400, secs % 86_400);
+            // 2024-06-01 is day 19875 since the epoch.
+            format!(
+                "2024-06-{:02}T{:02}:{:02}:{:02}",
+                days - 19_875 + 1,
+                rest / 3600,
+                rest % 3600 / 60,
+                rest % 60
+            )
+        })
+        .collect();
+    for (got, want) in got_times.iter().zip(&expected_text) {
+        assert!(got.starts_with(want), "{got} vs {want}");
+    }
+    assert_eq!(got_times.len(), 3);
     let got: std::collections::BTreeMap<&str, i64> = sums
         .iter()
         .map(|r| (r["country"].as_str().unwrap(), r["s"].as_i64().unwrap()))

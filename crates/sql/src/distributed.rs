@@ -398,9 +398,46 @@ fn segment_refs(segments: &[&RemoteSegment]) -> Vec<(String, Vec<Interval>)> {
         .collect()
 }
 
+/// A top-N (`ORDER BY .. LIMIT n`, a sort with a fetch) over a distributed scan runs
+/// first on the historicals, each sending its own best `n` rows; the broker's sort
+/// stays and picks the best `n` of those.
+fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    let Some(sort) = node.downcast_ref::<SortExec>() else {
+        return Ok(None);
+    };
+    if sort.fetch().is_none() {
+        return Ok(None);
+    }
+    let mut below = sort.input().clone();
+    while let Some(repartition) = below.downcast_ref::<RepartitionExec>() {
+        below = repartition.input().clone();
+    }
+    let Some(scan) = below.downcast_ref::<DistributedScanExec>() else {
+        return Ok(None);
+    };
+    if scan.has_top() {
+        return Ok(None);
+    }
+    let remote_sort = node.clone();
+    let pushed: Arc<dyn ExecutionPlan> = Arc::new(scan.with_top(|leaf| {
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            remote_sort,
+            vec![leaf],
+        )
+    })?);
+    let local = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        node.clone(),
+        vec![pushed],
+    )?;
+    Ok(Some(local))
+}
+
 /// Moves the Partial half of a split aggregate into the distributed scan below it,
 /// so historicals send partial aggregate rows instead of raw rows. Only repartitions
-/// may stand between them; anything else stays on the broker.
+/// may stand between them; anything else stays on the broker. Top-N sorts are
+/// pushed the same way (see `push_top_k`).
 #[derive(Debug, Default)]
 pub struct PushPartialAggregate;
 
@@ -414,6 +451,9 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
         use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
         plan.transform_down(|node| {
+            if let Some(pushed) = push_top_k(&node)? {
+                return Ok(Transformed::new(pushed, true, TreeNodeRecursion::Jump));
+            }
             let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
