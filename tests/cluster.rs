@@ -171,6 +171,17 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         (1..=5 * 3).contains(&received),
         "{received} rows received\n{text}"
     );
+    // The same query again is answered from the broker's per-segment cache: no
+    // fragment is sent.
+    let again = c
+        .sql(
+            "broker-1",
+            "EXPLAIN ANALYZE SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
+        )
+        .unwrap();
+    let text = again[0]["plan"].as_str().unwrap().to_string();
+    assert!(text.contains("segments_from_cache=4"), "{text}");
+    assert!(text.contains("fragments=0"), "{text}");
     let sums = c
         .sql(
             "broker-1",
@@ -953,9 +964,15 @@ fn queries_survive_a_historical_killed_mid_loop_with_two_replicas() {
         let began = std::time::Instant::now();
         let mut answers = Vec::new();
         while began.elapsed() < Duration::from_secs(8) {
+            // A different (always true) index filter each time: no answer comes from
+            // the broker's cache, every query asks the historicals.
+            let bounded = query.replace(
+                "GROUP BY",
+                &format!("WHERE country <> 'none-{}' GROUP BY", answers.len()),
+            );
             let mut response = agent
                 .post(&format!("{broker}/druid/v2/sql"))
-                .send_json(serde_json::json!({ "query": query }))
+                .send_json(serde_json::json!({ "query": bounded }))
                 .unwrap();
             let body: Value = response.body_mut().read_json().unwrap();
             answers.push(body);

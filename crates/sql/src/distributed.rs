@@ -89,6 +89,7 @@ struct Counters {
     bytes: Count,
     fragments: Count,
     retries: Count,
+    cache_hits: Count,
 }
 
 impl DistributedScanExec {
@@ -265,6 +266,7 @@ impl ExecutionPlan for DistributedScanExec {
             bytes: MetricBuilder::new(&self.metrics).counter("bytes_received", partition),
             fragments: MetricBuilder::new(&self.metrics).counter("fragments", partition),
             retries: MetricBuilder::new(&self.metrics).counter("fragments_retried", partition),
+            cache_hits: MetricBuilder::new(&self.metrics).counter("segments_from_cache", partition),
         };
         let run = Run {
             counters,
@@ -293,14 +295,57 @@ struct Run {
 }
 
 impl Run {
+    /// The ticket for `segments`, with whatever runs above the scan.
+    fn ticket(&self, segments: &[RemoteSegment]) -> Result<Ticket> {
+        let refs: Vec<&RemoteSegment> = segments.iter().collect();
+        let mut scan = self.scan.clone();
+        scan.segments = segment_refs(&refs);
+        let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
+        let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
+        let plan = match &self.top {
+            None => leaf,
+            Some(top) => {
+                top.clone()
+                    .transform_up(|node| {
+                        Ok(if node.downcast_ref::<SegmentRefsExec>().is_some() {
+                            Transformed::yes(leaf.clone())
+                        } else {
+                            Transformed::no(node)
+                        })
+                    })?
+                    .data
+            }
+        };
+        Ticket::new("", ids, plan, &GroveCodec::for_encoding())
+    }
+
     async fn all(self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
+        // Results above the scan (partial aggregates, top-N) are small: they are
+        // fetched and cached per segment. Raw rows are not cached.
+        let cache = self.client.cache().filter(|_| self.top.is_some());
+        if let Some(cache) = cache {
+            let mut missed = Vec::new();
+            for segment in pending.drain(..) {
+                let ticket = self.ticket(std::slice::from_ref(&segment))?;
+                match cache.get(&ticket.plan) {
+                    Some(batches) => {
+                        self.counters.cache_hits.add(1);
+                        out.extend(batches);
+                    }
+                    None => missed.push(segment),
+                }
+            }
+            pending = missed;
+        }
         // Per segment id: the nodes it must not be asked of again.
         let mut excluded: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut errors: Vec<String> = Vec::new();
         while !pending.is_empty() {
-            let mut by_node: BTreeMap<String, (String, Vec<RemoteSegment>)> = BTreeMap::new();
+            // One fragment per node, or per segment when results are cached.
+            let mut fragments: BTreeMap<(String, String), (String, Vec<RemoteSegment>)> =
+                BTreeMap::new();
             let mut stranded = Vec::new();
             for segment in pending.drain(..) {
                 let skip = excluded.get(&segment.id);
@@ -317,8 +362,13 @@ impl Run {
                 match replica {
                     Some(r) => {
                         let address = r.flight_address.clone().unwrap_or_default();
-                        by_node
-                            .entry(r.node)
+                        let unit = if cache.is_some() {
+                            segment.id.clone()
+                        } else {
+                            String::new()
+                        };
+                        fragments
+                            .entry((r.node, unit))
                             .or_insert_with(|| (address, Vec::new()))
                             .1
                             .push(segment);
@@ -333,33 +383,18 @@ impl Run {
                     errors.join("; ")
                 )));
             }
-            for (node, (address, segments)) in by_node {
-                let refs: Vec<&RemoteSegment> = segments.iter().collect();
-                let mut scan = self.scan.clone();
-                scan.segments = segment_refs(&refs);
-                let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
-                let refs: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
-                let plan = match &self.top {
-                    None => refs,
-                    Some(top) => {
-                        top.clone()
-                            .transform_up(|node| {
-                                Ok(if node.downcast_ref::<SegmentRefsExec>().is_some() {
-                                    Transformed::yes(refs.clone())
-                                } else {
-                                    Transformed::no(node)
-                                })
-                            })?
-                            .data
-                    }
-                };
-                let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?;
+            for ((node, _), (address, segments)) in fragments {
+                let ticket = self.ticket(&segments)?;
+                let ids = ticket.segments.clone();
                 self.counters.fragments.add(1);
                 match self.client.run(&address, &ticket).await {
                     Ok(batches) => {
                         for b in &batches {
                             self.counters.rows.add(b.num_rows());
                             self.counters.bytes.add(b.get_array_memory_size());
+                        }
+                        if let Some(cache) = cache {
+                            cache.put(ticket.plan, batches.clone());
                         }
                         out.extend(batches);
                     }

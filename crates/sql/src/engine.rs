@@ -39,9 +39,18 @@ impl Engine {
     }
 
     /// A broker's engine: queries see the segments the cluster serves, and read
-    /// them on the historicals that serve them, over Flight.
-    pub fn broker(view: Arc<ClusterView>, fragment_deadline: Duration) -> Result<Self> {
-        let reader = Reader::Remote(Arc::new(FragmentClient::new(fragment_deadline)));
+    /// them on the historicals that serve them, over Flight. Per-segment results of
+    /// up to `cache_bytes` are kept (0: no cache).
+    pub fn broker(
+        view: Arc<ClusterView>,
+        fragment_deadline: Duration,
+        cache_bytes: usize,
+    ) -> Result<Self> {
+        let mut client = FragmentClient::new(fragment_deadline);
+        if cache_bytes > 0 {
+            client = client.with_cache(cache_bytes);
+        }
+        let reader = Reader::Remote(Arc::new(client));
         Self::new(Arc::new(ViewMetadata::new(view)), reader)
     }
 

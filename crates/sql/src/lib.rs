@@ -8,6 +8,7 @@
 //! - [`metadata`]: where the SQL layer learns what exists: the metadata store read
 //!   directly, or a broker's cluster view (only served segments are queryable).
 //! - [`catalog`]: per-datasource timelines and schemas; segment files opened on demand.
+//! - [`cache`]: the broker's per-segment result cache.
 //! - [`codec`]: plan fragments on the wire (datafusion-proto plus Grove's scan).
 //! - [`distributed`]: the broker's scan, run on historicals with replica failover.
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
@@ -17,6 +18,7 @@
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 
+pub mod cache;
 pub mod catalog;
 pub mod codec;
 pub mod distributed;

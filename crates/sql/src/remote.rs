@@ -25,6 +25,7 @@ use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, SegmentScanExec};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cache::ResultCache;
 use crate::fragment::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// A scan of segments named by id: what a fragment's leaf asks a historical to read.
@@ -169,6 +170,7 @@ pub struct FragmentClient {
     channels: Mutex<HashMap<String, Channel>>,
     /// The longest a fragment may take, connection included.
     deadline: Duration,
+    cache: Option<ResultCache>,
 }
 
 impl FragmentClient {
@@ -176,7 +178,18 @@ impl FragmentClient {
         FragmentClient {
             channels: Mutex::new(HashMap::new()),
             deadline,
+            cache: None,
         }
+    }
+
+    /// Keeps per-segment results of up to `bytes` in all.
+    pub fn with_cache(mut self, bytes: usize) -> Self {
+        self.cache = Some(ResultCache::new(bytes));
+        self
+    }
+
+    pub fn cache(&self) -> Option<&ResultCache> {
+        self.cache.as_ref()
     }
 
     fn channel(&self, address: &str) -> std::result::Result<Channel, FragmentError> {

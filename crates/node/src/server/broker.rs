@@ -46,7 +46,11 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     super::announce("broker", &node.id, "HTTP", addr);
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
-    let engine = Arc::new(Engine::broker(view.clone(), super::FRAGMENT_DEADLINE)?);
+    let engine = Arc::new(Engine::broker(
+        view.clone(),
+        super::FRAGMENT_DEADLINE,
+        super::RESULT_CACHE_BYTES,
+    )?);
     let shutdown = super::shutdown_signal();
     let registered = tokio::spawn(nodes::stay_registered(
         store,

@@ -25,6 +25,9 @@ use crate::config::{self, DeepStorageConfig};
 /// The longest one fragment may run on a historical before it counts as failed.
 pub const FRAGMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The broker's per-segment result cache.
+pub const RESULT_CACHE_BYTES: usize = 256 << 20;
+
 /// Default lease TTL for every role.
 pub const LEASE_TTL: &str = "PT10S";
 

@@ -152,7 +152,11 @@ impl LocalCluster {
         )));
         let view = ClusterView::start(store.clone());
         view.wait_synced(Duration::from_secs(30)).await?;
-        let engine = Arc::new(Engine::broker(view.clone(), super::FRAGMENT_DEADLINE)?);
+        let engine = Arc::new(Engine::broker(
+            view.clone(),
+            super::FRAGMENT_DEADLINE,
+            super::RESULT_CACHE_BYTES,
+        )?);
         Ok(LocalCluster {
             store,
             view,
