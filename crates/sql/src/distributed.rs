@@ -57,6 +57,9 @@ fn place(segments: Vec<RemoteSegment>) -> Vec<(String, Vec<RemoteSegment>)> {
     groups.into_iter().collect()
 }
 
+/// How many fragments one partition has in flight at once.
+const CONCURRENT_FRAGMENTS: usize = 8;
+
 /// One segment to read remotely.
 #[derive(Debug, Clone)]
 pub struct RemoteSegment {
@@ -383,11 +386,24 @@ impl Run {
                     errors.join("; ")
                 )));
             }
-            for ((node, _), (address, segments)) in fragments {
-                let ticket = self.ticket(&segments)?;
+            // Fragments to different historicals (or per segment) run side by side.
+            let this = &self;
+            let calls = fragments
+                .into_iter()
+                .map(|((node, _), (address, segments))| async move {
+                    let ticket = this.ticket(&segments)?;
+                    this.counters.fragments.add(1);
+                    let result = this.client.run(&address, &ticket).await;
+                    Ok::<_, DataFusionError>((node, segments, ticket, result))
+                });
+            let answers: Vec<Result<_>> = futures::stream::iter(calls)
+                .buffer_unordered(CONCURRENT_FRAGMENTS)
+                .collect()
+                .await;
+            for answer in answers {
+                let (node, segments, ticket, result) = answer?;
                 let ids = ticket.segments.clone();
-                self.counters.fragments.add(1);
-                match self.client.run(&address, &ticket).await {
+                match result {
                     Ok(batches) => {
                         for b in &batches {
                             self.counters.rows.add(b.num_rows());
