@@ -159,6 +159,12 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The spec of `spec_text` for the newline-delimited JSON file `file` here.
+    fn json_spec(&self, datasource: &str, file: &str, extra_tuning: &str) -> String {
+        let path = self.path(file).display().to_string();
+        spec_text(datasource, &path, r#"{"type": "json"}"#, extra_tuning)
+    }
+
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetaStore> =
@@ -307,12 +313,7 @@ async fn a_bad_timestamp_fails_the_task_naming_file_and_line_and_publishes_nothi
         .collect();
     lines[6] = lines[6].replace(&iso(input[6].time), "yesterday at noon");
     std::fs::write(f.path("in.json"), lines.join("\n") + "\n").unwrap();
-    let spec = spec_text(
-        "events",
-        &f.path("in.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        "",
-    );
+    let spec = f.json_spec("events", "in.json", "");
 
     let err = f.failure(&spec, "v1").await;
     assert!(
@@ -322,12 +323,7 @@ async fn a_bad_timestamp_fails_the_task_naming_file_and_line_and_publishes_nothi
     assert!(f.descriptors().await.is_empty(), "nothing published");
     assert_eq!(f.files_in_deep_storage(), 0, "nothing left in deep storage");
 
-    let tolerant = spec_text(
-        "events",
-        &f.path("in.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        r#", "maxParseExceptions": 1"#,
-    );
+    let tolerant = f.json_spec("events", "in.json", r#", "maxParseExceptions": 1"#);
     let outcome = f.ingest(&tolerant, "v2").await.unwrap();
     assert_eq!(outcome.progress.parse_exceptions, 1);
     input.remove(6);
@@ -342,24 +338,14 @@ async fn malformed_json_rows_are_parse_exceptions() {
     let mut text = std::fs::read_to_string(f.path("in.json")).unwrap();
     text.insert_str(0, "{\"time\": \"2024-01-01\", oops\n\n");
     std::fs::write(f.path("in.json"), text).unwrap();
-    let spec = spec_text(
-        "events",
-        &f.path("in.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        "",
-    );
+    let spec = f.json_spec("events", "in.json", "");
     let err = f.failure(&spec, "v1").await;
     assert!(
         err.contains("in.json line 1") && err.contains("malformed JSON"),
         "{err}"
     );
 
-    let tolerant = spec_text(
-        "events",
-        &f.path("in.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        r#", "maxParseExceptions": 5"#,
-    );
+    let tolerant = f.json_spec("events", "in.json", r#", "maxParseExceptions": 5"#);
     f.ingest(&tolerant, "v2").await.unwrap();
     assert_eq!(
         f.read_back("events").await,
@@ -376,13 +362,7 @@ async fn timestamp_formats_and_missing_value() {
         r#"{"t": "1704067201", "country": "b", "n": 2, "price": 2, "day": "2024-01-01"}"#,
     ];
     std::fs::write(f.path("posix.json"), lines.join("\n")).unwrap();
-    let posix = spec_text(
-        "posix",
-        &f.path("posix.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        "",
-    )
-    .replace(
+    let posix = f.json_spec("posix", "posix.json", "").replace(
         r#""column": "time", "format": "auto""#,
         r#""column": "t", "format": "posix""#,
     );
@@ -396,17 +376,9 @@ async fn timestamp_formats_and_missing_value() {
         r#"{"time": "2024-01-01 00:00:02", "country": "c", "n": 3, "price": 3, "day": "2024-01-01"}"#,
     ];
     std::fs::write(f.path("auto.json"), lines.join("\n")).unwrap();
-    f.ingest(
-        &spec_text(
-            "auto",
-            &f.path("auto.json").display().to_string(),
-            r#"{"type": "json"}"#,
-            "",
-        ),
-        "v1",
-    )
-    .await
-    .unwrap();
+    f.ingest(&f.json_spec("auto", "auto.json", ""), "v1")
+        .await
+        .unwrap();
     let times: Vec<i64> = f.read_back("auto").await.iter().map(|r| r.time).collect();
     assert_eq!(times, [BASE + 123, BASE + 1500, BASE + 2000]);
 
@@ -415,13 +387,7 @@ async fn timestamp_formats_and_missing_value() {
         r#"{"country": "a", "n": 1, "price": 1, "day": "2024-01-01"}"#,
     )
     .unwrap();
-    let untimed = spec_text(
-        "untimed",
-        &f.path("untimed.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        "",
-    )
-    .replace(
+    let untimed = f.json_spec("untimed", "untimed.json", "").replace(
         r#""format": "auto""#,
         r#""format": "auto", "missingValue": "1970-01-01T00:00:00Z""#,
     );
@@ -433,12 +399,7 @@ async fn timestamp_formats_and_missing_value() {
 async fn replacing_with_an_older_version_is_refused() {
     let f = Fixture::new();
     write_json(&f.path("in.json"), &rows(5));
-    let spec = spec_text(
-        "events",
-        &f.path("in.json").display().to_string(),
-        r#"{"type": "json"}"#,
-        "",
-    );
+    let spec = f.json_spec("events", "in.json", "");
     f.ingest(&spec, "v2").await.unwrap();
     let before = f.descriptors().await;
     let err = f.failure(&spec, "v1").await;
