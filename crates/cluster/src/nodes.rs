@@ -63,6 +63,21 @@ fn is_zero(n: &i32) -> bool {
 }
 
 impl NodeInfo {
+    /// A node of `role` reachable over HTTP at `http_address`, started now, with no
+    /// historical settings (no Flight address, tier, capacity; priority 0).
+    pub fn new(id: impl Into<String>, role: Role, http_address: impl Into<String>) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            role,
+            http_address: http_address.into(),
+            flight_address: None,
+            tier: None,
+            capacity: None,
+            priority: 0,
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{NODES_PREFIX}{}/{}", self.role, self.id)
     }

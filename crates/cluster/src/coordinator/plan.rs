@@ -600,14 +600,9 @@ mod tests {
 
     fn historical(id: &str, tier: &str, capacity: Option<u64>) -> NodeInfo {
         NodeInfo {
-            id: id.into(),
-            role: Role::Historical,
-            http_address: String::new(),
-            flight_address: None,
             tier: Some(tier.into()),
             capacity,
-            priority: 0,
-            started_at: String::new(),
+            ..NodeInfo::new(id, Role::Historical, "")
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use grove_cluster::nodes::{self, NodeInfo, Role};
+use grove_cluster::nodes::{self, Role};
 use grove_cluster::view::ClusterView;
 use grove_sql::Engine;
 
@@ -27,23 +27,13 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
             .or(file.lease_ttl.as_deref()),
     )?;
     let store = super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "broker").await?;
-    let http_addr = args
-        .common
-        .http_addr
-        .or(file.http_addr)
-        .unwrap_or_else(|| "127.0.0.1:8888".into());
-    let (listener, addr) = super::bind(&http_addr, "broker HTTP").await?;
-    let node = NodeInfo {
-        id: super::node_id(args.common.node_id.or(file.node_id), Role::Broker, addr),
-        role: Role::Broker,
-        http_address: addr.to_string(),
-        flight_address: None,
-        tier: None,
-        capacity: None,
-        priority: 0,
-        started_at: super::now_iso(),
-    };
-    super::announce("broker", &node.id, "HTTP", addr);
+    let (listener, node) = super::http_node(
+        Role::Broker,
+        args.common.http_addr.or(file.http_addr),
+        "127.0.0.1:8888",
+        args.common.node_id.or(file.node_id),
+    )
+    .await?;
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
     let engine = Arc::new(Engine::broker(

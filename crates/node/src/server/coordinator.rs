@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use grove_cluster::coordinator::{Coordinator, CoordinatorSettings};
-use grove_cluster::nodes::{NodeInfo, Role};
+use grove_cluster::nodes::Role;
 
 use super::http;
 use crate::CliResult;
@@ -61,27 +61,13 @@ pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
     )?;
     let etcd = args.common.etcd.or(file.etcd);
     let store = super::connect_etcd(etcd.as_deref(), "coordinator").await?;
-    let http_addr = args
-        .common
-        .http_addr
-        .or(file.http_addr)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
-    let (listener, addr) = super::bind(&http_addr, "coordinator HTTP").await?;
-    let node = NodeInfo {
-        id: super::node_id(
-            args.common.node_id.or(file.node_id),
-            Role::Coordinator,
-            addr,
-        ),
-        role: Role::Coordinator,
-        http_address: addr.to_string(),
-        flight_address: None,
-        tier: None,
-        capacity: None,
-        priority: 0,
-        started_at: super::now_iso(),
-    };
-    super::announce("coordinator", &node.id, "HTTP", addr);
+    let (listener, node) = super::http_node(
+        Role::Coordinator,
+        args.common.http_addr.or(file.http_addr),
+        "127.0.0.1:8081",
+        args.common.node_id.or(file.node_id),
+    )
+    .await?;
     let shutdown = super::shutdown_signal();
     let coordinator = Coordinator::new(store.clone(), node, settings);
     let status = coordinator.status();

@@ -1,11 +1,8 @@
 //! `grove historical`: serves the segments the coordinator assigns it.
 
-use std::sync::Arc;
-
 use clap::Args;
 use grove_cluster::historical::{Historical, HistoricalSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
-use grove_sql::fragment::{self, LoadedSource};
 
 use super::http;
 use crate::CliResult;
@@ -52,21 +49,19 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     )?;
     let store =
         super::connect_etcd(args.common.etcd.or(file.etcd).as_deref(), "historical").await?;
-    let http_addr = args
-        .common
-        .http_addr
-        .or(file.http_addr)
-        .unwrap_or_else(|| "127.0.0.1:8084".into());
-    let (listener, addr) = super::bind(&http_addr, "historical HTTP").await?;
+    let (listener, node) = super::http_node(
+        Role::Historical,
+        args.common.http_addr.or(file.http_addr),
+        "127.0.0.1:8084",
+        args.common.node_id.or(file.node_id),
+    )
+    .await?;
     let flight_addr = args
         .flight_addr
         .or(file.flight_addr)
         .unwrap_or_else(|| "127.0.0.1:8083".into());
     let (flight_listener, flight) = super::bind(&flight_addr, "historical Flight").await?;
     let node = NodeInfo {
-        id: super::node_id(args.common.node_id.or(file.node_id), Role::Historical, addr),
-        role: Role::Historical,
-        http_address: addr.to_string(),
         flight_address: Some(flight.to_string()),
         tier: Some(
             args.tier
@@ -75,9 +70,8 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         ),
         capacity,
         priority: args.priority.or(file.priority).unwrap_or(0),
-        started_at: super::now_iso(),
+        ..node
     };
-    super::announce("historical", &node.id, "HTTP", addr);
     super::announce("historical", &node.id, "Flight", flight);
     let settings = HistoricalSettings {
         cache_dir: data_dir.join("segment-cache"),
@@ -92,11 +86,7 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         v
     });
     let shutdown = super::shutdown_signal();
-    let source = Arc::new(LoadedSource(historical.loaded()));
-    let mut stop = shutdown.clone();
-    let fragments = tokio::spawn(fragment::serve(flight_listener, source, async move {
-        grove_cluster::session::stopped(&mut stop).await;
-    }));
+    let fragments = super::serve_fragments(flight_listener, historical.loaded(), shutdown.clone());
     let running = tokio::spawn(historical.run(shutdown.clone()));
     super::serve_http(listener, router, shutdown).await?;
     let _ = running.await;

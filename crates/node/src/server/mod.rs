@@ -14,10 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::historical::LoadedSegments;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
-use grove_cluster::nodes::{self, Role};
+use grove_cluster::nodes::{self, NodeInfo, Role};
+use grove_sql::fragment::{self, LoadedSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::CliResult;
 use crate::config::{self, DeepStorageConfig};
@@ -105,16 +108,35 @@ pub async fn serve_http(
     Ok(())
 }
 
-pub fn node_id(configured: Option<String>, role: Role, addr: SocketAddr) -> String {
-    configured.unwrap_or_else(|| nodes::default_node_id(role, addr.port()))
+/// Binds a role's HTTP address (`address`, else `default`) and describes the node
+/// listening there: `node_id`, else one from the host name and port.
+pub async fn http_node(
+    role: Role,
+    address: Option<String>,
+    default: &str,
+    node_id: Option<String>,
+) -> CliResult<(TcpListener, NodeInfo)> {
+    let what = format!("{role} HTTP");
+    let (listener, addr) = bind(address.as_deref().unwrap_or(default), &what).await?;
+    let id = node_id.unwrap_or_else(|| nodes::default_node_id(role, addr.port()));
+    let node = NodeInfo::new(id, role, addr.to_string());
+    announce(role.as_str(), &node.id, "HTTP", addr);
+    Ok((listener, node))
+}
+
+/// Serves the plan fragments of a historical's loaded segments until `shutdown`.
+pub fn serve_fragments(
+    listener: TcpListener,
+    loaded: LoadedSegments,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<CliResult<()>> {
+    let source = Arc::new(LoadedSource(loaded));
+    let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
+    tokio::spawn(async move { Ok(fragment::serve(listener, source, stopped).await?) })
 }
 
 pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {
     config::duration(configured.unwrap_or(LEASE_TTL), "lease_ttl")
-}
-
-pub fn now_iso() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The data directory: flag, then file, then `./grove-data`.

@@ -16,7 +16,6 @@ use grove_cluster::nodes::{self, DEFAULT_TIER, NodeInfo, Role};
 use grove_cluster::rules::{self, DEFAULT_RULES, Rule};
 use grove_cluster::view::ClusterView;
 use grove_sql::Engine;
-use grove_sql::fragment::{self, LoadedSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -91,21 +90,7 @@ impl LocalCluster {
             rules::set(store.as_ref(), DEFAULT_RULES, &default).await?;
         }
         let (shutdown, rx) = watch::channel(false);
-        let started_at = super::now_iso();
-        let node = |id: String, role: Role| NodeInfo {
-            id,
-            role,
-            http_address: options.http_address.clone(),
-            flight_address: None,
-            tier: (role == Role::Historical).then(|| DEFAULT_TIER.to_string()),
-            capacity: if role == Role::Historical {
-                options.capacity
-            } else {
-                None
-            },
-            priority: 0,
-            started_at: started_at.clone(),
-        };
+        let node = |id: &str, role: Role| NodeInfo::new(id, role, &options.http_address);
         let mut tasks = Vec::new();
         let settings = CoordinatorSettings {
             period: options.period,
@@ -114,7 +99,7 @@ impl LocalCluster {
         };
         let coordinator = Coordinator::new(
             store.clone(),
-            node("coordinator".into(), Role::Coordinator),
+            node("coordinator", Role::Coordinator),
             settings,
         );
         let coordinator_status = coordinator.status();
@@ -130,15 +115,15 @@ impl LocalCluster {
             let (flight, flight_addr) = super::bind("127.0.0.1:0", "historical Flight").await?;
             let info = NodeInfo {
                 flight_address: Some(flight_addr.to_string()),
-                ..node(id, Role::Historical)
+                tier: Some(DEFAULT_TIER.to_string()),
+                capacity: options.capacity,
+                ..node(&id, Role::Historical)
             };
             let historical = Historical::new(store.clone(), deep.clone(), info, settings);
             historicals.push(historical.status());
-            let source = Arc::new(LoadedSource(historical.loaded()));
-            let mut stop = rx.clone();
+            let fragments = super::serve_fragments(flight, historical.loaded(), rx.clone());
             tasks.push(tokio::spawn(async move {
-                let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
-                if let Err(e) = fragment::serve(flight, source, stopped).await {
+                if let Ok(Err(e)) = fragments.await {
                     tracing::warn!("historical Flight service: {e}");
                 }
             }));
@@ -146,7 +131,7 @@ impl LocalCluster {
         }
         tasks.push(tokio::spawn(nodes::stay_registered(
             store.clone(),
-            node("broker".into(), Role::Broker),
+            node("broker", Role::Broker),
             LEASE_TTL,
             rx,
         )));
