@@ -309,6 +309,20 @@ mod tests {
             .collect()
     }
 
+    /// A source serving `descriptors`, opened through `cache`.
+    async fn serving(
+        cache: &SegmentCache,
+        descriptors: &[SegmentDescriptor],
+    ) -> Arc<dyn SegmentSource> {
+        let mut served = Served::default();
+        for d in descriptors {
+            served
+                .0
+                .insert(d.id.to_string(), cache.get(d).await.unwrap());
+        }
+        Arc::new(served)
+    }
+
     /// The three segments, their cache, and a session with them as table `t`.
     fn fixture(
         dir: &std::path::Path,
@@ -346,13 +360,7 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let mut served = Served::default();
-        for d in &descriptors {
-            served
-                .0
-                .insert(d.id.to_string(), cache.get(d).await.unwrap());
-        }
-        let codec = GroveCodec::new(Arc::new(served));
+        let codec = GroveCodec::new(serving(&cache, &descriptors).await);
         let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
         let task = ctx.task_ctx();
         let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &task, &codec).unwrap();
@@ -380,18 +388,10 @@ mod tests {
         );
 
         // A decoder without one of the segments names it.
-        let mut partial = Served::default();
-        for d in &descriptors[1..] {
-            partial
-                .0
-                .insert(d.id.to_string(), cache.get(d).await.unwrap());
-        }
-        let err = physical_plan_from_bytes_with_extension_codec(
-            &bytes,
-            &task,
-            &GroveCodec::new(Arc::new(partial)),
-        )
-        .unwrap_err();
+        let partial = serving(&cache, &descriptors[1..]).await;
+        let err =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &task, &GroveCodec::new(partial))
+                .unwrap_err();
         let missing = MissingSegments::find(&err).expect("a MissingSegments error");
         assert_eq!(missing.0, vec![descriptors[0].id.to_string()]);
 
@@ -420,10 +420,9 @@ mod tests {
     #[tokio::test]
     async fn a_historical_runs_a_fragment_ticket_over_flight() {
         use arrow_flight::FlightClient;
-        use arrow_flight::flight_service_server::FlightServiceServer;
         use futures::TryStreamExt;
 
-        use crate::fragment::{FragmentService, MISSING_SEGMENTS, Ticket};
+        use crate::fragment::{MISSING_SEGMENTS, Ticket};
 
         let dir = tempfile::tempdir().unwrap();
         let (descriptors, cache, ctx) = fixture(dir.path());
@@ -434,21 +433,14 @@ mod tests {
         let plan = frame.create_physical_plan().await.unwrap();
         let expected = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
         // The historical serves the first two segments only.
-        let mut served = Served::default();
-        for d in &descriptors[..2] {
-            served
-                .0
-                .insert(d.id.to_string(), cache.get(d).await.unwrap());
-        }
-        let served: Arc<dyn SegmentSource> = Arc::new(served);
+        let served = serving(&cache, &descriptors[..2]).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = FlightServiceServer::new(FragmentService::new(served.clone()));
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
+        tokio::spawn(crate::fragment::serve(
+            listener,
+            served.clone(),
+            std::future::pending(),
+        ));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
@@ -578,13 +570,7 @@ mod tests {
             .unwrap()
             .data;
 
-        let mut served = Served::default();
-        for d in &descriptors {
-            served
-                .0
-                .insert(d.id.to_string(), cache.get(d).await.unwrap());
-        }
-        let served: Arc<dyn SegmentSource> = Arc::new(served);
+        let served = serving(&cache, &descriptors).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(crate::fragment::serve(
