@@ -58,6 +58,33 @@ fn write_data(
     path.display().to_string()
 }
 
+/// Writes and ingests `datasource` (see `write_data`), then waits up to `timeout`
+/// seconds, described as `what`, until broker-1 counts every row.
+fn ingest_and_wait(
+    c: &TestCluster,
+    datasource: &str,
+    days: &[i64],
+    rows_per_day: i64,
+    value: i64,
+    timeout: u64,
+    what: &str,
+) {
+    let spec = write_data(
+        &c.sandbox,
+        datasource,
+        datasource,
+        days,
+        rows_per_day,
+        value,
+        1_000_000,
+    );
+    c.ingest(&spec);
+    let rows = days.len() as i64 * rows_per_day;
+    c.wait_until(Duration::from_secs(timeout), what, || {
+        count(c, "broker-1", datasource) == Some(rows)
+    });
+}
+
 fn count(cluster: &TestCluster, broker: &str, datasource: &str) -> Option<i64> {
     let rows = cluster
         .sql(
@@ -430,30 +457,20 @@ fn a_standby_coordinator_takes_over_when_the_leader_dies() {
     } else {
         "coordinator-a"
     };
-    let spec = write_data(
-        &c.sandbox,
-        "before",
-        "before",
-        &june(0..2),
-        10,
-        1,
-        1_000_000,
-    );
-    c.ingest(&spec);
-    c.wait_until(Duration::from_secs(20), "the leader assigns", || {
-        count(&c, "broker-1", "before") == Some(20)
-    });
+    ingest_and_wait(&c, "before", &june(0..2), 10, 1, 20, "the leader assigns");
     c.kill9(&first);
     c.wait_until(Duration::from_secs(10), "the standby leads", || {
         leader(&c).as_deref() == Some(standby)
     });
     // The new leader keeps assigning.
-    let spec = write_data(&c.sandbox, "after", "after", &june(0..3), 10, 1, 1_000_000);
-    c.ingest(&spec);
-    c.wait_until(
-        Duration::from_secs(20),
+    ingest_and_wait(
+        &c,
+        "after",
+        &june(0..3),
+        10,
+        1,
+        20,
         "new data is assigned by the new leader",
-        || count(&c, "broker-1", "after") == Some(30),
     );
 }
 
@@ -463,21 +480,12 @@ fn the_broker_answers_from_its_last_view_while_etcd_is_down() {
     c.coordinator("coordinator-1", &[]);
     c.historical("h-1", "_default_tier", &[]);
     c.broker("broker-1");
-    let spec = write_data(&c.sandbox, "pages", "pages", &june(0..3), 200, 5, 1_000_000);
-    c.ingest(&spec);
-    c.wait_until(Duration::from_secs(30), "the data is served", || {
-        count(&c, "broker-1", "pages") == Some(600)
-    });
-    let before = c.sql(
-        "broker-1",
-        "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1",
-    );
+    ingest_and_wait(&c, "pages", &june(0..3), 200, 5, 30, "the data is served");
+    let by_country = "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1";
+    let before = c.sql("broker-1", by_country);
     c.etcd.kill();
     for _ in 0..5 {
-        let during = c.sql(
-            "broker-1",
-            "SELECT country, COUNT(*) AS n FROM pages GROUP BY 1 ORDER BY 1",
-        );
+        let during = c.sql("broker-1", by_country);
         assert_eq!(during, before, "the broker keeps answering\n{}", c.logs());
         assert_eq!(sum(&c, "broker-1", "pages").unwrap(), Some(3000));
         std::thread::sleep(Duration::from_secs(1));
@@ -487,23 +495,7 @@ fn the_broker_answers_from_its_last_view_while_etcd_is_down() {
     c.wait_until(
         Duration::from_secs(20),
         "etcd is back for ingestion",
-        || {
-            c.sandbox
-                .grove(
-                    &[
-                        "ingest",
-                        &spec,
-                        "--etcd",
-                        &c.etcd.endpoint(),
-                        "--data-dir",
-                        &c.sandbox.arg("ingest"),
-                        "--deep-storage",
-                        &c.deep_storage(),
-                    ],
-                    "",
-                )
-                .ok
-        },
+        || c.try_ingest(&spec).ok,
     );
     c.wait_until(
         Duration::from_secs(30),
@@ -623,19 +615,15 @@ fn a_restarted_historical_serves_its_cache_and_refetches_a_corrupt_copy() {
     c.coordinator("coordinator-1", &[]);
     c.historical("h-1", "_default_tier", &[]);
     c.broker("broker-1");
-    let spec = write_data(
-        &c.sandbox,
-        "cached",
+    ingest_and_wait(
+        &c,
         "cached",
         &june(0..2),
         100,
         4,
-        1_000_000,
+        30,
+        "both days are served",
     );
-    c.ingest(&spec);
-    c.wait_until(Duration::from_secs(30), "both days are served", || {
-        count(&c, "broker-1", "cached") == Some(200)
-    });
     let segments = c.segments("cached");
     c.kill9("h-1");
     c.wait_until(Duration::from_secs(10), "its lease runs out", || {
@@ -776,19 +764,15 @@ fn a_leader_that_lost_its_lease_stops_acting() {
     c.kill9("coordinator-b");
     c.processes["coordinator-a"].signal("CONT");
     // a wakes up, finds its writes fenced off, and only acts once it wins again.
-    let spec = write_data(
-        &c.sandbox,
-        "fenced",
+    ingest_and_wait(
+        &c,
         "fenced",
         &june(0..2),
         10,
         1,
-        1_000_000,
+        30,
+        "a leads again and assigns",
     );
-    c.ingest(&spec);
-    c.wait_until(Duration::from_secs(30), "a leads again and assigns", || {
-        count(&c, "broker-1", "fenced") == Some(20)
-    });
     let log = c.processes["coordinator-a"].log();
     let stepped_down = log.find("stepped down").expect("a stepped down first");
     let led_again = log.rfind("is the leader").unwrap();

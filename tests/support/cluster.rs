@@ -249,12 +249,19 @@ impl TestCluster {
         }
     }
 
-    /// `grove ingest SPEC --etcd ...` with the cluster's deep storage.
+    /// `grove ingest SPEC --etcd ...` with the cluster's deep storage; must succeed.
     pub fn ingest(&self, spec: &str) -> Run {
+        let run = self.try_ingest(spec);
+        assert!(run.ok, "ingest failed: {}", run.stderr);
+        run
+    }
+
+    /// `grove ingest SPEC --etcd ...` with the cluster's deep storage.
+    pub fn try_ingest(&self, spec: &str) -> Run {
         let endpoint = self.etcd.endpoint();
         let data_dir = self.sandbox.arg("ingest");
         let deep = self.deep_storage();
-        let run = self.sandbox.grove(
+        self.sandbox.grove(
             &[
                 "ingest",
                 spec,
@@ -266,9 +273,7 @@ impl TestCluster {
                 &deep,
             ],
             "",
-        );
-        assert!(run.ok, "ingest failed: {}", run.stderr);
-        run
+        )
     }
 
     pub fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
