@@ -328,6 +328,8 @@ impl Run {
         // Results above the scan (partial aggregates, top-N) are small: they are
         // fetched and cached per segment. Raw rows are not cached.
         let cache = self.client.cache().filter(|_| self.top.is_some());
+        // The per-segment tickets of cache misses, kept for sending (and resending).
+        let mut prepared: HashMap<String, Ticket> = HashMap::new();
         if let Some(cache) = cache {
             let mut missed = Vec::new();
             for segment in pending.drain(..) {
@@ -337,7 +339,10 @@ impl Run {
                         self.counters.cache_hits.add(1);
                         out.extend(batches);
                     }
-                    None => missed.push(segment),
+                    None => {
+                        prepared.insert(segment.id.clone(), ticket);
+                        missed.push(segment);
+                    }
                 }
             }
             pending = missed;
@@ -388,10 +393,14 @@ impl Run {
             }
             // Fragments to different historicals (or per segment) run side by side.
             let this = &self;
+            let prepared = &prepared;
             let calls = fragments
                 .into_iter()
                 .map(|((node, _), (address, segments))| async move {
-                    let ticket = this.ticket(&segments)?;
+                    let ticket = match (segments.as_slice(), cache) {
+                        ([one], Some(_)) => prepared[&one.id].clone(),
+                        _ => this.ticket(&segments)?,
+                    };
                     this.counters.fragments.add(1);
                     let result = this.client.run(&address, &ticket).await;
                     Ok::<_, DataFusionError>((node, segments, ticket, result))
