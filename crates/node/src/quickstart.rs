@@ -58,14 +58,14 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
          the segments in {:.2} s.",
         loading.elapsed().as_secs_f64()
     );
-    let engine = cluster.engine.clone();
+    let session = cluster.engine.session();
     for example in EXAMPLES {
         println!("\ngrove> {example};");
-        run_statement(&engine, example, Format::Table, &mut std::io::stdout()).await?;
+        run_statement(&session, example, Format::Table, &mut std::io::stdout()).await?;
     }
     if std::io::stdin().is_terminal() {
         println!();
-        Repl::new(&engine, Format::Table).run().await?;
+        Repl::new(&session, Format::Table).run().await?;
     } else {
         println!(
             "\nServe it with: grove start --data-dir {0}\n\

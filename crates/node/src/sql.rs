@@ -17,6 +17,7 @@ pub async fn run(
 ) -> CliResult<()> {
     let dir = DataDir::new(data_dir);
     let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?)?;
+    let session = engine.session();
     let mut statements: Vec<String> = commands.to_vec();
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
@@ -24,11 +25,11 @@ pub async fn run(
         statements.extend(split_statements(&text));
     }
     if statements.is_empty() {
-        return Ok(Repl::new(&engine, format).run().await?);
+        return Ok(Repl::new(&session, format).run().await?);
     }
     let mut out = std::io::stdout();
     for statement in &statements {
-        run_statement(&engine, statement, format, &mut out).await?;
+        run_statement(&session, statement, format, &mut out).await?;
     }
     Ok(())
 }

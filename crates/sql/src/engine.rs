@@ -1,15 +1,27 @@
-//! The SQL session: DataFusion over Grove's schemas. Before each statement the
-//! [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
+//! The SQL engine and its sessions. An [`Engine`] holds what all sessions share: the
+//! metadata, the reader of segments and the `public`/`sys` schemas. A [`Session`] is
+//! one client's DataFusion context: its settings (`SET ...`) and the views or tables it
+//! creates are its own, while the datasources are everyone's. Before each statement
+//! the [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
 //! cluster by itself), so newly published segments are visible at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::DataFrame;
+use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
@@ -26,7 +38,10 @@ const DEFAULT_SCHEMA: &str = "public";
 const SYS_SCHEMA: &str = "sys";
 
 pub struct Engine {
-    ctx: SessionContext,
+    /// Functions, optimizer rules and default settings; each session starts from a copy.
+    template: SessionState,
+    datasources: Arc<DatasourceSchema>,
+    sys: Arc<SysSchema>,
     metadata: Arc<dyn Metadata>,
     reader: Reader,
 }
@@ -35,7 +50,7 @@ impl Engine {
     /// An engine that reads every used segment itself, from local deep storage.
     pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
         let reader = Reader::Local(Arc::new(SegmentCache::new(deep)));
-        Self::new(Arc::new(DirectMetadata::new(store)), reader)
+        Ok(Self::new(Arc::new(DirectMetadata::new(store)), reader))
     }
 
     /// A broker's engine: queries see the segments the cluster serves, and read
@@ -51,37 +66,50 @@ impl Engine {
             client = client.with_cache(cache_bytes);
         }
         let reader = Reader::Remote(Arc::new(client));
-        Self::new(Arc::new(ViewMetadata::new(view)), reader)
+        Ok(Self::new(Arc::new(ViewMetadata::new(view)), reader))
     }
 
-    pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Result<Self> {
+    pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Self {
         let config = SessionConfig::new()
             .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
-        let mut state = SessionStateBuilder::new()
+        let mut template = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
         if matches!(reader, Reader::Remote(_)) {
-            state = state.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
+            template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
         }
-        let ctx = SessionContext::new_with_state(state.build());
-        let catalog = ctx
-            .catalog(CATALOG)
-            .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        catalog.register_schema(
-            DEFAULT_SCHEMA,
-            Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),
-        )?;
-        catalog.register_schema(SYS_SCHEMA, Arc::new(SysSchema::new(metadata.clone())))?;
-        Ok(Engine {
-            ctx,
+        Engine {
+            template: template.build(),
+            datasources: Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),
+            sys: Arc::new(SysSchema::new(metadata.clone())),
             metadata,
             reader,
-        })
+        }
     }
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
+    /// A new session, with default settings and no views of its own.
+    pub fn session(&self) -> Session {
+        let public = Arc::new(SessionSchema {
+            datasources: Arc::clone(&self.datasources),
+            own: MemorySchemaProvider::new(),
+        });
+        let catalog = MemoryCatalogProvider::new();
+        // Registering into a fresh in-memory catalog cannot fail, and has no previous
+        // schema to return.
+        let _ = catalog.register_schema(DEFAULT_SCHEMA, public);
+        let _ = catalog.register_schema(SYS_SCHEMA, Arc::clone(&self.sys) as _);
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(Arc::new(catalogs))
+            .build();
+        Session {
+            ctx: SessionContext::new_with_state(state),
+            metadata: Arc::clone(&self.metadata),
+            datasources: Arc::clone(&self.datasources),
+        }
     }
 
     /// The segments this process has mapped, when it reads them itself.
@@ -95,18 +123,146 @@ impl Engine {
     pub fn metadata(&self) -> &Arc<dyn Metadata> {
         &self.metadata
     }
+}
+
+/// One client's DataFusion session over the engine's schemas.
+pub struct Session {
+    ctx: SessionContext,
+    metadata: Arc<dyn Metadata>,
+    datasources: Arc<DatasourceSchema>,
+}
+
+impl Session {
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
 
     /// Plans one statement against fresh metadata.
     pub async fn sql(&self, text: &str) -> Result<DataFrame> {
-        self.metadata
-            .refresh()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        self.ctx.sql(text).await
+        let mut statements = self.parse(text)?;
+        let statement = match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true) => statement,
+            (None, _) => return Err(DataFusionError::Plan("no SQL statement given".into())),
+            (Some(_), false) => {
+                return Err(DataFusionError::Plan(
+                    "several statements given where one was expected".into(),
+                ));
+            }
+        };
+        self.run(statement).await
+    }
+
+    /// Runs every statement of `text` in order, each to completion but the last, and
+    /// plans the last one: a script that creates a view and then reads it works.
+    pub async fn script(&self, text: &str) -> Result<DataFrame> {
+        let mut statements = self.parse(text)?;
+        let last = statements
+            .pop()
+            .ok_or_else(|| DataFusionError::Plan("no SQL statement given".into()))?;
+        for statement in statements {
+            self.run(statement).await?.collect().await?;
+        }
+        self.run(last).await
     }
 
     /// Runs one statement to completion.
     pub async fn execute(&self, text: &str) -> Result<Vec<RecordBatch>> {
         self.sql(text).await?.collect().await
+    }
+
+    fn parse(&self, text: &str) -> Result<Vec<Statement>> {
+        let state = self.ctx.state();
+        let options = &state.config().options().sql_parser;
+        let dialect = dialect_from_str(options.dialect).ok_or_else(|| {
+            DataFusionError::Plan(format!("unsupported SQL dialect {}", options.dialect))
+        })?;
+        let statements = DFParserBuilder::new(text)
+            .with_dialect(dialect.as_ref())
+            .with_recursion_limit(options.recursion_limit.get())
+            .build()?
+            .parse_statements()?;
+        Ok(statements.into())
+    }
+
+    async fn run(&self, statement: Statement) -> Result<DataFrame> {
+        self.metadata
+            .refresh()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        allowed(&plan)?;
+        if let LogicalPlan::Ddl(DdlStatement::DropTable(drop)) = &plan
+            && drop.name.schema().is_none_or(|s| s == DEFAULT_SCHEMA)
+            && self.datasources.table_exist(drop.name.table())
+        {
+            return Err(DataFusionError::Plan(format!(
+                "{:?} is a datasource: it is dropped by marking its segments unused, \
+                 not from SQL",
+                drop.name.table()
+            )));
+        }
+        self.ctx.execute_logical_plan(plan).await
+    }
+}
+
+/// What a session may run: queries, `EXPLAIN`, `SET`/`SHOW`, and views and in-memory
+/// tables of its own. Writing files (`COPY`, `INSERT`) or reading them
+/// (`CREATE EXTERNAL TABLE`) would reach the server's file system, so both are refused.
+fn allowed(plan: &LogicalPlan) -> Result<()> {
+    SQLOptions::new().with_allow_dml(false).verify_plan(plan)?;
+    if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) = plan {
+        return Err(DataFusionError::Plan(
+            "CREATE EXTERNAL TABLE is not supported: Grove queries its datasources; \
+             load files with `grove ingest`"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A session's `public` schema: the shared datasources, plus the views and tables the
+/// session itself created, which no other session sees. A session cannot shadow a
+/// datasource (nor drop one: [`Session`] refuses that before DataFusion would report it
+/// as missing).
+#[derive(Debug)]
+struct SessionSchema {
+    datasources: Arc<DatasourceSchema>,
+    own: MemorySchemaProvider,
+}
+
+#[async_trait]
+impl SchemaProvider for SessionSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.datasources.table_names();
+        names.extend(self.own.table_names());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match self.own.table(name).await? {
+            Some(table) => Ok(Some(table)),
+            None => self.datasources.table(name).await,
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.datasources.table_exist(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "{name:?} is a datasource; choose another name"
+            )));
+        }
+        self.own.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.own.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.own.table_exist(name) || self.datasources.table_exist(name)
     }
 }

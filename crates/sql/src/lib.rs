@@ -31,4 +31,4 @@ pub mod repl;
 pub mod schema;
 pub mod table;
 
-pub use engine::Engine;
+pub use engine::{Engine, Session};

@@ -10,11 +10,11 @@ use datafusion::error::Result;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use crate::engine::Engine;
+use crate::engine::Session;
 use crate::output::{self, Format};
 
 pub struct Repl<'a> {
-    engine: &'a Engine,
+    session: &'a Session,
     format: Format,
     timing: bool,
 }
@@ -49,9 +49,9 @@ const HELP: &str = "\\d             list tables
 Statements end with ';' and may span several lines.";
 
 impl<'a> Repl<'a> {
-    pub fn new(engine: &'a Engine, format: Format) -> Self {
+    pub fn new(session: &'a Session, format: Format) -> Self {
         Repl {
-            engine,
+            session,
             format,
             timing: false,
         }
@@ -141,7 +141,7 @@ impl<'a> Repl<'a> {
 
     async fn statement(&self, text: &str) {
         let started = Instant::now();
-        match run_statement(self.engine, text, self.format, &mut std::io::stdout()).await {
+        match run_statement(self.session, text, self.format, &mut std::io::stdout()).await {
             Ok(rows) => {
                 if self.timing {
                     println!(
@@ -157,12 +157,12 @@ impl<'a> Repl<'a> {
 
 /// Runs one statement and writes its result; returns the number of rows.
 pub async fn run_statement(
-    engine: &Engine,
+    session: &Session,
     text: &str,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<usize> {
-    let frame = engine.sql(text).await?;
+    let frame = session.sql(text).await?;
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
     output::write(out, format, &schema, &batches)?;

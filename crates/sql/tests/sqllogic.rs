@@ -21,7 +21,7 @@ use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::{EmbeddedStore, MetaStore};
 use grove_cluster::task::run_batch;
 use grove_segment::spec::IngestionSpec;
-use grove_sql::Engine;
+use grove_sql::{Engine, Session};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ fn substitute(sql: &str) -> String {
 /// Grove over a fresh data directory.
 struct GroveDb {
     engine: Engine,
+    /// One session per file, as a client connection would have.
+    session: Session,
     store: Arc<dyn MetaStore>,
     deep: DeepStorage,
     dir: Arc<tempfile::TempDir>,
@@ -57,6 +59,7 @@ impl GroveDb {
         let deep = DeepStorage::local(dir.path().join("deep")).expect("deep storage");
         let engine = Engine::direct(Arc::clone(&store), deep.clone()).expect("engine");
         GroveDb {
+            session: engine.session(),
             engine,
             store,
             deep,
@@ -95,7 +98,7 @@ impl AsyncDB for GroveDb {
             let spec = spec.trim().trim_end_matches(';').trim_matches('\'');
             return Ok(DBOutput::StatementComplete(self.ingest(spec).await?));
         }
-        let batches = self.engine.execute(&sql).await.map_err(err)?;
+        let batches = self.session.execute(&sql).await.map_err(err)?;
         Ok(rows(&batches))
     }
 
@@ -263,7 +266,7 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
 
     let day = "__time >= TIMESTAMP '2024-03-02' AND __time < TIMESTAMP '2024-03-03'";
     let count = db
-        .engine
+        .session
         .execute(&format!("SELECT COUNT(*) FROM wiki WHERE {day}"))
         .await
         .unwrap();
@@ -275,9 +278,9 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
         .expect("a local engine")
         .open_count() as i64;
     let of_day = "SELECT COUNT(*) FROM sys.segments WHERE start = '2024-03-02T00:00:00.000Z'";
-    let of_day = single_i64(&db.engine.execute(of_day).await.unwrap());
+    let of_day = single_i64(&db.session.execute(of_day).await.unwrap());
     let all = single_i64(
-        &db.engine
+        &db.session
             .execute("SELECT COUNT(*) FROM sys.segments")
             .await
             .unwrap(),
@@ -287,7 +290,7 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
 
     let grouped =
         format!("EXPLAIN SELECT channel, SUM(added) FROM wiki WHERE {day} GROUP BY channel");
-    let plan = db.engine.execute(&grouped).await.unwrap();
+    let plan = db.session.execute(&grouped).await.unwrap();
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
         .unwrap()
         .to_string();
@@ -295,4 +298,44 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
         text.contains(&format!("SegmentScanExec: segments={of_day},")),
         "{text}"
     );
+}
+
+/// A session's views are its own; datasources can be neither shadowed nor dropped, and
+/// no statement reaches the server's files.
+#[tokio::test]
+async fn sessions_keep_their_views_apart() {
+    let mut db = GroveDb::new();
+    db.ingest("wiki.json").await.unwrap();
+    let rows = db.session.execute("SELECT COUNT(*) FROM wiki").await;
+    let rows = single_i64(&rows.unwrap());
+
+    let script = "CREATE VIEW busy AS SELECT channel, COUNT(*) AS n FROM wiki GROUP BY channel;\n\
+                  SELECT SUM(n) FROM busy";
+    let summed = db.session.script(script).await.unwrap().collect().await;
+    assert_eq!(single_i64(&summed.unwrap()), rows);
+
+    let other = db.engine.session();
+    let unseen = other.execute("SELECT * FROM busy").await.unwrap_err();
+    assert!(unseen.to_string().contains("busy"), "{unseen}");
+
+    let refused = [
+        ("CREATE VIEW wiki AS SELECT 1", "already exists"),
+        ("CREATE OR REPLACE VIEW wiki AS SELECT 1", "is a datasource"),
+        ("DROP TABLE wiki", "is a datasource"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/hostname'",
+            "CREATE EXTERNAL TABLE is not supported",
+        ),
+        ("COPY (SELECT 1) TO '/tmp/out.csv'", "DML not supported"),
+        ("SELECT 1; SELECT 2", "several statements"),
+    ];
+    for (statement, why) in refused {
+        let error = db.session.execute(statement).await.unwrap_err().to_string();
+        assert!(error.contains(why), "{statement}: {error}");
+    }
+    let still = db.session.execute("SELECT COUNT(*) FROM wiki").await;
+    assert_eq!(single_i64(&still.unwrap()), rows);
+
+    db.session.execute("DROP VIEW busy").await.unwrap();
+    assert!(db.session.execute("SELECT * FROM busy").await.is_err());
 }

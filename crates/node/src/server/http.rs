@@ -5,7 +5,9 @@
 //!   /druid/coordinator/v1/rules/{datasource}`, `GET /druid/coordinator/v1/leader`,
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
 //! - broker: `POST /druid/v2/sql` with `{"query": ...}`, answering an array of
-//!   row objects.
+//!   row objects. Each request runs in a session of its own; a query may hold several
+//!   statements separated by `;` (a view, then a query over it), and the answer is the
+//!   last statement's result.
 
 use std::sync::{Arc, RwLock};
 
@@ -163,7 +165,7 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             format!("resultFormat {format:?} is not supported; use \"object\""),
         );
     }
-    let frame = match engine.sql(&request.query).await {
+    let frame = match engine.session().script(&request.query).await {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Plan validation failed", e),
     };
