@@ -5,6 +5,7 @@
 //! the [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
 //! cluster by itself), so newly published segments are visible at once.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
@@ -181,7 +183,11 @@ impl Session {
             .with_recursion_limit(options.recursion_limit.get())
             .build()?
             .parse_statements()?;
-        Ok(statements.into())
+        let mut statements: Vec<Statement> = statements.into();
+        for statement in &mut statements {
+            interval_precision(statement)?;
+        }
+        Ok(statements)
     }
 
     async fn run(&self, statement: Statement) -> Result<DataFrame> {
@@ -202,6 +208,50 @@ impl Session {
             )));
         }
         self.ctx.execute_logical_plan(plan).await
+    }
+}
+
+/// `INTERVAL '90' DAY (3)`, as in TPC-H's query text: the standard's leading-field
+/// precision only bounds the number of digits of the value. DataFusion refuses it, so
+/// a value that fits is planned without it, and one that does not is an error.
+fn interval_precision(statement: &mut Statement) -> Result<()> {
+    let sql = match statement {
+        Statement::Statement(sql) => sql,
+        Statement::Explain(explain) => return interval_precision(&mut explain.statement),
+        _ => return Ok(()),
+    };
+    let mut failure = None;
+    let _ = visit_expressions_mut(sql.as_mut(), |expr| {
+        if let Expr::Interval(interval) = expr
+            && let Some(precision) = interval.leading_precision
+        {
+            let digits = match interval.value.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(text) | Value::Number(text, _) => text
+                        .trim()
+                        .trim_start_matches(['-', '+'])
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .count(),
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            if u64::try_from(digits).is_ok_and(|d| d <= precision) {
+                interval.leading_precision = None;
+            } else {
+                failure = Some(format!(
+                    "interval {} has more digits than its precision ({precision})",
+                    interval.value
+                ));
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match failure {
+        Some(message) => Err(DataFusionError::Plan(message)),
+        None => Ok(()),
     }
 }
 

@@ -339,3 +339,34 @@ async fn sessions_keep_their_views_apart() {
     db.session.execute("DROP VIEW busy").await.unwrap();
     assert!(db.session.execute("SELECT * FROM busy").await.is_err());
 }
+
+/// TPC-H writes `interval '90' day (3)`: the precision bounds the digits of the value.
+#[tokio::test]
+async fn interval_leading_precision_is_accepted_when_the_value_fits() {
+    let db = GroveDb::new();
+    let shifted = db
+        .session
+        .execute("SELECT CAST(date '1998-12-01' - interval '90' day (3) AS VARCHAR)")
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&shifted)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("1998-09-02"), "{text}");
+    let explained = db
+        .session
+        .execute("EXPLAIN SELECT date '1998-12-01' - interval '90' day (3)")
+        .await;
+    assert!(explained.is_ok(), "{explained:?}");
+
+    let too_long = db
+        .session
+        .execute("SELECT date '1998-12-01' - interval '1000' day (3)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        too_long.contains("more digits than its precision"),
+        "{too_long}"
+    );
+}
