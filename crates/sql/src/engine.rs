@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -30,6 +31,7 @@ use grove_cluster::view::ClusterView;
 
 use crate::catalog::SegmentCache;
 use crate::distributed::PushPartialAggregate;
+use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
@@ -72,13 +74,16 @@ impl Engine {
     }
 
     pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Self {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
+        // `0.07` is the exact number, as in Druid's SQL and Postgres (see `literals`).
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         let mut template = SessionStateBuilder::new()
             .with_config(config)
-            .with_default_features();
+            .with_default_features()
+            .with_analyzer_rule(Arc::new(DecimalLiterals));
         if matches!(reader, Reader::Remote(_)) {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
         }
@@ -154,17 +159,22 @@ impl Session {
         self.run(statement).await
     }
 
-    /// Runs every statement of `text` in order, each to completion but the last, and
-    /// plans the last one: a script that creates a view and then reads it works.
-    pub async fn script(&self, text: &str) -> Result<DataFrame> {
-        let mut statements = self.parse(text)?;
-        let last = statements
-            .pop()
-            .ok_or_else(|| DataFusionError::Plan("no SQL statement given".into()))?;
-        for statement in statements {
-            self.run(statement).await?.collect().await?;
+    /// Runs every statement of `text` in order, each to completion, and answers the
+    /// rows of the last query among them (or, with no query, of the last statement):
+    /// a script that creates a view, reads it and drops it answers what it read.
+    pub async fn script(&self, text: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut answer = None;
+        for statement in self.parse(text)? {
+            let plan = self.plan(statement).await?;
+            let is_query = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+            let frame = self.ctx.execute_logical_plan(plan).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            if is_query || answer.is_none() {
+                answer = Some((schema, batches));
+            }
         }
-        self.run(last).await
+        answer.ok_or_else(|| DataFusionError::Plan("no SQL statement given".into()))
     }
 
     /// Runs one statement to completion.
@@ -191,6 +201,12 @@ impl Session {
     }
 
     async fn run(&self, statement: Statement) -> Result<DataFrame> {
+        let plan = self.plan(statement).await?;
+        self.ctx.execute_logical_plan(plan).await
+    }
+
+    /// Plans one statement against fresh metadata, refusing what a session may not run.
+    async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
         self.metadata
             .refresh()
             .await
@@ -207,7 +223,7 @@ impl Session {
                 drop.name.table()
             )));
         }
-        self.ctx.execute_logical_plan(plan).await
+        Ok(plan)
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`distributed`]: the broker's scan, run on historicals with replica failover.
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
 //! - [`remote`]: the broker's side of fragments: segment references and the client.
+//! - [`literals`]: decimal literals compared with DOUBLE columns as the doubles they
+//!   denote.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod distributed;
 pub mod engine;
 pub mod fragment;
+pub mod literals;
 pub mod metadata;
 pub mod output;
 pub mod remote;

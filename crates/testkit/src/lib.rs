@@ -1,9 +1,12 @@
 //! # grove-testkit
 //!
-//! Real servers for tests, started the way a user would run them: [`Etcd`] runs the
-//! `etcd` binary (Debian package `etcd-server`) on free loopback ports with its data
-//! in a temporary directory. A test that needs etcd fails, loudly, when it is missing:
-//! it is never skipped.
+//! Real servers and data for tests. [`Etcd`] runs the `etcd` binary (Debian package
+//! `etcd-server`) on free loopback ports with its data in a temporary directory, the
+//! way a user would run it. A test that needs etcd fails, loudly, when it is missing:
+//! it is never skipped. [`tpch`] generates TPC-H tables as Parquet, with the specs that
+//! load them and the 22 queries.
+
+pub mod tpch;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -6,8 +6,8 @@
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
 //! - broker: `POST /druid/v2/sql` with `{"query": ...}`, answering an array of
 //!   row objects. Each request runs in a session of its own; a query may hold several
-//!   statements separated by `;` (a view, then a query over it), and the answer is the
-//!   last statement's result.
+//!   statements separated by `;` (a view, a query over it, dropping the view), and the
+//!   answer is the last query's result.
 
 use std::sync::{Arc, RwLock};
 
@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use datafusion::error::DataFusionError;
 use grove_cluster::coordinator::CoordinatorStatus;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::rules;
@@ -145,6 +146,19 @@ struct SqlRequest {
     result_format: Option<String>,
 }
 
+/// Whether a failed statement is the query's fault (bad SQL, unknown names, refused
+/// statements), as opposed to the cluster's.
+fn is_users_fault(e: &DataFusionError) -> bool {
+    matches!(
+        e.find_root(),
+        DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_)
+    )
+}
+
 pub fn broker_routes(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/druid/v2/sql", post(sql))
@@ -165,12 +179,11 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             format!("resultFormat {format:?} is not supported; use \"object\""),
         );
     }
-    let frame = match engine.session().script(&request.query).await {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "Plan validation failed", e),
-    };
-    let batches = match frame.collect().await {
-        Ok(b) => b,
+    let batches = match engine.session().script(&request.query).await {
+        Ok((_, batches)) => batches,
+        Err(e) if is_users_fault(&e) => {
+            return error(StatusCode::BAD_REQUEST, "Plan validation failed", e);
+        }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
     };
     let mut out = Vec::new();

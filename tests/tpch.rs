@@ -1,0 +1,164 @@
+//! TPC-H through a cluster: tpchgen's tables as Parquet, ingested with Druid specs by
+//! `grove ingest`, served by two historicals, and the 22 queries in their standard
+//! text asked of a broker over HTTP. Every answer is compared with what DataFusion
+//! computes over the same Parquet files.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use grove_e2e::cluster::TestCluster;
+use grove_testkit::tpch::{self, QUERIES, TABLES};
+use serde_json::Value;
+
+/// Small enough for a test, big enough that every query has rows.
+const SCALE: f64 = 0.01;
+
+#[test]
+fn the_22_tpch_queries_match_datafusion_over_the_same_parquet() {
+    let mut c = TestCluster::new();
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.historical("h-2", "_default_tier", &[]);
+    c.broker("broker-1");
+    c.set_rules(
+        "coordinator-1",
+        "_default",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
+    );
+    let data = c.sandbox.path("tpch");
+    std::fs::create_dir_all(&data).unwrap();
+    tpch::write_parquet(&data, SCALE).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reference = runtime.block_on(reference(&data));
+    for (table, _) in TABLES {
+        let spec = c.sandbox.path(&format!("{table}.json"));
+        std::fs::write(&spec, tpch::ingestion_spec(table, &data).to_string()).unwrap();
+        c.ingest(&spec.display().to_string());
+    }
+    for (table, _) in TABLES {
+        let query = format!("SELECT COUNT(*) AS n FROM {table}");
+        let rows = runtime.block_on(answer(&reference, &query));
+        c.wait_until(
+            Duration::from_secs(60),
+            &format!("{table} is served"),
+            || c.sql("broker-1", &query).is_ok_and(|r| r == rows),
+        );
+    }
+    let serving: BTreeSet<String> = c.served().into_values().flatten().collect();
+    assert_eq!(
+        serving.len(),
+        2,
+        "both historicals serve segments: {serving:?}"
+    );
+
+    let mut failures = Vec::new();
+    for (number, text) in QUERIES.iter().enumerate() {
+        let number = number + 1;
+        let expected = runtime.block_on(answer(&reference, text));
+        match c.sql("broker-1", text) {
+            Ok(rows) => {
+                assert!(!expected.is_empty(), "Q{number} has rows at scale {SCALE}");
+                if let Some(difference) = difference(&rows, &expected) {
+                    failures.push(format!("Q{number}: {difference}"));
+                }
+            }
+            Err(e) => failures.push(format!("Q{number} failed: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// DataFusion with each table registered from its Parquet file.
+async fn reference(data: &Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    for (table, _) in TABLES {
+        let path = tpch::parquet_path(data, table);
+        ctx.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+    }
+    ctx
+}
+
+/// The reference's rows for a script, as the broker would write them: the last
+/// query's rows as JSON objects.
+async fn answer(ctx: &SessionContext, script: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for statement in script.split(';').filter(|s| !s.trim().is_empty()) {
+        // DataFusion refuses the standard's leading-field precision; for a value that
+        // fits it has no other meaning.
+        let statement = statement.replace("day (3)", "day");
+        let batches = ctx.sql(&statement).await.unwrap().collect().await.unwrap();
+        if !statement.trim_start().starts_with("create")
+            && !statement.trim_start().starts_with("drop")
+        {
+            rows = json_rows(&batches);
+        }
+    }
+    rows
+}
+
+fn json_rows(batches: &[RecordBatch]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(&mut out);
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    if out.is_empty() {
+        return Vec::new();
+    }
+    match serde_json::from_slice(&out).unwrap() {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+/// Where `actual` and `expected` differ, in order: numbers may differ by a relative
+/// 1e-6 (DOUBLE against DataFusion's DECIMAL arithmetic, sums in another order).
+fn difference(actual: &[Value], expected: &[Value]) -> Option<String> {
+    if actual.len() != expected.len() {
+        return Some(format!(
+            "{} rows, expected {}: {actual:?} vs {expected:?}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        let (Value::Object(a), Value::Object(e)) = (a, e) else {
+            return Some(format!("row {i} is not an object"));
+        };
+        if a.keys().ne(e.keys()) {
+            return Some(format!("row {i} has columns {a:?}, expected {e:?}"));
+        }
+        for (column, expected) in e {
+            if !same(&a[column], expected) {
+                return Some(format!("row {i} {column}: {} vs {expected}", a[column]));
+            }
+        }
+    }
+    None
+}
+
+fn same(actual: &Value, expected: &Value) -> bool {
+    match (number(actual), number(expected)) {
+        (Some(a), Some(e)) => (a - e).abs() <= 1e-6 * a.abs().max(e.abs()).max(1.0),
+        _ => actual == expected,
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
