@@ -1,7 +1,7 @@
 //! TPC-H through a cluster: tpchgen's tables as Parquet, ingested with Druid specs by
 //! `grove ingest`, served by two historicals, and the 22 queries in their standard
-//! text asked of a broker over HTTP. Every answer is compared with what DataFusion
-//! computes over the same Parquet files.
+//! text asked of a broker over HTTP, then Druid-style queries on `__time`. Every
+//! answer is compared with what DataFusion computes over the same Parquet files.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -18,7 +18,7 @@ use serde_json::Value;
 const SCALE: f64 = 0.01;
 
 #[test]
-fn the_22_tpch_queries_match_datafusion_over_the_same_parquet() {
+fn tpch_and_druid_style_queries_match_datafusion_over_the_same_parquet() {
     let mut c = TestCluster::new();
     c.coordinator("coordinator-1", &[]);
     c.historical("h-1", "_default_tier", &[]);
@@ -70,8 +70,63 @@ fn the_22_tpch_queries_match_datafusion_over_the_same_parquet() {
             Err(e) => failures.push(format!("Q{number} failed: {e}")),
         }
     }
+    for (name, grove, datafusion) in DRUID_STYLE {
+        let expected = runtime.block_on(answer(&reference, datafusion));
+        assert!(!expected.is_empty(), "{name} has rows");
+        match c.sql("broker-1", grove) {
+            Ok(rows) => {
+                if let Some(difference) = difference(&rows, &expected) {
+                    failures.push(format!("{name}: {difference}"));
+                }
+            }
+            Err(e) => failures.push(format!("{name} failed: {e}")),
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Queries as Druid users write them (on `__time`, which is lineitem's ship date), and
+/// the same questions asked of the Parquet files.
+const DRUID_STYLE: [(&str, &str, &str); 4] = [
+    (
+        "monthly buckets of one year",
+        "SELECT CAST(date_trunc('month', __time) AS DATE) AS month, COUNT(*) AS n, \
+         SUM(l_quantity) AS qty FROM lineitem \
+         WHERE __time >= TIMESTAMP '1995-01-01' AND __time < TIMESTAMP '1996-01-01' \
+         GROUP BY 1 ORDER BY 1",
+        "SELECT CAST(date_trunc('month', l_shipdate) AS DATE) AS month, COUNT(*) AS n, \
+         SUM(l_quantity) AS qty FROM lineitem \
+         WHERE l_shipdate >= DATE '1995-01-01' AND l_shipdate < DATE '1996-01-01' \
+         GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "top 3 ship modes by revenue in a year",
+        "SELECT l_shipmode, SUM(l_extendedprice) AS revenue FROM lineitem \
+         WHERE __time >= TIMESTAMP '1994-01-01' AND __time < TIMESTAMP '1995-01-01' \
+         GROUP BY l_shipmode ORDER BY revenue DESC LIMIT 3",
+        "SELECT l_shipmode, SUM(l_extendedprice) AS revenue FROM lineitem \
+         WHERE l_shipdate >= DATE '1994-01-01' AND l_shipdate < DATE '1995-01-01' \
+         GROUP BY l_shipmode ORDER BY revenue DESC LIMIT 3",
+    ),
+    (
+        "filtered aggregates",
+        "SELECT l_returnflag, COUNT(*) FILTER (WHERE l_shipmode = 'AIR') AS air, \
+         SUM(l_quantity) FILTER (WHERE l_discount > 0.05) AS discounted, \
+         COUNT(DISTINCT l_suppkey) AS suppliers FROM lineitem GROUP BY 1 ORDER BY 1",
+        "SELECT l_returnflag, COUNT(*) FILTER (WHERE l_shipmode = 'AIR') AS air, \
+         SUM(l_quantity) FILTER (WHERE l_discount > 0.05) AS discounted, \
+         COUNT(DISTINCT l_suppkey) AS suppliers FROM lineitem GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "top instruction for two modes, by day of the week",
+        "SELECT l_shipinstruct, extract(dow FROM __time) AS dow, COUNT(*) AS n \
+         FROM lineitem WHERE l_shipmode IN ('MAIL', 'SHIP') \
+         GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT 5",
+        "SELECT l_shipinstruct, extract(dow FROM l_shipdate) AS dow, COUNT(*) AS n \
+         FROM lineitem WHERE l_shipmode IN ('MAIL', 'SHIP') \
+         GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT 5",
+    ),
+];
 
 /// DataFusion with each table registered from its Parquet file.
 async fn reference(data: &Path) -> SessionContext {
