@@ -37,16 +37,26 @@ use crate::metadata::Replica;
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 
 /// Chooses one replica per segment: the highest priority first (Druid's
-/// `highestPriority`), then the historical with the fewest segments of this scan so
-/// far. Each segment's replicas are left in that order, for failover.
-fn place(segments: Vec<RemoteSegment>) -> Vec<(String, Vec<RemoteSegment>)> {
+/// `highestPriority`), then the least outstanding work: segments `outstanding` from
+/// other queries (per Flight address) plus those this scan gave it so far. Each
+/// segment's replicas are left in that order, for failover.
+fn place(
+    segments: Vec<RemoteSegment>,
+    outstanding: &HashMap<String, usize>,
+) -> Vec<(String, Vec<RemoteSegment>)> {
     let mut load: HashMap<String, usize> = HashMap::new();
     let mut groups: BTreeMap<String, Vec<RemoteSegment>> = BTreeMap::new();
     for mut segment in segments {
         segment.replicas.sort_by_key(|r| {
+            let elsewhere = r
+                .flight_address
+                .as_ref()
+                .and_then(|a| outstanding.get(a))
+                .copied()
+                .unwrap_or(0);
             (
                 std::cmp::Reverse(r.priority),
-                load.get(&r.node).copied().unwrap_or(0),
+                elsewhere + load.get(&r.node).copied().unwrap_or(0),
                 r.node.clone(),
             )
         });
@@ -115,7 +125,7 @@ impl DistributedScanExec {
                 missing.join(", ")
             )));
         }
-        let groups = place(segments);
+        let groups = place(segments, &client.outstanding());
         let schema = Arc::new(table_schema.project(&projection)?);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -606,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn replicas_are_chosen_by_priority_then_spread_evenly() {
+    fn replicas_are_chosen_by_priority_then_least_outstanding_work() {
         let segments: Vec<RemoteSegment> = (0..6)
             .map(|i| RemoteSegment {
                 id: format!("s{i}"),
@@ -618,7 +628,7 @@ mod tests {
                 ],
             })
             .collect();
-        let groups = place(segments);
+        let groups = place(segments.clone(), &HashMap::new());
         let sizes: Vec<(String, usize)> =
             groups.iter().map(|(n, s)| (n.clone(), s.len())).collect();
         assert_eq!(sizes, [("hot-1".to_string(), 3), ("hot-2".to_string(), 3)]);
@@ -627,11 +637,21 @@ mod tests {
             assert!(segments.iter().all(|s| s.replicas[2].node == "cold-1"));
         }
         // Where only the cold tier has a segment, it is read there.
-        let only_cold = place(vec![RemoteSegment {
-            id: "s".into(),
-            intervals: Vec::new(),
-            replicas: vec![replica("cold-1", 0)],
-        }]);
+        let only_cold = place(
+            vec![RemoteSegment {
+                id: "s".into(),
+                intervals: Vec::new(),
+                replicas: vec![replica("cold-1", 0)],
+            }],
+            &HashMap::new(),
+        );
         assert_eq!(only_cold[0].0, "cold-1");
+        // hot-1 is busy with 4 segments of other queries: hot-2 takes 5 of the 6, and
+        // hot-1 one once hot-2 has as much to do.
+        let busy = HashMap::from([("hot-1:1".to_string(), 4)]);
+        let groups = place(segments, &busy);
+        let sizes: Vec<(String, usize)> =
+            groups.iter().map(|(n, s)| (n.clone(), s.len())).collect();
+        assert_eq!(sizes, [("hot-1".to_string(), 1), ("hot-2".to_string(), 5)]);
     }
 }

@@ -164,10 +164,14 @@ impl fmt::Display for FragmentError {
 
 impl std::error::Error for FragmentError {}
 
-/// Flight connections to historicals, one channel per address, reused.
+/// Flight connections to historicals, one channel per address, reused; and how much
+/// work each historical has from this broker right now, for choosing replicas.
 #[derive(Debug)]
 pub struct FragmentClient {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Per Flight address: segments in fragments sent and not yet answered, over all
+    /// queries.
+    outstanding: Mutex<HashMap<String, usize>>,
     /// The longest a fragment may take, connection included.
     deadline: Duration,
     cache: Option<ResultCache>,
@@ -177,6 +181,7 @@ impl FragmentClient {
     pub fn new(deadline: Duration) -> Self {
         FragmentClient {
             channels: Mutex::new(HashMap::new()),
+            outstanding: Mutex::new(HashMap::new()),
             deadline,
             cache: None,
         }
@@ -190,6 +195,26 @@ impl FragmentClient {
 
     pub fn cache(&self) -> Option<&ResultCache> {
         self.cache.as_ref()
+    }
+
+    /// Per Flight address, the segments of fragments in flight there.
+    pub fn outstanding(&self) -> HashMap<String, usize> {
+        self.outstanding
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Counts `segments` as outstanding at `address` until the guard is dropped.
+    fn working(&self, address: &str, segments: usize) -> Working<'_> {
+        if let Ok(mut m) = self.outstanding.lock() {
+            *m.entry(address.to_string()).or_default() += segments;
+        }
+        Working {
+            client: self,
+            address: address.to_string(),
+            segments,
+        }
     }
 
     fn channel(&self, address: &str) -> std::result::Result<Channel, FragmentError> {
@@ -224,6 +249,7 @@ impl FragmentClient {
         address: &str,
         ticket: &Ticket,
     ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
+        let _working = self.working(address, ticket.segments.len());
         let channel = self.channel(address)?;
         let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -242,6 +268,26 @@ impl FragmentClient {
                 "{address} did not finish within {:?}",
                 self.deadline
             ))),
+        }
+    }
+}
+
+/// Outstanding work at one address, taken back when the fragment ends in any way.
+struct Working<'a> {
+    client: &'a FragmentClient,
+    address: String,
+    segments: usize,
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.client.outstanding.lock()
+            && let Some(count) = m.get_mut(&self.address)
+        {
+            *count = count.saturating_sub(self.segments);
+            if *count == 0 {
+                m.remove(&self.address);
+            }
         }
     }
 }
@@ -266,5 +312,43 @@ fn classify(error: FlightError) -> FragmentError {
             _ => FragmentError::Unavailable(status.message().to_string()),
         },
         other => FragmentError::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A historical that takes the connection and never answers: the fragment's
+    /// segments count as outstanding there until its deadline, then not at all.
+    #[tokio::test]
+    async fn outstanding_work_is_counted_while_a_fragment_runs() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = silent.local_addr().unwrap().to_string();
+        let client = Arc::new(FragmentClient::new(Duration::from_millis(1500)));
+        let ticket = Ticket {
+            query_id: "q".into(),
+            segments: vec!["a".into(), "b".into(), "c".into()],
+            plan: Vec::new(),
+        };
+        let running = tokio::spawn({
+            let (client, address) = (client.clone(), address.clone());
+            async move { client.run(&address, &ticket).await }
+        });
+        let began = std::time::Instant::now();
+        while client.outstanding().get(&address) != Some(&3) {
+            assert!(began.elapsed() < Duration::from_secs(1), "never counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let result = running.await.unwrap();
+        assert!(
+            matches!(result, Err(FragmentError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            client.outstanding().is_empty(),
+            "{:?}",
+            client.outstanding()
+        );
     }
 }
