@@ -103,9 +103,14 @@ fn sum(cluster: &TestCluster, broker: &str, datasource: &str) -> Result<Option<i
         .and_then(Value::as_i64))
 }
 
-/// The physical plan `EXPLAIN` prints for `query`.
-fn physical_plan(cluster: &TestCluster, broker: &str, query: &str) -> String {
-    let explain = cluster.sql(broker, &format!("EXPLAIN {query}")).unwrap();
+/// The physical plan `EXPLAIN` prints for the last statement of `script`, in one
+/// request after the statements before it (`SET ...;`).
+fn physical_plan(cluster: &TestCluster, broker: &str, script: &str) -> String {
+    let explained = match script.rsplit_once(';') {
+        Some((setup, query)) => format!("{setup}; EXPLAIN {query}"),
+        None => format!("EXPLAIN {script}"),
+    };
+    let explain = cluster.sql(broker, &explained).unwrap();
     explain
         .iter()
         .find(|r| r["plan_type"] == "physical_plan")
@@ -199,16 +204,34 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         "{received} rows received\n{text}"
     );
     // The same query again is answered from the broker's per-segment cache: no
-    // fragment is sent.
-    let again = c
-        .sql(
-            "broker-1",
-            "EXPLAIN ANALYZE SELECT country, SUM(value) AS s FROM clicks GROUP BY 1",
-        )
-        .unwrap();
-    let text = again[0]["plan"].as_str().unwrap().to_string();
+    // fragment is sent. A query may turn the cache off, or leave it as it is.
+    let analyze = "EXPLAIN ANALYZE SELECT country, SUM(value) AS s FROM clicks GROUP BY 1";
+    let analyzed = |context: Value| {
+        let rows = c.sql_in("broker-1", analyze, context).unwrap();
+        rows[0]["plan"].as_str().unwrap().to_string()
+    };
+    let text = analyzed(Value::Null);
     assert!(text.contains("segments_from_cache=4"), "{text}");
     assert!(text.contains("fragments=0"), "{text}");
+    let text = analyzed(serde_json::json!({ "useCache": false }));
+    assert!(!text.contains("segments_from_cache=4"), "{text}");
+    assert!(!text.contains("fragments=0"), "{text}");
+    let filtered = "EXPLAIN ANALYZE SELECT country, SUM(value) AS s FROM clicks \
+                    WHERE country <> 'none' GROUP BY 1";
+    let no_populate = serde_json::json!({ "populateCache": false });
+    for _ in 0..2 {
+        let rows = c.sql_in("broker-1", filtered, no_populate.clone()).unwrap();
+        let text = rows[0]["plan"].as_str().unwrap();
+        assert!(!text.contains("segments_from_cache=4"), "{text}");
+    }
+    let refused = c.sql_in("broker-1", analyze, serde_json::json!({ "useCache": "no" }));
+    assert!(refused.unwrap_err().contains("useCache"));
+    let no_cache = c.sql(
+        "broker-1",
+        &format!("SET grove.use_cache = false; {analyze}"),
+    );
+    let text = no_cache.unwrap()[0]["plan"].as_str().unwrap().to_string();
+    assert!(!text.contains("fragments=0"), "{text}");
     let sums = c
         .sql(
             "broker-1",
@@ -224,19 +247,22 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
     }
     // With one partition DataFusion combines the halves into a Single aggregate; the
     // broker splits it again and the answer is the same.
-    c.sql("broker-1", "SET datafusion.execution.target_partitions = 1")
-        .unwrap();
-    let single = physical_plan(&c, "broker-1", grouped);
+    let one_partition = "SET datafusion.execution.target_partitions = 1";
+    let single = physical_plan(&c, "broker-1", &format!("{one_partition}; {grouped}"));
     let (broker_side, remote) = single.split_once("remote=[").expect(&single);
     assert!(remote.contains("AggregateExec: mode=Partial"), "{single}");
     assert!(
-        broker_side.contains("mode=Final") && !broker_side.contains("mode=Single"),
+        broker_side.contains("mode=Final")
+            && !broker_side.contains("mode=Single")
+            && !broker_side.contains("mode=FinalPartitioned"),
         "{single}"
     );
     let again = c
         .sql(
             "broker-1",
-            "SELECT country, SUM(value) AS s FROM clicks GROUP BY 1 ORDER BY 1",
+            &format!(
+                "{one_partition}; SELECT country, SUM(value) AS s FROM clicks GROUP BY 1 ORDER BY 1"
+            ),
         )
         .unwrap();
     assert_eq!(again, sums);

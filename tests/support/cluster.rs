@@ -230,6 +230,11 @@ impl TestCluster {
 
     /// `POST /druid/v2/sql` on `broker`: the rows, or the error body.
     pub fn sql(&self, broker: &str, query: &str) -> Result<Vec<Value>, String> {
+        self.sql_in(broker, query, Value::Null)
+    }
+
+    /// `POST /druid/v2/sql` with a query `context` (null: none).
+    pub fn sql_in(&self, broker: &str, query: &str, context: Value) -> Result<Vec<Value>, String> {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -239,7 +244,10 @@ impl TestCluster {
         let url = format!("{}/druid/v2/sql", self.http(broker));
         let mut response = agent
             .post(&url)
-            .send_json(serde_json::json!({ "query": query }))
+            .send_json(match context {
+                Value::Null => serde_json::json!({ "query": query }),
+                context => serde_json::json!({ "query": query, "context": context }),
+            })
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let body: Value = response.body_mut().read_json().map_err(|e| e.to_string())?;

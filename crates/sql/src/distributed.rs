@@ -35,6 +35,7 @@ use crate::codec::GroveCodec;
 use crate::fragment::Ticket;
 use crate::metadata::Replica;
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
+use crate::settings::GroveSettings;
 
 /// Chooses one replica per segment: the highest priority first (Druid's
 /// `highestPriority`), then the least outstanding work: segments `outstanding` from
@@ -264,7 +265,7 @@ impl ExecutionPlan for DistributedScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.schema();
         let Some((node, segments)) = self.groups.get(partition).cloned() else {
@@ -281,8 +282,16 @@ impl ExecutionPlan for DistributedScanExec {
             retries: MetricBuilder::new(&self.metrics).counter("fragments_retried", partition),
             cache_hits: MetricBuilder::new(&self.metrics).counter("segments_from_cache", partition),
         };
+        let settings = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<GroveSettings>()
+            .cloned()
+            .unwrap_or_default();
         let run = Run {
             counters,
+            settings,
             scan: self.request(&[]),
             top: self.top.clone(),
             client: self.client.clone(),
@@ -300,6 +309,7 @@ impl ExecutionPlan for DistributedScanExec {
 /// One partition's work: its segments, on their chosen historical first.
 struct Run {
     counters: Counters,
+    settings: GroveSettings,
     scan: ScanRequest,
     top: Option<Arc<dyn ExecutionPlan>>,
     client: Arc<FragmentClient>,
@@ -336,11 +346,14 @@ impl Run {
         let mut out = Vec::new();
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
-        // fetched and cached per segment. Raw rows are not cached.
+        // fetched and cached per segment, unless the query says otherwise. Raw rows
+        // are not cached.
         let cache = self.client.cache().filter(|_| self.top.is_some());
+        let lookup = cache.filter(|_| self.settings.use_cache);
+        let populate = cache.filter(|_| self.settings.populate_cache);
         // The per-segment tickets of cache misses, kept for sending (and resending).
         let mut prepared: HashMap<String, Ticket> = HashMap::new();
-        if let Some(cache) = cache {
+        if let Some(cache) = lookup {
             let mut missed = Vec::new();
             for segment in pending.drain(..) {
                 let ticket = self.ticket(std::slice::from_ref(&segment))?;
@@ -361,7 +374,7 @@ impl Run {
         let mut excluded: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut errors: Vec<String> = Vec::new();
         while !pending.is_empty() {
-            // One fragment per node, or per segment when results are cached.
+            // One fragment per node, or per segment when results are to be cached.
             let mut fragments: BTreeMap<(String, String), (String, Vec<RemoteSegment>)> =
                 BTreeMap::new();
             let mut stranded = Vec::new();
@@ -380,7 +393,7 @@ impl Run {
                 match replica {
                     Some(r) => {
                         let address = r.flight_address.clone().unwrap_or_default();
-                        let unit = if cache.is_some() {
+                        let unit = if populate.is_some() {
                             segment.id.clone()
                         } else {
                             String::new()
@@ -407,9 +420,13 @@ impl Run {
             let calls = fragments
                 .into_iter()
                 .map(|((node, _), (address, segments))| async move {
-                    let ticket = match (segments.as_slice(), cache) {
-                        ([one], Some(_)) => prepared[&one.id].clone(),
-                        _ => this.ticket(&segments)?,
+                    let ready = match segments.as_slice() {
+                        [one] => prepared.get(&one.id).cloned(),
+                        _ => None,
+                    };
+                    let ticket = match ready {
+                        Some(ticket) => ticket,
+                        None => this.ticket(&segments)?,
                     };
                     this.counters.fragments.add(1);
                     let result = this.client.run(&address, &ticket).await;
@@ -428,7 +445,7 @@ impl Run {
                             self.counters.rows.add(b.num_rows());
                             self.counters.bytes.add(b.get_array_memory_size());
                         }
-                        if let Some(cache) = cache {
+                        if let Some(cache) = populate {
                             cache.put(ticket.plan, batches.clone());
                         }
                         out.extend(batches);

@@ -35,6 +35,7 @@ use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
+use crate::settings::GroveSettings;
 use crate::table::Reader;
 
 const CATALOG: &str = "datafusion";
@@ -80,6 +81,10 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
         // `0.07` is the exact number, as in Druid's SQL and Postgres (see `literals`).
         config.options_mut().sql_parser.parse_float_as_decimal = true;
+        config
+            .options_mut()
+            .extensions
+            .insert(GroveSettings::default());
         let mut template = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -142,6 +147,16 @@ pub struct Session {
 impl Session {
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Sets one of the session's settings, as `SET key = value` would.
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set(key, value)
     }
 
     /// Plans one statement against fresh metadata.

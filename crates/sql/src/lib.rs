@@ -16,6 +16,7 @@
 //! - [`literals`]: decimal literals compared with DOUBLE columns as the doubles they
 //!   denote.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
+//! - [`settings`]: Grove's session settings (`SET grove.use_cache = false`).
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
@@ -32,6 +33,7 @@ pub mod output;
 pub mod remote;
 pub mod repl;
 pub mod schema;
+pub mod settings;
 pub mod table;
 
 pub use engine::{Engine, Session};

@@ -7,7 +7,8 @@
 //! - broker: `POST /druid/v2/sql` with `{"query": ...}`, answering an array of
 //!   row objects. Each request runs in a session of its own; a query may hold several
 //!   statements separated by `;` (a view, a query over it, dropping the view), and the
-//!   answer is the last query's result.
+//!   answer is the last query's result. The context's `useCache` and `populateCache`
+//!   set the session's `grove.use_cache` and `grove.populate_cache`.
 
 use std::sync::{Arc, RwLock};
 
@@ -144,6 +145,32 @@ struct SqlRequest {
     query: String,
     #[serde(default)]
     result_format: Option<String>,
+    /// Druid's query context. Keys Grove has no use for are ignored, as Druid does.
+    #[serde(default)]
+    context: serde_json::Map<String, Value>,
+}
+
+/// Druid query context keys and the session settings they set.
+const CONTEXT_SETTINGS: [(&str, &str); 2] = [
+    ("useCache", "grove.use_cache"),
+    ("populateCache", "grove.populate_cache"),
+];
+
+/// Applies the request's context to its session.
+fn apply_context(
+    session: &grove_sql::Session,
+    context: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    for (key, setting) in CONTEXT_SETTINGS {
+        match context.get(key) {
+            None => {}
+            Some(Value::Bool(on)) => session
+                .set(setting, &on.to_string())
+                .map_err(|e| format!("context {key}: {e}"))?,
+            Some(other) => return Err(format!("context {key} must be true or false, not {other}")),
+        }
+    }
+    Ok(())
 }
 
 /// Whether a failed statement is the query's fault (bad SQL, unknown names, refused
@@ -179,7 +206,11 @@ async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             format!("resultFormat {format:?} is not supported; use \"object\""),
         );
     }
-    let batches = match engine.session().script(&request.query).await {
+    let session = engine.session();
+    if let Err(e) = apply_context(&session, &request.context) {
+        return error(StatusCode::BAD_REQUEST, "Invalid input", e);
+    }
+    let batches = match session.script(&request.query).await {
         Ok((_, batches)) => batches,
         Err(e) if is_users_fault(&e) => {
             return error(StatusCode::BAD_REQUEST, "Plan validation failed", e);
