@@ -438,7 +438,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(crate::fragment::serve(
             listener,
-            served.clone(),
+            crate::fragment::FragmentService::new(served.clone()),
             std::future::pending(),
         ));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -575,7 +575,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(crate::fragment::serve(
             listener,
-            served.clone(),
+            crate::fragment::FragmentService::new(served.clone()),
             std::future::pending(),
         ));
         let codec = GroveCodec::new(served);
@@ -613,6 +613,64 @@ mod tests {
             client.run(&addr, &broken).await,
             Err(FragmentError::Rejected(_))
         ));
+    }
+
+    /// A client that reads one batch of a long fragment and goes away: the historical
+    /// stops executing it.
+    #[tokio::test]
+    async fn a_client_that_disconnects_mid_stream_stops_the_fragment() {
+        use arrow_flight::FlightClient;
+        use futures::StreamExt;
+
+        use crate::fragment::{FragmentService, Ticket};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (descriptors, cache, ctx) = fixture(dir.path());
+        // 3000 x 3000 rows: far more than the client will ever read.
+        let plan = ctx
+            .sql("SELECT a.k, a.n, b.n AS m FROM t a CROSS JOIN t b")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let served = serving(&cache, &descriptors).await;
+        let service = FragmentService::new(served.clone());
+        let running = service.running();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::fragment::serve(
+            listener,
+            service,
+            std::future::pending(),
+        ));
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+        let ticket = Ticket::new("slow", ids, plan, &GroveCodec::new(served)).unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightClient::new(channel);
+        let mut stream = client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.num_rows() > 0);
+        // Not read, the stream waits on flow control: still running, not finished.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        drop(stream);
+        let began = std::time::Instant::now();
+        while running.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(10),
+                "the fragment still runs after its client left"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// A loopback port nothing listens on.

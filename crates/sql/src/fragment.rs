@@ -18,6 +18,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
@@ -122,6 +123,7 @@ impl Ticket {
 pub struct FragmentService {
     source: Arc<dyn SegmentSource>,
     ctx: SessionContext,
+    running: Arc<AtomicUsize>,
 }
 
 impl FragmentService {
@@ -129,7 +131,30 @@ impl FragmentService {
         FragmentService {
             source,
             ctx: SessionContext::new(),
+            running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// How many fragments are executing right now: each counts from its `do_get`
+    /// until its stream ends or is dropped (the client finished or went away).
+    pub fn running(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.running)
+    }
+}
+
+/// One executing fragment, counted in [`FragmentService::running`] while it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Running {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(Arc::clone(count))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -196,6 +221,11 @@ impl FlightService for FragmentService {
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches)
             .map_err(|e| Status::internal(e.to_string()));
+        let running = Running::start(&self.running);
+        let flight = flight.map(move |message| {
+            let _running = &running;
+            message
+        });
         Ok(Response::new(flight.boxed()))
     }
 
@@ -297,13 +327,12 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 /// Serves fragments on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    source: Arc<dyn SegmentSource>,
+    service: FragmentService,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service =
-        arrow_flight::flight_service_server::FlightServiceServer::new(FragmentService::new(source))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+    let service = arrow_flight::flight_service_server::FlightServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))

@@ -17,7 +17,7 @@ use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::historical::LoadedSegments;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
 use grove_cluster::nodes::{self, NodeInfo, Role};
-use grove_sql::fragment::{self, LoadedSource};
+use grove_sql::fragment::{self, FragmentService, LoadedSource};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -130,9 +130,9 @@ pub fn serve_fragments(
     loaded: LoadedSegments,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<CliResult<()>> {
-    let source = Arc::new(LoadedSource(loaded));
+    let service = FragmentService::new(Arc::new(LoadedSource(loaded)));
     let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
-    tokio::spawn(async move { Ok(fragment::serve(listener, source, stopped).await?) })
+    tokio::spawn(async move { Ok(fragment::serve(listener, service, stopped).await?) })
 }
 
 pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {
