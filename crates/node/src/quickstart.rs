@@ -9,7 +9,7 @@ use grove_sql::output::Format;
 use grove_sql::repl::{Repl, run_statement};
 
 use crate::data_dir::DataDir;
-use crate::server::start::{LocalCluster, LocalOptions};
+use grove_sql::local::{LocalCluster, LocalOptions};
 use crate::{CliResult, ingest, sample};
 
 const EXAMPLES: [&str; 3] = [
@@ -49,10 +49,12 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
         capacity: None,
         period: Duration::from_millis(200),
         http_address: "in-process".into(),
+        fragment_deadline: crate::server::FRAGMENT_DEADLINE,
+        cache_bytes: crate::server::RESULT_CACHE_BYTES,
     };
     let cluster = LocalCluster::start(target.store, dir.deep_storage()?, data_dir, options).await?;
     let loading = Instant::now();
-    cluster.wait_loaded(Duration::from_secs(120)).await?;
+    cluster.wait_served(1, Duration::from_secs(120)).await?;
     println!(
         "A coordinator, a broker and a historical are running; the historical loaded \
          the segments in {:.2} s.",

@@ -16,7 +16,7 @@ pub async fn run(
     format: Format,
 ) -> CliResult<()> {
     let dir = DataDir::new(data_dir);
-    let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?)?;
+    let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?);
     let session = engine.session();
     let mut statements: Vec<String> = commands.to_vec();
     if let Some(file) = file {

@@ -53,9 +53,9 @@ pub struct Engine {
 
 impl Engine {
     /// An engine that reads every used segment itself, from local deep storage.
-    pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Result<Self> {
+    pub fn direct(store: Arc<dyn MetaStore>, deep: DeepStorage) -> Self {
         let reader = Reader::Local(Arc::new(SegmentCache::new(deep)));
-        Ok(Self::new(Arc::new(DirectMetadata::new(store)), reader))
+        Self::new(Arc::new(DirectMetadata::new(store)), reader)
     }
 
     /// A broker's engine: queries see the segments the cluster serves, and read
@@ -65,13 +65,13 @@ impl Engine {
         view: Arc<ClusterView>,
         fragment_deadline: Duration,
         cache_bytes: usize,
-    ) -> Result<Self> {
+    ) -> Self {
         let mut client = FragmentClient::new(fragment_deadline);
         if cache_bytes > 0 {
             client = client.with_cache(cache_bytes);
         }
         let reader = Reader::Remote(Arc::new(client));
-        Ok(Self::new(Arc::new(ViewMetadata::new(view)), reader))
+        Self::new(Arc::new(ViewMetadata::new(view)), reader)
     }
 
     pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Self {

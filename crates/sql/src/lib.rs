@@ -13,6 +13,7 @@
 //! - [`distributed`]: the broker's scan, run on historicals with replica failover.
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
 //! - [`remote`]: the broker's side of fragments: segment references and the client.
+//! - [`local`]: every role in one process (`grove start`, and tests).
 //! - [`literals`]: decimal literals compared with DOUBLE columns as the doubles they
 //!   denote.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
@@ -28,6 +29,7 @@ pub mod distributed;
 pub mod engine;
 pub mod fragment;
 pub mod literals;
+pub mod local;
 pub mod metadata;
 pub mod output;
 pub mod remote;

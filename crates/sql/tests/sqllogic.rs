@@ -57,7 +57,7 @@ impl GroveDb {
         let store: Arc<dyn MetaStore> =
             Arc::new(EmbeddedStore::open(&dir.path().join("meta")).expect("store"));
         let deep = DeepStorage::local(dir.path().join("deep")).expect("deep storage");
-        let engine = Engine::direct(Arc::clone(&store), deep.clone()).expect("engine");
+        let engine = Engine::direct(Arc::clone(&store), deep.clone());
         GroveDb {
             session: engine.session(),
             engine,

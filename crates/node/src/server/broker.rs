@@ -40,7 +40,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         view.clone(),
         super::FRAGMENT_DEADLINE,
         super::RESULT_CACHE_BYTES,
-    )?);
+    ));
     let shutdown = super::shutdown_signal();
     let registered = tokio::spawn(nodes::stay_registered(
         store,

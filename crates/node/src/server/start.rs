@@ -1,23 +1,12 @@
-//! `grove start`: a coordinator, a broker and one or more historicals in one process,
-//! on the embedded metadata store of a data directory and local deep storage. Every
-//! role runs the same code as in a cluster; they only share the store.
+//! `grove start`: a coordinator, a broker and one or more historicals in one process
+//! ([`LocalCluster`]), on the embedded metadata store of a data directory and local
+//! deep storage, served over HTTP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use clap::Args;
-use grove_cluster::coordinator::{Coordinator, CoordinatorSettings, CoordinatorStatus};
-use grove_cluster::deep_storage::DeepStorage;
-use grove_cluster::historical::{Historical, HistoricalSettings, HistoricalStatus};
-use grove_cluster::metastore::MetaStore;
-use grove_cluster::nodes::{self, DEFAULT_TIER, NodeInfo, Role};
-use grove_cluster::rules::{self, DEFAULT_RULES, Rule};
-use grove_cluster::view::ClusterView;
-use grove_sql::Engine;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use grove_sql::local::{LocalCluster, LocalOptions};
 
 use super::http;
 use crate::CliResult;
@@ -48,164 +37,32 @@ pub struct StartArgs {
     pub deep_storage: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct LocalOptions {
-    pub historicals: usize,
-    pub capacity: Option<u64>,
-    pub period: Duration,
-    /// The address other nodes would reach this process at.
-    pub http_address: String,
-}
-
-/// Every role, running in this process.
-pub struct LocalCluster {
-    pub store: Arc<dyn MetaStore>,
-    pub view: Arc<ClusterView>,
-    pub engine: Arc<Engine>,
-    coordinator: Arc<RwLock<CoordinatorStatus>>,
-    historicals: Vec<Arc<RwLock<HistoricalStatus>>>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-const LEASE_TTL: Duration = Duration::from_secs(10);
-
-impl LocalCluster {
-    pub async fn start(
-        store: Arc<dyn MetaStore>,
-        deep: DeepStorage,
-        data_dir: &Path,
-        options: LocalOptions,
-    ) -> CliResult<LocalCluster> {
-        if options.historicals == 0 {
-            return Err("grove start needs at least one historical".into());
-        }
-        // A fresh directory gets one replica per segment on as many historicals as
-        // there are (at most two); rules set later are kept.
-        if store.get(&rules::key(DEFAULT_RULES)).await?.is_none() {
-            let replicas = options.historicals.min(2) as u32;
-            let default = vec![Rule::LoadForever {
-                tiered_replicants: [(DEFAULT_TIER.to_string(), replicas)].into(),
-            }];
-            rules::set(store.as_ref(), DEFAULT_RULES, &default).await?;
-        }
-        let (shutdown, rx) = watch::channel(false);
-        let node = |id: &str, role: Role| NodeInfo::new(id, role, &options.http_address);
-        let mut tasks = Vec::new();
-        let settings = CoordinatorSettings {
-            period: options.period,
-            lease_ttl: LEASE_TTL,
-            ..CoordinatorSettings::default()
-        };
-        let coordinator = Coordinator::new(
-            store.clone(),
-            node("coordinator", Role::Coordinator),
-            settings,
-        );
-        let coordinator_status = coordinator.status();
-        tasks.push(tokio::spawn(coordinator.run(rx.clone())));
-        let mut historicals = Vec::new();
-        for i in 1..=options.historicals {
-            let id = format!("historical-{i}");
-            let settings = HistoricalSettings {
-                cache_dir: data_dir.join(&id).join("segment-cache"),
-                lease_ttl: LEASE_TTL,
-            };
-            // Each serves plan fragments on a port of its own, as in a cluster.
-            let (flight, flight_addr) = super::bind("127.0.0.1:0", "historical Flight").await?;
-            let info = NodeInfo {
-                flight_address: Some(flight_addr.to_string()),
-                tier: Some(DEFAULT_TIER.to_string()),
-                capacity: options.capacity,
-                ..node(&id, Role::Historical)
-            };
-            let historical = Historical::new(store.clone(), deep.clone(), info, settings);
-            historicals.push(historical.status());
-            let fragments = super::serve_fragments(flight, historical.loaded(), rx.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Ok(Err(e)) = fragments.await {
-                    tracing::warn!("historical Flight service: {e}");
-                }
-            }));
-            tasks.push(tokio::spawn(historical.run(rx.clone())));
-        }
-        tasks.push(tokio::spawn(nodes::stay_registered(
-            store.clone(),
-            node("broker", Role::Broker),
-            LEASE_TTL,
-            rx,
-        )));
-        let view = ClusterView::start(store.clone());
-        view.wait_synced(Duration::from_secs(30)).await?;
-        let engine = Arc::new(Engine::broker(
-            view.clone(),
-            super::FRAGMENT_DEADLINE,
-            super::RESULT_CACHE_BYTES,
-        )?);
-        Ok(LocalCluster {
-            store,
-            view,
-            engine,
-            coordinator: coordinator_status,
-            historicals,
-            shutdown,
-            tasks,
-        })
-    }
-
-    /// Waits until every used segment is served, or `timeout` passes.
-    pub async fn wait_loaded(&self, timeout: Duration) -> CliResult<()> {
-        let began = Instant::now();
-        loop {
-            let segments = self.engine.metadata().segments(None);
-            let waiting = segments.iter().filter(|s| !s.available).count();
-            if waiting == 0 {
-                return Ok(());
-            }
-            if began.elapsed() > timeout {
-                return Err(format!(
-                    "{waiting} of {} segments were still not loaded after {}s",
-                    segments.len(),
-                    timeout.as_secs()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub fn router(&self) -> axum::Router {
-        let coordinator = self.coordinator.clone();
-        let historicals = self.historicals.clone();
-        let view = self.view.clone();
-        http::broker_routes(self.engine.clone())
-            .merge(http::coordinator_routes(
-                self.store.clone(),
-                self.coordinator.clone(),
-            ))
-            .merge(http::status_routes(move || {
-                let historicals: Vec<serde_json::Value> = historicals
-                    .iter()
-                    .map(|h| {
-                        serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                serde_json::json!({
-                    "role": "start",
-                    "metadata_store_connected": view.is_connected(),
-                    "coordinator": super::coordinator::status_json(&coordinator),
-                    "historicals": historicals,
+/// The HTTP endpoints of `grove start`: a broker's and a coordinator's, and a status
+/// covering every role.
+pub fn router(cluster: &LocalCluster) -> axum::Router {
+    let coordinator = cluster.coordinator.clone();
+    let historicals = cluster.historicals.clone();
+    let view = cluster.view.clone();
+    http::broker_routes(cluster.engine.clone())
+        .merge(http::coordinator_routes(
+            cluster.store.clone(),
+            cluster.coordinator.clone(),
+        ))
+        .merge(http::status_routes(move || {
+            let historicals: Vec<serde_json::Value> = historicals
+                .iter()
+                .map(|h| {
+                    serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
+                        .unwrap_or_default()
                 })
-            }))
-    }
-
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
+                .collect();
+            serde_json::json!({
+                "role": "start",
+                "metadata_store_connected": view.is_connected(),
+                "coordinator": super::coordinator::status_json(&coordinator),
+                "historicals": historicals,
+            })
+        }))
 }
 
 pub async fn run(args: StartArgs) -> CliResult<()> {
@@ -235,6 +92,8 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
             "period",
         )?,
         http_address: addr.to_string(),
+        fragment_deadline: super::FRAGMENT_DEADLINE,
+        cache_bytes: super::RESULT_CACHE_BYTES,
     };
     let cluster = LocalCluster::start(store, deep, &data_dir, options).await?;
     super::announce("start", "local", "HTTP", addr);
@@ -243,7 +102,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         data_dir.display()
     );
     let shutdown = super::shutdown_signal();
-    super::serve_http(listener, cluster.router(), shutdown).await?;
+    super::serve_http(listener, router(&cluster), shutdown).await?;
     cluster.stop().await;
     Ok(())
 }
