@@ -9,8 +9,8 @@ use grove_sql::output::Format;
 use grove_sql::repl::{Repl, run_statement};
 
 use crate::data_dir::DataDir;
-use grove_sql::local::{LocalCluster, LocalOptions};
 use crate::{CliResult, ingest, sample};
+use grove_sql::local::{LocalCluster, LocalOptions};
 
 const EXAMPLES: [&str; 3] = [
     "SELECT date_trunc('day', __time) AS day, COUNT(*) AS events, SUM(revenue) AS revenue \

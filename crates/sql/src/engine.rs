@@ -61,11 +61,7 @@ impl Engine {
     /// A broker's engine: queries see the segments the cluster serves, and read
     /// them on the historicals that serve them, over Flight. Per-segment results of
     /// up to `cache_bytes` are kept (0: no cache).
-    pub fn broker(
-        view: Arc<ClusterView>,
-        fragment_deadline: Duration,
-        cache_bytes: usize,
-    ) -> Self {
+    pub fn broker(view: Arc<ClusterView>, fragment_deadline: Duration, cache_bytes: usize) -> Self {
         let mut client = FragmentClient::new(fragment_deadline);
         if cache_bytes > 0 {
             client = client.with_cache(cache_bytes);

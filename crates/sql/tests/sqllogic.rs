@@ -1,17 +1,21 @@
 //! SQL behaviour, in `.slt` files under `tests/slt/`.
 //!
-//! Every file runs twice. The *reference* run is plain DataFusion over the raw input
-//! files (set up by `onlyif reference` statements), computing each answer independently
-//! of Grove's ingestion, segments and scan. The *grove* run ingests the same files with
-//! `INGEST 'spec.json'` statements (`onlyif grove`) and queries the segments. Both runs
-//! must produce the expected results written in the file, so every expected result is
-//! one the reference engine agrees with.
+//! Every file runs three times. The *reference* run is plain DataFusion over the raw
+//! input files (set up by `onlyif reference` statements), computing each answer
+//! independently of Grove's ingestion, segments and scan. The *grove* runs ingest the
+//! same files with `INGEST 'spec.json'` statements (`onlyif grove`) and query the
+//! segments: once in one process reading them itself (label `direct`), once through a
+//! broker and two historicals exchanging plan fragments over Flight (label
+//! `cluster`). Every run must produce the expected results written in the file, so
+//! every expected result is one the reference engine agrees with; plan shapes, which
+//! only Grove has, are pinned with `onlyif cluster`.
 //!
 //! `${DATA}` in a statement stands for `tests/slt/data`. Set `GROVE_SLT_COMPLETE=1` to
 //! fill in expected results from the reference engine (then review the diff).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
@@ -21,6 +25,7 @@ use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::{EmbeddedStore, MetaStore};
 use grove_cluster::task::run_batch;
 use grove_segment::spec::IngestionSpec;
+use grove_sql::local::{LocalCluster, LocalOptions};
 use grove_sql::{Engine, Session};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
 
@@ -40,9 +45,18 @@ fn substitute(sql: &str) -> String {
     sql.replace("${DATA}", &data_dir().display().to_string())
 }
 
+/// Where a Grove run's queries go.
+enum Deployment {
+    /// One process reading the segments itself.
+    Direct(Engine),
+    /// A broker over two historicals, all in this process, fragments over loopback
+    /// Flight: the cluster's query path.
+    Cluster(LocalCluster),
+}
+
 /// Grove over a fresh data directory.
 struct GroveDb {
-    engine: Engine,
+    deployment: Deployment,
     /// One session per file, as a client connection would have.
     session: Session,
     store: Arc<dyn MetaStore>,
@@ -52,19 +66,54 @@ struct GroveDb {
 }
 
 impl GroveDb {
-    fn new() -> Self {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let store: Arc<dyn MetaStore> =
-            Arc::new(EmbeddedStore::open(&dir.path().join("meta")).expect("store"));
-        let deep = DeepStorage::local(dir.path().join("deep")).expect("deep storage");
+    fn direct() -> Self {
+        let (dir, store, deep) = Self::storage();
         let engine = Engine::direct(Arc::clone(&store), deep.clone());
         GroveDb {
             session: engine.session(),
-            engine,
+            deployment: Deployment::Direct(engine),
             store,
             deep,
             dir,
             ingestions: 0,
+        }
+    }
+
+    async fn cluster() -> Self {
+        let (dir, store, deep) = Self::storage();
+        let options = LocalOptions {
+            historicals: 2,
+            capacity: None,
+            period: Duration::from_millis(100),
+            http_address: "in-process".into(),
+            fragment_deadline: Duration::from_secs(60),
+            cache_bytes: 16 << 20,
+        };
+        let cluster = LocalCluster::start(store.clone(), deep.clone(), dir.path(), options)
+            .await
+            .expect("local cluster");
+        GroveDb {
+            session: cluster.engine.session(),
+            deployment: Deployment::Cluster(cluster),
+            store,
+            deep,
+            dir,
+            ingestions: 0,
+        }
+    }
+
+    fn storage() -> (Arc<tempfile::TempDir>, Arc<dyn MetaStore>, DeepStorage) {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let store: Arc<dyn MetaStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("meta")).expect("store"));
+        let deep = DeepStorage::local(dir.path().join("deep")).expect("deep storage");
+        (dir, store, deep)
+    }
+
+    fn engine(&self) -> &Engine {
+        match &self.deployment {
+            Deployment::Direct(engine) => engine,
+            Deployment::Cluster(cluster) => &cluster.engine,
         }
     }
 
@@ -83,6 +132,14 @@ impl GroveDb {
         )
         .await
         .map_err(err)?;
+        // A cluster answers once both historicals serve every segment: queries see
+        // all of the data, and plans place segments the same way every time.
+        if let Deployment::Cluster(cluster) = &self.deployment {
+            cluster
+                .wait_served(2, Duration::from_secs(60))
+                .await
+                .map_err(err)?;
+        }
         Ok(outcome.progress.rows_written)
     }
 }
@@ -99,6 +156,13 @@ impl AsyncDB for GroveDb {
             return Ok(DBOutput::StatementComplete(self.ingest(spec).await?));
         }
         let batches = self.session.execute(&sql).await.map_err(err)?;
+        if sql
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("EXPLAIN ")
+        {
+            return Ok(physical_plan_lines(&batches));
+        }
         Ok(rows(&batches))
     }
 
@@ -135,6 +199,38 @@ impl AsyncDB for ReferenceDb {
 
     fn engine_name(&self) -> &str {
         "reference"
+    }
+}
+
+/// `EXPLAIN`'s physical plan, a row per operator. The runner collapses whitespace, so
+/// each level of indentation is written as a `.`.
+fn physical_plan_lines(batches: &[RecordBatch]) -> DBOutput<DefaultColumnType> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let (Some(kinds), Some(plans)) = (
+            batch.column(0).as_string_opt::<i32>(),
+            batch.column(1).as_string_opt::<i32>(),
+        ) else {
+            continue;
+        };
+        for (kind, plan) in kinds.iter().zip(plans.iter()) {
+            if kind != Some("physical_plan") {
+                continue;
+            }
+            for line in plan
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
+                let text = line.trim_start();
+                let depth = (line.len() - text.len()) / 2;
+                rows.push(vec![format!("{}{text}", ".".repeat(depth))]);
+            }
+        }
+    }
+    DBOutput::Rows {
+        types: vec![DefaultColumnType::Text],
+        rows,
     }
 }
 
@@ -229,12 +325,21 @@ async fn run_file(name: &str) {
         .await
         .unwrap_or_else(|e| panic!("reference run of {name}: {e}"));
 
-    let mut grove = Runner::new(|| async { Ok(GroveDb::new()) });
-    grove.add_label("grove");
-    grove
+    let mut direct = Runner::new(|| async { Ok(GroveDb::direct()) });
+    direct.add_label("grove");
+    direct.add_label("direct");
+    direct
         .run_file_async(&path)
         .await
-        .unwrap_or_else(|e| panic!("grove run of {name}: {e}"));
+        .unwrap_or_else(|e| panic!("grove (direct) run of {name}: {e}"));
+
+    let mut cluster = Runner::new(|| async { Ok(GroveDb::cluster().await) });
+    cluster.add_label("grove");
+    cluster.add_label("cluster");
+    cluster
+        .run_file_async(&path)
+        .await
+        .unwrap_or_else(|e| panic!("grove (cluster) run of {name}: {e}"));
 }
 
 macro_rules! slt {
@@ -246,7 +351,7 @@ macro_rules! slt {
     )*};
 }
 
-slt!(basics, filters, time, rollup, replace_append);
+slt!(basics, filters, time, rollup, replace_append, plans);
 
 fn single_i64(batches: &[RecordBatch]) -> i64 {
     let column = batches[0].column(0);
@@ -259,7 +364,7 @@ fn single_i64(batches: &[RecordBatch]) -> i64 {
 /// A query on one day opens (memory-maps) only that day's segments.
 #[tokio::test]
 async fn a_time_range_opens_only_the_segments_that_overlap_it() {
-    let mut db = GroveDb::new();
+    let mut db = GroveDb::direct();
     db.ingest("wiki.json").await.unwrap();
     let csv = std::fs::read_to_string(data_dir().join("wiki.csv")).unwrap();
     let march_2 = csv.lines().filter(|l| l.starts_with("2024-03-02")).count() as i64;
@@ -273,7 +378,7 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
     assert_eq!(single_i64(&count), march_2);
 
     let opened = db
-        .engine
+        .engine()
         .segment_cache()
         .expect("a local engine")
         .open_count() as i64;
@@ -304,7 +409,7 @@ async fn a_time_range_opens_only_the_segments_that_overlap_it() {
 /// no statement reaches the server's files.
 #[tokio::test]
 async fn sessions_keep_their_views_apart() {
-    let mut db = GroveDb::new();
+    let mut db = GroveDb::direct();
     db.ingest("wiki.json").await.unwrap();
     let rows = db.session.execute("SELECT COUNT(*) FROM wiki").await;
     let rows = single_i64(&rows.unwrap());
@@ -314,7 +419,7 @@ async fn sessions_keep_their_views_apart() {
     let (_, summed) = db.session.script(script).await.unwrap();
     assert_eq!(single_i64(&summed), rows, "the script answers its query");
 
-    let other = db.engine.session();
+    let other = db.engine().session();
     let unseen = other.execute("SELECT * FROM busy").await.unwrap_err();
     assert!(unseen.to_string().contains("busy"), "{unseen}");
 
@@ -343,7 +448,7 @@ async fn sessions_keep_their_views_apart() {
 /// TPC-H writes `interval '90' day (3)`: the precision bounds the digits of the value.
 #[tokio::test]
 async fn interval_leading_precision_is_accepted_when_the_value_fits() {
-    let db = GroveDb::new();
+    let db = GroveDb::direct();
     let shifted = db
         .session
         .execute("SELECT CAST(date '1998-12-01' - interval '90' day (3) AS VARCHAR)")
