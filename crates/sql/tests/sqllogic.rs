@@ -48,7 +48,7 @@ fn substitute(sql: &str) -> String {
 /// Where a Grove run's queries go.
 enum Deployment {
     /// One process reading the segments itself.
-    Direct(Engine),
+    Direct(Box<Engine>),
     /// A broker over two historicals, all in this process, fragments over loopback
     /// Flight: the cluster's query path.
     Cluster(LocalCluster),
@@ -71,7 +71,7 @@ impl GroveDb {
         let engine = Engine::direct(Arc::clone(&store), deep.clone());
         GroveDb {
             session: engine.session(),
-            deployment: Deployment::Direct(engine),
+            deployment: Deployment::Direct(Box::new(engine)),
             store,
             deep,
             dir,
