@@ -144,14 +144,9 @@ async fn reference(data: &Path) -> SessionContext {
 /// query's rows as JSON objects.
 async fn answer(ctx: &SessionContext, script: &str) -> Vec<Value> {
     let mut rows = Vec::new();
-    for statement in script.split(';').filter(|s| !s.trim().is_empty()) {
-        // DataFusion refuses the standard's leading-field precision; for a value that
-        // fits it has no other meaning.
-        let statement = statement.replace("day (3)", "day");
+    for (statement, answers) in tpch::datafusion_statements(script) {
         let batches = ctx.sql(&statement).await.unwrap().collect().await.unwrap();
-        if !statement.trim_start().starts_with("create")
-            && !statement.trim_start().starts_with("drop")
-        {
+        if answers {
             rows = json_rows(&batches);
         }
     }

@@ -524,6 +524,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+
+        // Raw rows keep their dictionary-encoded strings across Flight.
+        let raw = two
+            .sql("SELECT k, n FROM t")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let ticket = Ticket::new("q3", ids[..2].to_vec(), raw, &codec).unwrap();
+        let rows: Vec<RecordBatch> = client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
+        for batch in &rows {
+            let k = batch.schema().field_with_name("k").unwrap().clone();
+            assert!(
+                matches!(k.data_type(), DataType::Dictionary(..)),
+                "{k:?} lost its dictionary"
+            );
+        }
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@ use crate::fragment::Ticket;
 use crate::metadata::Replica;
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 use crate::settings::GroveSettings;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 
 /// Chooses one replica per segment: the highest priority first (Druid's
 /// `highestPriority`), then the least outstanding work: segments `outstanding` from
@@ -152,11 +153,16 @@ impl DistributedScanExec {
     /// assumptions above it (a Partial aggregate).
     pub fn with_top(
         &self,
-        top: impl FnOnce(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>>,
+        above: impl FnOnce(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>>,
     ) -> Result<DistributedScanExec> {
-        let all: Vec<&RemoteSegment> = self.groups.iter().flat_map(|(_, s)| s).collect();
-        let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(self.request(&all))?);
-        let top = top(leaf)?;
+        let below = match &self.top {
+            Some(top) => top.clone(),
+            None => {
+                let all: Vec<&RemoteSegment> = self.groups.iter().flat_map(|(_, s)| s).collect();
+                Arc::new(SegmentRefsExec::new(self.request(&all))?)
+            }
+        };
+        let top = above(below)?;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(top.schema()),
             Partitioning::UnknownPartitioning(self.groups.len().max(1)),
@@ -176,9 +182,28 @@ impl DistributedScanExec {
         })
     }
 
-    /// Whether something already runs above the scan remotely.
-    pub fn has_top(&self) -> bool {
-        self.top.is_some()
+    /// Whether more may run above the fragments: only row-by-row operators (filters,
+    /// projections) run there so far, so a fragment still sends rows of the scan.
+    pub fn is_open(&self) -> bool {
+        let Some(top) = &self.top else {
+            return true;
+        };
+        let mut open = true;
+        let _ = top.apply(|node| {
+            open &= node.downcast_ref::<SegmentRefsExec>().is_some() || is_row_local(node);
+            Ok(if open {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        open
+    }
+
+    /// Whether the fragments send something smaller than rows (partial aggregates, a
+    /// top-N): what the result cache keeps.
+    fn reduces(&self) -> bool {
+        !self.is_open()
     }
 
     fn request(&self, segments: &[&RemoteSegment]) -> ScanRequest {
@@ -294,6 +319,7 @@ impl ExecutionPlan for DistributedScanExec {
             settings,
             scan: self.request(&[]),
             top: self.top.clone(),
+            reduces: self.reduces(),
             client: self.client.clone(),
             first: node,
             segments,
@@ -312,6 +338,8 @@ struct Run {
     settings: GroveSettings,
     scan: ScanRequest,
     top: Option<Arc<dyn ExecutionPlan>>,
+    /// Whether `top` sends less than rows (see [`DistributedScanExec::reduces`]).
+    reduces: bool,
     client: Arc<FragmentClient>,
     first: String,
     segments: Vec<RemoteSegment>,
@@ -346,9 +374,9 @@ impl Run {
         let mut out = Vec::new();
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
-        // fetched and cached per segment, unless the query says otherwise. Raw rows
-        // are not cached.
-        let cache = self.client.cache().filter(|_| self.top.is_some());
+        // fetched and cached per segment, unless the query says otherwise. Rows
+        // (filtered or not) are not cached.
+        let cache = self.client.cache().filter(|_| self.reduces);
         let lookup = cache.filter(|_| self.settings.use_cache);
         let populate = cache.filter(|_| self.settings.populate_cache);
         // The per-segment tickets of cache misses, kept for sending (and resending).
@@ -504,7 +532,7 @@ fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     let Some(scan) = below.downcast_ref::<DistributedScanExec>() else {
         return Ok(None);
     };
-    if scan.has_top() {
+    if !scan.is_open() {
         return Ok(None);
     }
     let remote_sort = node.clone();
@@ -521,10 +549,69 @@ fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     Ok(Some(local))
 }
 
-/// Moves the Partial half of a split aggregate into the distributed scan below it,
-/// so historicals send partial aggregate rows instead of raw rows. Only repartitions
-/// may stand between them; anything else stays on the broker. Top-N sorts are
-/// pushed the same way (see `push_top_k`).
+/// Operators that work row by row and so may run in the fragments: filters that the
+/// scan does not answer itself, and projections, unless an expression needs the
+/// broker (a scalar subquery's value, computed by the plan around it).
+fn is_row_local(node: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let expressions: Vec<Arc<dyn PhysicalExpr>> =
+        if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            vec![filter.predicate().clone()]
+        } else if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+            projection.expr().iter().map(|e| e.expr.clone()).collect()
+        } else {
+            return false;
+        };
+    expressions.iter().all(|expr| {
+        !expr
+            .exists(|e| Ok(e.downcast_ref::<ScalarSubqueryExpr>().is_some()))
+            .unwrap_or(true)
+    })
+}
+
+/// A filter or projection over a distributed scan (directly, or through a
+/// round-robin repartition, which does not look at rows) runs in the fragments, so
+/// historicals send fewer rows and columns.
+fn push_row_local(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    if !is_row_local(&node) {
+        return Ok(Transformed::no(node));
+    }
+    let child = node.children()[0].clone();
+    let through = child
+        .downcast_ref::<RepartitionExec>()
+        .filter(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)))
+        .map(|r| r.input().clone());
+    let scan_node = through.clone().unwrap_or_else(|| child.clone());
+    let Some(scan) = scan_node.downcast_ref::<DistributedScanExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    if !scan.is_open() {
+        return Ok(Transformed::no(node));
+    }
+    let operator = node.clone();
+    let pushed: Arc<dyn ExecutionPlan> = Arc::new(scan.with_top(|below| {
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            operator,
+            vec![below],
+        )
+    })?);
+    let replaced = match through {
+        Some(_) => datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            child,
+            vec![pushed],
+        )?,
+        None => pushed,
+    };
+    Ok(Transformed::yes(replaced))
+}
+
+/// Moves what can run next to the data into the distributed scan below it: first
+/// filters and projections (`push_row_local`), then the Partial half of a split
+/// aggregate, so historicals send partial aggregate rows instead of raw rows. Only
+/// repartitions may stand between an aggregate and the scan; anything else stays on
+/// the broker. Top-N sorts are pushed the same way (see `push_top_k`).
 #[derive(Debug, Default)]
 pub struct PushPartialAggregate;
 
@@ -537,6 +624,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
         use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
         use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
+        let plan = plan.transform_up(push_row_local)?.data;
         plan.transform_down(|node| {
             if let Some(pushed) = push_top_k(&node)? {
                 return Ok(Transformed::new(pushed, true, TreeNodeRecursion::Jump));
@@ -555,7 +643,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
             let Some(scan) = below.downcast_ref::<DistributedScanExec>() else {
                 return Ok(Transformed::no(node));
             };
-            if scan.has_top() {
+            if !scan.is_open() {
                 return Ok(Transformed::no(node));
             }
             if single {
