@@ -221,10 +221,10 @@ impl GroveStart {
         let began = Instant::now();
         let query = "SELECT COUNT(*) AS n FROM sys.segments WHERE num_replicas < 2";
         loop {
-            if let Ok(rows) = self.post(query) {
-                if rows.first().and_then(|r| r["n"].as_i64()) == Some(0) {
-                    return Ok(());
-                }
+            if let Ok(rows) = self.post(query)
+                && rows.first().and_then(|r| r["n"].as_i64()) == Some(0)
+            {
+                return Ok(());
             }
             if began.elapsed() > timeout {
                 return Err("grove start did not serve every segment twice in time".into());
