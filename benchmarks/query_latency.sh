@@ -7,13 +7,18 @@
 # reaches the historical; a second set of runs measures cached answers.
 #
 #   benchmarks/query_latency.sh [ROWS] [REPEATS]
+#
+# GROVE=/path/to/grove measures that binary instead of building this tree (to compare
+# two builds on the same machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 rows="${1:-1000000}"
 repeats="${2:-200}"
-cargo build --quiet --release --bin grove
-grove="$CARGO_TARGET_DIR/release/grove"
+if [ -z "${GROVE:-}" ]; then
+  cargo build --quiet --release --bin grove
+fi
+grove="${GROVE:-$CARGO_TARGET_DIR/release/grove}"
 work="$(mktemp -d)"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
