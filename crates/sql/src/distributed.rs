@@ -243,8 +243,16 @@ impl DisplayAs for DistributedScanExec {
             write!(f, ", limit={limit}")?;
         }
         if let Some(top) = &self.top {
-            let remote = datafusion::physical_plan::displayable(top.as_ref()).one_line();
-            write!(f, ", remote=[{}]", remote.to_string().trim_end())?;
+            // What each fragment runs above its scan, from the top down.
+            let mut remote = Vec::new();
+            let _ = top.apply(|node| {
+                if node.downcast_ref::<SegmentRefsExec>().is_none() {
+                    let line = datafusion::physical_plan::displayable(node.as_ref()).one_line();
+                    remote.push(line.to_string().trim_end().to_string());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+            write!(f, ", remote=[{}]", remote.join(" | "))?;
         }
         Ok(())
     }
