@@ -36,9 +36,7 @@ use crate::fragment::Ticket;
 use crate::metadata::Replica;
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 use crate::settings::GroveSettings;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
-use tokio::sync::mpsc::Sender;
 
 /// Chooses one replica per segment: the highest priority first (Druid's
 /// `highestPriority`), then the least outstanding work: segments `outstanding` from
@@ -73,16 +71,6 @@ fn place(
 
 /// How many fragments one partition has in flight at once.
 const CONCURRENT_FRAGMENTS: usize = 8;
-
-/// What became of one fragment.
-enum Fetched {
-    /// Complete, and held back: nothing was passed on yet.
-    Held(Vec<RecordBatch>),
-    /// Complete, and passed on as it came.
-    Streamed,
-    /// Failed before anything was passed on: may be retried elsewhere.
-    Failed(FragmentError),
-}
 
 /// One segment to read remotely.
 #[derive(Debug, Clone)]
@@ -344,27 +332,9 @@ impl ExecutionPlan for DistributedScanExec {
             first: node,
             segments,
         };
-        // The partition's fragments run in a task of their own and send batches as
-        // they come; dropping the stream aborts the task and with it the fragments.
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let task = SpawnedTask::spawn(async move {
-            if let Err(e) = run.all(&tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        let batches = futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-            if let Some(batch) = rx.recv().await {
-                return Some((batch, (rx, task)));
-            }
-            // The task ended: a panic must not pass for the end of the rows.
-            match task?.join().await {
-                Ok(()) => None,
-                Err(e) => {
-                    let failed =
-                        DataFusionError::Execution(format!("a distributed scan failed: {e}"));
-                    Some((Err(failed), (rx, None)))
-                }
-            }
+        let batches = futures::stream::once(run.all()).flat_map(|result| match result {
+            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::iter([Err(e)]).boxed(),
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
@@ -408,9 +378,8 @@ impl Run {
         Ticket::new("", ids, plan, &GroveCodec::for_encoding())
     }
 
-    /// Sends the partition's batches to `tx` as fragments answer; ends early when the
-    /// receiver is gone.
-    async fn all(self, tx: &Sender<Result<RecordBatch>>) -> Result<()> {
+    async fn all(self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
         // fetched and cached per segment, unless the query says otherwise. Rows
@@ -427,11 +396,7 @@ impl Run {
                 match cache.get(&ticket.plan) {
                     Some(batches) => {
                         self.counters.cache_hits.add(1);
-                        for batch in batches {
-                            if tx.send(Ok(batch)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
+                        out.extend(batches);
                     }
                     None => {
                         prepared.insert(segment.id.clone(), ticket);
@@ -500,26 +465,28 @@ impl Run {
                         None => this.ticket(&segments)?,
                     };
                     this.counters.fragments.add(1);
-                    let fetched = this.fetch(&node, &address, &ticket, tx).await?;
-                    Ok::<_, DataFusionError>((node, segments, ticket, fetched))
+                    let result = this.client.run(&address, &ticket).await;
+                    Ok::<_, DataFusionError>((node, segments, ticket, result))
                 });
-            let mut answers = futures::stream::iter(calls).buffer_unordered(CONCURRENT_FRAGMENTS);
-            while let Some(answer) = answers.next().await {
-                let (node, segments, ticket, fetched) = answer?;
+            let answers: Vec<Result<_>> = futures::stream::iter(calls)
+                .buffer_unordered(CONCURRENT_FRAGMENTS)
+                .collect()
+                .await;
+            for answer in answers {
+                let (node, segments, ticket, result) = answer?;
                 let ids = ticket.segments.clone();
-                match fetched {
-                    Fetched::Held(batches) => {
+                match result {
+                    Ok(batches) => {
+                        for b in &batches {
+                            self.counters.rows.add(b.num_rows());
+                            self.counters.bytes.add(b.get_array_memory_size());
+                        }
                         if let Some(cache) = populate {
                             cache.put(ticket.plan, batches.clone());
                         }
-                        for batch in batches {
-                            if tx.send(Ok(batch)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
+                        out.extend(batches);
                     }
-                    Fetched::Streamed => {}
-                    Fetched::Failed(FragmentError::Missing(missing)) => {
+                    Err(FragmentError::Missing(missing)) => {
                         self.counters.retries.add(1);
                         errors.push(format!("{node} does not serve {}", missing.join(", ")));
                         for id in &missing {
@@ -528,7 +495,7 @@ impl Run {
                         // Only the missing ones go elsewhere; the rest is asked again.
                         pending.extend(segments);
                     }
-                    Fetched::Failed(FragmentError::Unavailable(why)) => {
+                    Err(FragmentError::Unavailable(why)) => {
                         self.counters.retries.add(1);
                         errors.push(format!("{node}: {why}"));
                         for id in &ids {
@@ -536,69 +503,13 @@ impl Run {
                         }
                         pending.extend(segments);
                     }
-                    Fetched::Failed(e @ FragmentError::Rejected(_)) => {
+                    Err(e @ FragmentError::Rejected(_)) => {
                         return Err(DataFusionError::External(Box::new(e)));
                     }
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Runs one fragment: holds its answer back up to the session's
-    /// `grove.fragment_hold_bytes`, then streams the rest on to `tx`. Fails the query only when the historical fails after rows
-    /// were passed on.
-    async fn fetch(
-        &self,
-        node: &str,
-        address: &str,
-        ticket: &Ticket,
-        tx: &Sender<Result<RecordBatch>>,
-    ) -> Result<Fetched> {
-        let mut stream = match self.client.stream(address, ticket).await {
-            Ok(stream) => stream,
-            Err(e) => return Ok(Fetched::Failed(e)),
-        };
-        let deadline = self.client.deadline();
-        let (mut held, mut held_bytes, mut streaming) = (Vec::new(), 0usize, false);
-        loop {
-            let next = match tokio::time::timeout(deadline, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => Some(Err(FragmentError::Unavailable(format!(
-                    "{node} sent nothing for {deadline:?}"
-                )))),
-            };
-            match next {
-                None => break,
-                Some(Ok(batch)) => {
-                    self.counters.rows.add(batch.num_rows());
-                    self.counters.bytes.add(batch.get_array_memory_size());
-                    held_bytes += batch.get_array_memory_size();
-                    held.push(batch);
-                    streaming |= held_bytes > self.settings.fragment_hold_bytes;
-                    if streaming {
-                        for batch in held.drain(..) {
-                            if tx.send(Ok(batch)).await.is_err() {
-                                // The query is gone: so is this fragment.
-                                return Ok(Fetched::Streamed);
-                            }
-                        }
-                    }
-                }
-                Some(Err(e)) if streaming => {
-                    return Err(DataFusionError::Execution(format!(
-                        "{node} failed after sending part of a large answer, which is not \
-                         retried so that nothing is counted twice: {e}"
-                    )));
-                }
-                Some(Err(e)) => return Ok(Fetched::Failed(e)),
-            }
-        }
-        Ok(if streaming {
-            Fetched::Streamed
-        } else {
-            Fetched::Held(held)
-        })
+        Ok(out)
     }
 }
 

@@ -20,8 +20,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, SegmentScanExec};
 use tonic::transport::{Channel, Endpoint};
@@ -172,7 +171,7 @@ pub struct FragmentClient {
     channels: Mutex<HashMap<String, Channel>>,
     /// Per Flight address: segments in fragments sent and not yet answered, over all
     /// queries.
-    outstanding: Arc<Mutex<HashMap<String, usize>>>,
+    outstanding: Mutex<HashMap<String, usize>>,
     /// The longest a fragment may take, connection included.
     deadline: Duration,
     cache: Option<ResultCache>,
@@ -182,7 +181,7 @@ impl FragmentClient {
     pub fn new(deadline: Duration) -> Self {
         FragmentClient {
             channels: Mutex::new(HashMap::new()),
-            outstanding: Arc::new(Mutex::new(HashMap::new())),
+            outstanding: Mutex::new(HashMap::new()),
             deadline,
             cache: None,
         }
@@ -207,20 +206,15 @@ impl FragmentClient {
     }
 
     /// Counts `segments` as outstanding at `address` until the guard is dropped.
-    fn working(&self, address: &str, segments: usize) -> Working {
+    fn working(&self, address: &str, segments: usize) -> Working<'_> {
         if let Ok(mut m) = self.outstanding.lock() {
             *m.entry(address.to_string()).or_default() += segments;
         }
         Working {
-            outstanding: Arc::clone(&self.outstanding),
+            client: self,
             address: address.to_string(),
             segments,
         }
-    }
-
-    /// The longest a fragment may go without sending anything.
-    pub fn deadline(&self) -> Duration {
-        self.deadline
     }
 
     fn channel(&self, address: &str) -> std::result::Result<Channel, FragmentError> {
@@ -247,38 +241,6 @@ impl FragmentClient {
         Ok(channel)
     }
 
-    /// Starts `ticket` on the historical at `address`: its batches as they arrive.
-    /// The fragment counts as outstanding there until the stream ends or is dropped
-    /// (which cancels it on the historical).
-    pub async fn stream(
-        &self,
-        address: &str,
-        ticket: &Ticket,
-    ) -> std::result::Result<BoxStream<'static, FragmentResult<RecordBatch>>, FragmentError> {
-        let working = self.working(address, ticket.segments.len());
-        let channel = self.channel(address)?;
-        let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        let mut client = FlightClient::new_from_inner(client);
-        let call = client.do_get(arrow_flight::Ticket::new(ticket.encode()));
-        let stream = match tokio::time::timeout(self.deadline, call).await {
-            Ok(stream) => stream.map_err(classify)?,
-            Err(_) => {
-                return Err(FragmentError::Unavailable(format!(
-                    "{address} did not answer within {:?}",
-                    self.deadline
-                )));
-            }
-        };
-        Ok(stream
-            .map(move |batch| {
-                let _working = &working;
-                batch.map_err(classify)
-            })
-            .boxed())
-    }
-
     /// Runs `ticket` on the historical at `address` and returns all of its batches,
     /// or nothing: a fragment that fails halfway gives no rows, so that it can be
     /// run again elsewhere without counting anything twice.
@@ -287,7 +249,19 @@ impl FragmentClient {
         address: &str,
         ticket: &Ticket,
     ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
-        let call = async { self.stream(address, ticket).await?.try_collect().await };
+        let _working = self.working(address, ticket.segments.len());
+        let channel = self.channel(address)?;
+        let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let mut client = FlightClient::new_from_inner(client);
+        let call = async {
+            let stream = client
+                .do_get(arrow_flight::Ticket::new(ticket.encode()))
+                .await
+                .map_err(classify)?;
+            stream.try_collect::<Vec<_>>().await.map_err(classify)
+        };
         match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(FragmentError::Unavailable(format!(
@@ -298,18 +272,16 @@ impl FragmentClient {
     }
 }
 
-pub type FragmentResult<T> = std::result::Result<T, FragmentError>;
-
 /// Outstanding work at one address, taken back when the fragment ends in any way.
-struct Working {
-    outstanding: Arc<Mutex<HashMap<String, usize>>>,
+struct Working<'a> {
+    client: &'a FragmentClient,
     address: String,
     segments: usize,
 }
 
-impl Drop for Working {
+impl Drop for Working<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.outstanding.lock()
+        if let Ok(mut m) = self.client.outstanding.lock()
             && let Some(count) = m.get_mut(&self.address)
         {
             *count = count.saturating_sub(self.segments);

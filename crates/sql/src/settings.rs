@@ -11,11 +11,6 @@ extensions_options! {
         pub use_cache: bool, default = true
         /// Keep each segment's answer in the broker's result cache.
         pub populate_cache: bool, default = true
-        /// How much of a fragment's answer the broker holds back before passing it on.
-        /// An answer that fits is passed on only once complete, so a historical that
-        /// fails halfway is retried elsewhere without counting anything twice; a
-        /// larger one streams on, and a failure after that fails the query.
-        pub fragment_hold_bytes: usize, default = 32 << 20
     }
 }
 
