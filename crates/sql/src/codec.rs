@@ -225,7 +225,7 @@ mod tests {
     use std::collections::HashMap;
 
     use datafusion::arrow::array::{
-        Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+        AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     };
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::physical_plan::collect;
@@ -549,6 +549,29 @@ mod tests {
                 "{k:?} lost its dictionary"
             );
         }
+        // Each batch carries only the dictionary values its rows use: one row, one
+        // value, not the segment's four.
+        let one = two
+            .sql("SELECT k FROM t LIMIT 1")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let ticket = Ticket::new("q4", ids[..2].to_vec(), one, &codec).unwrap();
+        let rows: Vec<RecordBatch> = client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let values: Vec<usize> = rows
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| b.column(0).as_any_dictionary().values().len())
+            .collect();
+        assert_eq!(values, [1], "dictionary values per batch");
     }
 
     #[tokio::test]

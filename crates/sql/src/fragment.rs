@@ -27,6 +27,8 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult,
 };
+use arrow_select::dictionary::garbage_collect_any_dictionary;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
@@ -215,7 +217,9 @@ impl FlightService for FragmentService {
         let schema = plan.schema();
         let stream = execute_stream(plan, task)
             .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
-        let batches = stream.map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
+        let batches = stream
+            .map(|batch| batch.and_then(|b| compact_dictionaries(b).map_err(Into::into)))
+            .map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_dictionary_handling(DictionaryHandling::Resend)
@@ -309,6 +313,29 @@ impl FlightService for FragmentService {
             "historicals take fragment tickets only",
         ))
     }
+}
+
+/// A segment's string column is a slice of keys over the whole segment's dictionary;
+/// sent as it is, every batch would carry every value of the segment (dictionaries
+/// are resent per batch). Each batch's dictionaries keep only the values its rows use.
+fn compact_dictionaries(batch: RecordBatch) -> datafusion::arrow::error::Result<RecordBatch> {
+    use datafusion::arrow::array::Array;
+    let needs = |c: &Arc<dyn Array>| {
+        c.as_any_dictionary_opt()
+            .is_some_and(|d| d.values().len() > d.keys().len())
+    };
+    if !batch.columns().iter().any(needs) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| match column.as_any_dictionary_opt() {
+            Some(dictionary) if needs(column) => garbage_collect_any_dictionary(dictionary),
+            _ => Ok(Arc::clone(column)),
+        })
+        .collect::<datafusion::arrow::error::Result<Vec<_>>>()?;
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// A historical's loaded segments, as fragments find them.
