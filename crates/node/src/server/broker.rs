@@ -48,7 +48,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         lease_ttl,
         shutdown.clone(),
     ));
-    let router = http::broker_routes(engine).merge(http::status_routes(move || {
+    let router = super::druid_sql::routes(engine).merge(http::status_routes(move || {
         serde_json::json!({
             "role": "broker",
             "node_id": node.id,

@@ -4,11 +4,7 @@
 //! - coordinator: `GET /druid/coordinator/v1/rules`, `GET|POST
 //!   /druid/coordinator/v1/rules/{datasource}`, `GET /druid/coordinator/v1/leader`,
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
-//! - broker: `POST /druid/v2/sql` with `{"query": ...}`, answering an array of
-//!   row objects. Each request runs in a session of its own; a query may hold several
-//!   statements separated by `;` (a view, a query over it, dropping the view), and the
-//!   answer is the last query's result. The context's `useCache` and `populateCache`
-//!   set the session's `grove.use_cache` and `grove.populate_cache`.
+//! - broker: Druid's SQL API (`druid_sql`).
 
 use std::sync::{Arc, RwLock};
 
@@ -18,13 +14,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use datafusion::error::DataFusionError;
+use axum::routing::get;
 use grove_cluster::coordinator::CoordinatorStatus;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::rules;
-use grove_sql::Engine;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `GET /status`: the role's own report, from `status`.
@@ -44,7 +37,8 @@ pub fn status_routes(status: impl Fn() -> Value + Clone + Send + Sync + 'static)
     )
 }
 
-fn error(status: StatusCode, error: &str, message: impl std::fmt::Display) -> Response {
+/// Druid's error JSON.
+pub fn error(status: StatusCode, error: &str, message: impl std::fmt::Display) -> Response {
     let body = json!({ "error": error, "errorMessage": message.to_string() });
     (status, Json(body)).into_response()
 }
@@ -137,104 +131,4 @@ async fn load_queue(State(s): State<CoordinatorState>) -> Response {
 
 async fn coordinator_status(State(s): State<CoordinatorState>) -> Response {
     Json(s.status()).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SqlRequest {
-    query: String,
-    #[serde(default)]
-    result_format: Option<String>,
-    /// Druid's query context. Keys Grove has no use for are ignored, as Druid does.
-    #[serde(default)]
-    context: serde_json::Map<String, Value>,
-}
-
-/// Druid query context keys and the session settings they set.
-const CONTEXT_SETTINGS: [(&str, &str); 2] = [
-    ("useCache", "grove.use_cache"),
-    ("populateCache", "grove.populate_cache"),
-];
-
-/// Applies the request's context to its session.
-fn apply_context(
-    session: &grove_sql::Session,
-    context: &serde_json::Map<String, Value>,
-) -> Result<(), String> {
-    for (key, setting) in CONTEXT_SETTINGS {
-        match context.get(key) {
-            None => {}
-            Some(Value::Bool(on)) => session
-                .set(setting, &on.to_string())
-                .map_err(|e| format!("context {key}: {e}"))?,
-            Some(other) => return Err(format!("context {key} must be true or false, not {other}")),
-        }
-    }
-    Ok(())
-}
-
-/// Whether a failed statement is the query's fault (bad SQL, unknown names, refused
-/// statements), as opposed to the cluster's.
-fn is_users_fault(e: &DataFusionError) -> bool {
-    matches!(
-        e.find_root(),
-        DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_)
-            | DataFusionError::Configuration(_)
-    )
-}
-
-pub fn broker_routes(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/druid/v2/sql", post(sql))
-        .with_state(engine)
-}
-
-async fn sql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
-    let request: SqlRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
-    };
-    if let Some(format) = request.result_format.as_deref()
-        && format != "object"
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Invalid input",
-            format!("resultFormat {format:?} is not supported; use \"object\""),
-        );
-    }
-    let session = engine.session();
-    if let Err(e) = apply_context(&session, &request.context) {
-        return error(StatusCode::BAD_REQUEST, "Invalid input", e);
-    }
-    let batches = match session.script(&request.query).await {
-        Ok((_, batches)) => batches,
-        Err(e) if is_users_fault(&e) => {
-            return error(StatusCode::BAD_REQUEST, "Plan validation failed", e);
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
-    };
-    let mut out = Vec::new();
-    let mut writer = datafusion::arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut out);
-    let written = batches
-        .iter()
-        .try_for_each(|b| writer.write(b))
-        .and_then(|()| writer.finish());
-    drop(writer);
-    if let Err(e) = written {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e);
-    }
-    if out.is_empty() {
-        out = b"[]".to_vec();
-    }
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        out,
-    )
-        .into_response()
 }

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod coordinator;
+pub mod druid_sql;
 pub mod historical;
 pub mod http;
 pub mod start;

@@ -43,7 +43,7 @@ pub fn router(cluster: &LocalCluster) -> axum::Router {
     let coordinator = cluster.coordinator.clone();
     let historicals = cluster.historicals.clone();
     let view = cluster.view.clone();
-    http::broker_routes(cluster.engine.clone())
+    super::druid_sql::routes(cluster.engine.clone())
         .merge(http::coordinator_routes(
             cluster.store.clone(),
             cluster.coordinator.clone(),

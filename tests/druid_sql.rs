@@ -1,0 +1,265 @@
+//! Druid's SQL HTTP API on `grove start`, as Druid's clients use it: result formats
+//! and header rows, query ids, errors with their statuses, timeouts and cancellation.
+//! Expected rows are computed here from the sample CSV.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use grove_e2e::Sandbox;
+use serde_json::{Value, json};
+
+/// `grove start` on `rows` ingested sample rows, killed when dropped.
+struct Started {
+    sandbox: Sandbox,
+    child: Child,
+    url: String,
+}
+
+impl Started {
+    fn new(rows: u64) -> Started {
+        let sandbox = Sandbox::default();
+        let sample = sandbox.arg("sample");
+        let made = sandbox.grove(
+            &["sample-data", "--out", &sample, "--rows", &rows.to_string()],
+            "",
+        );
+        assert!(made.ok, "{}", made.stderr);
+        let spec = sandbox.arg("sample/events-spec.json");
+        let data = sandbox.arg("data");
+        let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
+        assert!(ingest.ok, "{}", ingest.stderr);
+        let port = grove_testkit::free_port();
+        let log = std::fs::File::create(sandbox.path("start.log")).unwrap();
+        let child = Command::new(grove_e2e::grove_bin())
+            .args(["start", "--data-dir", &data, "--http-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Started {
+            sandbox,
+            child,
+            url: format!("http://127.0.0.1:{port}/druid/v2/sql"),
+        };
+        let began = Instant::now();
+        let count = json!({ "query": "SELECT COUNT(*) AS n FROM events" });
+        while started.post(&count).2 != format!("[{{\"n\":{rows}}}]") {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "grove start never served the rows"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started
+    }
+
+    /// Status, the `X-Druid-SQL-Query-Id` header, and the body.
+    fn post(&self, request: &Value) -> (u16, String, String) {
+        post(&self.url, request)
+    }
+
+    /// The sample's devices and their row counts.
+    fn devices(&self) -> BTreeMap<String, u64> {
+        let text = std::fs::read_to_string(self.sandbox.path("sample/events.csv")).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let device = header.iter().position(|h| *h == "device").unwrap();
+        let mut counts = BTreeMap::new();
+        for line in lines {
+            *counts
+                .entry(line.split(',').nth(device).unwrap().to_string())
+                .or_default() += 1;
+        }
+        counts
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+fn post(url: &str, request: &Value) -> (u16, String, String) {
+    let Ok(mut response) = agent().post(url).send_json(request) else {
+        return (0, String::new(), String::new());
+    };
+    let id = response
+        .headers()
+        .get("X-Druid-SQL-Query-Id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), id, body)
+}
+
+const BY_DEVICE: &str = "SELECT device, COUNT(*) AS n FROM events GROUP BY 1 ORDER BY 1";
+/// Billions of rows: runs until it is stopped.
+const ENDLESS: &str = "SELECT COUNT(*) FROM events a CROSS JOIN events b CROSS JOIN events c";
+
+#[test]
+fn result_formats_and_header_rows_are_druids() {
+    let g = Started::new(3_000);
+    let devices = g.devices();
+    let ask = |format: &str, header: bool| {
+        let request = json!({
+            "query": BY_DEVICE, "resultFormat": format, "header": header,
+            "typesHeader": header, "sqlTypesHeader": header,
+            "context": { "sqlQueryId": format!("q-{format}") },
+        });
+        let (status, id, body) = g.post(&request);
+        assert_eq!(
+            (status, id.as_str()),
+            (200, format!("q-{format}").as_str()),
+            "{body}"
+        );
+        body
+    };
+
+    let array: Value = serde_json::from_str(&ask("array", true)).unwrap();
+    let mut expected = vec![
+        json!(["device", "n"]),
+        json!(["STRING", "LONG"]),
+        json!(["VARCHAR", "BIGINT"]),
+    ];
+    expected.extend(devices.iter().map(|(d, n)| json!([d, n])));
+    assert_eq!(array, Value::Array(expected.clone()));
+
+    let lines = ask("arrayLines", true);
+    assert!(
+        lines.ends_with("\n\n"),
+        "a complete answer ends with an empty line"
+    );
+    let parsed: Vec<Value> = lines
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, expected);
+
+    let objects: Value = serde_json::from_str(&ask("object", true)).unwrap();
+    let mut expected_objects = vec![json!({
+        "device": { "type": "STRING", "sqlType": "VARCHAR" },
+        "n": { "type": "LONG", "sqlType": "BIGINT" },
+    })];
+    expected_objects.extend(devices.iter().map(|(d, n)| json!({ "device": d, "n": n })));
+    assert_eq!(objects, Value::Array(expected_objects.clone()));
+
+    let lines = ask("objectLines", false);
+    let parsed: Vec<Value> = lines
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, expected_objects[1..]);
+
+    let csv = ask("csv", true);
+    let mut expected_csv = String::from("device,n\nSTRING,LONG\nVARCHAR,BIGINT\n");
+    for (d, n) in &devices {
+        expected_csv.push_str(&format!("{d},{n}\n"));
+    }
+    expected_csv.push('\n');
+    assert_eq!(csv, expected_csv);
+
+    // Without an id, the broker names the query itself.
+    let (status, id, _) = g.post(&json!({ "query": "SELECT 1" }));
+    assert_eq!(status, 200);
+    assert!(!id.is_empty());
+}
+
+#[test]
+fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
+    let g = Started::new(3_000);
+    let cases = [
+        (json!({ "query": "SELEC 1" }), 400, "Plan validation failed"),
+        (
+            json!({ "query": "SELECT nope FROM events" }),
+            400,
+            "Plan validation failed",
+        ),
+        (
+            json!({ "query": "SELECT 1", "resultFormat": "xml" }),
+            400,
+            "Invalid input",
+        ),
+        (
+            json!({ "query": "SELECT 1", "context": { "timeout": "soon" } }),
+            400,
+            "Invalid input",
+        ),
+        (json!({ "queryy": "SELECT 1" }), 400, "Invalid input"),
+    ];
+    for (request, status, error) in cases {
+        let (got, _, body) = g.post(&request);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(error)),
+            "{request}: {body}"
+        );
+        assert!(
+            body["errorMessage"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+
+    let began = Instant::now();
+    let (status, _, body) = g.post(&json!({ "query": ENDLESS, "context": { "timeout": 300 } }));
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("Query timeout"), "{body}");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "the timeout stopped it"
+    );
+
+    let url = g.url.clone();
+    let running = std::thread::spawn(move || {
+        post(
+            &url,
+            &json!({ "query": ENDLESS, "context": { "sqlQueryId": "endless-1" } }),
+        )
+    });
+    let cancel = format!("{}/endless-1", g.url);
+    let began = Instant::now();
+    loop {
+        let status = agent()
+            .delete(&cancel)
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 404, "before it runs, the query is not found");
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the query never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, id, body) = running.join().unwrap();
+    assert_eq!((status, id.as_str()), (500, "endless-1"), "{body}");
+    assert!(body.contains("Query cancelled"), "{body}");
+    let again = agent()
+        .delete(&cancel)
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(again, 404, "a finished query is not running");
+    // The server goes on serving.
+    let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
+    assert_eq!((status, body.as_str()), (200, "[{\"n\":3000}]"));
+}
