@@ -174,6 +174,27 @@ fn result_formats_and_header_rows_are_druids() {
     expected_csv.push('\n');
     assert_eq!(csv, expected_csv);
 
+    // Dynamic parameters, bound to the `?` in order.
+    let (device, rows) = devices.iter().next().unwrap();
+    let request = json!({
+        "query": "SELECT COUNT(*) AS n FROM events WHERE device = ? AND __time >= ? AND ? > 0",
+        "parameters": [
+            { "type": "VARCHAR", "value": device },
+            { "type": "TIMESTAMP", "value": "2000-01-01 00:00:00" },
+            { "type": "INTEGER", "value": 1 },
+        ],
+    });
+    let (status, _, body) = g.post(&request);
+    assert_eq!((status, body), (200, format!("[{{\"n\":{rows}}}]")));
+    for parameters in [
+        json!([{ "type": "VARCHAR", "value": device }]),
+        json!([{ "type": "BIGINT", "value": "many" }, { "type": "VARCHAR", "value": "x" }, { "type": "INTEGER", "value": 1 }]),
+    ] {
+        let request = json!({ "query": request["query"], "parameters": parameters });
+        let (status, _, body) = g.post(&request);
+        assert_eq!(status, 400, "{body}");
+    }
+
     // Without an id, the broker names the query itself.
     let (status, id, _) = g.post(&json!({ "query": "SELECT 1" }));
     assert_eq!(status, 200);

@@ -16,6 +16,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider,
 };
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
@@ -174,9 +175,30 @@ impl Session {
     /// rows of the last query among them (or, with no query, of the last statement):
     /// a script that creates a view, reads it and drops it answers what it read.
     pub async fn script(&self, text: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.script_with(text, Vec::new()).await
+    }
+
+    /// [`Session::script`] with `parameters` bound to the `?` placeholders of the
+    /// text, in the order they appear (Druid's and JDBC's dynamic parameters).
+    pub async fn script_with(
+        &self,
+        text: &str,
+        parameters: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut statements = self.parse(text)?;
+        let placeholders = number_placeholders(&mut statements);
+        if placeholders != parameters.len() {
+            return Err(DataFusionError::Plan(format!(
+                "the query has {placeholders} parameter(s) (?), but {} were given",
+                parameters.len()
+            )));
+        }
         let mut answer = None;
-        for statement in self.parse(text)? {
-            let plan = self.plan(statement).await?;
+        for statement in statements {
+            let mut plan = self.plan(statement).await?;
+            if !parameters.is_empty() {
+                plan = plan.with_param_values(parameters.clone())?;
+            }
             let is_query = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
             let frame = self.ctx.execute_logical_plan(plan).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -280,6 +302,33 @@ fn interval_precision(statement: &mut Statement) -> Result<()> {
         Some(message) => Err(DataFusionError::Plan(message)),
         None => Ok(()),
     }
+}
+
+/// Numbers the `?` placeholders of `statements` `$1`, `$2`, ... in the order they
+/// appear; returns how many there are.
+fn number_placeholders(statements: &mut [Statement]) -> usize {
+    let mut count = 0;
+    for statement in statements {
+        let sql = match statement {
+            Statement::Statement(sql) => sql,
+            Statement::Explain(explain) => match explain.statement.as_mut() {
+                Statement::Statement(sql) => sql,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let _ = visit_expressions_mut(sql.as_mut(), |expr| {
+            if let Expr::Value(v) = expr
+                && let Value::Placeholder(name) = &mut v.value
+                && name == "?"
+            {
+                count += 1;
+                *name = format!("${count}");
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    count
 }
 
 /// What a session may run: queries, `EXPLAIN`, `SET`/`SHOW`, and views and in-memory

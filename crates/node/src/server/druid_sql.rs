@@ -2,8 +2,9 @@
 //!
 //! - `POST /druid/v2/sql` with `query`, `resultFormat` (`object`, `array`,
 //!   `objectLines`, `arrayLines`, `csv`), `header`, `typesHeader`, `sqlTypesHeader`
-//!   and `context` (`sqlQueryId`, `timeout` in ms, `useCache`, `populateCache`; other
-//!   keys are ignored, as Druid does). The answer names its query in
+//!   `parameters` (values of the query's `?` placeholders, in order, as
+//!   `{"type": "VARCHAR", "value": ...}`) and `context` (`sqlQueryId`, `timeout` in
+//!   ms, `useCache`, `populateCache`; other keys are ignored, as Druid does). The answer names its query in
 //!   `X-Druid-SQL-Query-Id`. Each request runs in a session of its own; the query may
 //!   hold several statements separated by `;` (a view, a query over it, dropping the
 //!   view), and the answer is the last query's rows.
@@ -28,8 +29,10 @@ use axum::routing::{delete, post};
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
+use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use futures::future::{AbortHandle, Abortable};
+use grove_segment::id::parse_instant;
 use grove_sql::{Engine, Session};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -61,6 +64,87 @@ struct SqlRequest {
     sql_types_header: bool,
     #[serde(default)]
     context: Map<String, Value>,
+    /// Values of the query's `?` placeholders, in order.
+    #[serde(default)]
+    parameters: Vec<Parameter>,
+}
+
+/// A dynamic parameter: `{"type": "VARCHAR", "value": "x"}`.
+#[derive(Deserialize)]
+struct Parameter {
+    #[serde(rename = "type")]
+    sql_type: String,
+    value: Value,
+}
+
+impl Parameter {
+    /// The value as the SQL type it names; JSON null is that type's NULL.
+    fn scalar(&self) -> Result<ScalarValue, String> {
+        let kind = self.sql_type.to_ascii_uppercase();
+        let value = &self.value;
+        let wrong = || format!("parameter {value} is not a {kind}");
+        let text = value.as_str();
+        let null = value.is_null();
+        Ok(match kind.as_str() {
+            "VARCHAR" | "CHAR" => ScalarValue::Utf8(match value {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }),
+            "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" => ScalarValue::Int64(if null {
+                None
+            } else {
+                Some(
+                    value
+                        .as_i64()
+                        .or_else(|| text?.parse().ok())
+                        .ok_or_else(wrong)?,
+                )
+            }),
+            "DOUBLE" | "FLOAT" | "REAL" | "DECIMAL" => ScalarValue::Float64(if null {
+                None
+            } else {
+                Some(
+                    value
+                        .as_f64()
+                        .or_else(|| text?.parse().ok())
+                        .ok_or_else(wrong)?,
+                )
+            }),
+            "BOOLEAN" => ScalarValue::Boolean(if null {
+                None
+            } else {
+                Some(
+                    value
+                        .as_bool()
+                        .or_else(|| text?.parse().ok())
+                        .ok_or_else(wrong)?,
+                )
+            }),
+            "TIMESTAMP" => {
+                let millis = match (value.as_i64(), text) {
+                    _ if null => None,
+                    (Some(ms), _) => Some(ms),
+                    (None, Some(t)) => Some(parse_instant(t).map_err(|_| wrong())?),
+                    (None, None) => return Err(wrong()),
+                };
+                ScalarValue::TimestampMillisecond(millis, Some("UTC".into()))
+            }
+            "DATE" => {
+                let days = match text {
+                    _ if null => None,
+                    Some(t) => Some(
+                        parse_instant(t)
+                            .map_err(|_| wrong())?
+                            .div_euclid(86_400_000),
+                    ),
+                    None => return Err(wrong()),
+                };
+                ScalarValue::Date32(days.and_then(|d| i32::try_from(d).ok()))
+            }
+            _ => return Err(format!("parameter type {kind} is not supported")),
+        })
+    }
 }
 
 /// The broker's SQL API and the queries it is running.
@@ -148,6 +232,10 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
         }
         None => format!("grove-{}", api.next_id.fetch_add(1, Ordering::Relaxed)),
     };
+    let parameters = match request.parameters.iter().map(Parameter::scalar).collect() {
+        Ok(values) => values,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
+    };
     let (abort, registration) = AbortHandle::new_pair();
     {
         let Ok(mut running) = api.running.lock() else {
@@ -163,7 +251,10 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
         }
         running.insert(id.clone(), abort);
     }
-    let work = Abortable::new(session.script(&request.query), registration);
+    let work = Abortable::new(
+        session.script_with(&request.query, parameters),
+        registration,
+    );
     let outcome = match limit {
         Some(limit) => tokio::time::timeout(limit, work).await.ok(),
         None => Some(work.await),
