@@ -3,6 +3,7 @@
 //! store. Each runs the same code as in a cluster. `grove start` serves this over
 //! HTTP; tests run SQL against it as against a cluster.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use grove_cluster::historical::{Historical, HistoricalSettings, HistoricalStatus
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::nodes::{self, DEFAULT_TIER, NodeInfo, Role};
 use grove_cluster::rules::{self, DEFAULT_RULES, Rule};
+use grove_cluster::segments;
 use grove_cluster::view::ClusterView;
 use grove_cluster::{Error, Result};
 use tokio::sync::watch;
@@ -140,16 +142,31 @@ impl LocalCluster {
         })
     }
 
-    /// Waits until every used segment is served by `replicas` historicals (or all
-    /// of them, if fewer), or `timeout` passes.
+    /// Waits until every used segment in the store is served by `replicas`
+    /// historicals (or all of them, if fewer) as the broker sees it, or `timeout`
+    /// passes. The store is read each time: the broker's view may not have seen a
+    /// segment published a moment ago.
     pub async fn wait_served(&self, replicas: usize, timeout: Duration) -> Result<()> {
         let wanted = replicas.min(self.historicals.len()).max(1);
         let began = Instant::now();
         loop {
-            let segments = self.engine.metadata().segments(None);
-            let waiting = segments
+            let used: Vec<String> = segments::load(self.store.as_ref(), None)
+                .await?
+                .into_iter()
+                .filter(|d| d.used)
+                .map(|d| d.id.to_string())
+                .collect();
+            let seen: HashMap<String, usize> = self
+                .engine
+                .metadata()
+                .segments(None)
+                .into_iter()
+                .filter(|s| s.available)
+                .map(|s| (s.descriptor.id.to_string(), s.replicas.len()))
+                .collect();
+            let waiting = used
                 .iter()
-                .filter(|s| !s.available || s.replicas.len() < wanted)
+                .filter(|id| seen.get(*id).is_none_or(|n| *n < wanted))
                 .count();
             if waiting == 0 {
                 return Ok(());
@@ -158,7 +175,7 @@ impl LocalCluster {
                 return Err(Error::Busy(format!(
                     "{waiting} of {} segments were still not served by {wanted} \
                      historical(s) after {}s",
-                    segments.len(),
+                    used.len(),
                     timeout.as_secs()
                 )));
             }
