@@ -18,6 +18,11 @@ struct Started {
 
 impl Started {
     fn new(rows: u64) -> Started {
+        Started::with(rows, &[])
+    }
+
+    /// `grove start` with `extra` flags.
+    fn with(rows: u64, extra: &[&str]) -> Started {
         let sandbox = Sandbox::default();
         let sample = sandbox.arg("sample");
         let made = sandbox.grove(
@@ -34,6 +39,7 @@ impl Started {
         let child = Command::new(grove_e2e::grove_bin())
             .args(["start", "--data-dir", &data, "--http-addr"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -283,4 +289,18 @@ fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
     // The server goes on serving.
     let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
     assert_eq!((status, body.as_str()), (200, "[{\"n\":3000}]"));
+}
+
+#[test]
+fn the_configured_query_timeout_applies_when_the_context_sets_none() {
+    let g = Started::with(1_000, &["--query-timeout", "PT1S"]);
+    let began = Instant::now();
+    let (status, _, body) = g.post(&json!({ "query": ENDLESS }));
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "stopped by the default"
+    );
+    let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
+    assert_eq!((status, body.as_str()), (200, "[{\"n\":1000}]"));
 }

@@ -79,6 +79,9 @@ pub struct BrokerConfig {
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
     pub lease_ttl: Option<String>,
+    /// Longest a SQL query may run unless its context says otherwise (ISO-8601, e.g.
+    /// PT5M); default no limit.
+    pub query_timeout: Option<String>,
 }
 
 /// `grove start`: every role in one process on the embedded metadata store.
@@ -93,6 +96,9 @@ pub struct StartConfig {
     /// Capacity of each historical; default unlimited.
     pub capacity: Option<String>,
     pub period: Option<String>,
+    /// Longest a SQL query may run unless its context says otherwise (ISO-8601, e.g.
+    /// PT5M); default no limit.
+    pub query_timeout: Option<String>,
     pub deep_storage: Option<DeepStorageConfig>,
 }
 
@@ -204,8 +210,11 @@ mod tests {
         assert!(h.deep_storage.unwrap().url.unwrap().starts_with("file://"));
         let b: BrokerConfig = parse(&example("broker.toml")).unwrap();
         assert_eq!(b.http_addr.as_deref(), Some("127.0.0.1:8888"));
+        let timeout = b.query_timeout.as_deref().unwrap();
+        assert_eq!(duration(timeout, "t").unwrap(), Duration::from_secs(300));
         let s: StartConfig = parse(&example("start.toml")).unwrap();
         assert_eq!(s.historicals, Some(1));
+        assert_eq!(s.query_timeout.as_deref(), Some("PT5M"));
     }
 
     #[test]

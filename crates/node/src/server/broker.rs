@@ -16,6 +16,9 @@ use crate::config::{self, BrokerConfig, CommonFlags};
 pub struct BrokerArgs {
     #[command(flatten)]
     pub common: CommonFlags,
+    /// Longest a SQL query may run unless its context says otherwise (e.g. PT5M).
+    #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
 }
 
 pub async fn run(args: BrokerArgs) -> CliResult<()> {
@@ -48,13 +51,19 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         lease_ttl,
         shutdown.clone(),
     ));
-    let router = super::druid_sql::routes(engine).merge(http::status_routes(move || {
-        serde_json::json!({
-            "role": "broker",
-            "node_id": node.id,
-            "metadata_store_connected": view.is_connected(),
-        })
-    }));
+    let query_timeout = args
+        .query_timeout
+        .or(file.query_timeout)
+        .map(|t| config::duration(&t, "query_timeout"))
+        .transpose()?;
+    let router =
+        super::druid_sql::routes(engine, query_timeout).merge(http::status_routes(move || {
+            serde_json::json!({
+                "role": "broker",
+                "node_id": node.id,
+                "metadata_store_connected": view.is_connected(),
+            })
+        }));
     super::serve_http(listener, router, shutdown).await?;
     let _ = registered.await;
     Ok(())

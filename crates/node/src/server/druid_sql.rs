@@ -4,7 +4,8 @@
 //!   `objectLines`, `arrayLines`, `csv`), `header`, `typesHeader`, `sqlTypesHeader`
 //!   `parameters` (values of the query's `?` placeholders, in order, as
 //!   `{"type": "VARCHAR", "value": ...}`) and `context` (`sqlQueryId`, `timeout` in
-//!   ms, `useCache`, `populateCache`; other keys are ignored, as Druid does). The answer names its query in
+//!   ms, else the broker's `query_timeout`; `useCache`, `populateCache`; other keys
+//!   are ignored, as Druid does). The answer names its query in
 //!   `X-Druid-SQL-Query-Id`. Each request runs in a session of its own; the query may
 //!   hold several statements separated by `;` (a view, a query over it, dropping the
 //!   view), and the answer is the last query's rows.
@@ -150,13 +151,18 @@ impl Parameter {
 /// The broker's SQL API and the queries it is running.
 struct SqlApi {
     engine: Arc<Engine>,
+    /// A query's time limit when its context sets none.
+    default_timeout: Option<Duration>,
     running: Mutex<HashMap<String, AbortHandle>>,
     next_id: AtomicU64,
 }
 
-pub fn routes(engine: Arc<Engine>) -> Router {
+/// The SQL API's routes; queries run at most `default_timeout` unless their context
+/// sets a `timeout`.
+pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router {
     let api = Arc::new(SqlApi {
         engine,
+        default_timeout,
         running: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
     });
@@ -188,10 +194,13 @@ fn apply_context(session: &Session, context: &Map<String, Value>) -> Result<(), 
     Ok(())
 }
 
-/// The query's `timeout` (ms), if any.
-fn timeout(context: &Map<String, Value>) -> Result<Option<Duration>, String> {
+/// The query's `timeout` (ms), or `default` when its context sets none.
+fn timeout(
+    context: &Map<String, Value>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, String> {
     match context.get("timeout") {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Value::Null) => Ok(default),
         Some(value) => value
             .as_u64()
             .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
@@ -219,11 +228,12 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
     };
     let session = api.engine.session();
-    let limit =
-        match apply_context(&session, &request.context).and_then(|()| timeout(&request.context)) {
-            Ok(limit) => limit,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
-        };
+    let limit = match apply_context(&session, &request.context)
+        .and_then(|()| timeout(&request.context, api.default_timeout))
+    {
+        Ok(limit) => limit,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
+    };
     let id = match request.context.get("sqlQueryId") {
         Some(Value::String(id)) => id.clone(),
         Some(other) => {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
@@ -32,6 +33,9 @@ pub struct StartArgs {
     /// Time between coordinator runs (e.g. PT1S).
     #[arg(long, env = "GROVE_PERIOD")]
     pub period: Option<String>,
+    /// Longest a SQL query may run unless its context says otherwise (e.g. PT5M).
+    #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
     /// Deep storage URL; default {data_dir}/deep.
     #[arg(long, env = "GROVE_DEEP_STORAGE")]
     pub deep_storage: Option<String>,
@@ -39,11 +43,11 @@ pub struct StartArgs {
 
 /// The HTTP endpoints of `grove start`: a broker's and a coordinator's, and a status
 /// covering every role.
-pub fn router(cluster: &LocalCluster) -> axum::Router {
+pub fn router(cluster: &LocalCluster, query_timeout: Option<Duration>) -> axum::Router {
     let coordinator = cluster.coordinator.clone();
     let historicals = cluster.historicals.clone();
     let view = cluster.view.clone();
-    super::druid_sql::routes(cluster.engine.clone())
+    super::druid_sql::routes(cluster.engine.clone(), query_timeout)
         .merge(http::coordinator_routes(
             cluster.store.clone(),
             cluster.coordinator.clone(),
@@ -95,6 +99,11 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         fragment_deadline: super::FRAGMENT_DEADLINE,
         cache_bytes: super::RESULT_CACHE_BYTES,
     };
+    let query_timeout = args
+        .query_timeout
+        .or(file.query_timeout)
+        .map(|t| config::duration(&t, "query_timeout"))
+        .transpose()?;
     let cluster = LocalCluster::start(store, deep, &data_dir, options).await?;
     super::announce("start", "local", "HTTP", addr);
     eprintln!(
@@ -102,7 +111,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         data_dir.display()
     );
     let shutdown = super::shutdown_signal();
-    super::serve_http(listener, router(&cluster), shutdown).await?;
+    super::serve_http(listener, router(&cluster, query_timeout), shutdown).await?;
     cluster.stop().await;
     Ok(())
 }
