@@ -304,3 +304,56 @@ fn the_configured_query_timeout_applies_when_the_context_sets_none() {
     let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
     assert_eq!((status, body.as_str()), (200, "[{\"n\":1000}]"));
 }
+
+#[test]
+fn garbage_half_sent_and_huge_requests_fail_alone() {
+    use std::io::{Read, Write};
+    let g = Started::new(1_000);
+    let address = g
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let garbage = agent()
+        .post(&g.url)
+        .header("Content-Type", "application/json")
+        .send(&b"\x00\xff{not json"[..])
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(garbage, 400);
+
+    let huge = json!({ "query": format!("SELECT '{}'", "x".repeat(3 << 20)) });
+    let (status, _, _) = g.post(&huge);
+    assert_eq!(status, 413, "a request over the body limit is refused");
+
+    // Headers promising 1000 bytes, 10 sent, then the client goes away.
+    let mut half = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        half,
+        "POST /druid/v2/sql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"query\": "
+    )
+    .unwrap();
+    drop(half);
+
+    // Another client, still talking, gets nothing back and holds no one up.
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stalled,
+        "POST /druid/v2/sql HTTP/1.1\r\nHost: {address}\r\n"
+    )
+    .unwrap();
+    let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
+    assert_eq!((status, body.as_str()), (200, "[{\"n\":1000}]"));
+    stalled
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    assert!(
+        stalled.read(&mut buffer).is_err(),
+        "nothing is answered to half a request"
+    );
+}
