@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use grove_e2e::{Run, Sandbox};
+use grove_e2e::{Run, Sandbox, devices_in_csv};
 
 fn check(run: &Run, what: &str) {
     assert!(
@@ -56,21 +56,6 @@ fn ingested(rows: u64) -> Sandbox {
         ingest.stdout
     );
     sandbox
-}
-
-/// Rows per device in the generated CSV.
-fn devices_in_csv(sandbox: &Sandbox) -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(sandbox.path("sample/events.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let device = header.iter().position(|h| *h == "device").unwrap();
-    let mut counts = BTreeMap::new();
-    for line in lines {
-        *counts
-            .entry(line.split(',').nth(device).unwrap().to_string())
-            .or_default() += 1;
-    }
-    counts
 }
 
 #[test]

@@ -932,16 +932,7 @@ fn a_historical_answers_fragment_tickets_on_its_flight_address() {
 
 #[test]
 fn queries_survive_a_historical_killed_mid_loop_with_two_replicas() {
-    let mut c = TestCluster::new();
-    c.coordinator("coordinator-1", &[]);
-    c.historical("h-1", "_default_tier", &[]);
-    c.historical("h-2", "_default_tier", &[]);
-    c.broker("broker-1");
-    c.set_rules(
-        "coordinator-1",
-        "_default",
-        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":2}}]"#,
-    );
+    let mut c = TestCluster::with_two_historicals(2);
     let spec = write_data(&c.sandbox, "loop", "loop", &june(0..4), 300, 2, 1_000_000);
     c.ingest(&spec);
     let segments = c.segments("loop");

@@ -2,7 +2,6 @@
 //! and header rows, query ids, errors with their statuses, timeouts and cancellation.
 //! Expected rows are computed here from the sample CSV.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -65,21 +64,6 @@ impl Started {
     fn post(&self, request: &Value) -> (u16, String, String) {
         post(&self.url, request)
     }
-
-    /// The sample's devices and their row counts.
-    fn devices(&self) -> BTreeMap<String, u64> {
-        let text = std::fs::read_to_string(self.sandbox.path("sample/events.csv")).unwrap();
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-        let device = header.iter().position(|h| *h == "device").unwrap();
-        let mut counts = BTreeMap::new();
-        for line in lines {
-            *counts
-                .entry(line.split(',').nth(device).unwrap().to_string())
-                .or_default() += 1;
-        }
-        counts
-    }
 }
 
 impl Drop for Started {
@@ -119,7 +103,7 @@ const ENDLESS: &str = "SELECT COUNT(*) FROM events a CROSS JOIN events b CROSS J
 #[test]
 fn result_formats_and_header_rows_are_druids() {
     let g = Started::new(3_000);
-    let devices = g.devices();
+    let devices = grove_e2e::devices_in_csv(&g.sandbox);
     let ask = |format: &str, header: bool| {
         let request = json!({
             "query": BY_DEVICE, "resultFormat": format, "header": header,

@@ -19,16 +19,7 @@ const SCALE: f64 = 0.01;
 
 #[test]
 fn tpch_and_druid_style_queries_match_datafusion_over_the_same_parquet() {
-    let mut c = TestCluster::new();
-    c.coordinator("coordinator-1", &[]);
-    c.historical("h-1", "_default_tier", &[]);
-    c.historical("h-2", "_default_tier", &[]);
-    c.broker("broker-1");
-    c.set_rules(
-        "coordinator-1",
-        "_default",
-        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":1}}]"#,
-    );
+    let c = TestCluster::with_two_historicals(1);
     let data = c.sandbox.path("tpch");
     std::fs::create_dir_all(&data).unwrap();
     tpch::write_parquet(&data, SCALE).unwrap();

@@ -112,6 +112,21 @@ impl TestCluster {
         }
     }
 
+    /// `coordinator-1`, historicals `h-1` and `h-2` on the default tier, `broker-1`,
+    /// and a default rule keeping `replicas` of every segment.
+    pub fn with_two_historicals(replicas: u32) -> TestCluster {
+        let mut c = TestCluster::new();
+        c.coordinator("coordinator-1", &[]);
+        c.historical("h-1", "_default_tier", &[]);
+        c.historical("h-2", "_default_tier", &[]);
+        c.broker("broker-1");
+        let rules = format!(
+            r#"[{{"type":"loadForever","tieredReplicants":{{"_default_tier":{replicas}}}}}]"#
+        );
+        c.set_rules("coordinator-1", "_default", &rules);
+        c
+    }
+
     pub fn deep_storage(&self) -> String {
         format!("file://{}", self.sandbox.arg("deep"))
     }

@@ -88,3 +88,20 @@ impl Sandbox {
         child.wait_with_output().expect("wait for grove").into()
     }
 }
+
+/// The rows per device in the sample CSV under `sample/` of `sandbox`.
+pub fn devices_in_csv(sandbox: &Sandbox) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(sandbox.path("sample/events.csv")).expect("sample CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let device = header
+        .iter()
+        .position(|h| *h == "device")
+        .expect("a device column");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in lines {
+        let value = line.split(',').nth(device).unwrap_or_default();
+        *counts.entry(value.to_string()).or_default() += 1;
+    }
+    counts
+}

@@ -408,6 +408,21 @@ mod tests {
         assert!(err.is_err());
     }
 
+    /// Every batch the Flight server behind `client` answers to `ticket`.
+    async fn fetched(
+        client: &mut arrow_flight::FlightClient,
+        ticket: &crate::fragment::Ticket,
+    ) -> Vec<RecordBatch> {
+        use futures::TryStreamExt;
+        client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
     /// The gRPC status of a call that must fail.
     fn refused<T>(result: Result<T, arrow_flight::error::FlightError>) -> tonic::Status {
         match result {
@@ -420,7 +435,6 @@ mod tests {
     #[tokio::test]
     async fn a_historical_runs_a_fragment_ticket_over_flight() {
         use arrow_flight::FlightClient;
-        use futures::TryStreamExt;
 
         use crate::fragment::{MISSING_SEGMENTS, Ticket};
 
@@ -482,13 +496,7 @@ mod tests {
             .unwrap();
         let local = collect(plan.clone(), two.task_ctx()).await.unwrap();
         let ticket = Ticket::new("q2", ids[..2].to_vec(), plan, &codec).unwrap();
-        let remote: Vec<RecordBatch> = client
-            .do_get(arrow_flight::Ticket::new(ticket.encode()))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let remote: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         assert_eq!(
             pretty_format_batches(&remote).unwrap().to_string(),
             pretty_format_batches(&local).unwrap().to_string()
@@ -516,13 +524,7 @@ mod tests {
                 .await,
         );
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
-        let again: Vec<RecordBatch> = client
-            .do_get(arrow_flight::Ticket::new(ticket.encode()))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let again: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 
         // Raw rows keep their dictionary-encoded strings across Flight.
@@ -534,13 +536,7 @@ mod tests {
             .await
             .unwrap();
         let ticket = Ticket::new("q3", ids[..2].to_vec(), raw, &codec).unwrap();
-        let rows: Vec<RecordBatch> = client
-            .do_get(arrow_flight::Ticket::new(ticket.encode()))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
         for batch in &rows {
             let k = batch.schema().field_with_name("k").unwrap().clone();
@@ -559,13 +555,7 @@ mod tests {
             .await
             .unwrap();
         let ticket = Ticket::new("q4", ids[..2].to_vec(), one, &codec).unwrap();
-        let rows: Vec<RecordBatch> = client
-            .do_get(arrow_flight::Ticket::new(ticket.encode()))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         let values: Vec<usize> = rows
             .iter()
             .filter(|b| b.num_rows() > 0)
