@@ -408,6 +408,16 @@ mod tests {
         assert!(err.is_err());
     }
 
+    /// The physical plan of `sql` in `ctx`.
+    async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        ctx.sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
+    }
+
     /// Every batch the Flight server behind `client` answers to `ticket`.
     async fn fetched(
         client: &mut arrow_flight::FlightClient,
@@ -487,13 +497,11 @@ mod tests {
         // equals the local run restricted to them.
         let two = SessionContext::new();
         register(&two, &descriptors[..2], &cache);
-        let plan = two
-            .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(
+            &two,
+            "SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k",
+        )
+        .await;
         let local = collect(plan.clone(), two.task_ctx()).await.unwrap();
         let ticket = Ticket::new("q2", ids[..2].to_vec(), plan, &codec).unwrap();
         let remote: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
@@ -528,13 +536,7 @@ mod tests {
         assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 
         // Raw rows keep their dictionary-encoded strings across Flight.
-        let raw = two
-            .sql("SELECT k, n FROM t")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let raw = physical(&two, "SELECT k, n FROM t").await;
         let ticket = Ticket::new("q3", ids[..2].to_vec(), raw, &codec).unwrap();
         let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
@@ -547,13 +549,7 @@ mod tests {
         }
         // Each batch carries only the dictionary values its rows use: one row, one
         // value, not the segment's four.
-        let one = two
-            .sql("SELECT k FROM t LIMIT 1")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let one = physical(&two, "SELECT k FROM t LIMIT 1").await;
         let ticket = Ticket::new("q4", ids[..2].to_vec(), one, &codec).unwrap();
         let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
         let values: Vec<usize> = rows
@@ -574,13 +570,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let (descriptors, cache, ctx) = fixture(dir.path());
-        let plan = ctx
-            .sql("SELECT k, SUM(n) AS s FROM t GROUP BY k")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(&ctx, "SELECT k, SUM(n) AS s FROM t GROUP BY k").await;
         // The fragment: the Partial aggregate, with the scan replaced by references,
         // as a broker has no segments to put in it.
         let mut partial: Option<Arc<dyn ExecutionPlan>> = None;
@@ -665,13 +655,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (descriptors, cache, ctx) = fixture(dir.path());
         // 3000 x 3000 rows: far more than the client will ever read.
-        let plan = ctx
-            .sql("SELECT a.k, a.n, b.n AS m FROM t a CROSS JOIN t b")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(&ctx, "SELECT a.k, a.n, b.n AS m FROM t a CROSS JOIN t b").await;
         let served = serving(&cache, &descriptors).await;
         let service = FragmentService::new(served.clone());
         let running = service.running();
