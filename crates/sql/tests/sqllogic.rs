@@ -325,21 +325,21 @@ async fn run_file(name: &str) {
         .await
         .unwrap_or_else(|e| panic!("reference run of {name}: {e}"));
 
-    let mut direct = Runner::new(|| async { Ok(GroveDb::direct()) });
-    direct.add_label("grove");
-    direct.add_label("direct");
-    direct
-        .run_file_async(&path)
-        .await
-        .unwrap_or_else(|e| panic!("grove (direct) run of {name}: {e}"));
-
-    let mut cluster = Runner::new(|| async { Ok(GroveDb::cluster().await) });
-    cluster.add_label("grove");
-    cluster.add_label("cluster");
-    cluster
-        .run_file_async(&path)
-        .await
-        .unwrap_or_else(|e| panic!("grove (cluster) run of {name}: {e}"));
+    for (label, cluster) in [("direct", false), ("cluster", true)] {
+        let mut grove = Runner::new(move || async move {
+            Ok(if cluster {
+                GroveDb::cluster().await
+            } else {
+                GroveDb::direct()
+            })
+        });
+        grove.add_label("grove");
+        grove.add_label(label);
+        grove
+            .run_file_async(&path)
+            .await
+            .unwrap_or_else(|e| panic!("grove ({label}) run of {name}: {e}"));
+    }
 }
 
 macro_rules! slt {

@@ -92,36 +92,13 @@ impl Parameter {
                 Value::String(s) => Some(s.clone()),
                 other => Some(other.to_string()),
             }),
-            "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" => ScalarValue::Int64(if null {
-                None
-            } else {
-                Some(
-                    value
-                        .as_i64()
-                        .or_else(|| text?.parse().ok())
-                        .ok_or_else(wrong)?,
-                )
-            }),
-            "DOUBLE" | "FLOAT" | "REAL" | "DECIMAL" => ScalarValue::Float64(if null {
-                None
-            } else {
-                Some(
-                    value
-                        .as_f64()
-                        .or_else(|| text?.parse().ok())
-                        .ok_or_else(wrong)?,
-                )
-            }),
-            "BOOLEAN" => ScalarValue::Boolean(if null {
-                None
-            } else {
-                Some(
-                    value
-                        .as_bool()
-                        .or_else(|| text?.parse().ok())
-                        .ok_or_else(wrong)?,
-                )
-            }),
+            "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" => {
+                ScalarValue::Int64(parsed(value, Value::as_i64).ok_or_else(wrong)?)
+            }
+            "DOUBLE" | "FLOAT" | "REAL" | "DECIMAL" => {
+                ScalarValue::Float64(parsed(value, Value::as_f64).ok_or_else(wrong)?)
+            }
+            "BOOLEAN" => ScalarValue::Boolean(parsed(value, Value::as_bool).ok_or_else(wrong)?),
             "TIMESTAMP" => {
                 let millis = match (value.as_i64(), text) {
                     _ if null => None,
@@ -146,6 +123,20 @@ impl Parameter {
             _ => return Err(format!("parameter type {kind} is not supported")),
         })
     }
+}
+
+/// `value` as a `T`: `Some(None)` for JSON null, else the JSON value of that type or
+/// text that parses as one; `None` when it is neither.
+fn parsed<T: std::str::FromStr>(
+    value: &Value,
+    from_json: fn(&Value) -> Option<T>,
+) -> Option<Option<T>> {
+    if value.is_null() {
+        return Some(None);
+    }
+    from_json(value)
+        .or_else(|| value.as_str()?.parse().ok())
+        .map(Some)
 }
 
 /// The broker's SQL API and the queries it is running.
