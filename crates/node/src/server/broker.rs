@@ -51,11 +51,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         lease_ttl,
         shutdown.clone(),
     ));
-    let query_timeout = args
-        .query_timeout
-        .or(file.query_timeout)
-        .map(|t| config::duration(&t, "query_timeout"))
-        .transpose()?;
+    let query_timeout = super::query_timeout(args.query_timeout, file.query_timeout)?;
     let router =
         super::druid_sql::routes(engine, query_timeout).merge(http::status_routes(move || {
             serde_json::json!({

@@ -140,6 +140,13 @@ pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {
     config::duration(configured.unwrap_or(LEASE_TTL), "lease_ttl")
 }
 
+/// The SQL API's default query timeout: flag, then file; none when neither sets it.
+pub fn query_timeout(flag: Option<String>, file: Option<String>) -> CliResult<Option<Duration>> {
+    flag.or(file)
+        .map(|t| config::duration(&t, "query_timeout"))
+        .transpose()
+}
+
 /// The data directory: flag, then file, then `./grove-data`.
 pub fn data_dir(flag: Option<PathBuf>, file: Option<PathBuf>) -> PathBuf {
     flag.or(file)

@@ -99,11 +99,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         fragment_deadline: super::FRAGMENT_DEADLINE,
         cache_bytes: super::RESULT_CACHE_BYTES,
     };
-    let query_timeout = args
-        .query_timeout
-        .or(file.query_timeout)
-        .map(|t| config::duration(&t, "query_timeout"))
-        .transpose()?;
+    let query_timeout = super::query_timeout(args.query_timeout, file.query_timeout)?;
     let cluster = LocalCluster::start(store, deep, &data_dir, options).await?;
     super::announce("start", "local", "HTTP", addr);
     eprintln!(
