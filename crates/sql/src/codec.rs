@@ -408,6 +408,28 @@ mod tests {
         assert!(err.is_err());
     }
 
+    /// Runs `service` on a loopback port until the test ends; its address.
+    async fn on_loopback(service: crate::fragment::FragmentService) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::fragment::serve(
+            listener,
+            service,
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    /// A Flight client connected to `addr`.
+    async fn flight_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        arrow_flight::FlightClient::new(channel)
+    }
+
     /// The physical plan of `sql` in `ctx`.
     async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
         ctx.sql(sql)
@@ -444,8 +466,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_historical_runs_a_fragment_ticket_over_flight() {
-        use arrow_flight::FlightClient;
-
         use crate::fragment::{MISSING_SEGMENTS, Ticket};
 
         let dir = tempfile::tempdir().unwrap();
@@ -458,19 +478,8 @@ mod tests {
         let expected = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
         // The historical serves the first two segments only.
         let served = serving(&cache, &descriptors[..2]).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::fragment::serve(
-            listener,
-            crate::fragment::FragmentService::new(served.clone()),
-            std::future::pending(),
-        ));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightClient::new(channel);
+        let addr = on_loopback(crate::fragment::FragmentService::new(served.clone())).await;
+        let mut client = flight_client(addr).await;
         let codec = GroveCodec::new(served);
         let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
 
@@ -599,13 +608,9 @@ mod tests {
             .data;
 
         let served = serving(&cache, &descriptors).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(crate::fragment::serve(
-            listener,
-            crate::fragment::FragmentService::new(served.clone()),
-            std::future::pending(),
-        ));
+        let addr = on_loopback(crate::fragment::FragmentService::new(served.clone()))
+            .await
+            .to_string();
         let codec = GroveCodec::new(served);
         let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
         let ticket = Ticket::new("q", ids, fragment, &codec).unwrap();
@@ -647,7 +652,6 @@ mod tests {
     /// stops executing it.
     #[tokio::test]
     async fn a_client_that_disconnects_mid_stream_stops_the_fragment() {
-        use arrow_flight::FlightClient;
         use futures::StreamExt;
 
         use crate::fragment::{FragmentService, Ticket};
@@ -659,21 +663,10 @@ mod tests {
         let served = serving(&cache, &descriptors).await;
         let service = FragmentService::new(served.clone());
         let running = service.running();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::fragment::serve(
-            listener,
-            service,
-            std::future::pending(),
-        ));
+        let addr = on_loopback(service).await;
         let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
         let ticket = Ticket::new("slow", ids, plan, &GroveCodec::new(served)).unwrap();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightClient::new(channel);
+        let mut client = flight_client(addr).await;
         let mut stream = client
             .do_get(arrow_flight::Ticket::new(ticket.encode()))
             .await
