@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
 # Installs what building and testing Grove needs beyond a Rust toolchain, when it is
 # missing: protoc (the etcd client's build compiles etcd's protobuf definitions) and,
-# for the tests, a real etcd. Both come from Debian's packages.
+# for the tests, a real etcd and psql from Debian's packages, and the Python clients
+# (psycopg, the ADBC Flight SQL driver) in a virtual environment.
 #   scripts/deps.sh build   # protoc only
-#   scripts/deps.sh test    # protoc and etcd
+#   scripts/deps.sh test    # everything; prints nothing when all is there
 set -euo pipefail
+mode="${1:-test}"
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-if [ "${1:-test}" = test ] && ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
-  need+=(etcd-server)
+if [ "$mode" = test ]; then
+  command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
+  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
-echo "Installing ${need[*]} from Debian's packages ..." >&2
-sudo=""
-[ "$(id -u)" -ne 0 ] && sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >/dev/null
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The package starts an etcd service on the default ports; tests run their own.
-if [ -d /run/systemd/system ] && [[ " ${need[*]} " == *" etcd-server "* ]]; then
-  $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
+if [ ${#need[@]} -gt 0 ]; then
+  echo "Installing ${need[*]} from Debian's packages ..." >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The package starts an etcd service on the default ports; tests run their own.
+  if [ -d /run/systemd/system ] && [[ " ${need[*]} " == *" etcd-server "* ]]; then
+    $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+fi
+if [ "$mode" = test ]; then
+  # The client libraries the end-to-end tests drive Grove with; the tests find this
+  # interpreter through GROVE_PYTHON (scripts/test.sh sets it).
+  venv="${GROVE_VENV:-$HOME/.cache/grove-venv}"
+  requirements="$(dirname "$0")/test-requirements.txt"
+  if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+    echo "Installing the Python test clients into $venv ..." >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
+  fi
 fi

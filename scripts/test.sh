@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
+export GROVE_PYTHON="${GROVE_VENV:-$HOME/.cache/grove-venv}/bin/python"
 # Builds are shared between checkouts (and CI runs) through one target directory.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 

@@ -2,99 +2,10 @@
 //! and header rows, query ids, errors with their statuses, timeouts and cancellation.
 //! Expected rows are computed here from the sample CSV.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use grove_e2e::Sandbox;
+use grove_e2e::start::{GroveStart, agent, post};
 use serde_json::{Value, json};
-
-/// `grove start` on `rows` ingested sample rows, killed when dropped.
-struct Started {
-    sandbox: Sandbox,
-    child: Child,
-    url: String,
-}
-
-impl Started {
-    fn new(rows: u64) -> Started {
-        Started::with(rows, &[])
-    }
-
-    /// `grove start` with `extra` flags.
-    fn with(rows: u64, extra: &[&str]) -> Started {
-        let sandbox = Sandbox::default();
-        let sample = sandbox.arg("sample");
-        let made = sandbox.grove(
-            &["sample-data", "--out", &sample, "--rows", &rows.to_string()],
-            "",
-        );
-        assert!(made.ok, "{}", made.stderr);
-        let spec = sandbox.arg("sample/events-spec.json");
-        let data = sandbox.arg("data");
-        let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
-        assert!(ingest.ok, "{}", ingest.stderr);
-        let port = grove_testkit::free_port();
-        let log = std::fs::File::create(sandbox.path("start.log")).unwrap();
-        let child = Command::new(grove_e2e::grove_bin())
-            .args(["start", "--data-dir", &data, "--http-addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let started = Started {
-            sandbox,
-            child,
-            url: format!("http://127.0.0.1:{port}/druid/v2/sql"),
-        };
-        let began = Instant::now();
-        let count = json!({ "query": "SELECT COUNT(*) AS n FROM events" });
-        while started.post(&count).2 != format!("[{{\"n\":{rows}}}]") {
-            assert!(
-                began.elapsed() < Duration::from_secs(30),
-                "grove start never served the rows"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        started
-    }
-
-    /// Status, the `X-Druid-SQL-Query-Id` header, and the body.
-    fn post(&self, request: &Value) -> (u16, String, String) {
-        post(&self.url, request)
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build(),
-    )
-}
-
-fn post(url: &str, request: &Value) -> (u16, String, String) {
-    let Ok(mut response) = agent().post(url).send_json(request) else {
-        return (0, String::new(), String::new());
-    };
-    let id = response
-        .headers()
-        .get("X-Druid-SQL-Query-Id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    (response.status().as_u16(), id, body)
-}
 
 const BY_DEVICE: &str = "SELECT device, COUNT(*) AS n FROM events GROUP BY 1 ORDER BY 1";
 /// A sum over every combination of four rows (10^12 of them and more, each computed):
@@ -104,7 +15,7 @@ const ENDLESS: &str = "SELECT SUM(a.latency_ms * b.latency_ms + c.latency_ms - d
 
 #[test]
 fn result_formats_and_header_rows_are_druids() {
-    let g = Started::new(3_000);
+    let g = GroveStart::new(3_000);
     let devices = grove_e2e::devices_in_csv(&g.sandbox);
     let ask = |format: &str, header: bool| {
         let request = json!({
@@ -195,7 +106,7 @@ fn result_formats_and_header_rows_are_druids() {
 
 #[test]
 fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
-    let g = Started::new(3_000);
+    let g = GroveStart::new(3_000);
     let cases = [
         (json!({ "query": "SELEC 1" }), 400, "Plan validation failed"),
         (
@@ -279,7 +190,7 @@ fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
 
 #[test]
 fn the_configured_query_timeout_applies_when_the_context_sets_none() {
-    let g = Started::with(1_000, &["--query-timeout", "PT1S"]);
+    let g = GroveStart::with(1_000, &["--query-timeout", "PT1S"]);
     let began = Instant::now();
     let (status, _, body) = g.post(&json!({ "query": ENDLESS }));
     assert_eq!(status, 504, "{body}");
@@ -294,7 +205,7 @@ fn the_configured_query_timeout_applies_when_the_context_sets_none() {
 #[test]
 fn garbage_half_sent_and_huge_requests_fail_alone() {
     use std::io::{Read, Write};
-    let g = Started::new(1_000);
+    let g = GroveStart::new(1_000);
     let address = g
         .url
         .trim_start_matches("http://")

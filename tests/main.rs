@@ -4,4 +4,5 @@
 mod cli;
 mod cluster;
 mod druid_sql;
+mod postgres;
 mod tpch;

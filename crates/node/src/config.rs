@@ -69,6 +69,16 @@ pub struct HistoricalConfig {
     pub deep_storage: Option<DeepStorageConfig>,
 }
 
+/// A user of the SQL front ends (Postgres, Flight SQL, HTTP). With none configured,
+/// nobody is asked for a password.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The stored password that `grove passwd` prints, never the password itself.
+    pub password: String,
+}
+
 /// `grove broker`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -79,9 +89,14 @@ pub struct BrokerConfig {
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
     pub lease_ttl: Option<String>,
-    /// Longest a SQL query may run unless its context says otherwise (ISO-8601, e.g.
-    /// PT5M); default no limit.
+    /// Longest a SQL query may run unless the client sets its own limit (ISO-8601,
+    /// e.g. PT5M); default no limit.
     pub query_timeout: Option<String>,
+    /// Postgres wire protocol address; default 127.0.0.1:5433.
+    pub pg_addr: Option<String>,
+    /// Who may query; default anyone, without a password.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
 }
 
 /// `grove start`: every role in one process on the embedded metadata store.
@@ -96,9 +111,14 @@ pub struct StartConfig {
     /// Capacity of each historical; default unlimited.
     pub capacity: Option<String>,
     pub period: Option<String>,
-    /// Longest a SQL query may run unless its context says otherwise (ISO-8601, e.g.
-    /// PT5M); default no limit.
+    /// Longest a SQL query may run unless the client sets its own limit (ISO-8601,
+    /// e.g. PT5M); default no limit.
     pub query_timeout: Option<String>,
+    /// Postgres wire protocol address; default 127.0.0.1:5433.
+    pub pg_addr: Option<String>,
+    /// Who may query; default anyone, without a password.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     pub deep_storage: Option<DeepStorageConfig>,
 }
 
@@ -134,6 +154,17 @@ pub struct CommonFlags {
     /// Lease TTL (ISO-8601 period, e.g. PT10S): a dead node is noticed after this.
     #[arg(long, env = "GROVE_LEASE_TTL")]
     pub lease_ttl: Option<String>,
+}
+
+/// Flags of the roles that answer SQL clients: the broker and `grove start`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FrontEndFlags {
+    /// Postgres wire protocol address (port 0 picks a free port).
+    #[arg(long, env = "GROVE_PG_ADDR")]
+    pub pg_addr: Option<String>,
+    /// Longest a SQL query may run unless the client sets its own limit (e.g. PT5M).
+    #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
 }
 
 /// Flags of the roles that read segments.

@@ -226,20 +226,24 @@ impl Session {
             .with_recursion_limit(options.recursion_limit.get())
             .build()?
             .parse_statements()?;
-        let mut statements: Vec<Statement> = statements.into();
-        for statement in &mut statements {
-            interval_precision(statement)?;
-        }
-        Ok(statements)
+        Ok(statements.into())
     }
 
     async fn run(&self, statement: Statement) -> Result<DataFrame> {
         let plan = self.plan(statement).await?;
+        self.run_plan(plan).await
+    }
+
+    /// Runs a plan from [`Session::plan`] (its parameters bound): a query's rows, or the
+    /// effect of a statement (a view created, a setting changed).
+    pub async fn run_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
         self.ctx.execute_logical_plan(plan).await
     }
 
-    /// Plans one statement against fresh metadata, refusing what a session may not run.
-    async fn plan(&self, statement: Statement) -> Result<LogicalPlan> {
+    /// Plans one parsed statement against fresh metadata, refusing what a session may
+    /// not run.
+    pub async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
+        interval_precision(&mut statement)?;
         self.metadata
             .refresh()
             .await

@@ -19,9 +19,12 @@
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
 //! - [`settings`]: Grove's session settings (`SET grove.use_cache = false`).
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
+//! - [`postgres`]: the Postgres wire protocol front end, a session per connection.
+//! - [`auth`]: users and their passwords, for every front end.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod codec;
@@ -32,6 +35,7 @@ pub mod literals;
 pub mod local;
 pub mod metadata;
 pub mod output;
+pub mod postgres;
 pub mod remote;
 pub mod repl;
 pub mod schema;

@@ -8,17 +8,17 @@ use grove_cluster::nodes::{self, Role};
 use grove_cluster::view::ClusterView;
 use grove_sql::Engine;
 
+use super::frontends::FrontEnds;
 use super::http;
 use crate::CliResult;
-use crate::config::{self, BrokerConfig, CommonFlags};
+use crate::config::{self, BrokerConfig, CommonFlags, FrontEndFlags};
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     #[command(flatten)]
     pub common: CommonFlags,
-    /// Longest a SQL query may run unless its context says otherwise (e.g. PT5M).
-    #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
-    pub query_timeout: Option<String>,
+    #[command(flatten)]
+    pub front: FrontEndFlags,
 }
 
 pub async fn run(args: BrokerArgs) -> CliResult<()> {
@@ -37,6 +37,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         args.common.node_id.or(file.node_id),
     )
     .await?;
+    let front = FrontEnds::bind(args.front, file.pg_addr, file.query_timeout, &file.users).await?;
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
     let engine = Arc::new(Engine::broker(
@@ -51,16 +52,19 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         lease_ttl,
         shutdown.clone(),
     ));
-    let query_timeout = super::query_timeout(args.query_timeout, file.query_timeout)?;
-    let router =
-        super::druid_sql::routes(engine, query_timeout).merge(http::status_routes(move || {
+    let node_id = node.id.clone();
+    let router = super::druid_sql::routes(engine.clone(), front.query_timeout).merge(
+        http::status_routes(move || {
             serde_json::json!({
                 "role": "broker",
                 "node_id": node.id,
                 "metadata_store_connected": view.is_connected(),
             })
-        }));
+        }),
+    );
+    let postgres = front.serve(engine, "broker", &node_id, shutdown.clone());
     super::serve_http(listener, router, shutdown).await?;
+    postgres.await??;
     let _ = registered.await;
     Ok(())
 }

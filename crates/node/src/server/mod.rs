@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod coordinator;
 pub mod druid_sql;
+pub mod frontends;
 pub mod historical;
 pub mod http;
 pub mod start;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
 
+use super::frontends::FrontEnds;
 use super::http;
 use crate::CliResult;
-use crate::config::{self, StartConfig};
+use crate::config::{self, FrontEndFlags, StartConfig};
 use crate::data_dir::DataDir;
 
 #[derive(Debug, Clone, Args)]
@@ -33,9 +34,8 @@ pub struct StartArgs {
     /// Time between coordinator runs (e.g. PT1S).
     #[arg(long, env = "GROVE_PERIOD")]
     pub period: Option<String>,
-    /// Longest a SQL query may run unless its context says otherwise (e.g. PT5M).
-    #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
-    pub query_timeout: Option<String>,
+    #[command(flatten)]
+    pub front: FrontEndFlags,
     /// Deep storage URL; default {data_dir}/deep.
     #[arg(long, env = "GROVE_DEEP_STORAGE")]
     pub deep_storage: Option<String>,
@@ -84,6 +84,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         .or(file.http_addr)
         .unwrap_or_else(|| "127.0.0.1:8888".into());
     let (listener, addr): (_, SocketAddr) = super::bind(&http_addr, "HTTP").await?;
+    let front = FrontEnds::bind(args.front, file.pg_addr, file.query_timeout, &file.users).await?;
     let options = LocalOptions {
         historicals: args.historicals.or(file.historicals).unwrap_or(1),
         capacity: args
@@ -99,7 +100,6 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         fragment_deadline: super::FRAGMENT_DEADLINE,
         cache_bytes: super::RESULT_CACHE_BYTES,
     };
-    let query_timeout = super::query_timeout(args.query_timeout, file.query_timeout)?;
     let cluster = LocalCluster::start(store, deep, &data_dir, options).await?;
     super::announce("start", "local", "HTTP", addr);
     eprintln!(
@@ -107,7 +107,10 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         data_dir.display()
     );
     let shutdown = super::shutdown_signal();
-    super::serve_http(listener, router(&cluster, query_timeout), shutdown).await?;
+    let router = router(&cluster, front.query_timeout);
+    let postgres = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
+    super::serve_http(listener, router, shutdown).await?;
+    postgres.await??;
     cluster.stop().await;
     Ok(())
 }

@@ -1,0 +1,116 @@
+//! `grove start` on the sample data, as the front-end tests use it.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use grove_testkit::free_port;
+use serde_json::{Value, json};
+
+use crate::Sandbox;
+
+/// `grove start` on `rows` ingested sample rows, its HTTP and Postgres ports on
+/// loopback; killed when dropped.
+pub struct GroveStart {
+    pub sandbox: Sandbox,
+    child: Child,
+    /// `POST` here for Druid's SQL API.
+    pub url: String,
+    pub pg_port: u16,
+}
+
+impl GroveStart {
+    pub fn new(rows: u64) -> GroveStart {
+        GroveStart::with(rows, &[])
+    }
+
+    /// `grove start` with `extra` flags; returns once it answers with every row.
+    pub fn with(rows: u64, extra: &[&str]) -> GroveStart {
+        let sandbox = Sandbox::default();
+        let sample = sandbox.arg("sample");
+        let made = sandbox.grove(
+            &["sample-data", "--out", &sample, "--rows", &rows.to_string()],
+            "",
+        );
+        assert!(made.ok, "{}", made.stderr);
+        let spec = sandbox.arg("sample/events-spec.json");
+        let data = sandbox.arg("data");
+        let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
+        assert!(ingest.ok, "{}", ingest.stderr);
+        let (http, pg_port) = (free_port(), free_port());
+        let log = std::fs::File::create(sandbox.path("start.log")).expect("log file");
+        let child = Command::new(crate::grove_bin())
+            .args(["start", "--data-dir", &data])
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http}"))
+            .arg("--pg-addr")
+            .arg(format!("127.0.0.1:{pg_port}"))
+            .args(extra)
+            .env("HOME", sandbox.path(""))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start grove");
+        let started = GroveStart {
+            sandbox,
+            child,
+            url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
+            pg_port,
+        };
+        started.wait_for_rows(rows);
+        started
+    }
+
+    fn wait_for_rows(&self, rows: u64) {
+        let began = Instant::now();
+        let count = json!({ "query": "SELECT COUNT(*) AS n FROM events" });
+        while self.post(&count).2 != format!("[{{\"n\":{rows}}}]") {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "grove start never served the rows:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Status, the `X-Druid-SQL-Query-Id` header, and the body.
+    pub fn post(&self, request: &Value) -> (u16, String, String) {
+        post(&self.url, request)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.sandbox.path("start.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for GroveStart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+/// POSTs `request` to Druid's SQL API at `url`: the status, the
+/// `X-Druid-SQL-Query-Id` header and the body (status 0: no answer).
+pub fn post(url: &str, request: &Value) -> (u16, String, String) {
+    let Ok(mut response) = agent().post(url).send_json(request) else {
+        return (0, String::new(), String::new());
+    };
+    let id = response
+        .headers()
+        .get("X-Druid-SQL-Query-Id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), id, body)
+}
