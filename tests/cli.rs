@@ -252,7 +252,14 @@ fn grove_start_serves_sql_over_http_and_holds_its_directory() {
     let port = grove_testkit::free_port();
     let log = std::fs::File::create(sandbox.path("start.log")).unwrap();
     let mut start = std::process::Command::new(grove_e2e::grove_bin())
-        .args(["start", "--data-dir", &data, "--http-addr"])
+        .args([
+            "start",
+            "--data-dir",
+            &data,
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(log.try_clone().unwrap())
         .stderr(log)

@@ -430,3 +430,41 @@ fn bad_input_on_the_postgres_port_fails_that_client_only() {
     assert_eq!(out.trim(), "1000");
     drop(hanging);
 }
+
+#[test]
+fn with_users_configured_a_password_is_required_and_checked_with_scram() {
+    let keys = grove_e2e::Sandbox::default();
+    let hashed = keys.grove(&["passwd"], "s3cret pass\n");
+    assert!(hashed.ok, "{}", hashed.stderr);
+    let config = keys.path("start.toml");
+    let stored = hashed.stdout.trim();
+    assert!(!stored.contains("s3cret"), "{stored}");
+    std::fs::write(
+        &config,
+        format!("[[users]]\nname = \"alice\"\npassword = \"{stored}\"\n"),
+    )
+    .unwrap();
+    let g = GroveStart::with(1_000, &["--config", &config.display().to_string()]);
+    let port = g.pg_port;
+    let count = ["SELECT COUNT(*) FROM events"];
+
+    let (ok, out, err) = psql(port, "alice", Some("s3cret pass"), &count);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1000");
+    let (ok, _, err) = psql(port, "alice", None, &count);
+    assert!(!ok && err.contains("password"), "no password: {err}");
+    for (user, password) in [("alice", "s3cret"), ("mallory", "s3cret pass")] {
+        let (ok, out, err) = psql(port, user, Some(password), &count);
+        assert!(!ok && out.is_empty(), "{user}: {out}");
+        let err = err.to_lowercase();
+        assert!(
+            err.contains("password authentication failed"),
+            "{user}: {err}"
+        );
+    }
+    let port = port.to_string();
+    let ok = pg_client(&["login", &port, "alice", "s3cret pass"]);
+    assert_eq!(ok, json!({ "ok": 1000 }));
+    let refused = pg_client(&["login", &port, "alice", "wrong"]);
+    assert!(refused["refused"].is_string(), "{refused}");
+}

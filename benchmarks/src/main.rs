@@ -204,7 +204,14 @@ impl GroveStart {
             .local_addr()?
             .port();
         let child = Command::new(grove)
-            .args(["start", "--historicals", "2", "--http-addr"])
+            .args([
+                "start",
+                "--historicals",
+                "2",
+                "--pg-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data)

@@ -87,6 +87,9 @@ enum Command {
         #[arg(long, default_value_t = sample::DEFAULT_ROWS)]
         rows: u64,
     },
+    /// Print the stored form of a password (read from stdin) for a `[[users]]` entry
+    /// of the broker's or `grove start`'s config.
+    Passwd,
     /// Generate the sample dataset, ingest it, and open the SQL shell on it.
     Quickstart {
         #[arg(long, env = "GROVE_DATA_DIR", default_value = data_dir::DEFAULT)]
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
                 format,
             } => sql::run(&data_dir, &commands, file.as_deref(), format).await,
             Command::SampleData { out, rows } => sample::write(&out, rows).map(|_| ()),
+            Command::Passwd => passwd(),
             Command::Quickstart { data_dir, rows } => quickstart::run(&data_dir, rows).await,
         }
     });
@@ -154,6 +158,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `grove passwd`: the first line of stdin, hashed.
+fn passwd() -> CliResult<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("grove passwd: give the password on stdin".into());
+    }
+    println!("{}", grove_sql::auth::hash(password));
+    Ok(())
 }
 
 /// Errors reaching the command line: each is printed as one message.
