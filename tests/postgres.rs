@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use grove_e2e::start::GroveStart;
+use grove_e2e::start::{GroveStart, basic, post_as};
 use serde_json::{Value, json};
 
 /// A sum over every combination of four rows: runs until it is stopped.
@@ -432,7 +432,7 @@ fn bad_input_on_the_postgres_port_fails_that_client_only() {
 }
 
 #[test]
-fn with_users_configured_a_password_is_required_and_checked_with_scram() {
+fn with_users_configured_postgres_and_http_clients_must_log_in() {
     let keys = grove_e2e::Sandbox::default();
     let hashed = keys.grove(&["passwd"], "s3cret pass\n");
     assert!(hashed.ok, "{}", hashed.stderr);
@@ -444,7 +444,8 @@ fn with_users_configured_a_password_is_required_and_checked_with_scram() {
         format!("[[users]]\nname = \"alice\"\npassword = \"{stored}\"\n"),
     )
     .unwrap();
-    let g = GroveStart::with(1_000, &["--config", &config.display().to_string()]);
+    let config = config.display().to_string();
+    let g = GroveStart::with_user(1_000, &["--config", &config], "alice", "s3cret pass");
     let port = g.pg_port;
     let count = ["SELECT COUNT(*) FROM events"];
 
@@ -467,4 +468,19 @@ fn with_users_configured_a_password_is_required_and_checked_with_scram() {
     assert_eq!(ok, json!({ "ok": 1000 }));
     let refused = pg_client(&["login", &port, "alice", "wrong"]);
     assert!(refused["refused"].is_string(), "{refused}");
+
+    // Druid's SQL API: HTTP basic auth.
+    let query = json!({ "query": "SELECT COUNT(*) AS n FROM events" });
+    for authorization in [
+        None,
+        Some(basic("alice", "s3cret")),
+        Some(basic("eve", "x")),
+    ] {
+        let (status, _, body) = post_as(&g.url, &query, authorization.as_deref());
+        assert_eq!(status, 401, "{authorization:?}: {body}");
+        assert!(body.contains("Unauthorized"), "{body}");
+    }
+    let right = basic("alice", "s3cret pass");
+    let (status, _, body) = post_as(&g.url, &query, Some(&right));
+    assert_eq!((status, body.as_str()), (200, r#"[{"n":1000}]"#));
 }

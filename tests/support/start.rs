@@ -3,6 +3,8 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use grove_testkit::free_port;
 use serde_json::{Value, json};
 
@@ -16,6 +18,8 @@ pub struct GroveStart {
     /// `POST` here for Druid's SQL API.
     pub url: String,
     pub pg_port: u16,
+    /// The `Authorization` header this process's own requests send.
+    basic: Option<String>,
 }
 
 impl GroveStart {
@@ -25,6 +29,16 @@ impl GroveStart {
 
     /// `grove start` with `extra` flags; returns once it answers with every row.
     pub fn with(rows: u64, extra: &[&str]) -> GroveStart {
+        GroveStart::start(rows, extra, None)
+    }
+
+    /// [`GroveStart::with`] a config that requires users: this process's requests
+    /// log in as `user`.
+    pub fn with_user(rows: u64, extra: &[&str], user: &str, password: &str) -> GroveStart {
+        GroveStart::start(rows, extra, Some(basic(user, password)))
+    }
+
+    fn start(rows: u64, extra: &[&str], basic: Option<String>) -> GroveStart {
         let sandbox = Sandbox::default();
         let sample = sandbox.arg("sample");
         let made = sandbox.grove(
@@ -55,6 +69,7 @@ impl GroveStart {
             child,
             url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
             pg_port,
+            basic,
         };
         started.wait_for_rows(rows);
         started
@@ -75,7 +90,7 @@ impl GroveStart {
 
     /// Status, the `X-Druid-SQL-Query-Id` header, and the body.
     pub fn post(&self, request: &Value) -> (u16, String, String) {
-        post(&self.url, request)
+        post_as(&self.url, request, self.basic.as_deref())
     }
 
     pub fn log(&self) -> String {
@@ -99,10 +114,24 @@ pub fn agent() -> ureq::Agent {
     )
 }
 
+/// The `Authorization` header of HTTP basic auth.
+pub fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
 /// POSTs `request` to Druid's SQL API at `url`: the status, the
 /// `X-Druid-SQL-Query-Id` header and the body (status 0: no answer).
 pub fn post(url: &str, request: &Value) -> (u16, String, String) {
-    let Ok(mut response) = agent().post(url).send_json(request) else {
+    post_as(url, request, None)
+}
+
+/// [`post`] with an `Authorization` header.
+pub fn post_as(url: &str, request: &Value, authorization: Option<&str>) -> (u16, String, String) {
+    let mut call = agent().post(url);
+    if let Some(authorization) = authorization {
+        call = call.header("Authorization", authorization);
+    }
+    let Ok(mut response) = call.send_json(request) else {
         return (0, String::new(), String::new());
     };
     let id = response

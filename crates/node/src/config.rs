@@ -243,9 +243,18 @@ mod tests {
         assert_eq!(b.http_addr.as_deref(), Some("127.0.0.1:8888"));
         let timeout = b.query_timeout.as_deref().unwrap();
         assert_eq!(duration(timeout, "t").unwrap(), Duration::from_secs(300));
+        assert_eq!(b.pg_addr.as_deref(), Some("127.0.0.1:5433"));
+        let users = b
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.password.as_str()));
+        let users = grove_sql::auth::Users::new(users).unwrap();
+        assert!(users.verify("alice", "change-me"));
         let s: StartConfig = parse(&example("start.toml")).unwrap();
         assert_eq!(s.historicals, Some(1));
         assert_eq!(s.query_timeout.as_deref(), Some("PT5M"));
+        assert_eq!(s.pg_addr.as_deref(), Some("127.0.0.1:5433"));
+        assert!(s.users.is_empty());
     }
 
     #[test]

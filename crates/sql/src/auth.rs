@@ -66,6 +66,25 @@ impl Users {
         })
     }
 
+    /// Whether an HTTP `Authorization` header (`Basic base64(user:password)`) names
+    /// a user and that user's password.
+    pub fn verify_basic(&self, header: &str) -> bool {
+        let Some(encoded) = header
+            .strip_prefix("Basic ")
+            .or_else(|| header.strip_prefix("basic "))
+        else {
+            return false;
+        };
+        let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(decoded) else {
+            return false;
+        };
+        text.split_once(':')
+            .is_some_and(|(user, password)| self.verify(user, password))
+    }
+
     /// The passwords as pgwire's SCRAM exchange asks for them.
     pub fn scram_source(self: &Arc<Self>) -> Arc<dyn AuthSource> {
         Arc::new(ScramSource(Arc::clone(self)))
@@ -149,6 +168,18 @@ mod tests {
         assert!(!users.verify("bob", "s3cret"));
         // The salt is fresh each time.
         assert_ne!(hash("s3cret"), stored);
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded_and_checked() {
+        let stored = hash("pa:ss");
+        let users = Users::new([("alice", stored.as_str())]).unwrap();
+        let basic = |credentials: &str| format!("Basic {}", STANDARD.encode(credentials));
+        assert!(users.verify_basic(&basic("alice:pa:ss")));
+        assert!(!users.verify_basic(&basic("alice:pa")));
+        assert!(!users.verify_basic(&basic("alice")));
+        assert!(!users.verify_basic("Basic !!!"));
+        assert!(!users.verify_basic("Bearer abc"));
     }
 
     #[test]

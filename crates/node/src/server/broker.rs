@@ -53,15 +53,15 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         shutdown.clone(),
     ));
     let node_id = node.id.clone();
-    let router = super::druid_sql::routes(engine.clone(), front.query_timeout).merge(
-        http::status_routes(move || {
+    let sql = super::druid_sql::routes(engine.clone(), front.query_timeout);
+    let router =
+        http::require_users(sql, front.users.clone()).merge(http::status_routes(move || {
             serde_json::json!({
                 "role": "broker",
                 "node_id": node.id,
                 "metadata_store_connected": view.is_connected(),
             })
-        }),
-    );
+        }));
     let postgres = front.serve(engine, "broker", &node_id, shutdown.clone());
     super::serve_http(listener, router, shutdown).await?;
     postgres.await??;

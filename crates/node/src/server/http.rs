@@ -5,19 +5,23 @@
 //!   /druid/coordinator/v1/rules/{datasource}`, `GET /druid/coordinator/v1/leader`,
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
 //! - broker: Druid's SQL API (`druid_sql`).
+//!
+//! With users configured, every endpoint but `/status` asks for HTTP basic auth.
 
 use std::sync::{Arc, RwLock};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use grove_cluster::coordinator::CoordinatorStatus;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::rules;
+use grove_sql::auth::Users;
 use serde_json::{Value, json};
 
 /// `GET /status`: the role's own report, from `status`.
@@ -35,6 +39,36 @@ pub fn status_routes(status: impl Fn() -> Value + Clone + Send + Sync + 'static)
             }
         }),
     )
+}
+
+/// `router`, answering only requests with a configured user's basic credentials
+/// when `users` are configured.
+pub fn require_users(router: Router, users: Option<Arc<Users>>) -> Router {
+    match users {
+        None => router,
+        Some(users) => router.route_layer(middleware::from_fn_with_state(users, authenticated)),
+    }
+}
+
+async fn authenticated(State(users): State<Arc<Users>>, request: Request, next: Next) -> Response {
+    let allowed = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| users.verify_basic(value));
+    if allowed {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "a user name and password are required (HTTP basic auth)",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"grove\""),
+    );
+    response
 }
 
 /// Druid's error JSON.

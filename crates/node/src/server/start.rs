@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
@@ -43,30 +42,28 @@ pub struct StartArgs {
 
 /// The HTTP endpoints of `grove start`: a broker's and a coordinator's, and a status
 /// covering every role.
-pub fn router(cluster: &LocalCluster, query_timeout: Option<Duration>) -> axum::Router {
+pub fn router(cluster: &LocalCluster, front: &FrontEnds) -> axum::Router {
     let coordinator = cluster.coordinator.clone();
     let historicals = cluster.historicals.clone();
     let view = cluster.view.clone();
-    super::druid_sql::routes(cluster.engine.clone(), query_timeout)
-        .merge(http::coordinator_routes(
-            cluster.store.clone(),
-            cluster.coordinator.clone(),
-        ))
-        .merge(http::status_routes(move || {
-            let historicals: Vec<serde_json::Value> = historicals
-                .iter()
-                .map(|h| {
-                    serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
-                        .unwrap_or_default()
-                })
-                .collect();
-            serde_json::json!({
-                "role": "start",
-                "metadata_store_connected": view.is_connected(),
-                "coordinator": super::coordinator::status_json(&coordinator),
-                "historicals": historicals,
+    let protected = super::druid_sql::routes(cluster.engine.clone(), front.query_timeout).merge(
+        http::coordinator_routes(cluster.store.clone(), cluster.coordinator.clone()),
+    );
+    http::require_users(protected, front.users.clone()).merge(http::status_routes(move || {
+        let historicals: Vec<serde_json::Value> = historicals
+            .iter()
+            .map(|h| {
+                serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
+                    .unwrap_or_default()
             })
-        }))
+            .collect();
+        serde_json::json!({
+            "role": "start",
+            "metadata_store_connected": view.is_connected(),
+            "coordinator": super::coordinator::status_json(&coordinator),
+            "historicals": historicals,
+        })
+    }))
 }
 
 pub async fn run(args: StartArgs) -> CliResult<()> {
@@ -107,7 +104,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         data_dir.display()
     );
     let shutdown = super::shutdown_signal();
-    let router = router(&cluster, front.query_timeout);
+    let router = router(&cluster, &front);
     let postgres = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
     super::serve_http(listener, router, shutdown).await?;
     postgres.await??;
