@@ -484,3 +484,48 @@ fn with_users_configured_postgres_and_http_clients_must_log_in() {
     let (status, _, body) = post_as(&g.url, &query, Some(&right));
     assert_eq!((status, body.as_str()), (200, r#"[{"n":1000}]"#));
 }
+
+#[test]
+fn postgres_clients_that_ask_for_tls_get_it() {
+    let keys = grove_e2e::Sandbox::default();
+    let (cert, key) = (keys.arg("cert.pem"), keys.arg("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout", &key, "-out", &cert])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let g = GroveStart::with(1_000, &["--tls-cert", &cert, "--tls-key", &key]);
+    let connect = |sslmode: &str| {
+        let out = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} dbname=datafusion user=grove sslmode={sslmode}",
+                g.pg_port
+            ))
+            .args(["-X", "-q", "-A", "-t", "-w"])
+            .args(["-c", "\\conninfo", "-c", "SELECT COUNT(*) FROM events"])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let secure = connect("require");
+    assert!(
+        secure.contains("SSL connection (protocol: TLSv1.3"),
+        "{secure}"
+    );
+    assert!(secure.trim_end().ends_with("1000"), "{secure}");
+    let plain = connect("disable");
+    assert!(!plain.contains("SSL"), "{plain}");
+    assert!(plain.trim_end().ends_with("1000"), "{plain}");
+}

@@ -97,6 +97,10 @@ pub struct BrokerConfig {
     /// Who may query; default anyone, without a password.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// TLS for Postgres clients that ask for it: a PEM certificate chain ...
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its PEM private key.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `grove start`: every role in one process on the embedded metadata store.
@@ -119,6 +123,10 @@ pub struct StartConfig {
     /// Who may query; default anyone, without a password.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// TLS for Postgres clients that ask for it: a PEM certificate chain ...
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its PEM private key.
+    pub tls_key: Option<PathBuf>,
     pub deep_storage: Option<DeepStorageConfig>,
 }
 
@@ -165,6 +173,12 @@ pub struct FrontEndFlags {
     /// Longest a SQL query may run unless the client sets its own limit (e.g. PT5M).
     #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
     pub query_timeout: Option<String>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, env = "GROVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "GROVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Flags of the roles that read segments.
@@ -250,6 +264,7 @@ mod tests {
             .map(|u| (u.name.as_str(), u.password.as_str()));
         let users = grove_sql::auth::Users::new(users).unwrap();
         assert!(users.verify("alice", "change-me"));
+        assert!(b.tls_cert.is_some() && b.tls_key.is_some());
         let s: StartConfig = parse(&example("start.toml")).unwrap();
         assert_eq!(s.historicals, Some(1));
         assert_eq!(s.query_timeout.as_deref(), Some("PT5M"));

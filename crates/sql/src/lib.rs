@@ -21,6 +21,7 @@
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`postgres`]: the Postgres wire protocol front end, a session per connection.
 //! - [`auth`]: users and their passwords, for every front end.
+//! - [`tls`]: TLS for the front ends.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 
@@ -41,5 +42,6 @@ pub mod repl;
 pub mod schema;
 pub mod settings;
 pub mod table;
+pub mod tls;
 
 pub use engine::{Engine, Session};

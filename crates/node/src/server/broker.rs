@@ -8,7 +8,7 @@ use grove_cluster::nodes::{self, Role};
 use grove_cluster::view::ClusterView;
 use grove_sql::Engine;
 
-use super::frontends::FrontEnds;
+use super::frontends::{FrontEndFile, FrontEnds};
 use super::http;
 use crate::CliResult;
 use crate::config::{self, BrokerConfig, CommonFlags, FrontEndFlags};
@@ -37,7 +37,17 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         args.common.node_id.or(file.node_id),
     )
     .await?;
-    let front = FrontEnds::bind(args.front, file.pg_addr, file.query_timeout, &file.users).await?;
+    let front = FrontEnds::bind(
+        args.front,
+        FrontEndFile {
+            pg_addr: file.pg_addr.clone(),
+            query_timeout: file.query_timeout.clone(),
+            users: &file.users,
+            tls_cert: file.tls_cert.clone(),
+            tls_key: file.tls_key.clone(),
+        },
+    )
+    .await?;
     let view = ClusterView::start(store.clone());
     view.wait_synced(Duration::from_secs(30)).await?;
     let engine = Arc::new(Engine::broker(

@@ -3,12 +3,14 @@
 //! query timeout and one list of users for all of them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use grove_sql::Engine;
 use grove_sql::auth::Users;
 use grove_sql::postgres::{self, PgOptions};
+use grove_sql::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,18 +26,30 @@ const PG_ADDR: &str = "127.0.0.1:5433";
 pub struct FrontEnds {
     pub query_timeout: Option<Duration>,
     pub users: Option<Arc<Users>>,
+    tls: Option<TlsAcceptor>,
     pg: (TcpListener, SocketAddr),
+}
+
+/// The front-end keys of a role's config file.
+pub struct FrontEndFile<'a> {
+    pub pg_addr: Option<String>,
+    pub query_timeout: Option<String>,
+    pub users: &'a [UserConfig],
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FrontEnds {
     /// Reads the settings (a flag wins over the file) and binds the listeners, so that
     /// a taken port fails the start-up.
-    pub async fn bind(
-        flags: FrontEndFlags,
-        pg_addr: Option<String>,
-        query_timeout: Option<String>,
-        users: &[UserConfig],
-    ) -> CliResult<FrontEnds> {
+    pub async fn bind(flags: FrontEndFlags, file: FrontEndFile<'_>) -> CliResult<FrontEnds> {
+        let FrontEndFile {
+            pg_addr,
+            query_timeout,
+            users,
+            tls_cert,
+            tls_key,
+        } = file;
         let query_timeout = super::query_timeout(flags.query_timeout, query_timeout)?;
         let users = if users.is_empty() {
             None
@@ -45,11 +59,17 @@ impl FrontEnds {
                 Users::new(entries).map_err(|e| format!("users: {e}"))?,
             ))
         };
+        let tls = match (flags.tls_cert.or(tls_cert), flags.tls_key.or(tls_key)) {
+            (Some(cert), Some(key)) => Some(grove_sql::tls::acceptor(&cert, &key)?),
+            (None, None) => None,
+            _ => return Err("TLS needs both tls_cert and tls_key".into()),
+        };
         let pg_addr = flags.pg_addr.or(pg_addr);
         let pg = super::bind(pg_addr.as_deref().unwrap_or(PG_ADDR), "Postgres").await?;
         Ok(FrontEnds {
             query_timeout,
             users,
+            tls,
             pg,
         })
     }
@@ -67,7 +87,7 @@ impl FrontEnds {
         let options = PgOptions {
             query_timeout: self.query_timeout,
             users: self.users,
-            tls: None,
+            tls: self.tls,
         };
         let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
         tokio::spawn(async move { Ok(postgres::serve(listener, engine, options, stopped).await?) })

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
 
-use super::frontends::FrontEnds;
+use super::frontends::{FrontEndFile, FrontEnds};
 use super::http;
 use crate::CliResult;
 use crate::config::{self, FrontEndFlags, StartConfig};
@@ -81,7 +81,17 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         .or(file.http_addr)
         .unwrap_or_else(|| "127.0.0.1:8888".into());
     let (listener, addr): (_, SocketAddr) = super::bind(&http_addr, "HTTP").await?;
-    let front = FrontEnds::bind(args.front, file.pg_addr, file.query_timeout, &file.users).await?;
+    let front = FrontEnds::bind(
+        args.front,
+        FrontEndFile {
+            pg_addr: file.pg_addr.clone(),
+            query_timeout: file.query_timeout.clone(),
+            users: &file.users,
+            tls_cert: file.tls_cert.clone(),
+            tls_key: file.tls_key.clone(),
+        },
+    )
+    .await?;
     let options = LocalOptions {
         historicals: args.historicals.or(file.historicals).unwrap_or(1),
         capacity: args
