@@ -109,16 +109,19 @@ impl PgSession {
     /// What the statements about to run may not outlive: a cancel request or their
     /// timeout.
     fn guard(&self) -> Guard {
-        let timeout = self
-            .statement_timeout
+        Guard {
+            token: self.canceller.begin(),
+            deadline: self.timeout().map(|t| Instant::now() + t),
+        }
+    }
+
+    /// The connection's `statement_timeout`, else the server's default.
+    fn timeout(&self) -> Option<Duration> {
+        self.statement_timeout
             .lock()
             .ok()
             .and_then(|set| *set)
-            .unwrap_or(self.default_timeout);
-        Guard {
-            token: self.canceller.begin(),
-            deadline: timeout.map(|t| Instant::now() + t),
-        }
+            .unwrap_or(self.default_timeout)
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
@@ -260,12 +263,7 @@ impl PgSession {
                 .find(|entry| entry.key.trim_start_matches('.') == key)
                 .map(|entry| entry.value.unwrap_or_default())
         } else if name == "statement_timeout" {
-            let timeout = self
-                .statement_timeout
-                .lock()
-                .ok()
-                .and_then(|set| *set)
-                .unwrap_or(self.default_timeout);
+            let timeout = self.timeout();
             Some(timeout.map_or("0".to_string(), |t| format!("{}ms", t.as_millis())))
         } else {
             let server = super::server_parameters().server_parameters(client);
