@@ -200,7 +200,7 @@ impl Session {
                 plan = plan.with_param_values(parameters.clone())?;
             }
             let is_query = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
-            let frame = self.ctx.execute_logical_plan(plan).await?;
+            let frame = self.run_plan(plan).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());
             let batches = frame.collect().await?;
             if is_query || answer.is_none() {
