@@ -26,7 +26,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 "$grove" sample-data --out "$work/sample" --rows "$rows" >/dev/null
 "$grove" ingest "$work/sample/events-spec.json" --data-dir "$work/data" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$grove" start --data-dir "$work/data" --http-addr "127.0.0.1:$port" 2>"$work/start.log" &
+"$grove" start --data-dir "$work/data" --http-addr "127.0.0.1:$port" --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 2>"$work/start.log" &
 server=$!
 url="http://127.0.0.1:$port/druid/v2/sql"
 for _ in $(seq 100); do

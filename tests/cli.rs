@@ -258,6 +258,8 @@ fn grove_start_serves_sql_over_http_and_holds_its_directory() {
             &data,
             "--pg-addr",
             "127.0.0.1:0",
+            "--flight-addr",
+            "127.0.0.1:0",
             "--http-addr",
         ])
         .arg(format!("127.0.0.1:{port}"))

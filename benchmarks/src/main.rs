@@ -210,6 +210,8 @@ impl GroveStart {
                 "2",
                 "--pg-addr",
                 "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
                 "--http-addr",
             ])
             .arg(format!("127.0.0.1:{port}"))

@@ -180,7 +180,11 @@ impl TestCluster {
     }
 
     pub fn broker(&mut self, name: &str) {
-        self.start("broker", name, &["--pg-addr", "127.0.0.1:0"]);
+        self.start(
+            "broker",
+            name,
+            &["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+        );
     }
 
     /// Starts a process again (killing it first if it runs) with the same flags,

@@ -10,14 +10,15 @@ use serde_json::{Value, json};
 
 use crate::Sandbox;
 
-/// `grove start` on `rows` ingested sample rows, its HTTP and Postgres ports on
-/// loopback; killed when dropped.
+/// `grove start` on `rows` ingested sample rows, its HTTP, Postgres and Flight SQL
+/// ports on loopback; killed when dropped.
 pub struct GroveStart {
     pub sandbox: Sandbox,
     child: Child,
     /// `POST` here for Druid's SQL API.
     pub url: String,
     pub pg_port: u16,
+    pub flight_port: u16,
     /// The `Authorization` header this process's own requests send.
     basic: Option<String>,
 }
@@ -50,7 +51,7 @@ impl GroveStart {
         let data = sandbox.arg("data");
         let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
         assert!(ingest.ok, "{}", ingest.stderr);
-        let (http, pg_port) = (free_port(), free_port());
+        let (http, pg_port, flight_port) = (free_port(), free_port(), free_port());
         let log = std::fs::File::create(sandbox.path("start.log")).expect("log file");
         let child = Command::new(crate::grove_bin())
             .args(["start", "--data-dir", &data])
@@ -58,6 +59,8 @@ impl GroveStart {
             .arg(format!("127.0.0.1:{http}"))
             .arg("--pg-addr")
             .arg(format!("127.0.0.1:{pg_port}"))
+            .arg("--flight-addr")
+            .arg(format!("127.0.0.1:{flight_port}"))
             .args(extra)
             .env("HOME", sandbox.path(""))
             .stdout(log.try_clone().expect("log file"))
@@ -69,6 +72,7 @@ impl GroveStart {
             child,
             url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
             pg_port,
+            flight_port,
             basic,
         };
         started.wait_for_rows(rows);

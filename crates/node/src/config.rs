@@ -94,10 +94,13 @@ pub struct BrokerConfig {
     pub query_timeout: Option<String>,
     /// Postgres wire protocol address; default 127.0.0.1:5433.
     pub pg_addr: Option<String>,
+    /// Flight SQL address; default 127.0.0.1:8815.
+    pub flight_addr: Option<String>,
     /// Who may query; default anyone, without a password.
     #[serde(default)]
     pub users: Vec<UserConfig>,
-    /// TLS for Postgres clients that ask for it: a PEM certificate chain ...
+    /// TLS: a PEM certificate chain (Postgres clients that ask for TLS get it; Flight
+    /// SQL is served over TLS only) ...
     pub tls_cert: Option<PathBuf>,
     /// ... and its PEM private key.
     pub tls_key: Option<PathBuf>,
@@ -120,10 +123,13 @@ pub struct StartConfig {
     pub query_timeout: Option<String>,
     /// Postgres wire protocol address; default 127.0.0.1:5433.
     pub pg_addr: Option<String>,
+    /// Flight SQL address; default 127.0.0.1:8815.
+    pub flight_addr: Option<String>,
     /// Who may query; default anyone, without a password.
     #[serde(default)]
     pub users: Vec<UserConfig>,
-    /// TLS for Postgres clients that ask for it: a PEM certificate chain ...
+    /// TLS: a PEM certificate chain (Postgres clients that ask for TLS get it; Flight
+    /// SQL is served over TLS only) ...
     pub tls_cert: Option<PathBuf>,
     /// ... and its PEM private key.
     pub tls_key: Option<PathBuf>,
@@ -170,6 +176,9 @@ pub struct FrontEndFlags {
     /// Postgres wire protocol address (port 0 picks a free port).
     #[arg(long, env = "GROVE_PG_ADDR")]
     pub pg_addr: Option<String>,
+    /// Flight SQL address (port 0 picks a free port).
+    #[arg(long, env = "GROVE_FLIGHT_ADDR")]
+    pub flight_addr: Option<String>,
     /// Longest a SQL query may run unless the client sets its own limit (e.g. PT5M).
     #[arg(long, env = "GROVE_QUERY_TIMEOUT")]
     pub query_timeout: Option<String>,
@@ -258,6 +267,7 @@ mod tests {
         let timeout = b.query_timeout.as_deref().unwrap();
         assert_eq!(duration(timeout, "t").unwrap(), Duration::from_secs(300));
         assert_eq!(b.pg_addr.as_deref(), Some("127.0.0.1:5433"));
+        assert_eq!(b.flight_addr.as_deref(), Some("127.0.0.1:8815"));
         let users = b
             .users
             .iter()
@@ -269,6 +279,7 @@ mod tests {
         assert_eq!(s.historicals, Some(1));
         assert_eq!(s.query_timeout.as_deref(), Some("PT5M"));
         assert_eq!(s.pg_addr.as_deref(), Some("127.0.0.1:5433"));
+        assert_eq!(s.flight_addr.as_deref(), Some("127.0.0.1:8815"));
         assert!(s.users.is_empty());
     }
 

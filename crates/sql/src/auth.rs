@@ -66,23 +66,16 @@ impl Users {
         })
     }
 
-    /// Whether an HTTP `Authorization` header (`Basic base64(user:password)`) names
-    /// a user and that user's password.
-    pub fn verify_basic(&self, header: &str) -> bool {
-        let Some(encoded) = header
+    /// The user an `Authorization` header (`Basic base64(user:password)`, as HTTP and
+    /// Flight send it) names, when the password is that user's.
+    pub fn verify_basic(&self, header: &str) -> Option<String> {
+        let encoded = header
             .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))
-        else {
-            return false;
-        };
-        let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return false;
-        };
-        text.split_once(':')
-            .is_some_and(|(user, password)| self.verify(user, password))
+            .or_else(|| header.strip_prefix("basic "))?;
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        self.verify(user, password).then(|| user.to_string())
     }
 
     /// The passwords as pgwire's SCRAM exchange asks for them.
@@ -175,11 +168,14 @@ mod tests {
         let stored = hash("pa:ss");
         let users = Users::new([("alice", stored.as_str())]).unwrap();
         let basic = |credentials: &str| format!("Basic {}", STANDARD.encode(credentials));
-        assert!(users.verify_basic(&basic("alice:pa:ss")));
-        assert!(!users.verify_basic(&basic("alice:pa")));
-        assert!(!users.verify_basic(&basic("alice")));
-        assert!(!users.verify_basic("Basic !!!"));
-        assert!(!users.verify_basic("Bearer abc"));
+        assert_eq!(
+            users.verify_basic(&basic("alice:pa:ss")).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(users.verify_basic(&basic("alice:pa")), None);
+        assert_eq!(users.verify_basic(&basic("alice")), None);
+        assert_eq!(users.verify_basic("Basic !!!"), None);
+        assert_eq!(users.verify_basic("Bearer abc"), None);
     }
 
     #[test]

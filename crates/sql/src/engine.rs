@@ -158,17 +158,22 @@ impl Session {
 
     /// Plans one statement against fresh metadata.
     pub async fn sql(&self, text: &str) -> Result<DataFrame> {
-        let mut statements = self.parse(text)?;
-        let statement = match (statements.pop(), statements.is_empty()) {
-            (Some(statement), true) => statement,
-            (None, _) => return Err(DataFusionError::Plan("no SQL statement given".into())),
-            (Some(_), false) => {
-                return Err(DataFusionError::Plan(
-                    "several statements given where one was expected".into(),
-                ));
-            }
-        };
+        let statement = self.parse_one(text)?;
         self.run(statement).await
+    }
+
+    /// Parses the one statement of `text`, its `?` placeholders numbered `$1`, `$2`,
+    /// ... in the order they appear.
+    pub fn parse_one(&self, text: &str) -> Result<Statement> {
+        let mut statements = self.parse(text)?;
+        number_placeholders(&mut statements);
+        match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true) => Ok(statement),
+            (None, _) => Err(DataFusionError::Plan("no SQL statement given".into())),
+            (Some(_), false) => Err(DataFusionError::Plan(
+                "several statements given where one was expected".into(),
+            )),
+        }
     }
 
     /// Runs every statement of `text` in order, each to completion, and answers the

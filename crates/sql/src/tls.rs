@@ -8,6 +8,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
+pub use tonic::transport::Identity;
 
 /// A TLS acceptor serving the certificate chain in `cert` with the key in `key`
 /// (both PEM); an error names the file at fault.
@@ -34,6 +35,16 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The certificate chain and key as tonic serves them (Flight SQL), after the same
+/// checks as [`acceptor`].
+pub fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
+    acceptor(cert, key)?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("TLS: cannot read {}: {e}", path.display()))
+    };
+    Ok(Identity::from_pem(read(cert)?, read(key)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +60,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("missing.pem"), "{err}");
+        let err = identity(&junk, &junk).err().unwrap();
+        assert!(err.contains("junk.pem"), "{err}");
     }
 }

@@ -41,6 +41,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         args.front,
         FrontEndFile {
             pg_addr: file.pg_addr.clone(),
+            flight_addr: file.flight_addr.clone(),
             query_timeout: file.query_timeout.clone(),
             users: &file.users,
             tls_cert: file.tls_cert.clone(),
@@ -63,18 +64,20 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         shutdown.clone(),
     ));
     let node_id = node.id.clone();
-    let sql = super::druid_sql::routes(engine.clone(), front.query_timeout);
-    let router =
-        http::require_users(sql, front.users.clone()).merge(http::status_routes(move || {
-            serde_json::json!({
-                "role": "broker",
-                "node_id": node.id,
-                "metadata_store_connected": view.is_connected(),
-            })
-        }));
-    let postgres = front.serve(engine, "broker", &node_id, shutdown.clone());
+    let settings = front.settings();
+    let serving = front.serve(engine.clone(), "broker", &node_id, shutdown.clone());
+    let front_ends = serving.status();
+    let sql = super::druid_sql::routes(engine, settings.query_timeout);
+    let router = http::require_users(sql, settings.users).merge(http::status_routes(move || {
+        serde_json::json!({
+            "role": "broker",
+            "node_id": node.id,
+            "metadata_store_connected": view.is_connected(),
+            "front_ends": front_ends(),
+        })
+    }));
     super::serve_http(listener, router, shutdown).await?;
-    postgres.await??;
+    serving.done.await??;
     let _ = registered.await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The SQL front ends of a broker and of `grove start`: Druid's SQL API (served with
-//! the role's other HTTP endpoints) and the Postgres wire protocol, with one default
-//! query timeout and one list of users for all of them.
+//! the role's other HTTP endpoints), the Postgres wire protocol and Flight SQL, with
+//! one default query timeout, one list of users and one TLS certificate for all.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use grove_sql::Engine;
 use grove_sql::auth::Users;
+use grove_sql::flight_sql::{self, FlightSql, FlightSqlOptions};
 use grove_sql::postgres::{self, PgOptions};
-use grove_sql::tls::TlsAcceptor;
+use grove_sql::tls::{Identity, TlsAcceptor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,17 +23,28 @@ use crate::config::{FrontEndFlags, UserConfig};
 /// can run on one machine.
 const PG_ADDR: &str = "127.0.0.1:5433";
 
+/// The default Flight SQL address.
+const FLIGHT_ADDR: &str = "127.0.0.1:8815";
+
 /// The front ends' settings and bound listeners, before they serve.
 pub struct FrontEnds {
+    settings: FrontEndSettings,
+    tls: Option<(TlsAcceptor, Identity)>,
+    pg: (TcpListener, SocketAddr),
+    flight: (TcpListener, SocketAddr),
+}
+
+/// What every SQL front end, HTTP among them, applies.
+#[derive(Clone)]
+pub struct FrontEndSettings {
     pub query_timeout: Option<Duration>,
     pub users: Option<Arc<Users>>,
-    tls: Option<TlsAcceptor>,
-    pg: (TcpListener, SocketAddr),
 }
 
 /// The front-end keys of a role's config file.
 pub struct FrontEndFile<'a> {
     pub pg_addr: Option<String>,
+    pub flight_addr: Option<String>,
     pub query_timeout: Option<String>,
     pub users: &'a [UserConfig],
     pub tls_cert: Option<PathBuf>,
@@ -45,6 +57,7 @@ impl FrontEnds {
     pub async fn bind(flags: FrontEndFlags, file: FrontEndFile<'_>) -> CliResult<FrontEnds> {
         let FrontEndFile {
             pg_addr,
+            flight_addr,
             query_timeout,
             users,
             tls_cert,
@@ -60,36 +73,92 @@ impl FrontEnds {
             ))
         };
         let tls = match (flags.tls_cert.or(tls_cert), flags.tls_key.or(tls_key)) {
-            (Some(cert), Some(key)) => Some(grove_sql::tls::acceptor(&cert, &key)?),
+            (Some(cert), Some(key)) => Some((
+                grove_sql::tls::acceptor(&cert, &key)?,
+                grove_sql::tls::identity(&cert, &key)?,
+            )),
             (None, None) => None,
             _ => return Err("TLS needs both tls_cert and tls_key".into()),
         };
         let pg_addr = flags.pg_addr.or(pg_addr);
         let pg = super::bind(pg_addr.as_deref().unwrap_or(PG_ADDR), "Postgres").await?;
+        let flight_addr = flags.flight_addr.or(flight_addr);
+        let flight =
+            super::bind(flight_addr.as_deref().unwrap_or(FLIGHT_ADDR), "Flight SQL").await?;
         Ok(FrontEnds {
-            query_timeout,
-            users,
+            settings: FrontEndSettings {
+                query_timeout,
+                users,
+            },
             tls,
             pg,
+            flight,
         })
     }
 
-    /// Serves the Postgres protocol until `shutdown`, and tells where.
+    pub fn settings(&self) -> FrontEndSettings {
+        self.settings.clone()
+    }
+
+    /// Serves the Postgres protocol and Flight SQL until `shutdown`, and tells where.
     pub fn serve(
         self,
         engine: Arc<Engine>,
         role: &str,
         node_id: &str,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> JoinHandle<CliResult<()>> {
-        let (listener, addr) = self.pg;
-        super::announce(role, node_id, "Postgres", addr);
-        let options = PgOptions {
-            query_timeout: self.query_timeout,
-            users: self.users,
-            tls: self.tls,
+        shutdown: watch::Receiver<bool>,
+    ) -> Serving {
+        let (pg_listener, pg_addr) = self.pg;
+        let (flight_listener, flight_addr) = self.flight;
+        super::announce(role, node_id, "Postgres", pg_addr);
+        super::announce(role, node_id, "Flight SQL", flight_addr);
+        let (acceptor, identity) = self.tls.unzip();
+        let FrontEndSettings {
+            query_timeout,
+            users,
+        } = self.settings;
+        let pg_options = PgOptions {
+            query_timeout,
+            users: users.clone(),
+            tls: acceptor,
         };
-        let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
-        tokio::spawn(async move { Ok(postgres::serve(listener, engine, options, stopped).await?) })
+        let flight_options = FlightSqlOptions {
+            query_timeout,
+            users,
+            tls: identity,
+        };
+        let stopped = |mut shutdown: watch::Receiver<bool>| async move {
+            grove_cluster::session::stopped(&mut shutdown).await
+        };
+        let postgres = postgres::serve(
+            pg_listener,
+            Arc::clone(&engine),
+            pg_options,
+            stopped(shutdown.clone()),
+        );
+        let flight_sql = Arc::new(FlightSql::new(engine, flight_options));
+        let flight = flight_sql::serve(flight_listener, Arc::clone(&flight_sql), stopped(shutdown));
+        let done = tokio::spawn(async move {
+            let (postgres, flight) = tokio::join!(postgres, flight);
+            postgres.map_err(|e| format!("Postgres: {e}"))?;
+            flight.map_err(|e| format!("Flight SQL: {e}"))?;
+            Ok(())
+        });
+        Serving { done, flight_sql }
+    }
+}
+
+/// The front ends, serving.
+pub struct Serving {
+    /// Ends when they stop.
+    pub done: JoinHandle<CliResult<()>>,
+    flight_sql: Arc<FlightSql>,
+}
+
+impl Serving {
+    /// What `/status` tells of the front ends.
+    pub fn status(&self) -> impl Fn() -> serde_json::Value + Clone + Send + Sync + 'static {
+        let flight_sql = Arc::clone(&self.flight_sql);
+        move || serde_json::json!({ "flight_sql_running_queries": flight_sql.running_queries() })
     }
 }

@@ -55,7 +55,7 @@ async fn authenticated(State(users): State<Arc<Users>>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| users.verify_basic(value));
+        .is_some_and(|value| users.verify_basic(value).is_some());
     if allowed {
         return next.run(request).await;
     }

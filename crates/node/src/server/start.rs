@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
 
-use super::frontends::{FrontEndFile, FrontEnds};
+use super::frontends::{FrontEndFile, FrontEndSettings, FrontEnds, Serving};
 use super::http;
 use crate::CliResult;
 use crate::config::{self, FrontEndFlags, StartConfig};
@@ -42,10 +42,11 @@ pub struct StartArgs {
 
 /// The HTTP endpoints of `grove start`: a broker's and a coordinator's, and a status
 /// covering every role.
-pub fn router(cluster: &LocalCluster, front: &FrontEnds) -> axum::Router {
+fn router(cluster: &LocalCluster, front: &FrontEndSettings, serving: &Serving) -> axum::Router {
     let coordinator = cluster.coordinator.clone();
     let historicals = cluster.historicals.clone();
     let view = cluster.view.clone();
+    let front_ends = serving.status();
     let protected = super::druid_sql::routes(cluster.engine.clone(), front.query_timeout).merge(
         http::coordinator_routes(cluster.store.clone(), cluster.coordinator.clone()),
     );
@@ -62,6 +63,7 @@ pub fn router(cluster: &LocalCluster, front: &FrontEnds) -> axum::Router {
             "metadata_store_connected": view.is_connected(),
             "coordinator": super::coordinator::status_json(&coordinator),
             "historicals": historicals,
+            "front_ends": front_ends(),
         })
     }))
 }
@@ -85,6 +87,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         args.front,
         FrontEndFile {
             pg_addr: file.pg_addr.clone(),
+            flight_addr: file.flight_addr.clone(),
             query_timeout: file.query_timeout.clone(),
             users: &file.users,
             tls_cert: file.tls_cert.clone(),
@@ -114,10 +117,11 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         data_dir.display()
     );
     let shutdown = super::shutdown_signal();
-    let router = router(&cluster, &front);
-    let postgres = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
+    let settings = front.settings();
+    let serving = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
+    let router = router(&cluster, &settings, &serving);
     super::serve_http(listener, router, shutdown).await?;
-    postgres.await??;
+    serving.done.await??;
     cluster.stop().await;
     Ok(())
 }

@@ -44,11 +44,10 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::Canceller;
 use crate::Session;
+use crate::guard::{Guard, Halt};
 use crate::settings::GroveSettings;
 
 /// One connection's session and settings.
@@ -109,10 +108,7 @@ impl PgSession {
     /// What the statements about to run may not outlive: a cancel request or their
     /// timeout.
     fn guard(&self) -> Guard {
-        Guard {
-            token: self.canceller.begin(),
-            deadline: self.timeout().map(|t| Instant::now() + t),
-        }
+        Guard::new(self.canceller.begin(), self.timeout())
     }
 
     /// The connection's `statement_timeout`, else the server's default.
@@ -175,22 +171,23 @@ impl PgSession {
         guard: &Guard,
     ) -> PgWireResult<Response> {
         let tag = command_tag(&statement);
-        let plan = guard.run(self.plan(statement)).await?;
+        let plan = guarded(guard, self.plan(statement)).await?;
         let plan = plan.with_param_values(params).map_err(error)?;
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
-            guard
-                .run(async { self.session.run_plan(plan).await?.collect().await })
-                .await?;
+            guarded(guard, async {
+                self.session.run_plan(plan).await?.collect().await
+            })
+            .await?;
             return Ok(Response::Execution(Tag::new(&tag)));
         }
-        let frame = guard.run(self.session.run_plan(plan)).await?;
+        let frame = guarded(guard, self.session.run_plan(plan)).await?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let fields = Arc::new(arrow_schema_to_pg_fields(
             frame.schema().as_arrow(),
             format,
             Some(options),
         )?);
-        let batches = guard.run(frame.execute_stream()).await?;
+        let batches = guarded(guard, frame.execute_stream()).await?;
         let rows = rows(batches, Arc::clone(&fields), guard.clone());
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
@@ -438,38 +435,19 @@ fn text_field(name: &str) -> FieldInfo {
     FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text)
 }
 
-/// The limits of the statements of one query message or one Execute.
-#[derive(Clone)]
-struct Guard {
-    token: CancellationToken,
-    deadline: Option<Instant>,
+/// Runs `work` under `guard`, as a Postgres error when it is stopped or fails.
+async fn guarded<T>(
+    guard: &Guard,
+    work: impl Future<Output = datafusion::error::Result<T>>,
+) -> PgWireResult<T> {
+    guard.run(work).await.map_err(halt)
 }
 
-impl Guard {
-    /// `work`, unless the statement is cancelled or times out first; either drops it,
-    /// which stops its fragments on the historicals.
-    async fn run<T>(
-        &self,
-        work: impl Future<Output = datafusion::error::Result<T>>,
-    ) -> PgWireResult<T> {
-        let deadline = async {
-            match self.deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = self.token.cancelled() => Err(user_error(
-                "57014",
-                "canceling statement due to user request",
-            )),
-            () = deadline => Err(user_error(
-                "57014",
-                "canceling statement due to statement timeout",
-            )),
-            result = work => result.map_err(error),
-        }
+fn halt(halt: Halt) -> PgWireError {
+    match halt {
+        Halt::Cancelled => user_error("57014", "canceling statement due to user request"),
+        Halt::TimedOut => user_error("57014", "canceling statement due to statement timeout"),
+        Halt::Failed(e) => error(e),
     }
 }
 
@@ -480,22 +458,10 @@ fn rows(
     fields: Arc<Vec<FieldInfo>>,
     guard: Guard,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send {
-    stream::unfold(Some(batches), move |batches| {
-        let guard = guard.clone();
-        async move {
-            let mut batches = batches?;
-            let next = guard.run(async { batches.next().await.transpose() }).await;
-            match next {
-                Ok(Some(batch)) => Some((Ok(batch), Some(batches))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        }
-    })
-    .flat_map(move |batch| {
+    guard.batches(batches).flat_map(move |batch| {
         let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
             Ok(batch) => encode_recordbatch(Arc::clone(&fields), batch),
-            Err(e) => Box::new(iter::once(Err(e))),
+            Err(e) => Box::new(iter::once(Err(halt(e)))),
         };
         stream::iter(rows)
     })
