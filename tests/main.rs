@@ -4,5 +4,6 @@
 mod cli;
 mod cluster;
 mod druid_sql;
+mod flight_sql;
 mod postgres;
 mod tpch;

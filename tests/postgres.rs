@@ -9,12 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use grove_e2e::start::{GroveStart, basic, post_as};
+use grove_e2e::start::{
+    ENDLESS, GroveStart, basic, close, csv_rows, int, post_as, python_client, self_signed,
+};
 use serde_json::{Value, json};
-
-/// A sum over every combination of four rows: runs until it is stopped.
-const ENDLESS: &str = "SELECT SUM(a.latency_ms * b.latency_ms + c.latency_ms - d.latency_ms) \
-                       FROM events a CROSS JOIN events b CROSS JOIN events c CROSS JOIN events d";
 
 /// `psql` on `port` running `commands` (`-c` each) with unaligned, tuples-only
 /// output: whether it succeeded, its stdout and its stderr.
@@ -58,56 +56,13 @@ fn psql_with(
 
 /// The Python client (`pg_client.py COMMAND PORT ARGS...`)'s JSON answer.
 fn pg_client(args: &[&str]) -> Value {
-    let python = std::env::var("GROVE_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/grove-venv/bin/python")
-    });
-    assert!(
-        Path::new(&python).exists(),
-        "{python} is missing: scripts/deps.sh test makes it"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pg_client.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "pg_client.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("pg_client.py prints JSON")
-}
-
-/// The sample CSV's rows, as column name -> text (empty for NULL).
-fn csv_rows(g: &GroveStart) -> Vec<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(g.sandbox.path("sample/events.csv")).expect("sample CSV");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    lines
-        .map(|line| {
-            header
-                .iter()
-                .zip(line.split(','))
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
-fn int(row: &BTreeMap<String, String>, column: &str) -> i64 {
-    row[column].parse().expect("an integer")
+    python_client("pg_client.py", args)
 }
 
 /// The CSV's `2024-06-03T00:00:12.345Z` as Python's `isoformat(timespec="milliseconds")`
 /// writes it.
 fn iso(timestamp: &str) -> String {
     format!("{}+00:00", timestamp.trim_end_matches('Z'))
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 #[test]
@@ -488,19 +443,7 @@ fn with_users_configured_postgres_and_http_clients_must_log_in() {
 #[test]
 fn postgres_clients_that_ask_for_tls_get_it() {
     let keys = grove_e2e::Sandbox::default();
-    let (cert, key) = (keys.arg("cert.pem"), keys.arg("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout", &key, "-out", &cert])
-        .output()
-        .expect("openssl runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = self_signed(&keys);
     let g = GroveStart::with(1_000, &["--tls-cert", &cert, "--tls-key", &key]);
     let connect = |sslmode: &str| {
         let out = Command::new("psql")

@@ -1,5 +1,7 @@
 //! `grove start` on the sample data, as the front-end tests use it.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,10 @@ use grove_testkit::free_port;
 use serde_json::{Value, json};
 
 use crate::Sandbox;
+
+/// A sum over every combination of four rows: runs until it is stopped.
+pub const ENDLESS: &str = "SELECT SUM(a.latency_ms * b.latency_ms + c.latency_ms - d.latency_ms) \
+                           FROM events a CROSS JOIN events b CROSS JOIN events c CROSS JOIN events d";
 
 /// `grove start` on `rows` ingested sample rows, its HTTP, Postgres and Flight SQL
 /// ports on loopback; killed when dropped.
@@ -97,6 +103,11 @@ impl GroveStart {
         post_as(&self.url, request, self.basic.as_deref())
     }
 
+    /// `GET /status`.
+    pub fn status_url(&self) -> String {
+        self.url.replace("/druid/v2/sql", "/status")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.sandbox.path("start.log")).unwrap_or_default()
     }
@@ -146,4 +157,82 @@ pub fn post_as(url: &str, request: &Value, authorization: Option<&str>) -> (u16,
         .to_string();
     let body = response.body_mut().read_to_string().unwrap_or_default();
     (response.status().as_u16(), id, body)
+}
+
+/// The Python client `tests/clients/SCRIPT`'s JSON answer to `args`, run in the
+/// virtual environment `scripts/deps.sh test` makes (`$GROVE_PYTHON`).
+pub fn python_client(script: &str, args: &[&str]) -> Value {
+    let python = std::env::var("GROVE_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/grove-venv/bin/python")
+    });
+    assert!(
+        Path::new(&python).exists(),
+        "{python} is missing: scripts/deps.sh test makes it"
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    let out = Command::new(&python)
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The sample CSV's rows, as column name -> text (empty for NULL).
+pub fn csv_rows(g: &GroveStart) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(g.sandbox.path("sample/events.csv")).expect("sample CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    lines
+        .map(|line| {
+            header
+                .iter()
+                .zip(line.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn int(row: &BTreeMap<String, String>, column: &str) -> i64 {
+    row[column].parse().expect("an integer")
+}
+
+/// Whether two sums agree up to rounding.
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` and its key, made by
+/// `openssl` in `sandbox`: the PEM files' paths.
+pub fn self_signed(sandbox: &Sandbox) -> (String, String) {
+    let (cert, key) = (sandbox.arg("cert.pem"), sandbox.arg("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-keyout", &key, "-out", &cert])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
 }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use pgwire::api::auth::sasl::scram::gen_salted_password;
 use pgwire::api::auth::{AuthSource, LoginInfo, Password};
 use pgwire::error::PgWireResult;
@@ -24,6 +26,13 @@ use pgwire::error::PgWireResult;
 pub const ITERATIONS: usize = 4096;
 
 const SCHEME: &str = "scram-sha-256";
+
+/// Base64 with or without its `=` padding: Go's Flight clients send basic
+/// credentials unpadded.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// The users who may connect.
 #[derive(Debug, Default)]
@@ -72,7 +81,7 @@ impl Users {
         let encoded = header
             .strip_prefix("Basic ")
             .or_else(|| header.strip_prefix("basic "))?;
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let decoded = LENIENT_BASE64.decode(encoded.trim()).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (user, password) = text.split_once(':')?;
         self.verify(user, password).then(|| user.to_string())
@@ -172,6 +181,11 @@ mod tests {
             users.verify_basic(&basic("alice:pa:ss")).as_deref(),
             Some("alice")
         );
+        let unpadded = format!(
+            "Basic {}",
+            STANDARD.encode("alice:pa:ss").trim_end_matches('=')
+        );
+        assert_eq!(users.verify_basic(&unpadded).as_deref(), Some("alice"));
         assert_eq!(users.verify_basic(&basic("alice:pa")), None);
         assert_eq!(users.verify_basic(&basic("alice")), None);
         assert_eq!(users.verify_basic("Basic !!!"), None);

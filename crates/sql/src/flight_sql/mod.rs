@@ -13,7 +13,8 @@
 //! - Sessions: a call runs in a new session, unless it carries the cookie
 //!   `arrow_flight_session_id` of one kept earlier. A session is kept, and the cookie
 //!   set, when a statement changes it (a `SET`, a view), so clients that send the
-//!   cookie back keep their settings and views. Unused sessions, prepared statements
+//!   cookie back keep their settings and views. A prepared statement runs in the
+//!   session it was prepared in. Unused sessions, prepared statements
 //!   and login tokens are forgotten after an hour.
 //! - Cancel: `CancelFlightInfo` (and the older `CancelQuery`) stops the query of that
 //!   FlightInfo's ticket; a client that drops the stream stops it too. Each query
@@ -26,6 +27,7 @@
 mod registry;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,6 +146,8 @@ impl<T> Clone for Owned<T> {
 struct Prepared {
     sql: String,
     session: Arc<Session>,
+    /// Whether the session is kept (a client's cookie names it).
+    kept: AtomicBool,
     parameters: Mutex<Vec<ScalarValue>>,
 }
 
@@ -262,14 +266,14 @@ impl FlightSql {
         }
     }
 
-    /// The FlightInfo of a planned statement. A statement that returns no rows is
-    /// run now; `keep` then keeps the call's session, and the answer sets its cookie.
+    /// The FlightInfo of a planned statement (without the descriptor: its ticket
+    /// holds the text already), and whether the statement changed the session. A
+    /// statement that returns no rows is run now.
     async fn flight_info(
         &self,
         session: &Session,
         plan: LogicalPlan,
         rows: Rows,
-        descriptor: FlightDescriptor,
         guard: &Guard,
     ) -> Result<(FlightInfo, bool), Status> {
         let (schema, rows, changed) = if returns_nothing(&plan) {
@@ -301,19 +305,15 @@ impl FlightSql {
             .with_endpoint(
                 FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
             )
-            .with_descriptor(descriptor)
             .with_ordered(true);
         Ok((info, changed))
     }
 
     /// Keeps a new session that a statement changed, and sets its cookie.
-    fn keep<T>(&self, call: Call, response: &mut Response<T>) {
-        if call.kept {
-            return;
-        }
+    fn keep<T>(&self, user: &Option<String>, session: &Arc<Session>, response: &mut Response<T>) {
         let id = self.sessions.insert(Owned {
-            user: call.user,
-            value: call.session,
+            user: user.clone(),
+            value: Arc::clone(session),
         });
         if let Ok(value) = MetadataValue::try_from(format!("{SESSION_COOKIE}={id}")) {
             response.metadata_mut().insert("set-cookie", value);
@@ -673,13 +673,10 @@ impl FlightSqlService for FlightSql {
             .await
             .map_err(halt)?;
         let rows = Rows::Sql { sql: query.query };
-        let descriptor = request.into_inner();
-        let (info, changed) = self
-            .flight_info(&call.session, plan, rows, descriptor, &guard)
-            .await?;
+        let (info, changed) = self.flight_info(&call.session, plan, rows, &guard).await?;
         let mut response = Response::new(info);
-        if changed {
-            self.keep(call, &mut response);
+        if changed && !call.kept {
+            self.keep(&call.user, &call.session, &mut response);
         }
         Ok(response)
     }
@@ -705,11 +702,14 @@ impl FlightSqlService for FlightSql {
         let rows = Rows::Prepared {
             handle: String::from_utf8_lossy(&query.prepared_statement_handle).into_owned(),
         };
-        let descriptor = request.into_inner();
-        let (info, _) = self
-            .flight_info(&prepared.session, plan, rows, descriptor, &guard)
+        let (info, changed) = self
+            .flight_info(&prepared.session, plan, rows, &guard)
             .await?;
-        Ok(Response::new(info))
+        let mut response = Response::new(info);
+        if changed && !prepared.kept.swap(true, Ordering::Relaxed) {
+            self.keep(&user, &prepared.session, &mut response);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_catalogs(
@@ -932,6 +932,7 @@ impl FlightSqlService for FlightSql {
             value: Arc::new(Prepared {
                 sql: query.query,
                 session: call.session,
+                kept: AtomicBool::new(call.kept),
                 parameters: Mutex::new(Vec::new()),
             }),
         });

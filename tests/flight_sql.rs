@@ -1,0 +1,547 @@
+//! Flight SQL on `grove start`, driven by the ADBC Flight SQL driver
+//! (`tests/clients/flight_client.py`, in the virtual environment `scripts/deps.sh`
+//! makes) and by arrow-flight's own client for what ADBC does not expose: the schema
+//! a FlightInfo announces, `CancelFlightInfo`, and malformed requests. Expected values
+//! are computed here from the sample CSV.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::{
+    CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightClient,
+    FlightDescriptor, FlightInfo, Ticket,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use grove_e2e::start::{ENDLESS, GroveStart, close, csv_rows, int, python_client, self_signed};
+use prost::Message;
+use serde_json::{Value, json};
+use tonic::Code;
+
+fn flight_client(args: &[&str]) -> Value {
+    python_client("flight_client.py", args)
+}
+
+fn uri(g: &GroveStart) -> String {
+    format!("grpc://127.0.0.1:{}", g.flight_port)
+}
+
+/// A client that takes answers of up to 64 MiB (a FlightInfo's ticket holds the
+/// statement's text).
+async fn client(g: &GroveStart) -> FlightClient {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    FlightClient::new_from_inner(inner)
+}
+
+fn descriptor(command: &impl ProstMessageExt) -> FlightDescriptor {
+    FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
+}
+
+fn statement(sql: &str) -> FlightDescriptor {
+    descriptor(&CommandStatementQuery {
+        query: sql.to_string(),
+        transaction_id: None,
+    })
+}
+
+fn status(e: FlightError) -> tonic::Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        other => panic!("not a gRPC status: {other:?}"),
+    }
+}
+
+fn ticket(info: &FlightInfo) -> Ticket {
+    info.endpoint[0].ticket.clone().expect("a ticket")
+}
+
+/// The rows of a FlightInfo's ticket, and the schema they came with.
+async fn fetch(client: &mut FlightClient, info: &FlightInfo) -> (SchemaRef, Vec<RecordBatch>) {
+    let mut stream = client.do_get(ticket(info)).await.unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.unwrap());
+    }
+    (stream.schema().cloned().expect("a schema"), batches)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn running_queries(g: &GroveStart) -> i64 {
+    let mut response = grove_e2e::start::agent()
+        .get(&g.status_url())
+        .call()
+        .expect("status answers");
+    let status: Value = response.body_mut().read_json().expect("status JSON");
+    status["front_ends"]["flight_sql_running_queries"]
+        .as_i64()
+        .expect("a count of running Flight SQL queries")
+}
+
+/// Waits until `n` Flight SQL queries send rows; false after 20 s.
+fn wait_running(g: &GroveStart, n: i64) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(20) {
+        if running_queries(g) == n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn adbc_binds_parameters_reads_every_type_and_browses_the_catalogue() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+    let got = flight_client(&["queries", &uri(&g)]);
+
+    // Parameters of a prepared statement: a string and a timestamp.
+    let mut by_country: BTreeMap<&str, (i64, Option<f64>)> = BTreeMap::new();
+    for row in &rows {
+        if row["device"] == "mobile" && row["timestamp"].as_str() >= "2024-06-05T00:00:00.000Z" {
+            let entry = by_country.entry(&row["country"]).or_insert((0, None));
+            entry.0 += 1;
+            if !row["revenue"].is_empty() {
+                let revenue: f64 = row["revenue"].parse().unwrap();
+                entry.1 = Some(entry.1.unwrap_or(0.0) + revenue);
+            }
+        }
+    }
+    let answered = got["by_country"].as_array().expect("rows");
+    assert_eq!(answered.len(), by_country.len(), "{answered:?}");
+    for (row, (country, (n, revenue))) in answered.iter().zip(&by_country) {
+        assert_eq!(row[0], json!(country));
+        assert_eq!(row[1], json!(n));
+        match (row[2].as_f64(), revenue) {
+            (Some(a), Some(b)) => assert!(close(a, *b), "{country}: {a} != {b}"),
+            (None, None) => assert!(row[2].is_null()),
+            (a, b) => panic!("{country}: revenue {a:?} != {b:?}"),
+        }
+    }
+    let count = |status: i64, latency: i64| {
+        rows.iter()
+            .filter(|r| int(r, "status") == status && int(r, "latency_ms") > latency)
+            .count()
+    };
+    assert_eq!(got["prepared_first"], json!(count(404, 100)));
+    assert_eq!(got["prepared_second"], json!(count(200, 1000)));
+
+    // Every kind of column, dictionary strings still dictionaries.
+    let mut first: Vec<&BTreeMap<String, String>> = rows.iter().collect();
+    first.sort_by(|a, b| (&a["timestamp"], &a["user_id"]).cmp(&(&b["timestamp"], &b["user_id"])));
+    for (i, row) in got["first_rows"].as_array().unwrap().iter().enumerate() {
+        let csv = first[i];
+        let time = format!("{}+00:00", csv["timestamp"].trim_end_matches('Z'));
+        let nullable = |text: &str| match text {
+            "" => Value::Null,
+            t => json!(t),
+        };
+        assert_eq!(row[0], json!({ "timestamp": time, "tz": true }), "row {i}");
+        assert_eq!(row[1], json!(csv["country"]));
+        assert_eq!(row[2], nullable(&csv["referrer"]));
+        assert_eq!(row[3], json!(int(csv, "status")));
+        assert_eq!(row[4], json!(int(csv, "latency_ms")));
+        match csv["revenue"].as_str() {
+            "" => assert!(row[5].is_null()),
+            r => assert_eq!(row[5], json!(r.parse::<f64>().unwrap())),
+        }
+        let session: f64 = csv["session_seconds"].parse().unwrap();
+        assert!((row[6].as_f64().unwrap() - session).abs() < 1e-3);
+    }
+    let dictionary = "dictionary<values=string, indices=int32, ordered=0>";
+    assert_eq!(
+        got["first_rows_types"],
+        json!([
+            "timestamp[ms, tz=UTC]",
+            dictionary,
+            dictionary,
+            "int64",
+            "int64",
+            "double",
+            "float"
+        ])
+    );
+
+    // The catalogue: GetTables with its schemas, GetDbSchemas, GetCatalogs.
+    assert_eq!(got["table_schema"], got["select_star_schema"]);
+    let mut csv_columns: Vec<String> = rows[0].keys().cloned().collect();
+    csv_columns.retain(|c| c != "timestamp");
+    let objects = got["objects"].as_array().unwrap();
+    let events = objects
+        .iter()
+        .find(|o| o[2] == "events")
+        .unwrap_or_else(|| panic!("{objects:?}"));
+    assert_eq!(
+        events.as_array().unwrap()[0..4],
+        [
+            json!("datafusion"),
+            json!("public"),
+            json!("events"),
+            json!("TABLE")
+        ]
+    );
+    let columns: Vec<&str> = events[4]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(columns[0], "__time");
+    for column in &csv_columns {
+        assert!(
+            columns.contains(&column.as_str()),
+            "{column} in {columns:?}"
+        );
+    }
+    assert!(
+        objects
+            .iter()
+            .any(|o| o[1] == "sys" && o[2] == "segments" && o[3] == "SYSTEM TABLE"),
+        "{objects:?}"
+    );
+    assert_eq!(got["filtered"], json!(["events"]));
+    assert_eq!(
+        got["table_types"],
+        json!(["LOCAL TEMPORARY", "SYSTEM TABLE", "TABLE", "VIEW"])
+    );
+    assert_eq!(got["vendor_name"], json!("Grove"));
+
+    // Errors name what is wrong, and the connection goes on.
+    let missing = got["missing_table"].as_str().unwrap();
+    assert!(
+        missing.contains("INVALID_ARGUMENT") && missing.contains("no_such_table"),
+        "{missing}"
+    );
+    let syntax = got["syntax_error"].as_str().unwrap();
+    assert!(syntax.contains("SELEC"), "{syntax}");
+    assert_eq!(got["after_error"], json!(rows.len()));
+}
+
+#[test]
+fn a_session_kept_by_its_cookie_keeps_views_and_settings_for_that_client_only() {
+    let g = GroveStart::new(1_000);
+    let mobile = csv_rows(&g)
+        .iter()
+        .filter(|r| r["device"] == "mobile")
+        .count();
+    let got = flight_client(&["session", &uri(&g)]);
+    assert_eq!(got["view_rows"], json!(mobile));
+    assert_eq!(got["batch_size"], json!("123"));
+    let other = got["other_client"].as_str().unwrap();
+    assert!(
+        other.contains("mobile") && other.contains("not found"),
+        "{other}"
+    );
+    assert_eq!(got["other_batch_size"], json!("8192"));
+}
+
+#[test]
+fn the_flight_info_schema_is_the_schema_the_rows_come_with() {
+    let g = GroveStart::new(1_000);
+    let rows = csv_rows(&g);
+    runtime().block_on(async {
+        let mut client = client(&g).await;
+        for sql in [
+            "SELECT * FROM events",
+            "SELECT country, COUNT(*) AS n, MAX(__time) AS last FROM events GROUP BY country",
+            "SELECT __time, revenue, session_seconds FROM events WHERE status = -1",
+            "SELECT COUNT(*) AS n FROM events",
+            "SELECT * FROM sys.segments",
+            "SELECT CAST(1.5 AS DECIMAL(10, 2)) AS d, 'x' AS s, NULL AS nothing",
+        ] {
+            let info = client.get_flight_info(statement(sql)).await.unwrap();
+            let announced = info.clone().try_decode_schema().unwrap();
+            let (schema, batches) = fetch(&mut client, &info).await;
+            assert_eq!(&announced, schema.as_ref(), "{sql}");
+            for batch in &batches {
+                assert_eq!(batch.schema().as_ref(), &announced, "{sql}");
+            }
+            if sql == "SELECT * FROM events" {
+                let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                assert_eq!(n, rows.len());
+            }
+        }
+    });
+}
+
+#[test]
+fn cancel_flight_info_and_a_dropped_stream_stop_the_query_on_the_server() {
+    let g = GroveStart::new(1_000);
+    runtime().block_on(async {
+        let mut client = client(&g).await;
+        let info = client.get_flight_info(statement(ENDLESS)).await.unwrap();
+        let mut rows = client.do_get(ticket(&info)).await.unwrap();
+        let reading = tokio::spawn(async move { rows.next().await });
+        assert!(
+            tokio::task::spawn_blocking({
+                let status_url = g.status_url();
+                move || {
+                    let began = Instant::now();
+                    while began.elapsed() < Duration::from_secs(20) {
+                        let body: Value = grove_e2e::start::agent()
+                            .get(&status_url)
+                            .call()
+                            .ok()
+                            .and_then(|mut r| r.body_mut().read_json().ok())
+                            .unwrap_or_default();
+                        if body["front_ends"]["flight_sql_running_queries"] == 1 {
+                            return true;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    false
+                }
+            })
+            .await
+            .unwrap()
+        );
+        let cancel = |info: &FlightInfo| Action {
+            r#type: "CancelFlightInfo".into(),
+            body: CancelFlightInfoRequest::new(info.clone())
+                .encode_to_vec()
+                .into(),
+        };
+        let answers = client.do_action(cancel(&info)).await.unwrap();
+        let answers: Vec<_> = answers.collect().await;
+        let result = CancelFlightInfoResult::decode(answers[0].as_ref().unwrap().clone()).unwrap();
+        assert_eq!(result.status(), CancelStatus::Cancelled);
+        let stopped = status(reading.await.unwrap().expect("an answer").unwrap_err());
+        assert_eq!(stopped.code(), Code::Cancelled);
+        assert_eq!(stopped.message(), "the query was cancelled");
+        // It no longer runs: a second cancel finds nothing.
+        let answers: Vec<_> = client
+            .do_action(cancel(&info))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let result = CancelFlightInfoResult::decode(answers[0].as_ref().unwrap().clone()).unwrap();
+        assert_eq!(result.status(), CancelStatus::NotCancellable);
+    });
+    assert!(wait_running(&g, 0));
+
+    // ADBC cancels by dropping the stream: the server stops the query too.
+    let got = flight_client(&["cancel", &uri(&g), ENDLESS, &g.status_url()]);
+    assert_eq!(got["seen_running"], json!(true), "{got}");
+    assert!(
+        got["cancelled"].as_str().unwrap().contains("CANCELLED"),
+        "{got}"
+    );
+    assert_eq!(got["stopped_on_server"], json!(true), "{got}");
+    assert_eq!(got["after_cancel"], json!(1_000));
+}
+
+#[test]
+fn the_server_timeout_applies_unless_the_call_has_its_own_deadline() {
+    let g = GroveStart::with(1_000, &["--query-timeout", "PT1S"]);
+    let got = flight_client(&["timeout", &uri(&g), ENDLESS, "none"]);
+    let stopped = got["stopped"].as_str().unwrap();
+    assert!(
+        stopped.contains("the query did not finish within its timeout"),
+        "{got}"
+    );
+    assert_eq!(got["after"], json!(1_000));
+    // A 3 s deadline of the call replaces the server's 1 s.
+    let got = flight_client(&["timeout", &uri(&g), ENDLESS, "3"]);
+    assert!(
+        got["stopped"].as_str().unwrap().contains("TIMEOUT"),
+        "{got}"
+    );
+    assert!(got["seconds"].as_f64().unwrap() >= 2.5, "{got}");
+    assert!(wait_running(&g, 0));
+}
+
+#[test]
+fn bad_input_on_the_flight_sql_port_fails_that_client_only() {
+    let g = GroveStart::new(1_000);
+    // Garbage bytes, and a connection that stops halfway through its preface.
+    let mut garbage = TcpStream::connect(("127.0.0.1", g.flight_port)).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage
+        .write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1000))
+        .unwrap();
+    let mut answer = Vec::new();
+    // The server hangs up (a reset, or an orderly close) rather than waiting.
+    if let Err(e) = garbage.read_to_end(&mut answer) {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    let mut hanging = TcpStream::connect(("127.0.0.1", g.flight_port)).unwrap();
+    hanging.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+
+    runtime().block_on(async {
+        let mut client = client(&g).await;
+        let refused = |e: FlightError, code: Code, text: &str| {
+            let s = status(e);
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(s.message().contains(text), "{text} in {s:?}");
+        };
+        // Tickets that are not this server's.
+        let e = client
+            .do_get(Ticket::new(b"\x0a\xff garbage".to_vec()))
+            .await;
+        refused(e.err().unwrap(), Code::InvalidArgument, "");
+        let forged = TicketStatementQuery {
+            statement_handle: b"{\"id\": 1}".to_vec().into(),
+        };
+        let e = client
+            .do_get(Ticket::new(forged.as_any().encode_to_vec()))
+            .await;
+        refused(
+            e.err().unwrap(),
+            Code::InvalidArgument,
+            "not a ticket of this server",
+        );
+        // A descriptor whose command is garbage, an invalid statement, an unknown
+        // prepared statement.
+        let e = client
+            .get_flight_info(FlightDescriptor::new_cmd(b"nonsense".to_vec()))
+            .await;
+        refused(e.err().unwrap(), Code::InvalidArgument, "");
+        let e = client
+            .get_flight_info(statement("SELEC * FROM events"))
+            .await;
+        refused(e.err().unwrap(), Code::InvalidArgument, "SELEC");
+        let unknown = CommandPreparedStatementQuery {
+            prepared_statement_handle: b"nope".to_vec().into(),
+        };
+        let e = client.get_flight_info(descriptor(&unknown)).await;
+        refused(
+            e.err().unwrap(),
+            Code::NotFound,
+            "prepared statement nope is unknown",
+        );
+        let e = client
+            .get_flight_info(statement("SELECT 1; SELECT 2"))
+            .await;
+        refused(
+            e.err().unwrap(),
+            Code::InvalidArgument,
+            "several statements",
+        );
+        // A 4 MiB statement is answered.
+        let countries: Vec<String> = (0..500_000).map(|i| format!("'c{i}'")).collect();
+        let huge = format!(
+            "SELECT COUNT(*) AS n FROM events WHERE country NOT IN ({})",
+            countries.join(",")
+        );
+        assert!(huge.len() > 4 << 20);
+        let info = client.get_flight_info(statement(&huge)).await.unwrap();
+        let (_, batches) = fetch(&mut client, &info).await;
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(n, 1_000);
+    });
+    // Meanwhile, others are served.
+    let got = flight_client(&["login", &uri(&g), "", ""]);
+    assert_eq!(got, json!({ "ok": 1000 }));
+    drop(hanging);
+}
+
+#[test]
+fn with_users_configured_flight_sql_clients_log_in_for_a_bearer_token() {
+    let keys = grove_e2e::Sandbox::default();
+    let hashed = keys.grove(&["passwd"], "s3cret pass\n");
+    assert!(hashed.ok, "{}", hashed.stderr);
+    let config = keys.path("start.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[users]]\nname = \"alice\"\npassword = \"{}\"\n",
+            hashed.stdout.trim()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let g = GroveStart::with_user(1_000, &["--config", &config], "alice", "s3cret pass");
+    let uri = uri(&g);
+    assert_eq!(
+        flight_client(&["login", &uri, "alice", "s3cret pass"]),
+        json!({ "ok": 1000 })
+    );
+    for (user, password) in [("", ""), ("alice", "s3cret"), ("mallory", "s3cret pass")] {
+        let got = flight_client(&["login", &uri, user, password]);
+        let refused = got["refused"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user}: {got}"));
+        assert!(refused.contains("UNAUTHENTICATED"), "{user}: {refused}");
+    }
+    runtime().block_on(async {
+        let mut client = client(&g).await;
+        let e = client
+            .get_flight_info(statement("SELECT 1"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status(e).code(), Code::Unauthenticated);
+        client.add_header("authorization", "Bearer forged").unwrap();
+        let e = client
+            .get_flight_info(statement("SELECT 1"))
+            .await
+            .err()
+            .unwrap();
+        assert!(status(e).message().contains("unknown or expired"));
+        client
+            .add_header("authorization", &grove_e2e::start::basic("alice", "nope"))
+            .unwrap();
+        let e = client.handshake(Vec::new()).await.err().unwrap();
+        assert_eq!(status(e).code(), Code::Unauthenticated);
+        client
+            .add_header(
+                "authorization",
+                &grove_e2e::start::basic("alice", "s3cret pass"),
+            )
+            .unwrap();
+        let token = client.handshake(Vec::new()).await.unwrap();
+        let token = String::from_utf8(token.to_vec()).unwrap();
+        client
+            .add_header("authorization", &format!("Bearer {token}"))
+            .unwrap();
+        let info = client
+            .get_flight_info(statement("SELECT COUNT(*) AS n FROM events"))
+            .await
+            .unwrap();
+        let (_, batches) = fetch(&mut client, &info).await;
+        assert_eq!(batches[0].num_rows(), 1);
+    });
+}
+
+#[test]
+fn flight_sql_is_served_over_tls_when_a_certificate_is_configured() {
+    let keys = grove_e2e::Sandbox::default();
+    let (cert, key) = self_signed(&keys);
+    let g = GroveStart::with(1_000, &["--tls-cert", &cert, "--tls-key", &key]);
+    let secure = format!("grpc+tls://127.0.0.1:{}", g.flight_port);
+    assert_eq!(
+        flight_client(&["tls", &secure, &cert]),
+        json!({ "ok": 1000 })
+    );
+    let plain = flight_client(&["login", &uri(&g), "", ""]);
+    assert!(plain["refused"].is_string(), "{plain}");
+}
