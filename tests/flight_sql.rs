@@ -544,4 +544,104 @@ fn flight_sql_is_served_over_tls_when_a_certificate_is_configured() {
     );
     let plain = flight_client(&["login", &uri(&g), "", ""]);
     assert!(plain["refused"].is_string(), "{plain}");
+    let run = g.sandbox.grove(
+        &[
+            "sql",
+            "--connect",
+            &secure,
+            "--tls-ca",
+            &cert,
+            "-c",
+            "SELECT COUNT(*) AS n FROM events",
+        ],
+        "",
+    );
+    assert!(
+        run.ok && run.stdout.contains("| 1000 |"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn the_shell_runs_on_a_server_over_flight_sql_in_one_session() {
+    let g = GroveStart::new(1_000);
+    let rows = csv_rows(&g);
+    let mobile = rows.iter().filter(|r| r["device"] == "mobile").count();
+    let url = uri(&g);
+    let input = "SELECT 1 + 1 AS two;\nSELEC nonsense;\n\\d\n\\d events\n\
+                 CREATE VIEW mobile AS SELECT * FROM events WHERE device = 'mobile';\n\
+                 SELECT\n  COUNT(*) AS n\n  FROM mobile;\n\\timing\nSELECT 3 AS three;\n\\q\n\
+                 SELECT 'after quit';\n";
+    let run = g.sandbox.grove(&["sql", "--connect", &url], input);
+    assert!(run.ok, "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("| two |") && out.contains("| 2   |"), "{out}");
+    assert!(
+        run.stderr.contains("Error:") && run.stderr.contains("SELEC"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        out.contains("| public       | events     |"),
+        "table list: {out}"
+    );
+    assert!(
+        out.contains("| country         | Dictionary(Int32, Utf8)"),
+        "describe: {out}"
+    );
+    // The view made by one statement is there for the next: one session.
+    assert!(
+        out.contains(&format!("| {mobile} ")),
+        "count of the view: {out}"
+    );
+    assert!(
+        out.contains("Timing is on.") && out.contains("1 row(s) in"),
+        "{out}"
+    );
+    assert!(!out.contains("after quit"), "{out}");
+
+    // One-shot, as CSV: the rows of every country, as the CSV counts them.
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &rows {
+        *expected.entry(row["country"].clone()).or_default() += 1;
+    }
+    let run = g.sandbox.grove(
+        &[
+            "sql",
+            "--connect",
+            &url,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT country, COUNT(*) AS n FROM events GROUP BY country ORDER BY country",
+        ],
+        "",
+    );
+    assert!(run.ok, "{}", run.stderr);
+    let mut lines = run.stdout.lines();
+    assert_eq!(lines.next(), Some("country,n"));
+    let got: BTreeMap<String, usize> = lines
+        .map(|line| {
+            let (country, n) = line.split_once(',').unwrap();
+            (country.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // A failing statement fails the command, naming the problem.
+    let run = g
+        .sandbox
+        .grove(&["sql", "--connect", &url, "-c", "SELECT * FROM nope"], "");
+    assert!(!run.ok && run.stderr.contains("nope"), "{}", run.stderr);
+    let run = g.sandbox.grove(
+        &["sql", "--connect", "grpc://127.0.0.1:1", "-c", "SELECT 1"],
+        "",
+    );
+    assert!(
+        !run.ok && run.stderr.contains("cannot connect to grpc://127.0.0.1:1"),
+        "{}",
+        run.stderr
+    );
 }

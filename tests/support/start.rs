@@ -226,6 +226,8 @@ pub fn self_signed(sandbox: &Sandbox) -> (String, String) {
         ])
         .args(["-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // An end-entity certificate, as rustls clients insist.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .args(["-keyout", &key, "-out", &cert])
         .output()
         .expect("openssl runs");

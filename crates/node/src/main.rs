@@ -64,10 +64,22 @@ enum Command {
     Broker(server::broker::BrokerArgs),
     /// Read or set a datasource's load/drop rules (`_default` for the cluster default).
     Rules(rules_cmd::RulesArgs),
-    /// Query a data directory: interactively, or run statements and exit.
+    /// Query a data directory, or a server over Flight SQL: interactively, or run
+    /// statements and exit.
     Sql {
         #[arg(long, env = "GROVE_DATA_DIR", default_value = data_dir::DEFAULT)]
         data_dir: PathBuf,
+        /// A broker's or `grove start`'s Flight SQL address instead of a data
+        /// directory: grpc://HOST:PORT, grpc+tls://HOST:PORT, with a user as in
+        /// grpc://alice@HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        connect: Option<String>,
+        /// The user's password for --connect, unless the URL has it.
+        #[arg(long, env = "GROVE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// A PEM certificate to trust for grpc+tls:// besides the system's roots.
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
         /// A statement to run (repeatable); the shell does not start.
         #[arg(short = 'c', long = "command")]
         commands: Vec<String>,
@@ -142,10 +154,23 @@ fn main() -> ExitCode {
             Command::Rules(args) => rules_cmd::run(args).await,
             Command::Sql {
                 data_dir,
+                connect,
+                password,
+                tls_ca,
                 commands,
                 file,
                 format,
-            } => sql::run(&data_dir, &commands, file.as_deref(), format).await,
+            } => {
+                let source = match connect {
+                    Some(url) => sql::Source::Remote {
+                        url,
+                        password,
+                        tls_ca,
+                    },
+                    None => sql::Source::Local(data_dir),
+                };
+                sql::run(source, &commands, file.as_deref(), format).await
+            }
             Command::SampleData { out, rows } => sample::write(&out, rows).map(|_| ()),
             Command::Passwd => passwd(),
             Command::Quickstart { data_dir, rows } => quickstart::run(&data_dir, rows).await,

@@ -1,23 +1,56 @@
-//! `grove sql`: statements from `-c` / `-f`, or the interactive shell.
+//! `grove sql`: statements from `-c` / `-f`, or the interactive shell, on a data
+//! directory or on a server over Flight SQL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use grove_sql::Engine;
+use grove_sql::flight_sql::client::Remote;
 use grove_sql::output::Format;
-use grove_sql::repl::{Repl, run_statement};
+use grove_sql::repl::{Repl, Statements, run_statement};
 
 use crate::CliResult;
 use crate::data_dir::DataDir;
 
+/// Where statements run.
+pub enum Source {
+    Local(PathBuf),
+    /// `--connect URL`.
+    Remote {
+        url: String,
+        password: Option<String>,
+        tls_ca: Option<PathBuf>,
+    },
+}
+
 pub async fn run(
-    data_dir: &Path,
+    source: Source,
     commands: &[String],
     file: Option<&Path>,
     format: Format,
 ) -> CliResult<()> {
-    let dir = DataDir::new(data_dir);
-    let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?);
-    let session = engine.session();
+    match source {
+        Source::Local(data_dir) => {
+            let dir = DataDir::new(&data_dir);
+            let engine = Engine::direct(dir.open_for_reading()?, dir.deep_storage()?);
+            run_on(&engine.session(), commands, file, format).await
+        }
+        Source::Remote {
+            url,
+            password,
+            tls_ca,
+        } => {
+            let remote = Remote::connect(&url, tls_ca.as_deref(), password.as_deref()).await?;
+            run_on(&remote, commands, file, format).await
+        }
+    }
+}
+
+async fn run_on(
+    session: &dyn Statements,
+    commands: &[String],
+    file: Option<&Path>,
+    format: Format,
+) -> CliResult<()> {
     let mut statements: Vec<String> = commands.to_vec();
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
@@ -25,11 +58,11 @@ pub async fn run(
         statements.extend(split_statements(&text));
     }
     if statements.is_empty() {
-        return Ok(Repl::new(&session, format).run().await?);
+        return Ok(Repl::new(session, format).run().await?);
     }
     let mut out = std::io::stdout();
     for statement in &statements {
-        run_statement(&session, statement, format, &mut out).await?;
+        run_statement(session, statement, format, &mut out).await?;
     }
     Ok(())
 }

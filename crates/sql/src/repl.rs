@@ -1,11 +1,17 @@
 //! The interactive shell: statements end with `;` and may span lines; backslash
 //! commands (`\d`, `\d NAME`, `\timing`, `\q`) act at once. An error is printed and the
-//! shell goes on. History is kept in `~/.grove_history`.
+//! shell goes on. History is kept in `~/.grove_history`. Statements run in a local
+//! [`Session`] or, over Flight SQL, on a server
+//! ([`Remote`](crate::flight_sql::client::Remote)).
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -13,8 +19,29 @@ use rustyline::error::ReadlineError;
 use crate::engine::Session;
 use crate::output::{self, Format};
 
+/// Where the shell's statements run.
+#[async_trait]
+pub trait Statements: Send + Sync {
+    /// Runs one statement: its rows, or the error to print.
+    async fn query(&self, text: &str)
+    -> std::result::Result<(SchemaRef, Vec<RecordBatch>), String>;
+}
+
+#[async_trait]
+impl Statements for Session {
+    async fn query(
+        &self,
+        text: &str,
+    ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), String> {
+        let frame = self.sql(text).await.map_err(|e| e.to_string())?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(|e| e.to_string())?;
+        Ok((schema, batches))
+    }
+}
+
 pub struct Repl<'a> {
-    session: &'a Session,
+    session: &'a dyn Statements,
     format: Format,
     timing: bool,
 }
@@ -49,7 +76,7 @@ const HELP: &str = "\\d             list tables
 Statements end with ';' and may span several lines.";
 
 impl<'a> Repl<'a> {
-    pub fn new(session: &'a Session, format: Format) -> Self {
+    pub fn new(session: &'a dyn Statements, format: Format) -> Self {
         Repl {
             session,
             format,
@@ -157,16 +184,14 @@ impl<'a> Repl<'a> {
 
 /// Runs one statement and writes its result; returns the number of rows.
 pub async fn run_statement(
-    session: &Session,
+    session: &dyn Statements,
     text: &str,
     format: Format,
     out: &mut dyn Write,
-) -> Result<usize> {
-    let frame = session.sql(text).await?;
-    let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
-    output::write(out, format, &schema, &batches)?;
-    out.flush()?;
+) -> std::result::Result<usize, String> {
+    let (schema, batches) = session.query(text).await?;
+    output::write(out, format, &schema, &batches).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
     Ok(batches.iter().map(|b| b.num_rows()).sum())
 }
 

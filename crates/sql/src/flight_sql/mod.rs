@@ -24,6 +24,7 @@
 //!   credentials and get a bearer token for later calls; basic credentials on any
 //!   call are accepted too.
 
+pub mod client;
 mod registry;
 
 use std::pin::Pin;
