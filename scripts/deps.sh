@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Grove needs beyond a Rust toolchain, when it is
 # missing: protoc (the etcd client's build compiles etcd's protobuf definitions) and,
-# for the tests, a real etcd, psql and openssl from Debian's packages, and the Python clients
+# for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
 # (psycopg, the ADBC Flight SQL driver) in a virtual environment.
 #   scripts/deps.sh build   # protoc only
 #   scripts/deps.sh test    # everything; prints nothing when all is there
@@ -13,6 +13,7 @@ if [ "$mode" = test ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -533,7 +533,7 @@ fn with_users_configured_flight_sql_clients_log_in_for_a_bearer_token() {
 }
 
 #[test]
-fn flight_sql_is_served_over_tls_when_a_certificate_is_configured() {
+fn flight_sql_and_http_are_served_over_tls_when_a_certificate_is_configured() {
     let keys = grove_e2e::Sandbox::default();
     let (cert, key) = self_signed(&keys);
     let g = GroveStart::with(1_000, &["--tls-cert", &cert, "--tls-key", &key]);

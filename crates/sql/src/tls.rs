@@ -8,6 +8,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
+pub use tokio_rustls::server::TlsStream;
 pub use tonic::transport::Identity;
 
 /// A TLS acceptor serving the certificate chain in `cert` with the key in `key`

@@ -65,6 +65,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     ));
     let node_id = node.id.clone();
     let settings = front.settings();
+    let http_tls = front.http_tls();
     let serving = front.serve(engine.clone(), "broker", &node_id, shutdown.clone());
     let front_ends = serving.status();
     let sql = super::druid_sql::routes(engine, settings.query_timeout);
@@ -76,7 +77,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
             "front_ends": front_ends(),
         })
     }));
-    super::serve_http(listener, router, shutdown).await?;
+    super::serve_http(listener, router, http_tls, shutdown).await?;
     serving.done.await??;
     let _ = registered.await;
     Ok(())

@@ -79,7 +79,7 @@ pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
         }
     }));
     let running = tokio::spawn(coordinator.run(shutdown.clone()));
-    super::serve_http(listener, router, shutdown).await?;
+    super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;
     Ok(())
 }

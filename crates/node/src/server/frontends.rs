@@ -100,6 +100,11 @@ impl FrontEnds {
         self.settings.clone()
     }
 
+    /// TLS for the HTTP port, when a certificate is configured.
+    pub fn http_tls(&self) -> Option<TlsAcceptor> {
+        self.tls.as_ref().map(|(acceptor, _)| acceptor.clone())
+    }
+
     /// Serves the Postgres protocol and Flight SQL until `shutdown`, and tells where.
     pub fn serve(
         self,

@@ -88,7 +88,7 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     let shutdown = super::shutdown_signal();
     let fragments = super::serve_fragments(flight_listener, historical.loaded(), shutdown.clone());
     let running = tokio::spawn(historical.run(shutdown.clone()));
-    super::serve_http(listener, router, shutdown).await?;
+    super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;
     fragments.await??;
     Ok(())

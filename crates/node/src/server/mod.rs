@@ -9,6 +9,7 @@ pub mod frontends;
 pub mod historical;
 pub mod http;
 pub mod start;
+pub mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use grove_cluster::historical::LoadedSegments;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
 use grove_cluster::nodes::{self, NodeInfo, Role};
 use grove_sql::fragment::{self, FragmentService, LoadedSource};
+use grove_sql::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -96,17 +98,29 @@ pub async fn bind(addr: &str, what: &str) -> CliResult<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// Serves `router` on `listener` until `shutdown`; with `tls`, to clients that
+/// start a TLS handshake over TLS, and to the others in plain HTTP.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> CliResult<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = grove_cluster::session::stopped(&mut shutdown).await;
-        })
-        .await?;
+    let stopped = async move {
+        let _ = grove_cluster::session::stopped(&mut shutdown).await;
+    };
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await?
+        }
+        Some(acceptor) => {
+            axum::serve(tls_listener::TlsOrPlain::new(listener, acceptor)?, router)
+                .with_graceful_shutdown(stopped)
+                .await?
+        }
+    }
     Ok(())
 }
 

@@ -118,9 +118,10 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
     );
     let shutdown = super::shutdown_signal();
     let settings = front.settings();
+    let http_tls = front.http_tls();
     let serving = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
     let router = router(&cluster, &settings, &serving);
-    super::serve_http(listener, router, shutdown).await?;
+    super::serve_http(listener, router, http_tls, shutdown).await?;
     serving.done.await??;
     cluster.stop().await;
     Ok(())
