@@ -20,6 +20,9 @@
 //! - [`settings`]: Grove's session settings (`SET grove.use_cache = false`).
 //! - [`engine`]: the session: refreshes the metadata and runs statements.
 //! - [`postgres`]: the Postgres wire protocol front end, a session per connection.
+//! - [`flight_sql`]: the Flight SQL front end, and the client `grove sql --connect`
+//!   uses.
+//! - [`guard`]: what stops a running statement: a cancel request or its timeout.
 //! - [`auth`]: users and their passwords, for every front end.
 //! - [`tls`]: TLS for the front ends.
 //! - [`output`]: renders results as a table, CSV or JSON.

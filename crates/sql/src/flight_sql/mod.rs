@@ -719,7 +719,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.user(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         command_info(&query, &schema, request.into_inner())
     }
 

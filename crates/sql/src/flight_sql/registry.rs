@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long an unused token, session or prepared statement is kept.
@@ -28,8 +27,11 @@ impl<T: Clone> Registry<T> {
 
     /// Keeps `value` under a new id, and forgets what has been idle too long.
     pub(super) fn insert(&self, value: T) -> String {
+        self.insert_at(value, Instant::now())
+    }
+
+    fn insert_at(&self, value: T, now: Instant) -> String {
         let id = random_id();
-        let now = Instant::now();
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, (_, used)| now.duration_since(*used) < self.idle);
             entries.insert(id.clone(), (value, now));
@@ -39,7 +41,10 @@ impl<T: Clone> Registry<T> {
 
     /// The value under `id`, unless it was removed or has been idle too long.
     pub(super) fn get(&self, id: &str) -> Option<T> {
-        let now = Instant::now();
+        self.get_at(id, Instant::now())
+    }
+
+    fn get_at(&self, id: &str, now: Instant) -> Option<T> {
         let mut entries = self.entries.lock().ok()?;
         let (value, used) = entries.get_mut(id)?;
         if now.duration_since(*used) >= self.idle {
@@ -131,24 +136,28 @@ impl Drop for Fetch {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn entries_are_forgotten_when_removed_or_idle_too_long() {
+    #[test]
+    fn entries_are_forgotten_when_removed_or_idle_too_long() {
         let registry = Registry::new(Duration::from_secs(10));
-        let a = registry.insert("a");
-        let b = registry.insert("b");
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let a = registry.insert_at("a", at(0));
+        let b = registry.insert_at("b", at(0));
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
-        assert_eq!(registry.get(&a), Some("a"));
+        assert_eq!(registry.get_at(&a, at(0)), Some("a"));
         assert_eq!(registry.remove(&a), Some("a"));
-        assert_eq!(registry.get(&a), None);
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(registry.get(&b), Some("b"));
-        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(registry.get_at(&a, at(0)), None);
+        assert_eq!(registry.get_at(&b, at(6)), Some("b"));
         // Used 6 s ago: still there; then idle for 10 s: gone.
-        assert_eq!(registry.get(&b), Some("b"));
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(registry.get(&b), None);
-        assert_eq!(registry.get("nope"), None);
+        assert_eq!(registry.get_at(&b, at(12)), Some("b"));
+        assert_eq!(registry.get_at(&b, at(22)), None);
+        assert_eq!(registry.get_at("nope", at(0)), None);
+        // An insert sweeps out what has been idle too long.
+        let c = registry.insert_at("c", at(30));
+        registry.insert_at("d", at(41));
+        assert_eq!(registry.entries.lock().unwrap().len(), 1);
+        assert_eq!(registry.get_at(&c, at(41)), None);
     }
 
     #[test]
