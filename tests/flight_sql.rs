@@ -7,19 +7,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_flight::error::FlightError;
-use arrow_flight::sql::{
-    CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt, TicketStatementQuery,
-};
-use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightClient,
-    FlightDescriptor, FlightInfo, Ticket,
-};
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{CancelStatus, FlightDescriptor, Ticket};
 use futures::StreamExt;
+use grove_e2e::flight::{cancel, client, descriptor, fetch, runtime, statement, status, ticket};
 use grove_e2e::start::{ENDLESS, GroveStart, close, csv_rows, int, python_client, self_signed};
 use prost::Message;
 use serde_json::{Value, json};
@@ -33,81 +27,9 @@ fn uri(g: &GroveStart) -> String {
     format!("grpc://127.0.0.1:{}", g.flight_port)
 }
 
-/// A client that takes answers of up to 64 MiB (a FlightInfo's ticket holds the
-/// statement's text).
-async fn client(g: &GroveStart) -> FlightClient {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    FlightClient::new_from_inner(inner)
-}
-
-fn descriptor(command: &impl ProstMessageExt) -> FlightDescriptor {
-    FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
-}
-
-fn statement(sql: &str) -> FlightDescriptor {
-    descriptor(&CommandStatementQuery {
-        query: sql.to_string(),
-        transaction_id: None,
-    })
-}
-
-fn status(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(status) => *status,
-        other => panic!("not a gRPC status: {other:?}"),
-    }
-}
-
-fn ticket(info: &FlightInfo) -> Ticket {
-    info.endpoint[0].ticket.clone().expect("a ticket")
-}
-
-/// The rows of a FlightInfo's ticket, and the schema they came with.
-async fn fetch(client: &mut FlightClient, info: &FlightInfo) -> (SchemaRef, Vec<RecordBatch>) {
-    let mut stream = client.do_get(ticket(info)).await.unwrap();
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch.unwrap());
-    }
-    (stream.schema().cloned().expect("a schema"), batches)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn running_queries(g: &GroveStart) -> i64 {
-    let mut response = grove_e2e::start::agent()
-        .get(&g.status_url())
-        .call()
-        .expect("status answers");
-    let status: Value = response.body_mut().read_json().expect("status JSON");
-    status["front_ends"]["flight_sql_running_queries"]
-        .as_i64()
-        .expect("a count of running Flight SQL queries")
-}
-
-/// Waits until `n` Flight SQL queries send rows; false after 20 s.
+/// Waits until `n` Flight SQL queries send rows.
 fn wait_running(g: &GroveStart, n: i64) -> bool {
-    let began = Instant::now();
-    while began.elapsed() < Duration::from_secs(20) {
-        if running_queries(g) == n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    g.wait_status(|status| status["front_ends"]["flight_sql_running_queries"] == n)
 }
 
 #[test]
@@ -288,57 +210,24 @@ fn the_flight_info_schema_is_the_schema_the_rows_come_with() {
 #[test]
 fn cancel_flight_info_and_a_dropped_stream_stop_the_query_on_the_server() {
     let g = GroveStart::new(1_000);
-    runtime().block_on(async {
+    let runtime = runtime();
+    let (mut client, info) = runtime.block_on(async {
         let mut client = client(&g).await;
         let info = client.get_flight_info(statement(ENDLESS)).await.unwrap();
-        let mut rows = client.do_get(ticket(&info)).await.unwrap();
-        let reading = tokio::spawn(async move { rows.next().await });
-        assert!(
-            tokio::task::spawn_blocking({
-                let status_url = g.status_url();
-                move || {
-                    let began = Instant::now();
-                    while began.elapsed() < Duration::from_secs(20) {
-                        let body: Value = grove_e2e::start::agent()
-                            .get(&status_url)
-                            .call()
-                            .ok()
-                            .and_then(|mut r| r.body_mut().read_json().ok())
-                            .unwrap_or_default();
-                        if body["front_ends"]["flight_sql_running_queries"] == 1 {
-                            return true;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    false
-                }
-            })
-            .await
-            .unwrap()
-        );
-        let cancel = |info: &FlightInfo| Action {
-            r#type: "CancelFlightInfo".into(),
-            body: CancelFlightInfoRequest::new(info.clone())
-                .encode_to_vec()
-                .into(),
-        };
-        let answers = client.do_action(cancel(&info)).await.unwrap();
-        let answers: Vec<_> = answers.collect().await;
-        let result = CancelFlightInfoResult::decode(answers[0].as_ref().unwrap().clone()).unwrap();
-        assert_eq!(result.status(), CancelStatus::Cancelled);
-        let stopped = status(reading.await.unwrap().expect("an answer").unwrap_err());
-        assert_eq!(stopped.code(), Code::Cancelled);
-        assert_eq!(stopped.message(), "the query was cancelled");
-        // It no longer runs: a second cancel finds nothing.
-        let answers: Vec<_> = client
-            .do_action(cancel(&info))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        let result = CancelFlightInfoResult::decode(answers[0].as_ref().unwrap().clone()).unwrap();
-        assert_eq!(result.status(), CancelStatus::NotCancellable);
+        (client, info)
     });
+    let mut rows = runtime.block_on(client.do_get(ticket(&info))).unwrap();
+    let reading = runtime.spawn(async move { rows.next().await });
+    assert!(wait_running(&g, 1));
+    let cancelled = runtime.block_on(cancel(&mut client, &info));
+    assert_eq!(cancelled, CancelStatus::Cancelled);
+    let stopped = runtime.block_on(reading).unwrap().expect("an answer");
+    let stopped = status(stopped.unwrap_err());
+    assert_eq!(stopped.code(), Code::Cancelled);
+    assert_eq!(stopped.message(), "the query was cancelled");
+    // It no longer runs: a second cancel finds nothing.
+    let again = runtime.block_on(cancel(&mut client, &info));
+    assert_eq!(again, CancelStatus::NotCancellable);
     assert!(wait_running(&g, 0));
 
     // ADBC cancels by dropping the stream: the server stops the query too.

@@ -1,6 +1,7 @@
 //! End-to-end tests, one binary: the CLI on a data directory, and a real cluster
 //! (etcd + grove processes).
 
+mod cancel;
 mod cli;
 mod cluster;
 mod druid_sql;

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: finding the `grove` binary and running it.
 
 pub mod cluster;
+pub mod flight;
 pub mod start;
 
 use std::io::Write;

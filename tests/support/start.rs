@@ -36,16 +36,39 @@ impl GroveStart {
 
     /// `grove start` with `extra` flags; returns once it answers with every row.
     pub fn with(rows: u64, extra: &[&str]) -> GroveStart {
-        GroveStart::start(rows, extra, None)
+        GroveStart::start(rows, extra, None, &|spec| spec.to_string())
+    }
+
+    /// [`GroveStart::new`] on segments of an hour each, not a day: many small
+    /// segments, so a scan is many batches.
+    pub fn hourly(rows: u64) -> GroveStart {
+        GroveStart::start(rows, &[], None, &|spec| {
+            let hourly = spec.replace(
+                "\"segmentGranularity\": \"day\"",
+                "\"segmentGranularity\": \"hour\"",
+            );
+            assert_ne!(
+                hourly, spec,
+                "the sample spec names its segment granularity"
+            );
+            hourly
+        })
     }
 
     /// [`GroveStart::with`] a config that requires users: this process's requests
     /// log in as `user`.
     pub fn with_user(rows: u64, extra: &[&str], user: &str, password: &str) -> GroveStart {
-        GroveStart::start(rows, extra, Some(basic(user, password)))
+        GroveStart::start(rows, extra, Some(basic(user, password)), &|spec| {
+            spec.to_string()
+        })
     }
 
-    fn start(rows: u64, extra: &[&str], basic: Option<String>) -> GroveStart {
+    fn start(
+        rows: u64,
+        extra: &[&str],
+        basic: Option<String>,
+        edit_spec: &dyn Fn(&str) -> String,
+    ) -> GroveStart {
         let sandbox = Sandbox::default();
         let sample = sandbox.arg("sample");
         let made = sandbox.grove(
@@ -54,6 +77,8 @@ impl GroveStart {
         );
         assert!(made.ok, "{}", made.stderr);
         let spec = sandbox.arg("sample/events-spec.json");
+        let text = std::fs::read_to_string(&spec).expect("the sample spec");
+        std::fs::write(&spec, edit_spec(&text)).expect("the spec, edited");
         let data = sandbox.arg("data");
         let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
         assert!(ingest.ok, "{}", ingest.stderr);
@@ -106,6 +131,27 @@ impl GroveStart {
     /// `GET /status`.
     pub fn status_url(&self) -> String {
         self.url.replace("/druid/v2/sql", "/status")
+    }
+
+    /// What `/status` answers.
+    pub fn status(&self) -> Value {
+        let mut response = agent()
+            .get(&self.status_url())
+            .call()
+            .expect("status answers");
+        response.body_mut().read_json().expect("status JSON")
+    }
+
+    /// Polls `/status` until `holds`; false after 20 s.
+    pub fn wait_status(&self, holds: impl Fn(&Value) -> bool) -> bool {
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(20) {
+            if holds(&self.status()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn log(&self) -> String {

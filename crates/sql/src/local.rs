@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ pub struct LocalCluster {
     pub engine: Arc<Engine>,
     pub coordinator: Arc<RwLock<CoordinatorStatus>>,
     pub historicals: Vec<Arc<RwLock<HistoricalStatus>>>,
+    /// How many plan fragments each historical is running.
+    pub running_fragments: Vec<Arc<AtomicUsize>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -87,6 +90,7 @@ impl LocalCluster {
         let coordinator_status = coordinator.status();
         tasks.push(tokio::spawn(coordinator.run(rx.clone())));
         let mut historicals = Vec::new();
+        let mut running_fragments = Vec::new();
         for i in 1..=options.historicals {
             let id = format!("historical-{i}");
             let settings = HistoricalSettings {
@@ -109,6 +113,7 @@ impl LocalCluster {
             let historical = Historical::new(store.clone(), deep.clone(), info, settings);
             historicals.push(historical.status());
             let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())));
+            running_fragments.push(service.running());
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
@@ -137,6 +142,7 @@ impl LocalCluster {
             engine,
             coordinator: coordinator_status,
             historicals,
+            running_fragments,
             shutdown,
             tasks,
         })

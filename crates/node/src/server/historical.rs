@@ -1,8 +1,12 @@
 //! `grove historical`: serves the segments the coordinator assigns it.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use clap::Args;
 use grove_cluster::historical::{Historical, HistoricalSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
+use grove_sql::fragment::{FragmentService, LoadedSource};
 
 use super::http;
 use crate::CliResult;
@@ -79,14 +83,17 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     };
     let historical = Historical::new(store, deep, node, settings);
     let status = historical.status();
+    let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())));
+    let running_fragments = service.running();
     let router = http::status_routes(move || {
         let mut v = serde_json::to_value(status.read().map(|s| s.clone()).unwrap_or_default())
             .unwrap_or_default();
         v["role"] = "historical".into();
+        v["running_fragments"] = running_fragments.load(Ordering::Relaxed).into();
         v
     });
     let shutdown = super::shutdown_signal();
-    let fragments = super::serve_fragments(flight_listener, historical.loaded(), shutdown.clone());
+    let fragments = super::serve_fragments(flight_listener, service, shutdown.clone());
     let running = tokio::spawn(historical.run(shutdown.clone()));
     super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;

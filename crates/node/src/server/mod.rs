@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grove_cluster::deep_storage::DeepStorage;
-use grove_cluster::historical::LoadedSegments;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
 use grove_cluster::nodes::{self, NodeInfo, Role};
-use grove_sql::fragment::{self, FragmentService, LoadedSource};
+use grove_sql::fragment::{self, FragmentService};
 use grove_sql::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -140,13 +139,12 @@ pub async fn http_node(
     Ok((listener, node))
 }
 
-/// Serves the plan fragments of a historical's loaded segments until `shutdown`.
+/// Serves a historical's plan fragments until `shutdown`.
 pub fn serve_fragments(
     listener: TcpListener,
-    loaded: LoadedSegments,
+    service: FragmentService,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<CliResult<()>> {
-    let service = FragmentService::new(Arc::new(LoadedSource(loaded)));
     let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
     tokio::spawn(async move { Ok(fragment::serve(listener, service, stopped).await?) })
 }

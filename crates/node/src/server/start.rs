@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use clap::Args;
 use grove_sql::local::{LocalCluster, LocalOptions};
@@ -45,6 +46,7 @@ pub struct StartArgs {
 fn router(cluster: &LocalCluster, front: &FrontEndSettings, serving: &Serving) -> axum::Router {
     let coordinator = cluster.coordinator.clone();
     let historicals = cluster.historicals.clone();
+    let running_fragments = cluster.running_fragments.clone();
     let view = cluster.view.clone();
     let front_ends = serving.status();
     let protected = super::druid_sql::routes(cluster.engine.clone(), front.query_timeout).merge(
@@ -53,9 +55,13 @@ fn router(cluster: &LocalCluster, front: &FrontEndSettings, serving: &Serving) -
     http::require_users(protected, front.users.clone()).merge(http::status_routes(move || {
         let historicals: Vec<serde_json::Value> = historicals
             .iter()
-            .map(|h| {
-                serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
-                    .unwrap_or_default()
+            .zip(&running_fragments)
+            .map(|(h, running)| {
+                let mut status =
+                    serde_json::to_value(h.read().map(|s| s.clone()).unwrap_or_default())
+                        .unwrap_or_default();
+                status["running_fragments"] = running.load(Ordering::Relaxed).into();
+                status
             })
             .collect();
         serde_json::json!({
