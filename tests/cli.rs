@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use grove_e2e::{Run, Sandbox, devices_in_csv};
+use grove_e2e::{Run, SHELL_SCRIPT, Sandbox, check_shell_session, devices_in_csv};
 
 fn check(run: &Run, what: &str) {
     assert!(
@@ -153,30 +153,8 @@ fn a_script_file_runs_every_statement() {
 #[test]
 fn the_shell_runs_multi_line_statements_and_survives_errors() {
     let sandbox = ingested(1_000);
-    let input = "SELECT 1 + 1 AS two;\nSELEC nonsense;\n\\d\n\\d events\nSELECT\n  COUNT(*) AS n\n  FROM events;\n\\timing\nSELECT 3 AS three;\n\\q\nSELECT 'after quit';\n";
-    let run = sandbox.grove(&["sql", "--data-dir", &sandbox.arg("data")], input);
-    check(&run, "shell");
-    let out = &run.stdout;
-    assert!(out.contains("| two |") && out.contains("| 2   |"), "{out}");
-    assert!(
-        run.stderr.contains("Error:") && run.stderr.contains("SELEC"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        out.contains("| public       | events     |"),
-        "table list: {out}"
-    );
-    assert!(
-        out.contains("| country         | Dictionary(Int32, Utf8)"),
-        "describe: {out}"
-    );
-    assert!(out.contains("| 1000 |"), "multi-line count: {out}");
-    assert!(
-        out.contains("Timing is on.") && out.contains("1 row(s) in"),
-        "{out}"
-    );
-    assert!(!out.contains("after quit"), "\\q stops the shell: {out}");
+    let run = sandbox.grove(&["sql", "--data-dir", &sandbox.arg("data")], SHELL_SCRIPT);
+    check_shell_session(&run, devices_in_csv(&sandbox)["mobile"]);
 }
 
 #[test]

@@ -14,7 +14,11 @@ use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt, TicketSt
 use arrow_flight::{CancelStatus, FlightDescriptor, Ticket};
 use futures::StreamExt;
 use grove_e2e::flight::{cancel, client, descriptor, fetch, runtime, statement, status, ticket};
-use grove_e2e::start::{ENDLESS, GroveStart, close, csv_rows, int, python_client, self_signed};
+use grove_e2e::start::{
+    ENDLESS, GroveStart, by_time, check_parameter_queries, csv_rows, int, python_client,
+    self_signed,
+};
+use grove_e2e::{SHELL_SCRIPT, check_shell_session};
 use prost::Message;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -39,39 +43,10 @@ fn adbc_binds_parameters_reads_every_type_and_browses_the_catalogue() {
     let got = flight_client(&["queries", &uri(&g)]);
 
     // Parameters of a prepared statement: a string and a timestamp.
-    let mut by_country: BTreeMap<&str, (i64, Option<f64>)> = BTreeMap::new();
-    for row in &rows {
-        if row["device"] == "mobile" && row["timestamp"].as_str() >= "2024-06-05T00:00:00.000Z" {
-            let entry = by_country.entry(&row["country"]).or_insert((0, None));
-            entry.0 += 1;
-            if !row["revenue"].is_empty() {
-                let revenue: f64 = row["revenue"].parse().unwrap();
-                entry.1 = Some(entry.1.unwrap_or(0.0) + revenue);
-            }
-        }
-    }
-    let answered = got["by_country"].as_array().expect("rows");
-    assert_eq!(answered.len(), by_country.len(), "{answered:?}");
-    for (row, (country, (n, revenue))) in answered.iter().zip(&by_country) {
-        assert_eq!(row[0], json!(country));
-        assert_eq!(row[1], json!(n));
-        match (row[2].as_f64(), revenue) {
-            (Some(a), Some(b)) => assert!(close(a, *b), "{country}: {a} != {b}"),
-            (None, None) => assert!(row[2].is_null()),
-            (a, b) => panic!("{country}: revenue {a:?} != {b:?}"),
-        }
-    }
-    let count = |status: i64, latency: i64| {
-        rows.iter()
-            .filter(|r| int(r, "status") == status && int(r, "latency_ms") > latency)
-            .count()
-    };
-    assert_eq!(got["prepared_first"], json!(count(404, 100)));
-    assert_eq!(got["prepared_second"], json!(count(200, 1000)));
+    check_parameter_queries(&rows, &got);
 
     // Every kind of column, dictionary strings still dictionaries.
-    let mut first: Vec<&BTreeMap<String, String>> = rows.iter().collect();
-    first.sort_by(|a, b| (&a["timestamp"], &a["user_id"]).cmp(&(&b["timestamp"], &b["user_id"])));
+    let first = by_time(&rows);
     for (i, row) in got["first_rows"].as_array().unwrap().iter().enumerate() {
         let csv = first[i];
         let time = format!("{}+00:00", csv["timestamp"].trim_end_matches('Z'));
@@ -528,37 +503,8 @@ fn the_shell_runs_on_a_server_over_flight_sql_in_one_session() {
     let rows = csv_rows(&g);
     let mobile = rows.iter().filter(|r| r["device"] == "mobile").count();
     let url = uri(&g);
-    let input = "SELECT 1 + 1 AS two;\nSELEC nonsense;\n\\d\n\\d events\n\
-                 CREATE VIEW mobile AS SELECT * FROM events WHERE device = 'mobile';\n\
-                 SELECT\n  COUNT(*) AS n\n  FROM mobile;\n\\timing\nSELECT 3 AS three;\n\\q\n\
-                 SELECT 'after quit';\n";
-    let run = g.sandbox.grove(&["sql", "--connect", &url], input);
-    assert!(run.ok, "{}", run.stderr);
-    let out = &run.stdout;
-    assert!(out.contains("| two |") && out.contains("| 2   |"), "{out}");
-    assert!(
-        run.stderr.contains("Error:") && run.stderr.contains("SELEC"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        out.contains("| public       | events     |"),
-        "table list: {out}"
-    );
-    assert!(
-        out.contains("| country         | Dictionary(Int32, Utf8)"),
-        "describe: {out}"
-    );
-    // The view made by one statement is there for the next: one session.
-    assert!(
-        out.contains(&format!("| {mobile} ")),
-        "count of the view: {out}"
-    );
-    assert!(
-        out.contains("Timing is on.") && out.contains("1 row(s) in"),
-        "{out}"
-    );
-    assert!(!out.contains("after quit"), "{out}");
+    let run = g.sandbox.grove(&["sql", "--connect", &url], SHELL_SCRIPT);
+    check_shell_session(&run, mobile as u64);
 
     // One-shot, as CSV: the rows of every country, as the CSV counts them.
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();

@@ -2,7 +2,6 @@
 //! psycopg (`tests/clients/pg_client.py`, in the virtual environment
 //! `scripts/deps.sh` makes). Expected values are computed here from the sample CSV.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -10,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use grove_e2e::start::{
-    ENDLESS, GroveStart, basic, close, csv_rows, int, post_as, python_client, self_signed,
+    ENDLESS, GroveStart, basic, by_time, check_parameter_queries, csv_rows, int, post_as,
+    python_client, self_signed,
 };
 use serde_json::{Value, json};
 
@@ -162,46 +162,15 @@ fn psycopg_binds_parameters_reads_every_type_and_browses_the_catalogue() {
     let got = pg_client(&["queries", &g.pg_port.to_string()]);
 
     // Parameters: a string and a timestamp.
-    let mut by_country: BTreeMap<&str, (i64, Option<f64>)> = BTreeMap::new();
-    for row in &rows {
-        if row["device"] == "mobile" && row["timestamp"].as_str() >= "2024-06-05T00:00:00.000Z" {
-            let entry = by_country.entry(&row["country"]).or_insert((0, None));
-            entry.0 += 1;
-            if !row["revenue"].is_empty() {
-                let revenue: f64 = row["revenue"].parse().unwrap();
-                entry.1 = Some(entry.1.unwrap_or(0.0) + revenue);
-            }
-        }
-    }
-    let answered = got["by_country"].as_array().expect("rows");
-    assert_eq!(answered.len(), by_country.len(), "{answered:?}");
-    for (row, (country, (n, revenue))) in answered.iter().zip(&by_country) {
-        assert_eq!(row[0], json!(country));
-        assert_eq!(row[1], json!(n));
-        match (row[2].as_f64(), revenue) {
-            (Some(a), Some(b)) => assert!(close(a, *b), "{country}: {a} != {b}"),
-            (None, None) => assert!(row[2].is_null()),
-            (a, b) => panic!("{country}: revenue {a:?} != {b:?}"),
-        }
-    }
+    check_parameter_queries(&rows, &got);
     assert_eq!(
         got["by_country_columns"],
         json!(["country", "n", "revenue"])
     );
 
-    // One prepared statement, two sets of values.
-    let count = |status: i64, latency: i64| {
-        rows.iter()
-            .filter(|r| int(r, "status") == status && int(r, "latency_ms") > latency)
-            .count()
-    };
-    assert_eq!(got["prepared_first"], json!(count(404, 100)));
-    assert_eq!(got["prepared_second"], json!(count(200, 1000)));
-
     // Every kind of column, text and binary: timestamps with their zone, dictionary
     // strings, NULLs, longs, doubles and floats.
-    let mut first: Vec<&BTreeMap<String, String>> = rows.iter().collect();
-    first.sort_by(|a, b| (&a["timestamp"], &a["user_id"]).cmp(&(&b["timestamp"], &b["user_id"])));
+    let first = by_time(&rows);
     for (i, (text, binary)) in got["first_rows"]
         .as_array()
         .unwrap()

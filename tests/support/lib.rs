@@ -107,3 +107,42 @@ pub fn devices_in_csv(sandbox: &Sandbox) -> std::collections::BTreeMap<String, u
     }
     counts
 }
+
+/// A shell session: a query, an error, the table list, a description, a view read
+/// by a later multi-line statement, timing, and `\q` before a statement that must not
+/// run.
+pub const SHELL_SCRIPT: &str = "SELECT 1 + 1 AS two;\nSELEC nonsense;\n\\d\n\\d events\n\
+     CREATE VIEW mobile AS SELECT * FROM events WHERE device = 'mobile';\n\
+     SELECT\n  COUNT(*) AS n\n  FROM mobile;\n\\timing\nSELECT 3 AS three;\n\\q\n\
+     SELECT 'after quit';\n";
+
+/// Checks what the shell printed for [`SHELL_SCRIPT`], over data with `mobile` rows
+/// of device `mobile`.
+pub fn check_shell_session(run: &Run, mobile: u64) {
+    assert!(run.ok, "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("| two |") && out.contains("| 2   |"), "{out}");
+    assert!(
+        run.stderr.contains("Error:") && run.stderr.contains("SELEC"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        out.contains("| public       | events     |"),
+        "table list: {out}"
+    );
+    assert!(
+        out.contains("| country         | Dictionary(Int32, Utf8)"),
+        "describe: {out}"
+    );
+    // The view made by one statement is there for the next: one session.
+    assert!(
+        out.contains(&format!("| {mobile} ")),
+        "multi-line count over the view: {out}"
+    );
+    assert!(
+        out.contains("Timing is on.") && out.contains("1 row(s) in"),
+        "{out}"
+    );
+    assert!(!out.contains("after quit"), "\\q stops the shell: {out}");
+}

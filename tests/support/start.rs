@@ -284,3 +284,47 @@ pub fn self_signed(sandbox: &Sandbox) -> (String, String) {
     );
     (cert, key)
 }
+
+/// Checks a client's answers to the parameterized queries against the CSV's `rows`:
+/// `by_country`, the rows `[country, n, revenue]` for `device = 'mobile' AND __time >=
+/// 2024-06-05` grouped and ordered by country, and `prepared_first` /
+/// `prepared_second`, the counts for `status = ? AND latency_ms > ?` with (404, 100)
+/// and (200, 1000).
+pub fn check_parameter_queries(rows: &[BTreeMap<String, String>], got: &Value) {
+    let count = |status: i64, latency: i64| {
+        rows.iter()
+            .filter(|r| int(r, "status") == status && int(r, "latency_ms") > latency)
+            .count()
+    };
+    assert_eq!(got["prepared_first"], json!(count(404, 100)));
+    assert_eq!(got["prepared_second"], json!(count(200, 1000)));
+    let mut by_country: BTreeMap<&str, (i64, Option<f64>)> = BTreeMap::new();
+    for row in rows {
+        if row["device"] == "mobile" && row["timestamp"].as_str() >= "2024-06-05T00:00:00.000Z" {
+            let entry = by_country.entry(&row["country"]).or_insert((0, None));
+            entry.0 += 1;
+            if !row["revenue"].is_empty() {
+                let revenue: f64 = row["revenue"].parse().unwrap();
+                entry.1 = Some(entry.1.unwrap_or(0.0) + revenue);
+            }
+        }
+    }
+    let answered = got["by_country"].as_array().expect("rows");
+    assert_eq!(answered.len(), by_country.len(), "{answered:?}");
+    for (row, (country, (n, revenue))) in answered.iter().zip(&by_country) {
+        assert_eq!(row[0], json!(country));
+        assert_eq!(row[1], json!(n));
+        match (row[2].as_f64(), revenue) {
+            (Some(a), Some(b)) => assert!(close(a, *b), "{country}: {a} != {b}"),
+            (None, None) => assert!(row[2].is_null()),
+            (a, b) => panic!("{country}: revenue {a:?} != {b:?}"),
+        }
+    }
+}
+
+/// The CSV's rows in `__time` order, ties by `user_id`, as the queries order them.
+pub fn by_time(rows: &[BTreeMap<String, String>]) -> Vec<&BTreeMap<String, String>> {
+    let mut sorted: Vec<&BTreeMap<String, String>> = rows.iter().collect();
+    sorted.sort_by(|a, b| (&a["timestamp"], &a["user_id"]).cmp(&(&b["timestamp"], &b["user_id"])));
+    sorted
+}
