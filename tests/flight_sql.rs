@@ -549,3 +549,91 @@ fn the_shell_runs_on_a_server_over_flight_sql_in_one_session() {
         run.stderr
     );
 }
+
+#[test]
+fn tickets_keep_their_values_cancels_reach_unfetched_queries_and_lost_updates_are_refused() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let g = GroveStart::new(1_000);
+    let rows = csv_rows(&g);
+    let count = |status: i64| rows.iter().filter(|r| int(r, "status") == status).count() as i64;
+    let runtime = runtime();
+    runtime.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut sql = FlightSqlServiceClient::new(channel);
+        let mut flight = client(&g).await;
+        let status_is = |status: i64| {
+            let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)]));
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![status]))]).unwrap()
+        };
+        let first_value = |batches: &[RecordBatch]| {
+            let column = batches[0].column(0);
+            column
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+
+        // A prepared statement's FlightInfo reads the values bound when it was asked
+        // for, whatever is bound later.
+        let mut prepared = sql
+            .prepare(
+                "SELECT COUNT(*) AS n FROM events WHERE status = ?".into(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(prepared.parameter_schema().unwrap().fields().len(), 1);
+        prepared.set_parameters(status_is(404)).unwrap();
+        let for_404 = prepared.execute().await.unwrap();
+        prepared.set_parameters(status_is(200)).unwrap();
+        let for_200 = prepared.execute().await.unwrap();
+        let (_, batches) = fetch(&mut flight, &for_404).await;
+        assert_eq!(first_value(&batches), count(404));
+        let (_, batches) = fetch(&mut flight, &for_200).await;
+        assert_eq!(first_value(&batches), count(200));
+        // Without placeholders, the prepared statement's schema is the rows' schema.
+        let mut plain = sql
+            .prepare(
+                "SELECT country, COUNT(*) AS n FROM events GROUP BY country".into(),
+                None,
+            )
+            .await
+            .unwrap();
+        let announced = plain.dataset_schema().unwrap().clone();
+        let info = plain.execute().await.unwrap();
+        let (schema, _) = fetch(&mut flight, &info).await;
+        assert_eq!(&announced, schema.as_ref());
+
+        // A cancel before the fetch: the fetch never runs.
+        let info = flight
+            .get_flight_info(statement("SELECT COUNT(*) FROM events"))
+            .await
+            .unwrap();
+        assert_eq!(cancel(&mut flight, &info).await, CancelStatus::Cancelled);
+        let refused = flight
+            .do_get(ticket(&info))
+            .await
+            .err()
+            .expect("a cancelled query");
+        assert_eq!(status(refused).code(), Code::Cancelled);
+
+        // An update that would change a session nobody keeps is refused.
+        let lost = sql
+            .execute_update("SET datafusion.execution.batch_size = 10".into(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(lost.contains("run it as a query"), "{lost}");
+    });
+}

@@ -21,7 +21,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
@@ -204,7 +204,7 @@ impl Session {
             if !parameters.is_empty() {
                 plan = plan.with_param_values(parameters.clone())?;
             }
-            let is_query = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+            let is_query = returns_rows(&plan);
             let frame = self.run_plan(plan).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());
             let batches = frame.collect().await?;
@@ -266,6 +266,17 @@ impl Session {
             )));
         }
         Ok(plan)
+    }
+}
+
+/// Whether a plan answers rows: a query, `EXPLAIN`, `EXECUTE` of a prepared
+/// statement; not a `SET` or a view created, whose effect is on the session.
+pub fn returns_rows(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Ddl(_) => false,
+        LogicalPlan::Statement(PlanStatement::Execute(_)) => true,
+        LogicalPlan::Statement(_) => false,
+        _ => true,
     }
 }
 

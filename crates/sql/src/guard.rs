@@ -33,7 +33,8 @@ impl Guard {
     pub fn new(token: CancellationToken, timeout: Option<Duration>) -> Guard {
         Guard {
             token,
-            deadline: timeout.map(|t| Instant::now() + t),
+            // A deadline past what the clock can hold is no deadline.
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
         }
     }
 

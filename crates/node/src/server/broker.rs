@@ -77,8 +77,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
             "front_ends": front_ends(),
         })
     }));
-    super::serve_http(listener, router, http_tls, shutdown).await?;
-    serving.done.await??;
+    super::serve_with_front_ends(listener, router, http_tls, shutdown, serving).await?;
     let _ = registered.await;
     Ok(())
 }

@@ -143,10 +143,12 @@ impl FrontEnds {
         );
         let flight_sql = Arc::new(FlightSql::new(engine, flight_options));
         let flight = flight_sql::serve(flight_listener, Arc::clone(&flight_sql), stopped(shutdown));
+        // The first to fail ends the node's serving, with that failure.
         let done = tokio::spawn(async move {
-            let (postgres, flight) = tokio::join!(postgres, flight);
-            postgres.map_err(|e| format!("Postgres: {e}"))?;
-            flight.map_err(|e| format!("Flight SQL: {e}"))?;
+            tokio::try_join!(
+                async { postgres.await.map_err(|e| format!("Postgres: {e}")) },
+                async { flight.await.map_err(|e| format!("Flight SQL: {e}")) },
+            )?;
             Ok(())
         });
         Serving { done, flight_sql }

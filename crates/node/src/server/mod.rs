@@ -123,6 +123,25 @@ pub async fn serve_http(
     Ok(())
 }
 
+/// Serves `router` (as [`serve_http`]) while the SQL front ends serve, until
+/// `shutdown`; a front end that fails ends it with that failure.
+pub async fn serve_with_front_ends(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+    serving: frontends::Serving,
+) -> CliResult<()> {
+    let mut front_ends = serving.done;
+    tokio::select! {
+        served = serve_http(listener, router, tls, shutdown) => {
+            served?;
+            front_ends.await?
+        }
+        failed = &mut front_ends => failed?,
+    }
+}
+
 /// Binds a role's HTTP address (`address`, else `default`) and describes the node
 /// listening there: `node_id`, else one from the host name and port.
 pub async fn http_node(

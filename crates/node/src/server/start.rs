@@ -127,8 +127,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
     let http_tls = front.http_tls();
     let serving = front.serve(cluster.engine.clone(), "start", "local", shutdown.clone());
     let router = router(&cluster, &settings, &serving);
-    super::serve_http(listener, router, http_tls, shutdown).await?;
-    serving.done.await??;
+    super::serve_with_front_ends(listener, router, http_tls, shutdown, serving).await?;
     cluster.stop().await;
     Ok(())
 }

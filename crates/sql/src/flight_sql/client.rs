@@ -20,16 +20,18 @@ use futures::{StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
-use super::{MAX_MESSAGE, SESSION_COOKIE};
+use super::{MAX_MESSAGE, MAX_REQUEST, SESSION_COOKIE};
 use crate::repl::Statements;
 
 /// A Flight SQL server, and this client's login and session on it.
 pub struct Remote {
     client: FlightServiceClient<Channel>,
+    /// The user and password, to log in again when the server forgot the token.
+    credentials: Option<(String, String)>,
     /// `Bearer ...`, after a login.
-    authorization: Option<String>,
+    authorization: Mutex<Option<String>>,
     /// `arrow_flight_session_id=...`, once the server kept a session.
     cookie: Mutex<Option<String>>,
 }
@@ -82,25 +84,31 @@ impl Remote {
         })?;
         let client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        let mut remote = Remote {
-            client,
-            authorization: None,
-            cookie: Mutex::new(None),
-        };
-        if !parsed.username().is_empty() {
+            .max_encoding_message_size(MAX_REQUEST);
+        let credentials = (!parsed.username().is_empty()).then(|| {
             let user = url_decode(parsed.username());
             let password = match parsed.password() {
                 Some(p) => url_decode(p),
                 None => password.unwrap_or_default().to_string(),
             };
-            remote.log_in(&user, &password).await?;
-        }
+            (user, password)
+        });
+        let remote = Remote {
+            client,
+            credentials,
+            authorization: Mutex::new(None),
+            cookie: Mutex::new(None),
+        };
+        remote.log_in().await?;
         Ok(remote)
     }
 
-    /// A handshake with basic credentials, for the bearer token later calls carry.
-    async fn log_in(&mut self, user: &str, password: &str) -> Result<(), String> {
+    /// A handshake with basic credentials, for the bearer token later calls carry
+    /// (nothing without credentials).
+    async fn log_in(&self) -> Result<(), String> {
+        let Some((user, password)) = &self.credentials else {
+            return Ok(());
+        };
         let basic = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
         let mut request = Request::new(stream::iter([HandshakeRequest::default()]));
         request.metadata_mut().insert(
@@ -109,6 +117,7 @@ impl Remote {
         );
         let response = self
             .client
+            .clone()
             .handshake(request)
             .await
             .map_err(|s| format!("logging in as {user}: {}", s.message()))?;
@@ -122,12 +131,15 @@ impl Remote {
             .try_collect()
             .await
             .map_err(|s| format!("logging in as {user}: {}", s.message()))?;
-        self.authorization = match header {
+        let bearer = match header {
             Some(header) => Some(header),
             None => replies
                 .first()
                 .map(|r| format!("Bearer {}", String::from_utf8_lossy(&r.payload))),
         };
+        if let Ok(mut authorization) = self.authorization.lock() {
+            *authorization = bearer;
+        }
         Ok(())
     }
 
@@ -135,10 +147,10 @@ impl Remote {
     fn request<T>(&self, message: T) -> Result<Request<T>, String> {
         let mut request = Request::new(message);
         let metadata = request.metadata_mut();
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = self.authorization.lock().ok().and_then(|a| a.clone()) {
             metadata.insert(
                 "authorization",
-                MetadataValue::try_from(authorization.as_str()).map_err(|e| e.to_string())?,
+                MetadataValue::try_from(authorization).map_err(|e| e.to_string())?,
             );
         }
         if let Some(cookie) = self.cookie.lock().ok().and_then(|c| c.clone()) {
@@ -148,6 +160,14 @@ impl Remote {
             );
         }
         Ok(request)
+    }
+
+    /// Drops the session cookie; whether there was one.
+    fn forget_session(&self) -> bool {
+        self.cookie
+            .lock()
+            .map(|mut cookie| cookie.take().is_some())
+            .unwrap_or(false)
     }
 
     /// Keeps the session cookie an answer sets.
@@ -191,12 +211,34 @@ impl Statements for Remote {
             transaction_id: None,
         };
         let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
-        let response = self
+        let mut answer = self
             .client
             .clone()
-            .get_flight_info(self.request(descriptor)?)
-            .await
-            .map_err(message)?;
+            .get_flight_info(self.request(descriptor.clone())?)
+            .await;
+        if let Err(status) = &answer
+            && status.code() == Code::Unauthenticated
+            && self.credentials.is_some()
+        {
+            // The server forgot the token (it restarted, or it was idle an hour).
+            self.log_in().await?;
+            answer = self
+                .client
+                .clone()
+                .get_flight_info(self.request(descriptor)?)
+                .await;
+        }
+        let response = match answer {
+            Ok(response) => response,
+            Err(status) if status.code() == Code::NotFound && self.forget_session() => {
+                return Err(format!(
+                    "{}; the next statement starts a new session, without this one's \
+                     views and settings",
+                    status.message()
+                ));
+            }
+            Err(status) => return Err(message(status)),
+        };
         self.remember(response.metadata());
         let info = response.into_inner();
         let mut schema = info

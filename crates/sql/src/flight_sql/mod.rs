@@ -51,6 +51,8 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
     SchemaAsIpc, Ticket,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -67,9 +69,10 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Users;
+use crate::engine::returns_rows;
 use crate::guard::{Guard, Halt};
 use crate::{Engine, Session};
-use registry::{IDLE, Registry, Running, random_id};
+use registry::{Cancelled, IDLE, MOST, Registry, Running, random_id};
 
 /// The cookie that names a kept session, as Arrow Flight clients send it back.
 const SESSION_COOKIE: &str = "arrow_flight_session_id";
@@ -77,7 +80,11 @@ const SESSION_COOKIE: &str = "arrow_flight_session_id";
 /// The action that cancels the query of a FlightInfo.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
-/// The largest Flight message accepted or sent.
+/// The largest Flight message accepted (a statement, a ticket, a batch of
+/// parameters); the whole message is read before the caller is known.
+const MAX_REQUEST: usize = 16 << 20;
+
+/// The largest Flight message sent (the encoder splits batches well below it).
 const MAX_MESSAGE: usize = 256 << 20;
 
 /// How the Flight SQL front end serves.
@@ -102,7 +109,7 @@ pub async fn serve(
         server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let service = FlightServiceServer::from_arc(service)
-        .max_decoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(MAX_REQUEST)
         .max_encoding_message_size(MAX_MESSAGE);
     server
         .add_service(service)
@@ -176,8 +183,10 @@ enum Rows {
     Sql {
         sql: String,
     },
+    /// A prepared statement, with the values bound when its FlightInfo was asked for.
     Prepared {
         handle: String,
+        parameters: Vec<String>,
     },
     /// A statement that returns no rows, already run.
     Nothing,
@@ -192,9 +201,9 @@ impl FlightSql {
             query_timeout: options.query_timeout,
             users: options.users,
             tls: options.tls,
-            tokens: Registry::new(IDLE),
-            sessions: Registry::new(IDLE),
-            prepared: Registry::new(IDLE),
+            tokens: Registry::new(IDLE, MOST),
+            sessions: Registry::new(IDLE, MOST),
+            prepared: Registry::new(IDLE, MOST),
             running: Arc::new(Running::default()),
             sql_info: sql_info(),
         }
@@ -277,7 +286,7 @@ impl FlightSql {
         rows: Rows,
         guard: &Guard,
     ) -> Result<(FlightInfo, bool), Status> {
-        let (schema, rows, changed) = if returns_nothing(&plan) {
+        let (schema, rows, changed) = if !returns_rows(&plan) {
             guard
                 .run(async { session.run_plan(plan).await?.collect().await })
                 .await
@@ -295,6 +304,9 @@ impl FlightSql {
             id: random_id(),
             rows,
         };
+        if !matches!(handle.rows, Rows::Nothing) {
+            self.running.register(&handle.id);
+        }
         let ticket = TicketStatementQuery {
             statement_handle: serde_json::to_vec(&handle)
                 .map_err(|e| Status::internal(e.to_string()))?
@@ -331,7 +343,10 @@ impl FlightSql {
         parameters: Vec<ScalarValue>,
         timeout: Option<Duration>,
     ) -> Result<DoGetStream, Status> {
-        let fetch = self.running.start(id);
+        let fetch = self
+            .running
+            .start(id)
+            .ok_or_else(|| Status::cancelled("the query was cancelled"))?;
         let guard = Guard::new(fetch.token.clone(), timeout);
         let plan = guard
             .run(plan(session, sql, parameters))
@@ -362,10 +377,9 @@ impl FlightSql {
             .find_map(|endpoint| endpoint.ticket.as_ref())
             .ok_or_else(|| Status::invalid_argument("the FlightInfo to cancel has no ticket"))?;
         let handle = handle(&ticket.ticket)?;
-        Ok(if self.running.cancel(&handle.id) {
-            CancelStatus::Cancelled
-        } else {
-            CancelStatus::NotCancellable
+        Ok(match self.running.cancel(&handle.id) {
+            Cancelled::Yes => CancelStatus::Cancelled,
+            Cancelled::TooLate => CancelStatus::NotCancellable,
         })
     }
 
@@ -441,11 +455,6 @@ async fn plan(
     plan.with_param_values(values)
 }
 
-/// Whether a plan is a statement that returns no rows: it changes the session.
-fn returns_nothing(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
-}
-
 /// The placeholders of a plan, `$1`, `$2`, ..., as a schema; a type the statement
 /// does not fix is `Null`.
 fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Status> {
@@ -466,26 +475,63 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<Schema, Status> {
     ))
 }
 
-/// One row of parameter values from `DoPut`; no rows unbinds them.
-fn parameters(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, Status> {
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    match rows {
-        0 => Ok(Vec::new()),
-        1 => {
-            let batch = batches
-                .iter()
-                .find(|b| b.num_rows() == 1)
-                .ok_or_else(|| Status::internal("the parameter row went missing"))?;
-            batch
-                .columns()
-                .iter()
-                .map(|column| ScalarValue::try_from_array(column, 0).map_err(status))
-                .collect()
+/// The one row of parameter values a `DoPut` sends (none: no values), read batch by
+/// batch so that a client sending more is refused before it has sent them all.
+async fn read_parameters(stream: PeekableFlightDataStream) -> Result<Vec<ScalarValue>, Status> {
+    let data = stream.map_err(FlightError::from);
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut values = Vec::new();
+    let mut rows = 0;
+    while let Some(batch) = batches.next().await {
+        let batch =
+            batch.map_err(|e| Status::invalid_argument(format!("reading the parameters: {e}")))?;
+        rows += batch.num_rows();
+        if rows > 1 {
+            return Err(Status::invalid_argument(
+                "bind one row of parameters to a statement, not more",
+            ));
         }
-        n => Err(Status::invalid_argument(format!(
-            "bind one row of parameters to a statement, not {n}"
-        ))),
+        if batch.num_rows() == 1 {
+            values = row_values(&batch)?;
+        }
     }
+    Ok(values)
+}
+
+/// The values of a one-row batch.
+fn row_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
+    batch
+        .columns()
+        .iter()
+        .map(|column| ScalarValue::try_from_array(column, 0).map_err(status))
+        .collect()
+}
+
+/// Parameter values as a ticket carries them: each one's protobuf form, in base64.
+fn encode_parameters(values: &[ScalarValue]) -> Result<Vec<String>, Status> {
+    values
+        .iter()
+        .map(|value| {
+            let proto = datafusion_proto::protobuf::ScalarValue::try_from(value)
+                .map_err(|e| Status::invalid_argument(format!("parameter {value:?}: {e}")))?;
+            Ok(STANDARD.encode(proto.encode_to_vec()))
+        })
+        .collect()
+}
+
+fn decode_parameters(encoded: &[String]) -> Result<Vec<ScalarValue>, Status> {
+    let not_ours = |why: String| {
+        Status::invalid_argument(format!("not a ticket of this server: a parameter: {why}"))
+    };
+    encoded
+        .iter()
+        .map(|text| {
+            let bytes = STANDARD.decode(text).map_err(|e| not_ours(e.to_string()))?;
+            let proto = datafusion_proto::protobuf::ScalarValue::decode(bytes.as_slice())
+                .map_err(|e| not_ours(e.to_string()))?;
+            ScalarValue::try_from(&proto).map_err(|e| not_ours(e.to_string()))
+        })
+        .collect()
 }
 
 /// The handle in a ticket of this server.
@@ -578,6 +624,10 @@ fn sql_info() -> SqlInfoData {
 fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     let text = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    // At most 8 digits, as gRPC's specification says.
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
@@ -696,12 +746,14 @@ impl FlightSqlService for FlightSql {
             .lock()
             .map(|p| p.clone())
             .unwrap_or_default();
+        let encoded = encode_parameters(&parameters)?;
         let plan = guard
             .run(plan(&prepared.session, &prepared.sql, parameters))
             .await
             .map_err(halt)?;
         let rows = Rows::Prepared {
             handle: String::from_utf8_lossy(&query.prepared_statement_handle).into_owned(),
+            parameters: encoded,
         };
         let (info, changed) = self
             .flight_info(&prepared.session, plan, rows, &guard)
@@ -781,14 +833,10 @@ impl FlightSqlService for FlightSql {
                 self.rows(&id, &call.session, &sql, Vec::new(), call.timeout)
                     .await?
             }
-            Rows::Prepared { handle } => {
+            Rows::Prepared { handle, parameters } => {
                 let user = self.user(metadata)?;
                 let prepared = self.prepared(handle.as_bytes(), &user)?;
-                let parameters = prepared
-                    .parameters
-                    .lock()
-                    .map(|p| p.clone())
-                    .unwrap_or_default();
+                let parameters = decode_parameters(&parameters)?;
                 let timeout = grpc_timeout(metadata).or(self.query_timeout);
                 self.rows(&id, &prepared.session, &prepared.sql, parameters, timeout)
                     .await?
@@ -869,6 +917,14 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let call = self.call(request.metadata())?;
+        if !call.kept {
+            // An answer to DoPut cannot set the cookie that would keep the session.
+            return Err(Status::failed_precondition(
+                "a statement sent as an update changes its session, and this call has \
+                 none (no arrow_flight_session_id cookie): run it as a query, which keeps \
+                 the session and sets its cookie",
+            ));
+        }
         let guard = Guard::new(CancellationToken::new(), call.timeout);
         update(&call.session, &query.query, Vec::new(), &guard).await
     }
@@ -880,12 +936,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let user = self.user(request.metadata())?;
         let prepared = self.prepared(&query.prepared_statement_handle, &user)?;
-        let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("reading the parameters: {e}")))?;
-        let values = parameters(&batches)?;
+        let values = read_parameters(request.into_inner()).await?;
         if let Ok(mut bound) = prepared.parameters.lock() {
             *bound = values;
         }
@@ -903,11 +954,15 @@ impl FlightSqlService for FlightSql {
         let prepared = self.prepared(&query.prepared_statement_handle, &user)?;
         let timeout = grpc_timeout(request.metadata()).or(self.query_timeout);
         let guard = Guard::new(CancellationToken::new(), timeout);
-        let parameters = prepared
-            .parameters
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
+        // The values come with the update, else those bound before.
+        let mut parameters = read_parameters(request.into_inner()).await?;
+        if parameters.is_empty() {
+            parameters = prepared
+                .parameters
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+        }
         update(&prepared.session, &prepared.sql, parameters, &guard).await
     }
 
@@ -923,8 +978,17 @@ impl FlightSqlService for FlightSql {
             .await
             .map_err(halt)?;
         let parameter_schema = parameter_schema(&plan)?;
-        let dataset_schema = if returns_nothing(&plan) {
+        let dataset_schema = if !returns_rows(&plan) {
             Schema::empty()
+        } else if parameter_schema.fields().is_empty() {
+            // The schema the rows will come with; with placeholders, the physical plan
+            // waits for their values, and the logical schema is the best guess.
+            let frame = guard.run(call.session.run_plan(plan)).await.map_err(halt)?;
+            let physical = guard
+                .run(frame.create_physical_plan())
+                .await
+                .map_err(halt)?;
+            physical.schema().as_ref().clone()
         } else {
             plan.schema().as_arrow().clone()
         };
@@ -1016,7 +1080,7 @@ async fn update(
         .run(plan(session, sql, parameters))
         .await
         .map_err(halt)?;
-    if !returns_nothing(&plan) {
+    if returns_rows(&plan) {
         return Err(Status::invalid_argument(
             "the statement returns rows: run it as a query",
         ));
@@ -1047,6 +1111,11 @@ mod tests {
         assert_eq!(with("9n"), Some(Duration::from_nanos(9)));
         assert_eq!(with("5x"), None);
         assert_eq!(with("S"), None);
+        assert_eq!(
+            with("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(with("184467440737095516S"), None);
         assert_eq!(grpc_timeout(&MetadataMap::new()), None);
     }
 
@@ -1085,31 +1154,16 @@ mod tests {
     }
 
     #[test]
-    fn parameters_are_one_row_of_values() {
-        use datafusion::arrow::array::{Int64Array, StringArray};
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, true),
-            Field::new("b", DataType::Utf8, true),
-        ]));
-        let batch = |n: usize| {
-            RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![
-                    Arc::new(Int64Array::from(vec![7; n])),
-                    Arc::new(StringArray::from(vec!["x"; n])),
-                ],
-            )
-            .unwrap()
-        };
-        assert_eq!(
-            parameters(&[batch(0), batch(1)]).unwrap(),
-            vec![
-                ScalarValue::Int64(Some(7)),
-                ScalarValue::Utf8(Some("x".into()))
-            ]
-        );
-        assert!(parameters(&[]).unwrap().is_empty());
-        let two = parameters(&[batch(2)]).unwrap_err();
-        assert!(two.message().contains("not 2"), "{}", two.message());
+    fn parameter_values_survive_a_ticket() {
+        let values = vec![
+            ScalarValue::Int64(Some(7)),
+            ScalarValue::Utf8(Some("x".into())),
+            ScalarValue::TimestampMicrosecond(Some(1_717_545_600_000_000), Some("UTC".into())),
+            ScalarValue::Float64(None),
+        ];
+        let encoded = encode_parameters(&values).unwrap();
+        assert_eq!(decode_parameters(&encoded).unwrap(), values);
+        let forged = decode_parameters(&["!!".to_string()]).unwrap_err();
+        assert!(forged.message().contains("not a ticket of this server"));
     }
 }

@@ -1,6 +1,7 @@
 //! What the Flight SQL service remembers between calls: login tokens, sessions,
-//! prepared statements (each under a random id, forgotten when idle too long), and
-//! the queries running now, which a cancel request finds by their id.
+//! prepared statements (each under a random id, forgotten when idle too long or, past
+//! [`MOST`] of a kind, least recently used first), and the queries running now, which
+//! a cancel request finds by their id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,17 +12,22 @@ use tokio_util::sync::CancellationToken;
 /// How long an unused token, session or prepared statement is kept.
 pub(super) const IDLE: Duration = Duration::from_secs(3600);
 
+/// The most tokens, sessions or prepared statements kept.
+pub(super) const MOST: usize = 10_000;
+
 /// Values under random ids.
 pub(super) struct Registry<T> {
     entries: Mutex<HashMap<String, (T, Instant)>>,
     idle: Duration,
+    most: usize,
 }
 
 impl<T: Clone> Registry<T> {
-    pub(super) fn new(idle: Duration) -> Self {
+    pub(super) fn new(idle: Duration, most: usize) -> Self {
         Registry {
             entries: Mutex::new(HashMap::new()),
             idle,
+            most,
         }
     }
 
@@ -32,11 +38,27 @@ impl<T: Clone> Registry<T> {
 
     fn insert_at(&self, value: T, now: Instant) -> String {
         let id = random_id();
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, (_, used)| now.duration_since(*used) < self.idle);
-            entries.insert(id.clone(), (value, now));
-        }
+        self.insert_as(id.clone(), value, now);
         id
+    }
+
+    /// Keeps `value` under `id`, and forgets what has been idle too long and, when
+    /// full, what was used least recently.
+    pub(super) fn insert_as(&self, id: String, value: T, now: Instant) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        entries.retain(|_, (_, used)| now.duration_since(*used) < self.idle);
+        if entries.len() >= self.most {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(id, (value, now));
     }
 
     /// The value under `id`, unless it was removed or has been idle too long.
@@ -68,10 +90,28 @@ pub(super) fn random_id() -> String {
         .collect()
 }
 
-/// The queries whose rows are being sent, by the id in their ticket.
-#[derive(Default)]
+/// The queries of the FlightInfos handed out, by the id in their ticket: pending
+/// (no fetch yet), sending rows, or done; forgotten as [`Registry`] entries are.
 pub(super) struct Running {
-    queries: Mutex<HashMap<String, (CancellationToken, usize)>>,
+    queries: Mutex<HashMap<String, Query>>,
+}
+
+struct Query {
+    token: CancellationToken,
+    /// Fetches sending its rows now.
+    fetches: usize,
+    /// Whether a fetch has run to its end.
+    done: bool,
+    used: Instant,
+}
+
+/// What a cancel request did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Cancelled {
+    /// The query stops now, or its fetch will refuse to start.
+    Yes,
+    /// It has already run, or was never handed out here.
+    TooLate,
 }
 
 /// One fetch of a query's rows; dropping it ends its registration.
@@ -81,53 +121,103 @@ pub(super) struct Fetch {
     pub(super) token: CancellationToken,
 }
 
+impl Default for Running {
+    fn default() -> Self {
+        Running {
+            queries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 impl Running {
-    /// Registers a fetch of query `id`; fetches of one ticket share its token.
-    pub(super) fn start(self: &Arc<Self>, id: &str) -> Fetch {
+    /// Remembers the query of a FlightInfo handed out, so that it can be cancelled
+    /// before its rows are fetched.
+    pub(super) fn register(&self, id: &str) {
+        let now = Instant::now();
+        let Ok(mut queries) = self.queries.lock() else {
+            return;
+        };
+        queries.retain(|_, q| q.fetches > 0 || now.duration_since(q.used) < IDLE);
+        if queries.len() >= MOST {
+            let oldest = queries
+                .iter()
+                .filter(|(_, q)| q.fetches == 0)
+                .min_by_key(|(_, q)| q.used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                queries.remove(&oldest);
+            }
+        }
+        queries.insert(id.to_string(), Query::new(now));
+    }
+
+    /// Registers a fetch of query `id` (fetches of one ticket share its token);
+    /// `None` when the query was cancelled before.
+    pub(super) fn start(self: &Arc<Self>, id: &str) -> Option<Fetch> {
         let token = match self.queries.lock() {
             Ok(mut queries) => {
-                let (token, count) = queries.entry(id.to_string()).or_default();
-                *count += 1;
-                token.clone()
+                // A ticket another broker handed out is not registered here.
+                let query = queries
+                    .entry(id.to_string())
+                    .or_insert_with(|| Query::new(Instant::now()));
+                if query.token.is_cancelled() {
+                    return None;
+                }
+                query.fetches += 1;
+                query.used = Instant::now();
+                query.token.clone()
             }
             Err(_) => CancellationToken::new(),
         };
-        Fetch {
+        Some(Fetch {
             running: Arc::clone(self),
             id: id.to_string(),
             token,
-        }
+        })
     }
 
-    /// Cancels query `id`; false when no fetch of it runs.
-    pub(super) fn cancel(&self, id: &str) -> bool {
+    /// Cancels query `id`.
+    pub(super) fn cancel(&self, id: &str) -> Cancelled {
         let Ok(queries) = self.queries.lock() else {
-            return false;
+            return Cancelled::TooLate;
         };
         match queries.get(id) {
-            Some((token, _)) => {
-                token.cancel();
-                true
+            Some(query) if query.fetches > 0 || !query.done => {
+                query.token.cancel();
+                Cancelled::Yes
             }
-            None => false,
+            _ => Cancelled::TooLate,
         }
     }
 
     /// How many queries are sending rows.
     pub(super) fn len(&self) -> usize {
-        self.queries.lock().map(|q| q.len()).unwrap_or(0)
+        self.queries
+            .lock()
+            .map(|q| q.values().filter(|q| q.fetches > 0).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Query {
+    fn new(now: Instant) -> Query {
+        Query {
+            token: CancellationToken::new(),
+            fetches: 0,
+            done: false,
+            used: now,
+        }
     }
 }
 
 impl Drop for Fetch {
     fn drop(&mut self) {
         if let Ok(mut queries) = self.running.queries.lock()
-            && let Some((_, count)) = queries.get_mut(&self.id)
+            && let Some(query) = queries.get_mut(&self.id)
         {
-            *count -= 1;
-            if *count == 0 {
-                queries.remove(&self.id);
-            }
+            query.fetches -= 1;
+            query.done = true;
+            query.used = Instant::now();
         }
     }
 }
@@ -138,7 +228,7 @@ mod tests {
 
     #[test]
     fn entries_are_forgotten_when_removed_or_idle_too_long() {
-        let registry = Registry::new(Duration::from_secs(10));
+        let registry = Registry::new(Duration::from_secs(10), 100);
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
         let a = registry.insert_at("a", at(0));
@@ -161,18 +251,48 @@ mod tests {
     }
 
     #[test]
-    fn a_cancel_reaches_every_fetch_of_a_query_while_one_runs() {
+    fn a_full_registry_forgets_the_least_recently_used() {
+        let registry = Registry::new(Duration::from_secs(100), 2);
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let a = registry.insert_at("a", at(0));
+        let b = registry.insert_at("b", at(1));
+        assert_eq!(registry.get_at(&a, at(2)), Some("a"));
+        let c = registry.insert_at("c", at(3));
+        assert_eq!(registry.get_at(&b, at(3)), None);
+        assert_eq!(registry.get_at(&a, at(3)), Some("a"));
+        assert_eq!(registry.get_at(&c, at(3)), Some("c"));
+    }
+
+    #[test]
+    fn a_cancel_reaches_every_fetch_of_a_query_and_stops_later_ones() {
         let running = Arc::new(Running::default());
-        assert!(!running.cancel("q"));
-        let first = running.start("q");
-        let second = running.start("q");
+        assert_eq!(running.cancel("q"), Cancelled::TooLate);
+        running.register("q");
+        let first = running.start("q").unwrap();
+        let second = running.start("q").unwrap();
         assert_eq!(running.len(), 1);
-        assert!(running.cancel("q"));
+        assert_eq!(running.cancel("q"), Cancelled::Yes);
         assert!(first.token.is_cancelled() && second.token.is_cancelled());
         drop(first);
         assert_eq!(running.len(), 1);
         drop(second);
         assert_eq!(running.len(), 0);
-        assert!(!running.cancel("q"));
+        assert!(
+            running.start("q").is_none(),
+            "a cancelled query starts no fetch"
+        );
+    }
+
+    #[test]
+    fn a_query_cancelled_before_its_fetch_never_runs_and_a_finished_one_is_too_late() {
+        let running = Arc::new(Running::default());
+        running.register("pending");
+        assert_eq!(running.cancel("pending"), Cancelled::Yes);
+        assert!(running.start("pending").is_none());
+        running.register("finished");
+        drop(running.start("finished").unwrap());
+        assert_eq!(running.cancel("finished"), Cancelled::TooLate);
+        assert_eq!(running.len(), 0);
     }
 }

@@ -47,6 +47,7 @@ use pgwire::types::format::FormatOptions;
 
 use super::Canceller;
 use crate::Session;
+use crate::engine::returns_rows;
 use crate::guard::{Guard, Halt};
 use crate::settings::GroveSettings;
 
@@ -173,7 +174,7 @@ impl PgSession {
         let tag = command_tag(&statement);
         let plan = guarded(guard, self.plan(statement)).await?;
         let plan = plan.with_param_values(params).map_err(error)?;
-        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+        if !returns_rows(&plan) {
             guarded(guard, async {
                 self.session.run_plan(plan).await?.collect().await
             })
@@ -596,15 +597,11 @@ impl QueryParser for PgSession {
     ) -> PgWireResult<Vec<FieldInfo>> {
         match (&prepared.command, &prepared.plan) {
             (Command::Show(name), _) => Ok(vec![text_field(name)]),
-            (Command::Sql, Some(plan))
-                if !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) =>
-            {
-                arrow_schema_to_pg_fields(
-                    plan.schema().as_arrow(),
-                    format.unwrap_or(&Format::UnifiedText),
-                    None,
-                )
-            }
+            (Command::Sql, Some(plan)) if returns_rows(plan) => arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
             _ => Ok(Vec::new()),
         }
     }
