@@ -4,6 +4,7 @@
 # for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
 # (psycopg, the ADBC Flight SQL driver) in a virtual environment.
 #   scripts/deps.sh build   # protoc only
+#   scripts/deps.sh bench   # protoc and python3-venv (benchmarks/run.sh makes its venv)
 #   scripts/deps.sh test    # everything; prints nothing when all is there
 set -euo pipefail
 mode="${1:-test}"
@@ -14,6 +15,9 @@ if [ "$mode" = test ]; then
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+fi
+if [ "$mode" = bench ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then

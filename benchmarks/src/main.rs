@@ -1,17 +1,27 @@
-//! `grove-bench tpch`: TPC-H at a scale factor, timed in one run on Grove (a broker and
-//! two historicals of `grove start`, fragments over loopback Flight) and on DataFusion
-//! over the same Parquet files. Data comes from tpchgen; Grove loads it with the Druid
-//! specs of `grove_testkit::tpch` through `grove ingest`. Grove's queries go over its
-//! HTTP SQL API with the result cache off, so every run reads the segments.
+//! `grove-bench suite`: TPC-H (the 22 queries in their standard text) and the queries
+//! of Druid's published benchmark on lineitem, at one scale factor, timed in one run
+//! on Grove and on the engines its users would otherwise pick: DataFusion over the
+//! same Parquet files, DuckDB and ClickHouse (chDB) over the Parquet files and on
+//! their own tables. Every engine's answer is checked against DataFusion's; a
+//! mismatch fails the run. Results go to `benchmarks/results/` as JSON, a markdown
+//! table and a chart.
+//!
+//! Grove is `grove start --historicals 2` (a broker and two historicals in one
+//! process, fragments over loopback Flight), loaded with the Druid specs of
+//! `grove_testkit::tpch` through `grove ingest`, and queried over Flight SQL with the
+//! result cache off, so every run reads the segments.
+
+mod answers;
+mod engines;
+mod report;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use grove_testkit::tpch::{self, QUERIES, TABLES};
-use serde_json::{Value, json};
+use grove_testkit::tpch::{self, QUERIES};
+
+use engines::Engine;
 
 #[derive(Parser)]
 #[command(name = "grove-bench")]
@@ -22,251 +32,245 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// The 22 TPC-H queries on Grove and on DataFusion.
-    Tpch {
+    /// TPC-H and Druid's benchmark on Grove and the other engines.
+    Suite {
         /// The TPC-H scale factor.
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// Where data, segments and results go (kept between runs: data is generated
-        /// and ingested only once per scale).
+        /// Where data, segments and the other engines' tables go (kept between runs:
+        /// each is made once per scale).
         #[arg(long)]
         work: PathBuf,
-        /// Timed runs of each query on each engine (after one warm-up run).
+        /// Timed runs of each query on each engine, after one warm-up run.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// The engines, comma-separated; default all of them.
+        #[arg(long, value_delimiter = ',', default_value = engines::ALL)]
+        engines: Vec<String>,
+        /// Where the results go; default benchmarks/results/DATE-sfSCALE.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// The `grove` binary; default: next to this one.
         #[arg(long)]
         grove: Option<PathBuf>,
+        /// The Python with duckdb, chdb and matplotlib (`benchmarks/run.sh` makes it).
+        #[arg(long, env = "GROVE_BENCH_PYTHON")]
+        python: PathBuf,
     },
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// One benchmark query.
+pub struct Query {
+    /// `q01` ... `q22`, or the name Druid's benchmark gives it.
+    pub name: String,
+    pub suite: &'static str,
+    /// Its statements (Q15 creates a view, queries it and drops it), as the file
+    /// holds them: Grove runs these.
+    pub statements: Vec<String>,
+    /// The statements as the other engines take them (without the standard's
+    /// `interval '90' day (3)` precision, which they refuse).
+    pub portable: Vec<String>,
+    /// Which statement's rows are the answer.
+    pub answer: usize,
+}
+
+/// Druid's benchmark on lineitem (the SQL of its comparison with MySQL), with
+/// `EXTRACT(YEAR ...)` for MySQL's `YEAR()` and the top-100 orders made total.
+const DRUID: [(&str, &str); 9] = [
+    (
+        "count_star_interval",
+        include_str!("../druid/queries/count_star_interval.sql"),
+    ),
+    ("sum_price", include_str!("../druid/queries/sum_price.sql")),
+    ("sum_all", include_str!("../druid/queries/sum_all.sql")),
+    (
+        "sum_all_year",
+        include_str!("../druid/queries/sum_all_year.sql"),
+    ),
+    (
+        "sum_all_filter",
+        include_str!("../druid/queries/sum_all_filter.sql"),
+    ),
+    (
+        "top_100_parts",
+        include_str!("../druid/queries/top_100_parts.sql"),
+    ),
+    (
+        "top_100_parts_details",
+        include_str!("../druid/queries/top_100_parts_details.sql"),
+    ),
+    (
+        "top_100_parts_filter",
+        include_str!("../druid/queries/top_100_parts_filter.sql"),
+    ),
+    (
+        "top_100_commitdate",
+        include_str!("../druid/queries/top_100_commitdate.sql"),
+    ),
+];
+
+fn queries() -> Vec<Query> {
+    let tpch = QUERIES
+        .iter()
+        .enumerate()
+        .map(|(i, text)| (format!("q{:02}", i + 1), "tpch", *text));
+    let druid = DRUID
+        .iter()
+        .map(|(name, text)| (name.to_string(), "druid", *text));
+    tpch.chain(druid)
+        .map(|(name, suite, text)| {
+            let portable = tpch::datafusion_statements(text);
+            let answer = portable.iter().position(|(_, a)| *a).unwrap_or(0);
+            Query {
+                name,
+                suite,
+                statements: text
+                    .split(';')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                portable: portable.into_iter().map(|(s, _)| s).collect(),
+                answer,
+            }
+        })
+        .collect()
+}
+
 fn main() -> Result<()> {
-    let Bench::Tpch {
+    let Bench::Suite {
         scale,
         work,
         runs,
+        engines,
+        out,
         grove,
+        python,
     } = Cli::parse().command;
     let grove = match grove {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("grove"),
     };
-    let parquet = work.join(format!("sf{scale}/parquet"));
-    let data = work.join(format!("sf{scale}/grove"));
-    if !parquet.join("done").exists() {
-        std::fs::create_dir_all(&parquet)?;
+    let threads = std::thread::available_parallelism()?.get();
+    let dir = work.join(format!("sf{scale}"));
+    let parquet = dir.join("parquet");
+    let data = dir.join("grove");
+    let load = load(&grove, scale, &parquet, &data)?;
+    let queries = queries();
+
+    let mut timings = Vec::new();
+    for name in &engines {
+        eprintln!("engine {name} ...");
         let began = Instant::now();
-        tpch::write_parquet(&parquet, scale)?;
-        std::fs::write(parquet.join("done"), "")?;
+        let engine = Engine::start(name, &grove, &parquet, &data, &dir, &python, threads)?;
+        let timing = engine.run(&queries, runs)?;
         eprintln!(
-            "generated scale {scale} in {:.1} s",
+            "engine {name}: {:.1} s in all",
             began.elapsed().as_secs_f64()
         );
+        timings.push(timing);
     }
-    if !data.join("done").exists() {
-        ingest(&grove, &parquet, &data)?;
-        std::fs::write(data.join("done"), "")?;
-    }
-    let server = GroveStart::run(&grove, &data)?;
-    server.wait_served(Duration::from_secs(600))?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let ctx = runtime.block_on(datafusion_over(&parquet))?;
 
-    let mut results = Vec::new();
-    println!("query   grove ms (best, median)   datafusion ms (best, median)   rows");
-    for (i, text) in QUERIES.iter().enumerate() {
-        let number = i + 1;
-        let mut grove_ms = Vec::new();
-        let mut datafusion_ms = Vec::new();
-        let mut rows = (0, 0);
-        for run in 0..=runs {
-            let began = Instant::now();
-            rows.0 = server.query(text)?;
-            let grove_elapsed = began.elapsed();
-            let began = Instant::now();
-            rows.1 = runtime.block_on(datafusion_rows(&ctx, text))?;
-            let datafusion_elapsed = began.elapsed();
-            if run > 0 {
-                grove_ms.push(grove_elapsed.as_secs_f64() * 1000.0);
-                datafusion_ms.push(datafusion_elapsed.as_secs_f64() * 1000.0);
-            }
-        }
-        if rows.0 != rows.1 {
-            return Err(format!(
-                "Q{number}: Grove answered {} rows, DataFusion {}",
-                rows.0, rows.1
-            )
-            .into());
-        }
-        let (g, d) = (summary(&mut grove_ms), summary(&mut datafusion_ms));
-        println!(
-            "Q{number:<6} {:>10.1} {:>10.1}          {:>10.1} {:>10.1}           {}",
-            g.0, g.1, d.0, d.1, rows.0
-        );
-        results.push(json!({
-            "query": number, "rows": rows.0,
-            "grove_ms": grove_ms, "datafusion_ms": datafusion_ms,
-        }));
-    }
-    let total = |key: &str| -> f64 {
-        results
-            .iter()
-            .map(|r| {
-                let mut times: Vec<f64> = r[key]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                    .unwrap_or_default();
-                summary(&mut times).1
-            })
-            .sum()
+    let out = match out {
+        Some(out) => out,
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(format!("{}-sf{scale}", report::today())),
     };
-    let (grove_total, datafusion_total) = (total("grove_ms"), total("datafusion_ms"));
-    println!(
-        "total (sum of medians): Grove {grove_total:.0} ms, DataFusion {datafusion_total:.0} ms"
-    );
-    let report = json!({
-        "benchmark": "tpch", "scale": scale, "runs": runs,
-        "grove": "grove start --historicals 2 (broker + 2 historicals, loopback Flight), HTTP SQL, useCache=false",
-        "datafusion": "SessionContext over the Parquet files, same process as the client",
-        "queries": results,
-        "total_median_ms": { "grove": grove_total, "datafusion": datafusion_total },
-    });
-    let out = work.join(format!("tpch-sf{scale}.json"));
-    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    let report = report::Report::new(scale, runs, threads, load, &queries, timings);
+    report.write(&out, &python)?;
     eprintln!("results in {}", out.display());
-    Ok(())
-}
-
-/// (best, median) of `times`.
-fn summary(times: &mut [f64]) -> (f64, f64) {
-    times.sort_by(f64::total_cmp);
-    match times {
-        [] => (0.0, 0.0),
-        _ => (times[0], times[times.len() / 2]),
+    match report.mismatches() {
+        mismatches if mismatches.is_empty() => Ok(()),
+        mismatches => Err(format!("answers differ:\n{}", mismatches.join("\n")).into()),
     }
 }
 
-fn ingest(grove: &Path, parquet: &Path, data: &Path) -> Result<()> {
+/// What loading the data took, made once per scale and kept in `ingest.json`.
+fn load(grove: &Path, scale: f64, parquet: &Path, data: &Path) -> Result<serde_json::Value> {
+    let generated = parquet.join("done");
+    let mut generate_seconds = None;
+    if !generated.exists() {
+        std::fs::create_dir_all(parquet)?;
+        let began = Instant::now();
+        tpch::write_parquet(parquet, scale)?;
+        std::fs::write(&generated, "")?;
+        generate_seconds = Some(began.elapsed().as_secs_f64());
+    }
+    let stats = data.join("ingest.json");
+    if let Ok(text) = std::fs::read_to_string(&stats) {
+        return Ok(serde_json::from_str(&text)?);
+    }
+    if data.exists() {
+        std::fs::remove_dir_all(data)?;
+    }
+    let began = Instant::now();
+    let tables = ingest(grove, parquet, data)?;
+    let seconds = began.elapsed().as_secs_f64();
+    let rows: u64 = tables.iter().map(|t| t.1).sum();
+    let value = serde_json::json!({
+        "generate_seconds": generate_seconds,
+        "ingest_seconds": seconds,
+        "rows": rows,
+        // `grove ingest` reads and writes on one thread.
+        "rows_per_second_per_core": rows as f64 / seconds,
+        "tables": tables.iter().map(|(table, rows, secs)| serde_json::json!({
+            "table": table, "rows": rows, "seconds": secs,
+        })).collect::<Vec<_>>(),
+        "parquet_bytes": bytes_under(parquet)?,
+        "segment_bytes": bytes_under(&data.join("deep"))?,
+    });
+    std::fs::write(&stats, serde_json::to_string_pretty(&value)?)?;
+    Ok(value)
+}
+
+/// The bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += bytes_under(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Ingests every table: its name, rows and seconds.
+fn ingest(grove: &Path, parquet: &Path, data: &Path) -> Result<Vec<(String, u64, f64)>> {
     std::fs::create_dir_all(data)?;
-    for (table, _) in TABLES {
+    let mut tables = Vec::new();
+    for (table, _) in tpch::TABLES {
         let spec = data.join(format!("{table}-spec.json"));
         std::fs::write(&spec, tpch::ingestion_spec(table, parquet).to_string())?;
         let began = Instant::now();
-        let status = Command::new(grove)
+        let out = std::process::Command::new(grove)
             .arg("ingest")
             .arg(&spec)
             .arg("--data-dir")
             .arg(data)
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err(format!("grove ingest {table} failed").into());
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "grove ingest {table} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
         }
-        eprintln!("ingested {table} in {:.1} s", began.elapsed().as_secs_f64());
+        let seconds = began.elapsed().as_secs_f64();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let rows = stdout
+            .split("rows read ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("grove ingest {table} did not say how many rows: {stdout}"))?;
+        eprintln!("ingested {table}: {rows} rows in {seconds:.1} s");
+        tables.push((table.to_string(), rows, seconds));
     }
-    Ok(())
-}
-
-async fn datafusion_over(parquet: &Path) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
-    for (table, _) in TABLES {
-        let path = tpch::parquet_path(parquet, table);
-        let path = path.to_str().ok_or("a non-UTF-8 path")?;
-        ctx.register_parquet(table, path, ParquetReadOptions::default())
-            .await?;
-    }
-    Ok(ctx)
-}
-
-/// Runs a query file's statements; the rows of its last query.
-async fn datafusion_rows(ctx: &SessionContext, script: &str) -> Result<usize> {
-    let mut rows = 0;
-    for (statement, answers) in tpch::datafusion_statements(script) {
-        let batches = ctx.sql(&statement).await?.collect().await?;
-        if answers {
-            rows = batches.iter().map(|b| b.num_rows()).sum();
-        }
-    }
-    Ok(rows)
-}
-
-/// `grove start --historicals 2` on the ingested data, killed when dropped.
-struct GroveStart {
-    child: Child,
-    url: String,
-}
-
-impl GroveStart {
-    fn run(grove: &Path, data: &Path) -> Result<GroveStart> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(grove)
-            .args([
-                "start",
-                "--historicals",
-                "2",
-                "--pg-addr",
-                "127.0.0.1:0",
-                "--flight-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(GroveStart {
-            child,
-            url: format!("http://127.0.0.1:{port}/druid/v2/sql"),
-        })
-    }
-
-    fn wait_served(&self, timeout: Duration) -> Result<()> {
-        let began = Instant::now();
-        let query = "SELECT COUNT(*) AS n FROM sys.segments WHERE num_replicas < 2";
-        loop {
-            if let Ok(rows) = self.post(query)
-                && rows.first().and_then(|r| r["n"].as_i64()) == Some(0)
-            {
-                return Ok(());
-            }
-            if began.elapsed() > timeout {
-                return Err("grove start did not serve every segment twice in time".into());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Runs a query file on the broker; the number of rows answered.
-    fn query(&self, script: &str) -> Result<usize> {
-        Ok(self.post(script)?.len())
-    }
-
-    fn post(&self, query: &str) -> Result<Vec<Value>> {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(3600)))
-                .build(),
-        );
-        let body = json!({ "query": query, "context": { "useCache": false } });
-        let mut response = agent.post(&self.url).send_json(body)?;
-        let status = response.status();
-        match response.body_mut().read_json::<Value>()? {
-            Value::Array(rows) if status.is_success() => Ok(rows),
-            other => Err(format!("{status}: {other}").into()),
-        }
-    }
-}
-
-impl Drop for GroveStart {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok(tables)
 }

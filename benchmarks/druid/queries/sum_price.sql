@@ -1,0 +1,1 @@
+select sum(l_extendedprice) from lineitem;

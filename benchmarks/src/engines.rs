@@ -1,0 +1,330 @@
+//! The engines timed: Grove over Flight SQL, DataFusion in this process, and the
+//! Python ones (`benchmarks/engines.py`). Each runs every query once to warm up,
+//! then `runs` times; the answer kept is the last run's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use grove_sql::flight_sql::client::Remote;
+use grove_sql::repl::Statements;
+use grove_testkit::tpch::{self, TABLES};
+use serde_json::{Value, json};
+
+use crate::answers::{self, Rows};
+use crate::{Query, Result};
+
+/// Every engine, in the order they run.
+pub const ALL: &str = "grove,datafusion,duckdb,duckdb-native,chdb,chdb-mergetree";
+
+/// One engine's times and answers.
+pub struct Timing {
+    pub engine: String,
+    pub version: String,
+    /// Seconds to make its tables, when it has tables of its own.
+    pub load_seconds: Option<f64>,
+    pub queries: BTreeMap<String, Outcome>,
+}
+
+pub enum Outcome {
+    Ran { ms: Vec<f64>, rows: Rows },
+    Failed(String),
+}
+
+pub enum Engine {
+    Grove {
+        _server: GroveStart,
+        runtime: tokio::runtime::Runtime,
+        remote: Remote,
+    },
+    DataFusion {
+        runtime: tokio::runtime::Runtime,
+        ctx: SessionContext,
+    },
+    Python {
+        name: String,
+        command: Command,
+    },
+}
+
+impl Engine {
+    pub fn start(
+        name: &str,
+        grove: &Path,
+        parquet: &Path,
+        data: &Path,
+        work: &Path,
+        python: &Path,
+        threads: usize,
+    ) -> Result<Engine> {
+        let runtime = || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        };
+        match name {
+            "grove" => {
+                let server = GroveStart::run(grove, data)?;
+                server.wait_served(Duration::from_secs(600))?;
+                let runtime = runtime()?;
+                let url = format!("grpc://127.0.0.1:{}", server.flight_port);
+                let remote = runtime.block_on(Remote::connect(&url, None, None))?;
+                // Every run reads the segments.
+                runtime.block_on(remote.query("SET grove.use_cache = false"))?;
+                Ok(Engine::Grove {
+                    _server: server,
+                    runtime,
+                    remote,
+                })
+            }
+            "datafusion" => {
+                let runtime = runtime()?;
+                let config = SessionConfig::new().with_target_partitions(threads);
+                let ctx = SessionContext::new_with_config(config);
+                for (table, _) in TABLES {
+                    let path = tpch::parquet_path(parquet, table);
+                    let path = path.to_str().ok_or("a non-UTF-8 path")?;
+                    runtime.block_on(ctx.register_parquet(
+                        table,
+                        path,
+                        ParquetReadOptions::default(),
+                    ))?;
+                }
+                Ok(Engine::DataFusion { runtime, ctx })
+            }
+            "duckdb" | "duckdb-native" | "chdb" | "chdb-mergetree" => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("engines.py");
+                let mut command = Command::new(python);
+                command
+                    .arg(script)
+                    .args(["run", name, "--parquet"])
+                    .arg(parquet)
+                    .arg("--work")
+                    .arg(work.join("engines"))
+                    .args(["--threads", &threads.to_string()]);
+                Ok(Engine::Python {
+                    name: name.to_string(),
+                    command,
+                })
+            }
+            other => Err(format!("no engine {other}; the engines are {ALL}").into()),
+        }
+    }
+
+    pub fn run(self, queries: &[Query], runs: usize) -> Result<Timing> {
+        match self {
+            Engine::Grove {
+                _server,
+                runtime,
+                remote,
+            } => {
+                let mut timing = Timing::new("grove", env!("CARGO_PKG_VERSION"), None);
+                for query in queries {
+                    let outcome = timed(
+                        query,
+                        runs,
+                        |i, statement| {
+                            let (_, batches) = runtime.block_on(remote.query(statement))?;
+                            Ok((i == query.answer).then_some(batches))
+                        },
+                        &query.statements,
+                    );
+                    timing.record(query, outcome);
+                }
+                Ok(timing)
+            }
+            Engine::DataFusion { runtime, ctx } => {
+                let version = datafusion::DATAFUSION_VERSION;
+                let mut timing = Timing::new("datafusion", version, None);
+                for query in queries {
+                    let outcome = timed(
+                        query,
+                        runs,
+                        |i, statement| {
+                            let batches = runtime
+                                .block_on(async { ctx.sql(statement).await?.collect().await })?;
+                            Ok((i == query.answer).then_some(batches))
+                        },
+                        &query.portable,
+                    );
+                    timing.record(query, outcome);
+                }
+                Ok(timing)
+            }
+            Engine::Python { name, mut command } => python(&name, &mut command, queries, runs),
+        }
+    }
+}
+
+impl Timing {
+    fn new(engine: &str, version: &str, load_seconds: Option<f64>) -> Timing {
+        Timing {
+            engine: engine.to_string(),
+            version: version.to_string(),
+            load_seconds,
+            queries: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, query: &Query, outcome: Outcome) {
+        match &outcome {
+            Outcome::Ran { ms, .. } => eprintln!("{} {}: {ms:.1?} ms", self.engine, query.name),
+            Outcome::Failed(why) => eprintln!("{} {}: failed: {why}", self.engine, query.name),
+        }
+        self.queries.insert(query.name.clone(), outcome);
+    }
+}
+
+/// Runs `statements` once, then `runs` times, timing each run whole; `run` answers
+/// the batches of the statement whose rows are the answer.
+fn timed(
+    query: &Query,
+    runs: usize,
+    mut run: impl FnMut(
+        usize,
+        &str,
+    ) -> std::result::Result<
+        Option<Vec<datafusion::arrow::array::RecordBatch>>,
+        Box<dyn std::error::Error>,
+    >,
+    statements: &[String],
+) -> Outcome {
+    let mut ms = Vec::new();
+    let mut answer = Vec::new();
+    for round in 0..=runs {
+        let began = Instant::now();
+        for (i, statement) in statements.iter().enumerate() {
+            match run(i, statement) {
+                Ok(Some(batches)) => answer = batches,
+                Ok(None) => {}
+                Err(e) => return Outcome::Failed(format!("{}: {e}", query.name)),
+            }
+        }
+        if round > 0 {
+            ms.push(began.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    match answers::from_batches(&answer) {
+        Ok(rows) => Outcome::Ran { ms, rows },
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Runs every query in `benchmarks/engines.py`.
+fn python(name: &str, command: &mut Command, queries: &[Query], runs: usize) -> Result<Timing> {
+    let input: Vec<Value> = queries
+        .iter()
+        .map(|q| json!({ "name": q.name, "statements": q.portable, "answer": q.answer }))
+        .collect();
+    let mut child = command
+        .args(["--runs", &runs.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{name}: cannot run Python: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(serde_json::to_string(&input)?.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!("{name}: engines.py failed ({})", out.status).into());
+    }
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let mut timing = Timing::new(
+        name,
+        report["version"].as_str().unwrap_or("?"),
+        report["load_seconds"].as_f64(),
+    );
+    for query in queries {
+        let answer = &report["queries"][&query.name];
+        let outcome = match answer["error"].as_str() {
+            Some(why) => Outcome::Failed(why.to_string()),
+            None => Outcome::Ran {
+                ms: answer["ms"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default(),
+                rows: answers::from_json(&answer["rows"]),
+            },
+        };
+        timing.queries.insert(query.name.clone(), outcome);
+    }
+    Ok(timing)
+}
+
+/// `grove start --historicals 2` on the ingested data, killed when dropped.
+pub struct GroveStart {
+    child: Child,
+    url: String,
+    flight_port: u16,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl GroveStart {
+    fn run(grove: &Path, data: &Path) -> Result<GroveStart> {
+        let (http, flight) = (free_port()?, free_port()?);
+        let child = Command::new(grove)
+            .args(["start", "--historicals", "2", "--pg-addr", "127.0.0.1:0"])
+            .arg("--flight-addr")
+            .arg(format!("127.0.0.1:{flight}"))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http}"))
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(GroveStart {
+            child,
+            url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
+            flight_port: flight,
+        })
+    }
+
+    /// Waits until both historicals serve every segment.
+    fn wait_served(&self, timeout: Duration) -> Result<()> {
+        let began = Instant::now();
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let body =
+            json!({ "query": "SELECT COUNT(*) AS n FROM sys.segments WHERE num_replicas < 2" });
+        loop {
+            let served = agent
+                .post(&self.url)
+                .send_json(&body)
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+                .is_some_and(|rows| rows[0]["n"] == 0);
+            if served {
+                return Ok(());
+            }
+            if began.elapsed() > timeout {
+                return Err("grove start did not serve every segment twice in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for GroveStart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
