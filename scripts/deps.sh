@@ -4,7 +4,7 @@
 # for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
 # (psycopg, the ADBC Flight SQL driver) in a virtual environment.
 #   scripts/deps.sh build   # protoc only
-#   scripts/deps.sh bench   # protoc and python3-venv (benchmarks/run.sh makes its venv)
+#   scripts/deps.sh bench   # protoc, etcd and python3-venv (benchmarks/run.sh makes its venv)
 #   scripts/deps.sh test    # everything; prints nothing when all is there
 set -euo pipefail
 mode="${1:-test}"
@@ -18,6 +18,7 @@ if [ "$mode" = test ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ "$mode" = bench ]; then
+  command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,7 +18,7 @@ use crate::answers::{self, Rows};
 use crate::{Query, Result};
 
 /// Every engine, in the order they run.
-pub const ALL: &str = "grove,datafusion,duckdb,duckdb-native,chdb,chdb-mergetree";
+pub const ALL: &str = "grove,grove-cluster,datafusion,duckdb,duckdb-native,chdb,chdb-mergetree";
 
 /// One engine's times and answers.
 pub struct Timing {
@@ -36,7 +36,8 @@ pub enum Outcome {
 
 pub enum Engine {
     Grove {
-        _server: GroveStart,
+        name: &'static str,
+        _server: Box<Servers>,
         runtime: tokio::runtime::Runtime,
         remote: Remote,
     },
@@ -67,16 +68,21 @@ impl Engine {
                 .build()
         };
         match name {
-            "grove" => {
-                let server = GroveStart::run(grove, data)?;
-                server.wait_served(Duration::from_secs(600))?;
+            "grove" | "grove-cluster" => {
+                let (name, servers) = if name == "grove" {
+                    ("grove", Servers::start(grove, data)?)
+                } else {
+                    ("grove-cluster", Servers::cluster(grove, parquet, work)?)
+                };
+                servers.wait_served(Duration::from_secs(600))?;
                 let runtime = runtime()?;
-                let url = format!("grpc://127.0.0.1:{}", server.flight_port);
+                let url = format!("grpc://127.0.0.1:{}", servers.flight_port);
                 let remote = runtime.block_on(Remote::connect(&url, None, None))?;
                 // Every run reads the segments.
                 runtime.block_on(remote.query("SET grove.use_cache = false"))?;
                 Ok(Engine::Grove {
-                    _server: server,
+                    name,
+                    _server: Box::new(servers),
                     runtime,
                     remote,
                 })
@@ -118,11 +124,12 @@ impl Engine {
     pub fn run(self, queries: &[Query], runs: usize) -> Result<Timing> {
         match self {
             Engine::Grove {
+                name,
                 _server,
                 runtime,
                 remote,
             } => {
-                let mut timing = Timing::new("grove", env!("CARGO_PKG_VERSION"), None);
+                let mut timing = Timing::new(name, env!("CARGO_PKG_VERSION"), None);
                 for query in queries {
                     let outcome = timed(
                         query,
@@ -259,11 +266,14 @@ fn python(name: &str, command: &mut Command, queries: &[Query], runs: usize) -> 
     Ok(timing)
 }
 
-/// `grove start --historicals 2` on the ingested data, killed when dropped.
-pub struct GroveStart {
-    child: Child,
+/// Grove's processes, killed when dropped: `grove start --historicals 2` on the
+/// ingested data, or a cluster of its own (etcd, a coordinator, two historicals and a
+/// broker, each its own process).
+pub struct Servers {
+    children: Vec<Child>,
     url: String,
     flight_port: u16,
+    _etcd: Option<grove_testkit::Etcd>,
 }
 
 fn free_port() -> Result<u16> {
@@ -272,28 +282,121 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-impl GroveStart {
-    fn run(grove: &Path, data: &Path) -> Result<GroveStart> {
+fn spawn(grove: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let log = std::fs::File::create(log)?;
+    Ok(Command::new(grove)
+        .args(args)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+impl Servers {
+    fn start(grove: &Path, data: &Path) -> Result<Servers> {
         let (http, flight) = (free_port()?, free_port()?);
-        let child = Command::new(grove)
-            .args(["start", "--historicals", "2", "--pg-addr", "127.0.0.1:0"])
-            .arg("--flight-addr")
-            .arg(format!("127.0.0.1:{flight}"))
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(GroveStart {
-            child,
+        let args: Vec<String> = vec![
+            "start".into(),
+            "--historicals".into(),
+            "2".into(),
+            "--pg-addr".into(),
+            "127.0.0.1:0".into(),
+            "--flight-addr".into(),
+            format!("127.0.0.1:{flight}"),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http}"),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        let log = data.with_file_name("grove-start.log");
+        Ok(Servers {
+            children: vec![spawn(grove, &args, &log)?],
             url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
             flight_port: flight,
+            _etcd: None,
         })
     }
 
-    /// Waits until both historicals serve every segment.
+    /// A cluster on a fresh etcd, its segments loaded with `grove ingest --etcd`.
+    fn cluster(grove: &Path, parquet: &Path, work: &Path) -> Result<Servers> {
+        let dir = work.join("cluster");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let etcd = grove_testkit::Etcd::start();
+        let deep = format!("file://{}", dir.join("deep").display());
+        let common = |role: &str, name: &str| -> Result<Vec<String>> {
+            Ok(vec![
+                role.into(),
+                "--etcd".into(),
+                etcd.endpoint(),
+                "--node-id".into(),
+                name.into(),
+                "--http-addr".into(),
+                format!("127.0.0.1:{}", free_port()?),
+            ])
+        };
+        let mut children = Vec::new();
+        let mut coordinator = common("coordinator", "coordinator")?;
+        coordinator.extend(["--period".into(), "PT1S".into()]);
+        children.push(spawn(grove, &coordinator, &dir.join("coordinator.log"))?);
+        for name in ["historical-1", "historical-2"] {
+            let mut historical = common("historical", name)?;
+            historical.extend([
+                "--flight-addr".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                dir.join(name).display().to_string(),
+                "--deep-storage".into(),
+                deep.clone(),
+            ]);
+            children.push(spawn(grove, &historical, &dir.join(format!("{name}.log")))?);
+        }
+        let (http, flight) = (free_port()?, free_port()?);
+        let broker: Vec<String> = vec![
+            "broker".into(),
+            "--etcd".into(),
+            etcd.endpoint(),
+            "--node-id".into(),
+            "broker".into(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http}"),
+            "--pg-addr".into(),
+            "127.0.0.1:0".into(),
+            "--flight-addr".into(),
+            format!("127.0.0.1:{flight}"),
+        ];
+        children.push(spawn(grove, &broker, &dir.join("broker.log"))?);
+        let servers = Servers {
+            children,
+            url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
+            flight_port: flight,
+            _etcd: Some(etcd),
+        };
+        for (table, _) in TABLES {
+            let spec = dir.join(format!("{table}-spec.json"));
+            std::fs::write(&spec, tpch::ingestion_spec(table, parquet).to_string())?;
+            let out = Command::new(grove)
+                .arg("ingest")
+                .arg(&spec)
+                .args(["--etcd", &servers.etcd_endpoint()?, "--deep-storage", &deep])
+                .output()?;
+            if !out.status.success() {
+                return Err(format!(
+                    "grove ingest {table} into the cluster failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+                .into());
+            }
+        }
+        Ok(servers)
+    }
+
+    fn etcd_endpoint(&self) -> Result<String> {
+        Ok(self._etcd.as_ref().ok_or("no etcd")?.endpoint())
+    }
+
+    /// Waits until two historicals serve every segment.
     fn wait_served(&self, timeout: Duration) -> Result<()> {
         let began = Instant::now();
         let agent = ureq::Agent::new_with_config(
@@ -302,29 +405,34 @@ impl GroveStart {
                 .timeout_global(Some(Duration::from_secs(10)))
                 .build(),
         );
-        let body =
-            json!({ "query": "SELECT COUNT(*) AS n FROM sys.segments WHERE num_replicas < 2" });
+        let body = json!({ "query": "SELECT COUNT(*) AS segments, \
+                                     SUM(CASE WHEN num_replicas < 2 THEN 1 ELSE 0 END) AS short \
+                                     FROM sys.segments" });
         loop {
             let served = agent
                 .post(&self.url)
                 .send_json(&body)
                 .ok()
                 .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
-                .is_some_and(|rows| rows[0]["n"] == 0);
+                .is_some_and(|rows| {
+                    rows[0]["segments"].as_i64() > Some(0) && rows[0]["short"] == 0
+                });
             if served {
                 return Ok(());
             }
             if began.elapsed() > timeout {
-                return Err("grove start did not serve every segment twice in time".into());
+                return Err("Grove did not serve every segment twice in time".into());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
 
-impl Drop for GroveStart {
+impl Drop for Servers {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -182,7 +182,7 @@ fn main() -> Result<()> {
     report.write(&out, &python)?;
     eprintln!("results in {}", out.display());
     match report.mismatches() {
-        mismatches if mismatches.is_empty() => Ok(()),
+        [] => Ok(()),
         mismatches => Err(format!("answers differ:\n{}", mismatches.join("\n")).into()),
     }
 }
