@@ -274,6 +274,9 @@ pub struct Servers {
     url: String,
     flight_port: u16,
     _etcd: Option<grove_testkit::Etcd>,
+    /// A directory of the run's own, removed with the processes (a cluster's
+    /// segments, a few GB at scale 1).
+    scratch: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> Result<u16> {
@@ -313,6 +316,7 @@ impl Servers {
             url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
             flight_port: flight,
             _etcd: None,
+            scratch: None,
         })
     }
 
@@ -372,6 +376,7 @@ impl Servers {
             url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
             flight_port: flight,
             _etcd: Some(etcd),
+            scratch: Some(dir.clone()),
         };
         for (table, _) in TABLES {
             let spec = dir.join(format!("{table}-spec.json"));
@@ -433,6 +438,9 @@ impl Drop for Servers {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
