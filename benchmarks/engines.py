@@ -89,8 +89,10 @@ class ChDb:
         done = os.path.join(work, "chdb-mergetree.done")
         began = time.monotonic()
         self.session = session.Session(path) if path else session.Session()
-        # Standard SQL's outer joins: NULL, not 0, for a row without a match.
-        self.settings = f"SETTINGS max_threads = {threads}, join_use_nulls = 1"
+        # Standard SQL: NULL, not 0, for an outer join's row without a match and for
+        # the SUM of no rows.
+        self.settings = (f"SETTINGS max_threads = {threads}, join_use_nulls = 1, "
+                         "aggregate_functions_null_for_empty = 1")
         if not mergetree or not os.path.exists(done):
             for table in TABLES:
                 source = os.path.join(parquet, f"{table}.parquet")
