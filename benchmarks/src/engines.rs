@@ -378,22 +378,13 @@ impl Servers {
             _etcd: Some(etcd),
             scratch: Some(dir.clone()),
         };
-        for (table, _) in TABLES {
-            let spec = dir.join(format!("{table}-spec.json"));
-            std::fs::write(&spec, tpch::ingestion_spec(table, parquet).to_string())?;
-            let out = Command::new(grove)
-                .arg("ingest")
-                .arg(&spec)
-                .args(["--etcd", &servers.etcd_endpoint()?, "--deep-storage", &deep])
-                .output()?;
-            if !out.status.success() {
-                return Err(format!(
-                    "grove ingest {table} into the cluster failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .into());
-            }
-        }
+        let target = [
+            "--etcd".to_string(),
+            servers.etcd_endpoint()?,
+            "--deep-storage".to_string(),
+            deep,
+        ];
+        crate::ingest(grove, parquet, &dir, &target)?;
         Ok(servers)
     }
 

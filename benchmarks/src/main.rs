@@ -206,7 +206,8 @@ fn load(grove: &Path, scale: f64, parquet: &Path, data: &Path) -> Result<serde_j
         std::fs::remove_dir_all(data)?;
     }
     let began = Instant::now();
-    let tables = ingest(grove, parquet, data)?;
+    let target = ["--data-dir".to_string(), data.display().to_string()];
+    let tables = ingest(grove, parquet, data, &target)?;
     let seconds = began.elapsed().as_secs_f64();
     let rows: u64 = tables.iter().map(|t| t.1).sum();
     let value = serde_json::json!({
@@ -240,23 +241,30 @@ fn bytes_under(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Ingests every table: its name, rows and seconds.
-fn ingest(grove: &Path, parquet: &Path, data: &Path) -> Result<Vec<(String, u64, f64)>> {
-    std::fs::create_dir_all(data)?;
+/// Ingests every table from `parquet` with `grove ingest ... TARGET` (`--data-dir
+/// DIR`, or `--etcd URL --deep-storage URL`), its specs written to `specs`: each
+/// table's name, rows and seconds.
+pub fn ingest(
+    grove: &Path,
+    parquet: &Path,
+    specs: &Path,
+    target: &[String],
+) -> Result<Vec<(String, u64, f64)>> {
+    std::fs::create_dir_all(specs)?;
     let mut tables = Vec::new();
     for (table, _) in tpch::TABLES {
-        let spec = data.join(format!("{table}-spec.json"));
+        let spec = specs.join(format!("{table}-spec.json"));
         std::fs::write(&spec, tpch::ingestion_spec(table, parquet).to_string())?;
         let began = Instant::now();
         let out = std::process::Command::new(grove)
             .arg("ingest")
             .arg(&spec)
-            .arg("--data-dir")
-            .arg(data)
+            .args(target)
             .output()?;
         if !out.status.success() {
             return Err(format!(
-                "grove ingest {table} failed: {}",
+                "grove ingest {table} {} failed: {}",
+                target.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             )
             .into());
