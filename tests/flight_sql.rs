@@ -13,7 +13,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{CancelStatus, FlightDescriptor, Ticket};
 use futures::StreamExt;
-use grove_e2e::flight::{cancel, client, descriptor, fetch, runtime, statement, status, ticket};
+use grove_e2e::flight::{
+    cancel, channel, client, descriptor, fetch, runtime, statement, status, ticket,
+};
 use grove_e2e::start::{
     ENDLESS, GroveStart, by_time, check_parameter_queries, csv_rows, int, python_client,
     self_signed,
@@ -563,13 +565,7 @@ fn tickets_keep_their_values_cancels_reach_unfetched_queries_and_lost_updates_ar
     let count = |status: i64| rows.iter().filter(|r| int(r, "status") == status).count() as i64;
     let runtime = runtime();
     runtime.block_on(async {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-        let mut sql = FlightSqlServiceClient::new(channel);
+        let mut sql = FlightSqlServiceClient::new(channel(&g).await);
         let mut flight = client(&g).await;
         let status_is = |status: i64| {
             let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)]));

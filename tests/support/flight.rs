@@ -13,16 +13,19 @@ use prost::Message;
 
 use crate::start::GroveStart;
 
+/// A connection to `g`'s Flight SQL port.
+pub async fn channel(g: &GroveStart) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// A client of `g`'s Flight SQL port that takes answers of up to 64 MiB (a
 /// FlightInfo's ticket holds the statement's text).
 pub async fn client(g: &GroveStart) -> FlightClient {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", g.flight_port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel(g).await)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     FlightClient::new_from_inner(inner)

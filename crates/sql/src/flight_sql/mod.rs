@@ -159,6 +159,16 @@ struct Prepared {
     parameters: Mutex<Vec<ScalarValue>>,
 }
 
+impl Prepared {
+    /// The values bound to its placeholders now.
+    fn bound(&self) -> Vec<ScalarValue> {
+        self.parameters
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Who calls, in which session, with what time limit.
 struct Call {
     user: Option<String>,
@@ -238,11 +248,16 @@ impl FlightSql {
             .ok_or_else(|| Status::unauthenticated("invalid user or password"))
     }
 
+    /// A call's time limit: its gRPC deadline, else the server's `query_timeout`.
+    fn timeout(&self, metadata: &MetadataMap) -> Option<Duration> {
+        grpc_timeout(metadata).or(self.query_timeout)
+    }
+
     /// The caller, its session (the kept one its cookie names, else a new one) and
     /// its time limit.
     fn call(&self, metadata: &MetadataMap) -> Result<Call, Status> {
         let user = self.user(metadata)?;
-        let timeout = grpc_timeout(metadata).or(self.query_timeout);
+        let timeout = self.timeout(metadata);
         let Some(id) = session_cookie(metadata) else {
             return Ok(Call {
                 user,
@@ -739,13 +754,9 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let user = self.user(request.metadata())?;
         let prepared = self.prepared(&query.prepared_statement_handle, &user)?;
-        let timeout = grpc_timeout(request.metadata()).or(self.query_timeout);
+        let timeout = self.timeout(request.metadata());
         let guard = Guard::new(CancellationToken::new(), timeout);
-        let parameters = prepared
-            .parameters
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
+        let parameters = prepared.bound();
         let encoded = encode_parameters(&parameters)?;
         let plan = guard
             .run(plan(&prepared.session, &prepared.sql, parameters))
@@ -837,7 +848,7 @@ impl FlightSqlService for FlightSql {
                 let user = self.user(metadata)?;
                 let prepared = self.prepared(handle.as_bytes(), &user)?;
                 let parameters = decode_parameters(&parameters)?;
-                let timeout = grpc_timeout(metadata).or(self.query_timeout);
+                let timeout = self.timeout(metadata);
                 self.rows(&id, &prepared.session, &prepared.sql, parameters, timeout)
                     .await?
             }
@@ -952,16 +963,12 @@ impl FlightSqlService for FlightSql {
     ) -> Result<i64, Status> {
         let user = self.user(request.metadata())?;
         let prepared = self.prepared(&query.prepared_statement_handle, &user)?;
-        let timeout = grpc_timeout(request.metadata()).or(self.query_timeout);
+        let timeout = self.timeout(request.metadata());
         let guard = Guard::new(CancellationToken::new(), timeout);
         // The values come with the update, else those bound before.
         let mut parameters = read_parameters(request.into_inner()).await?;
         if parameters.is_empty() {
-            parameters = prepared
-                .parameters
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_default();
+            parameters = prepared.bound();
         }
         update(&prepared.session, &prepared.sql, parameters, &guard).await
     }
