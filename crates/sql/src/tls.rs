@@ -11,19 +11,29 @@ use tokio_rustls::rustls::crypto::ring;
 pub use tokio_rustls::server::TlsStream;
 pub use tonic::transport::Identity;
 
-/// A TLS acceptor serving the certificate chain in `cert` with the key in `key`
-/// (both PEM); an error names the file at fault.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+/// A certificate chain and its private key, as each front end serves them.
+#[derive(Clone)]
+pub struct Certificate {
+    /// For the Postgres and HTTP ports.
+    pub acceptor: TlsAcceptor,
+    /// For tonic (Flight SQL).
+    pub identity: Identity,
+}
+
+/// Loads the certificate chain in `cert` with the key in `key` (both PEM); an error
+/// names the file at fault.
+pub fn load(cert: &Path, key: &Path) -> Result<Certificate, String> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| format!("TLS: cannot read {}: {e}", path.display()))
     };
-    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("TLS: {} holds no PEM certificate: {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!("TLS: {} holds no certificate", cert.display()));
     }
-    let private = PrivateKeyDer::from_pem_slice(&read(key)?)
+    let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("TLS: {} holds no PEM private key: {e}", key.display()))?;
     let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -33,17 +43,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
                 .with_single_cert(chain, private)
         })
         .map_err(|e| format!("TLS: {} and {}: {e}", cert.display(), key.display()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The certificate chain and key as tonic serves them (Flight SQL), after the same
-/// checks as [`acceptor`].
-pub fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
-    acceptor(cert, key)?;
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| format!("TLS: cannot read {}: {e}", path.display()))
-    };
-    Ok(Identity::from_pem(read(cert)?, read(key)?))
+    Ok(Certificate {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        identity: Identity::from_pem(cert_pem, key_pem),
+    })
 }
 
 #[cfg(test)]
@@ -55,13 +58,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
-        let err = acceptor(&junk, &junk).err().unwrap();
+        let err = load(&junk, &junk).err().unwrap();
         assert!(err.contains("junk.pem"), "{err}");
-        let err = acceptor(&dir.path().join("missing.pem"), &junk)
-            .err()
-            .unwrap();
+        let err = load(&dir.path().join("missing.pem"), &junk).err().unwrap();
         assert!(err.contains("missing.pem"), "{err}");
-        let err = identity(&junk, &junk).err().unwrap();
-        assert!(err.contains("junk.pem"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use grove_sql::Engine;
 use grove_sql::auth::Users;
 use grove_sql::flight_sql::{self, FlightSql, FlightSqlOptions};
 use grove_sql::postgres::{self, PgOptions};
-use grove_sql::tls::{Identity, TlsAcceptor};
+use grove_sql::tls::{Certificate, TlsAcceptor};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ const FLIGHT_ADDR: &str = "127.0.0.1:8815";
 /// The front ends' settings and bound listeners, before they serve.
 pub struct FrontEnds {
     settings: FrontEndSettings,
-    tls: Option<(TlsAcceptor, Identity)>,
+    tls: Option<Certificate>,
     pg: (TcpListener, SocketAddr),
     flight: (TcpListener, SocketAddr),
 }
@@ -73,10 +73,7 @@ impl FrontEnds {
             ))
         };
         let tls = match (flags.tls_cert.or(tls_cert), flags.tls_key.or(tls_key)) {
-            (Some(cert), Some(key)) => Some((
-                grove_sql::tls::acceptor(&cert, &key)?,
-                grove_sql::tls::identity(&cert, &key)?,
-            )),
+            (Some(cert), Some(key)) => Some(grove_sql::tls::load(&cert, &key)?),
             (None, None) => None,
             _ => return Err("TLS needs both tls_cert and tls_key".into()),
         };
@@ -102,7 +99,7 @@ impl FrontEnds {
 
     /// TLS for the HTTP port, when a certificate is configured.
     pub fn http_tls(&self) -> Option<TlsAcceptor> {
-        self.tls.as_ref().map(|(acceptor, _)| acceptor.clone())
+        self.tls.as_ref().map(|tls| tls.acceptor.clone())
     }
 
     /// Serves the Postgres protocol and Flight SQL until `shutdown`, and tells where.
@@ -117,7 +114,6 @@ impl FrontEnds {
         let (flight_listener, flight_addr) = self.flight;
         super::announce(role, node_id, "Postgres", pg_addr);
         super::announce(role, node_id, "Flight SQL", flight_addr);
-        let (acceptor, identity) = self.tls.unzip();
         let FrontEndSettings {
             query_timeout,
             users,
@@ -125,12 +121,12 @@ impl FrontEnds {
         let pg_options = PgOptions {
             query_timeout,
             users: users.clone(),
-            tls: acceptor,
+            tls: self.tls.as_ref().map(|tls| tls.acceptor.clone()),
         };
         let flight_options = FlightSqlOptions {
             query_timeout,
             users,
-            tls: identity,
+            tls: self.tls.map(|tls| tls.identity),
         };
         let stopped = |mut shutdown: watch::Receiver<bool>| async move {
             grove_cluster::session::stopped(&mut shutdown).await
