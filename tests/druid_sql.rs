@@ -222,9 +222,29 @@ fn garbage_half_sent_and_huge_requests_fail_alone() {
         .unwrap_or(0);
     assert_eq!(garbage, 400);
 
-    let huge = json!({ "query": format!("SELECT '{}'", "x".repeat(3 << 20)) });
-    let (status, _, _) = g.post(&huge);
-    assert_eq!(status, 413, "a request over the body limit is refused");
+    // A body one byte over the 2 MiB limit. Sent by hand and whole, then read: the
+    // server has read every byte when it refuses, so it closes cleanly and the answer
+    // arrives (a larger body, left partly unread, can make it reset the connection
+    // before the client reads the answer).
+    let limit = 2 << 20;
+    let body = format!("{{\"query\": \"SELECT '{}'\"}}", "x".repeat(limit));
+    let body = &body[..limit + 1];
+    let mut huge = std::net::TcpStream::connect(&address).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        huge,
+        "POST /druid/v2/sql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut status_line = [0u8; 12];
+    huge.read_exact(&mut status_line).unwrap();
+    assert_eq!(
+        &status_line, b"HTTP/1.1 413",
+        "a request over the body limit is refused"
+    );
 
     // Headers promising 1000 bytes, 10 sent, then the client goes away.
     let mut half = std::net::TcpStream::connect(&address).unwrap();
