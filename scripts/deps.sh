@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building and testing Grove needs beyond a Rust toolchain, when it is
-# missing: protoc (the etcd client's build compiles etcd's protobuf definitions) and,
+# missing: protoc and protobuf's well-known .proto files (the etcd client's build
+# compiles etcd's protobuf definitions, which import google/protobuf/descriptor.proto) and,
 # for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
 # (psycopg, the ADBC Flight SQL driver) in a virtual environment.
-#   scripts/deps.sh build   # protoc only
+#   scripts/deps.sh build   # protoc and its well-known types only
 #   scripts/deps.sh bench   # protoc, etcd and python3-venv (benchmarks/run.sh makes its venv)
 #   scripts/deps.sh test    # everything; prints nothing when all is there
 set -euo pipefail
 mode="${1:-test}"
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# protoc looks for the well-known types in the include directory next to its own
+# prefix; Debian ships them apart from the compiler (libprotobuf-dev, a recommendation
+# that --no-install-recommends leaves out).
+protoc_prefix="$(dirname "$(dirname "$(command -v protoc || echo /usr/bin/protoc)")")"
+[ -f "$protoc_prefix/include/google/protobuf/descriptor.proto" ] || need+=(libprotobuf-dev)
 if [ "$mode" = test ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)

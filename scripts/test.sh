@@ -11,8 +11,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-# The end-to-end tests run the real `grove` binary.
-cargo build --quiet --bin grove
+# The end-to-end tests run the real `grove` binary. It is built together with every
+# test target, so that cargo resolves one feature set for the whole workspace (the
+# tests' dev-dependencies included) and the binary and the tests share one build of
+# DataFusion; `cargo build --bin grove` alone would resolve fewer features and build
+# it a second time.
+cargo build --quiet --workspace --all-targets
 # nextest (on this kind of machine) runs each test in its own process and ends with
 # one summary line; plain cargo test is the fallback.
 if cargo nextest --version >/dev/null 2>&1; then

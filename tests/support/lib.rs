@@ -23,7 +23,7 @@ pub fn grove_bin() -> PathBuf {
         .expect("target directory");
     assert!(
         bin.exists(),
-        "{} does not exist: build it first (cargo build --bin grove) or set GROVE_BIN",
+        "{} does not exist: build it first (cargo build --workspace --all-targets, as scripts/test.sh does) or set GROVE_BIN",
         bin.display()
     );
     bin
