@@ -60,7 +60,7 @@ fn write_data(
 
 /// Writes and ingests `datasource` (see `write_data`), then waits up to `timeout`
 /// seconds, described as `what`, until broker-1 counts every row.
-fn ingest_and_wait(
+pub(crate) fn ingest_and_wait(
     c: &TestCluster,
     datasource: &str,
     days: &[i64],
@@ -85,7 +85,7 @@ fn ingest_and_wait(
     });
 }
 
-fn count(cluster: &TestCluster, broker: &str, datasource: &str) -> Option<i64> {
+pub(crate) fn count(cluster: &TestCluster, broker: &str, datasource: &str) -> Option<i64> {
     let rows = cluster
         .sql(
             broker,
@@ -128,7 +128,7 @@ fn tier_of(node: &str) -> &str {
 }
 
 /// Day starts in June 2024.
-fn june(days: std::ops::Range<i64>) -> Vec<i64> {
+pub(crate) fn june(days: std::ops::Range<i64>) -> Vec<i64> {
     days.map(|d| 1_717_200_000_000 + d * DAY).collect()
 }
 
@@ -884,49 +884,6 @@ fn rules_set_from_the_command_line_are_what_the_http_api_reads() {
         !refused.ok && refused.stderr.contains("loadSometimes"),
         "{}",
         refused.stderr
-    );
-}
-
-#[test]
-fn a_historical_answers_fragment_tickets_on_its_flight_address() {
-    let mut c = TestCluster::new();
-    c.historical("h-1", "_default_tier", &[]);
-    let nodes = c.block_on(grove_cluster::nodes::live(c.store())).unwrap();
-    let flight = nodes[0]
-        .flight_address
-        .clone()
-        .expect("a registered Flight address");
-    let statuses = c.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = arrow_flight::FlightClient::new(channel);
-        let mut statuses = Vec::new();
-        // Garbage, then a well-formed ticket for a segment it does not serve.
-        let header = br#"{"query_id":"q","segments":["t_1970-01-01T00:00:00.000Z_1970-01-02T00:00:00.000Z_v1_0"]}"#;
-        let mut ticket = b"GROVEFRG\x01".to_vec();
-        ticket.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        ticket.extend_from_slice(header);
-        for bytes in [b"not a ticket".to_vec(), ticket] {
-            match client.do_get(arrow_flight::Ticket::new(bytes)).await {
-                Err(arrow_flight::error::FlightError::Tonic(status)) => statuses.push(*status),
-                Err(other) => panic!("{other:?}"),
-                Ok(_) => panic!("the ticket must be refused"),
-            }
-        }
-        statuses
-    });
-    assert_eq!(statuses[0].code(), tonic::Code::InvalidArgument);
-    assert_eq!(statuses[1].code(), tonic::Code::NotFound);
-    let missing = statuses[1]
-        .metadata()
-        .get("grove-missing-segments")
-        .unwrap();
-    assert!(
-        missing.to_str().unwrap().contains("t_1970-01-01"),
-        "{missing:?}"
     );
 }
 

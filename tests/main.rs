@@ -6,5 +6,6 @@ mod cli;
 mod cluster;
 mod druid_sql;
 mod flight_sql;
+mod forged;
 mod postgres;
 mod tpch;

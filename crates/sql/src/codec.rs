@@ -11,6 +11,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use grove_segment::Interval;
@@ -18,6 +19,7 @@ use grove_segment::format::Segment;
 use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
 use serde::{Deserialize, Serialize};
 
+use crate::fragment::unregistered;
 use crate::remote::{ScanRequest, SegmentRefsExec};
 
 /// The version of the scan node's encoding; a decoder refuses others.
@@ -44,11 +46,17 @@ impl std::error::Error for MissingSegments {}
 impl MissingSegments {
     /// The missing segments behind `error`, if that is what it is.
     pub fn find(error: &DataFusionError) -> Option<&MissingSegments> {
-        match error {
-            DataFusionError::External(e) => e.downcast_ref::<MissingSegments>(),
-            DataFusionError::Context(_, inner) => Self::find(inner),
-            _ => None,
-        }
+        find_external(error)
+    }
+}
+
+/// The error of type `T` that a codec returned inside `error`, through the context
+/// decoding adds around it.
+pub(crate) fn find_external<T: std::error::Error + 'static>(error: &DataFusionError) -> Option<&T> {
+    match error {
+        DataFusionError::External(e) => e.downcast_ref::<T>(),
+        DataFusionError::Context(_, inner) => find_external(inner),
+        _ => None,
     }
 }
 
@@ -171,6 +179,20 @@ impl PhysicalExtensionCodec for GroveCodec {
             node.partitions.clamp(1, 1024),
         )?;
         Ok(Arc::new(scan))
+    }
+
+    // Functions come from the decoding process's own registry, by name; a plan that
+    // asks for one it does not have (or brings its own definition) is refused.
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        Err(unregistered("function", name).into_error())
+    }
+
+    fn try_decode_udaf(&self, name: &str, _buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        Err(unregistered("aggregate function", name).into_error())
+    }
+
+    fn try_decode_udwf(&self, name: &str, _buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        Err(unregistered("window function", name).into_error())
     }
 
     fn try_encode(
@@ -658,8 +680,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let (descriptors, cache, ctx) = fixture(dir.path());
-        // 3000 x 3000 rows: far more than the client will ever read.
-        let plan = physical(&ctx, "SELECT a.k, a.n, b.n AS m FROM t a CROSS JOIN t b").await;
+        // 3000 rows of 30 KB each: far more than flow control lets through unread.
+        let plan = physical(&ctx, "SELECT k, n, repeat(k, 30000) AS wide FROM t").await;
         let served = serving(&cache, &descriptors).await;
         let service = FragmentService::new(served.clone());
         let running = service.running();
@@ -686,6 +708,71 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Fragments a broker never sends, each refused with `PermissionDenied` naming
+    /// what it holds, and the historical serving the next good ticket. (File scans
+    /// and sinks are refused in the end-to-end tests, forged as an outsider would.)
+    #[tokio::test]
+    async fn fragments_brokers_do_not_send_are_refused_before_they_run() {
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        use datafusion::physical_plan::Partitioning;
+        use datafusion::physical_plan::repartition::RepartitionExec;
+
+        use crate::fragment::{FragmentService, Ticket};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (descriptors, cache, ctx) = fixture(dir.path());
+        let served = serving(&cache, &descriptors).await;
+        let addr = on_loopback(FragmentService::new(served.clone())).await;
+        let mut client = flight_client(addr).await;
+        let codec = GroveCodec::new(served);
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+        let ticket = |plan: Arc<dyn ExecutionPlan>, ids: &[String]| {
+            Ticket::new("forged", ids.to_vec(), plan, &codec).unwrap()
+        };
+
+        // A function the broker's session has and the historical's does not.
+        ctx.register_udf(create_udf(
+            "exfiltrate",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+        ));
+        let udf = physical(&ctx, "SELECT exfiltrate(n) FROM t").await;
+        // The scan reads all three segments; the ticket lists two.
+        let unlisted = physical(&ctx, "SELECT k FROM t").await;
+        // Joins are not pushed (yet).
+        let join = physical(&ctx, "SELECT a.k FROM t a CROSS JOIN t b").await;
+        // A repartition into more partitions than a scan may have.
+        let wide: Arc<dyn ExecutionPlan> = Arc::new(
+            RepartitionExec::try_new(unlisted.clone(), Partitioning::RoundRobinBatch(100_000))
+                .unwrap(),
+        );
+        for (plan, listed, named) in [
+            (udf, &ids[..], "function exfiltrate is not registered"),
+            (
+                unlisted.clone(),
+                &ids[..2],
+                "which the ticket does not list",
+            ),
+            (join, &ids[..], "CrossJoinExec is not an operator"),
+            (wide, &ids[..], "RepartitionExec into 100000 partitions"),
+        ] {
+            let forged = ticket(plan, listed);
+            let status = refused(
+                client
+                    .do_get(arrow_flight::Ticket::new(forged.encode()))
+                    .await,
+            );
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+            assert!(status.message().contains(named), "{status}");
+        }
+
+        let good = ticket(unlisted, &ids);
+        let rows: Vec<RecordBatch> = fetched(&mut client, &good).await;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
     }
 
     /// A loopback port nothing listens on.

@@ -12,9 +12,15 @@
 //!
 //! A ticket that does not parse is `InvalidArgument`; segments the historical does not
 //! serve are `NotFound`, listed in the `grove-missing-segments` metadata (a JSON
-//! array) so the broker can retry exactly those elsewhere. Nothing panics on a
-//! hostile ticket. When the client goes away the response stream is dropped, and
-//! with it the execution.
+//! array) so the broker can retry exactly those elsewhere. A decoded plan runs only
+//! if [`admit`] accepts it: Grove's segment scans under the operators brokers push,
+//! nothing else; otherwise `PermissionDenied`, before anything executes. Nothing
+//! panics on a hostile ticket. When the client goes away the response stream is
+//! dropped, and with it the execution.
+
+mod admit;
+
+pub use admit::{MAX_PARTITIONS, Refused, admit, unregistered};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -171,6 +177,13 @@ fn missing(ids: Vec<String>) -> Status {
     status
 }
 
+/// A refused fragment: logged here, where it is handled, since it is either a
+/// broker of another version or someone probing the port.
+fn permission_denied(ticket: &Ticket, refused: &Refused) -> Status {
+    tracing::warn!(query_id = %ticket.query_id, "{refused}");
+    Status::permission_denied(refused.to_string())
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -208,12 +221,17 @@ impl FlightService for FragmentService {
         let plan = match decoded {
             Ok(plan) => plan,
             Err(e) => {
-                return Err(match MissingSegments::find(&e) {
-                    Some(m) => missing(m.0.clone()),
-                    None => Status::invalid_argument(format!("invalid ticket: {e}")),
+                return Err(if let Some(m) = MissingSegments::find(&e) {
+                    missing(m.0.clone())
+                } else if let Some(refused) = Refused::find(&e) {
+                    permission_denied(&ticket, refused)
+                } else {
+                    Status::invalid_argument(format!("invalid ticket: {e}"))
                 });
             }
         };
+        admit(&plan, &ticket.segments, task.as_ref())
+            .map_err(|refused| permission_denied(&ticket, &refused))?;
         let schema = plan.schema();
         let stream = execute_stream(plan, task)
             .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;

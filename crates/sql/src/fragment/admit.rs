@@ -1,0 +1,221 @@
+//! Which decoded fragments a historical agrees to run.
+//!
+//! A fragment ticket carries a whole DataFusion physical plan, and DataFusion can
+//! express far more than brokers ever push: scans of any local file, sinks that write
+//! files, joins, table functions, async functions. A historical's Flight port is
+//! reachable by whoever reaches the node, so it decodes a ticket with its own
+//! registry and Grove's codec, then walks the plan before anything executes:
+//!
+//! - every leaf is a Grove segment scan, reading only segments the ticket lists;
+//! - every other node is an operator brokers push ([`operator_allowed`]);
+//! - every expression is one of DataFusion's pure expressions, and every function
+//!   (scalar, aggregate, higher-order) is registered in the historical's session.
+//!
+//! Anything else is [`Refused`], naming what was found; the service answers gRPC
+//! `PermissionDenied`. A later issue that pushes more (joins next to the data) adds
+//! its operators to [`operator_allowed`].
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, CastExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr,
+    IsNullExpr, LambdaExpr, LambdaVariable, LikeExpr, Literal, NegativeExpr, NoOp, NotExpr,
+    TryCastExpr, UnKnownColumn,
+};
+use datafusion::physical_expr::{HigherOrderFunctionExpr, PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use grove_segment::scan::SegmentScanExec;
+
+/// The most output partitions a fragment's repartition may ask for (as many as a
+/// segment scan may have): each is a channel and a task on the historical.
+pub const MAX_PARTITIONS: usize = 1024;
+
+/// A fragment, or a part of one, that a historical will not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fragment refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// The refusal behind `error`, if that is what it is (decoding wraps the
+    /// codec's errors in context).
+    pub fn find(error: &DataFusionError) -> Option<&Refused> {
+        crate::codec::find_external(error)
+    }
+
+    /// The refusal as a DataFusion error, for the codec to return while decoding.
+    pub fn into_error(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+}
+
+/// Checks every node and expression of `plan` (see the module documentation);
+/// `segments` are those the ticket lists, `functions` the historical's registry.
+pub fn admit(
+    plan: &Arc<dyn ExecutionPlan>,
+    segments: &[String],
+    functions: &dyn FunctionRegistry,
+) -> Result<(), Refused> {
+    let listed: HashSet<&str> = segments.iter().map(String::as_str).collect();
+    let mut refused = None;
+    // The closure records the first refusal and stops the walk; `apply` itself
+    // cannot fail here.
+    let _ = plan.apply(|node| match admit_node(node.as_ref(), &listed, functions) {
+        Ok(()) => Ok(TreeNodeRecursion::Continue),
+        Err(why) => {
+            refused = Some(why);
+            Ok(TreeNodeRecursion::Stop)
+        }
+    });
+    refused.map_or(Ok(()), Err)
+}
+
+fn admit_node(
+    node: &dyn ExecutionPlan,
+    listed: &HashSet<&str>,
+    functions: &dyn FunctionRegistry,
+) -> Result<(), Refused> {
+    if let Some(scan) = concrete::<SegmentScanExec>(node) {
+        if let Some(unlisted) = scan
+            .segments()
+            .iter()
+            .map(|s| s.segment.id().to_string())
+            .find(|id| !listed.contains(id.as_str()))
+        {
+            return Err(Refused(format!(
+                "the plan reads segment {unlisted}, which the ticket does not list"
+            )));
+        }
+    } else if !operator_allowed(node) {
+        return Err(Refused(format!(
+            "{} is not an operator brokers push to historicals",
+            node.name()
+        )));
+    }
+    if let Some(repartition) = concrete::<RepartitionExec>(node) {
+        let partitions = repartition.partitioning().partition_count();
+        if partitions > MAX_PARTITIONS {
+            return Err(Refused(format!(
+                "RepartitionExec into {partitions} partitions (at most {MAX_PARTITIONS})"
+            )));
+        }
+    }
+    if let Some(aggregate) = concrete::<AggregateExec>(node) {
+        for function in aggregate.aggr_expr() {
+            let name = function.fun().name();
+            require(functions.udaf(name).is_ok(), "aggregate function", name)?;
+        }
+    }
+    let mut refused = None;
+    let _ = node.apply_expressions(&mut |root| {
+        root.apply(|expr| match admit_expr(expr.as_ref(), functions) {
+            Ok(()) => Ok(TreeNodeRecursion::Continue),
+            Err(why) => {
+                refused = Some(why);
+                Ok(TreeNodeRecursion::Stop)
+            }
+        })
+    });
+    refused.map_or(Ok(()), Err)
+}
+
+/// The operators brokers push above a segment scan: filters and projections, the
+/// Partial half of an aggregate, a top-N sort, limits, and the repartitions, merges
+/// and cooperative-yield wrappers DataFusion puts between them.
+fn operator_allowed(node: &dyn ExecutionPlan) -> bool {
+    concrete::<ProjectionExec>(node).is_some()
+        || concrete::<FilterExec>(node).is_some()
+        || concrete::<AggregateExec>(node).is_some()
+        || concrete::<SortExec>(node).is_some()
+        || concrete::<SortPreservingMergeExec>(node).is_some()
+        || concrete::<GlobalLimitExec>(node).is_some()
+        || concrete::<LocalLimitExec>(node).is_some()
+        || concrete::<RepartitionExec>(node).is_some()
+        || concrete::<CoalescePartitionsExec>(node).is_some()
+        || concrete::<CooperativeExec>(node).is_some()
+}
+
+/// `node` as a `T` if that is its concrete type. (`dyn ExecutionPlan::downcast_ref`
+/// follows `downcast_delegate`, through which a wrapper could pass for an operator
+/// it is not.)
+fn concrete<T: ExecutionPlan>(node: &dyn ExecutionPlan) -> Option<&T> {
+    (node as &dyn Any).downcast_ref::<T>()
+}
+
+/// DataFusion's own expressions, which compute from their inputs alone, and
+/// functions the historical has registered. Not allowed: async functions (they may
+/// call out), scalar subqueries (their value is the broker's) and any expression
+/// type this list does not know.
+fn admit_expr(expr: &dyn PhysicalExpr, functions: &dyn FunctionRegistry) -> Result<(), Refused> {
+    if let Some(call) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        let name = call.fun().name();
+        return require(functions.udf(name).is_ok(), "function", name);
+    }
+    if let Some(call) = expr.downcast_ref::<HigherOrderFunctionExpr>() {
+        let name = call.fun().name();
+        return require(
+            functions.higher_order_function(name).is_ok(),
+            "function",
+            name,
+        );
+    }
+    let pure = expr.is::<Column>()
+        || expr.is::<Literal>()
+        || expr.is::<BinaryExpr>()
+        || expr.is::<CaseExpr>()
+        || expr.is::<CastExpr>()
+        || expr.is::<TryCastExpr>()
+        || expr.is::<InListExpr>()
+        || expr.is::<IsNullExpr>()
+        || expr.is::<IsNotNullExpr>()
+        || expr.is::<LikeExpr>()
+        || expr.is::<NegativeExpr>()
+        || expr.is::<NotExpr>()
+        || expr.is::<NoOp>()
+        || expr.is::<UnKnownColumn>()
+        || expr.is::<LambdaExpr>()
+        || expr.is::<LambdaVariable>()
+        || expr.is::<DynamicFilterPhysicalExpr>();
+    if pure {
+        Ok(())
+    } else {
+        Err(Refused(format!(
+            "expression {expr} is not one a fragment may compute"
+        )))
+    }
+}
+
+fn require(registered: bool, kind: &str, name: &str) -> Result<(), Refused> {
+    if registered {
+        Ok(())
+    } else {
+        Err(unregistered(kind, name))
+    }
+}
+
+/// A refusal of a function the historical's session does not have.
+pub fn unregistered(kind: &str, name: &str) -> Refused {
+    Refused(format!(
+        "{kind} {name} is not registered on this historical"
+    ))
+}
