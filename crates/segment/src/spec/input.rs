@@ -1,0 +1,510 @@
+//! `ioConfig`: where rows come from (`inputSource`, local files only) and how they are
+//! read (`inputFormat`: JSON, CSV or Parquet).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::check_section_type;
+use super::json::{
+    JsonPath, from_map, invalid_at, parse_object, required, typed_object, unsupported_field,
+};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// {"type":"local","baseDir":..,"filter":"*.json"} and/or {"type":"local","files":[..]}
+    /// Resolved to concrete, sorted file paths (relative paths are relative to the
+    /// directory of the spec file); a baseDir+filter matching nothing is an error.
+    Local { files: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputFormat {
+    /// {"type":"json"} newline-delimited
+    Json,
+    /// {"type":"csv","columns":[..],"findColumnsFromHeader":bool,"skipHeaderRows":n}
+    /// Druid rule: findColumnsFromHeader defaults to false when columns is given,
+    /// and it is an error to give neither.
+    Csv {
+        columns: Option<Vec<String>>,
+        find_columns_from_header: bool,
+        skip_header_rows: usize,
+    },
+    /// {"type":"parquet"} (binaryAsString accepted)
+    Parquet,
+}
+
+// ---------------------------------------------------------------------------------
+// ioConfig
+// ---------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawIoConfig {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    input_source: Option<Value>,
+    input_format: Option<Value>,
+    append_to_existing: Option<bool>,
+    drop_existing: Option<bool>,
+}
+
+/// The parsed `ioConfig`.
+pub(super) struct IoConfig {
+    pub(super) input: InputSource,
+    pub(super) format: InputFormat,
+    pub(super) append_to_existing: bool,
+}
+
+pub(super) fn parse_io_config(
+    value: Value,
+    path: &JsonPath,
+    task_type: &str,
+    base_dir: &Path,
+) -> Result<IoConfig> {
+    let raw: RawIoConfig = parse_object(value, path)?;
+    check_section_type(raw.kind.as_deref(), task_type, &path.field("type"))?;
+    if raw.drop_existing == Some(true) {
+        return Err(unsupported_field(
+            &path.field("dropExisting"),
+            "dropping existing segments is not supported; only false is accepted",
+        ));
+    }
+    let source_path = path.field("inputSource");
+    let input = parse_input_source(
+        required(raw.input_source, &source_path)?,
+        &source_path,
+        base_dir,
+    )?;
+    let format_path = path.field("inputFormat");
+    let format = parse_input_format(required(raw.input_format, &format_path)?, &format_path)?;
+    Ok(IoConfig {
+        input,
+        format,
+        append_to_existing: raw.append_to_existing.unwrap_or(false),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// inputSource
+// ---------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLocalSource {
+    base_dir: Option<String>,
+    filter: Option<String>,
+    files: Option<Vec<String>>,
+}
+
+fn parse_input_source(value: Value, path: &JsonPath, base_dir: &Path) -> Result<InputSource> {
+    let (kind, map) = typed_object(value, path)?;
+    let type_path = path.field("type");
+    let kind = required(kind, &type_path)?;
+    if kind != "local" {
+        return Err(invalid_at(
+            &type_path,
+            format!("unsupported input source type {kind:?}: only \"local\" is supported"),
+        ));
+    }
+    let raw: RawLocalSource = from_map(map, path)?;
+    let files = resolve_local_files(raw, path, base_dir)?;
+    Ok(InputSource::Local { files })
+}
+
+/// Resolves a local input source to the files it names: the files in `baseDir` whose
+/// names match `filter`, plus every listed file, sorted and without repeats so a file
+/// named both ways is read once.
+fn resolve_local_files(
+    raw: RawLocalSource,
+    path: &JsonPath,
+    base_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut files = match (raw.base_dir, raw.filter) {
+        (Some(dir), Some(filter)) => list_matching_files(&base_dir.join(dir), &filter, path)?,
+        (None, None) => Vec::new(),
+        (Some(_), None) => {
+            return Err(invalid_at(path, "baseDir needs a filter (e.g. \"*.json\")"));
+        }
+        (None, Some(_)) => return Err(invalid_at(path, "filter needs a baseDir")),
+    };
+    let files_path = path.field("files");
+    for (i, file) in raw.files.unwrap_or_default().into_iter().enumerate() {
+        files.push(existing_file(base_dir.join(file), &files_path.index(i))?);
+    }
+    if files.is_empty() {
+        return Err(invalid_at(
+            path,
+            "names no input files: give baseDir and filter, or files",
+        ));
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// Lists the regular files directly in `dir` (not in subdirectories) whose names match
+/// `pattern`, sorted by name. Matching nothing is an error: an ingestion that reads no
+/// rows is almost always a mistyped directory or pattern.
+fn list_matching_files(dir: &Path, pattern: &str, path: &JsonPath) -> Result<Vec<PathBuf>> {
+    if pattern.contains(['/', '\\']) {
+        return Err(invalid_at(
+            &path.field("filter"),
+            format!("{pattern:?} must match file names in baseDir, not paths"),
+        ));
+    }
+    let read_error = |e: io::Error| {
+        Error::io(
+            format!(
+                "{}: cannot read input directory {}",
+                path.field("baseDir"),
+                dir.display()
+            ),
+            e,
+        )
+    };
+    let mut matches = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let entry_path = entry.map_err(read_error)?.path();
+        let matched = entry_path
+            .file_name()
+            .is_some_and(|name| glob_matches(pattern, &name.to_string_lossy()));
+        // Anything but a directory: regular files, and named pipes a process writes.
+        if matched && !entry_path.is_dir() {
+            matches.push(entry_path);
+        }
+    }
+    if matches.is_empty() {
+        return Err(invalid_at(
+            path,
+            format!("no file in {} matches filter {pattern:?}", dir.display()),
+        ));
+    }
+    matches.sort();
+    Ok(matches)
+}
+
+/// Matches a file name against a glob where `*` is any run of characters and `?` any
+/// one character; everything else is literal, as in Druid's wildcard file filter.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let (mut p, mut n) = (0, 0);
+    // The most recent `*`: the pattern position after it and the name position it has
+    // absorbed up to. On a mismatch, the star absorbs one more character and we retry.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                p += 1;
+                star = Some((p, n));
+            }
+            Some(&c) if c == '?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((after_star, absorbed)) => {
+                    p = after_star;
+                    n = absorbed + 1;
+                    star = Some((after_star, n));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Checks a listed input file up front, so a typo fails the spec rather than the
+/// ingestion halfway through.
+fn existing_file(file: PathBuf, path: &JsonPath) -> Result<PathBuf> {
+    match fs::metadata(&file) {
+        Ok(meta) if !meta.is_dir() => Ok(file),
+        Ok(_) => Err(invalid_at(
+            path,
+            format!("{} is not a file", file.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(invalid_at(
+            path,
+            format!("input file {} does not exist", file.display()),
+        )),
+        Err(e) => Err(Error::io(
+            format!("{path}: cannot read input file {}", file.display()),
+            e,
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// inputFormat
+// ---------------------------------------------------------------------------------
+
+/// `{"type":"json"}` takes no options: Druid's (flattenSpec, featureSpec, ..) all change
+/// how rows are read in ways Grove does not implement.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonFormat {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCsvFormat {
+    columns: Option<Vec<String>>,
+    find_columns_from_header: Option<bool>,
+    skip_header_rows: Option<usize>,
+    list_delimiter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParquetFormat {
+    /// Grove always reads Parquet binary columns without a logical type as UTF-8, which
+    /// is what `binaryAsString: true` asks for; the flag is only type-checked.
+    #[serde(rename = "binaryAsString")]
+    _binary_as_string: Option<bool>,
+}
+
+fn parse_input_format(value: Value, path: &JsonPath) -> Result<InputFormat> {
+    let (kind, map) = typed_object(value, path)?;
+    let type_path = path.field("type");
+    match required(kind, &type_path)?.as_str() {
+        "json" => from_map::<RawJsonFormat>(map, path).map(|_| InputFormat::Json),
+        "csv" => csv_format(from_map(map, path)?, path),
+        "parquet" => from_map::<RawParquetFormat>(map, path).map(|_| InputFormat::Parquet),
+        other => Err(invalid_at(
+            &type_path,
+            format!("unsupported input format {other:?}: expected json, csv or parquet"),
+        )),
+    }
+}
+
+/// Applies Druid's CSV rules: an empty `columns` counts as absent; without columns the
+/// header must supply them, and with them `findColumnsFromHeader` defaults to false.
+fn csv_format(raw: RawCsvFormat, path: &JsonPath) -> Result<InputFormat> {
+    if raw.list_delimiter.is_some() {
+        return Err(unsupported_field(
+            &path.field("listDelimiter"),
+            "multi-value CSV columns are not supported",
+        ));
+    }
+    let columns = raw.columns.filter(|columns| !columns.is_empty());
+    if let Some(columns) = &columns {
+        check_unique_csv_columns(columns, &path.field("columns"))?;
+    }
+    let find_columns_from_header = match (&columns, raw.find_columns_from_header) {
+        (None, Some(true)) => true,
+        (None, _) => {
+            return Err(invalid_at(
+                path,
+                "give columns, or set findColumnsFromHeader to true to read them from \
+                 the header row",
+            ));
+        }
+        (Some(_), find) => find.unwrap_or(false),
+    };
+    Ok(InputFormat::Csv {
+        columns,
+        find_columns_from_header,
+        skip_header_rows: raw.skip_header_rows.unwrap_or(0),
+    })
+}
+
+/// Two CSV columns with one name would make every row's value for it ambiguous.
+fn check_unique_csv_columns(columns: &[String], path: &JsonPath) -> Result<()> {
+    let mut seen = HashSet::new();
+    match columns.iter().find(|column| !seen.insert(column.as_str())) {
+        Some(column) => Err(invalid_at(path, format!("duplicate column {column:?}"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::fixture::{
+        TempDir, assert_contains, error_of, minimal, parse, parse_edited, set,
+    };
+
+    #[test]
+    fn resolves_listed_files_against_the_spec_directory() {
+        let dir = TempDir::new(&["data.json", "more/b.json"]);
+        let mut spec = minimal();
+        let absolute = dir.path("more/b.json").display().to_string();
+        set(
+            &mut spec,
+            "/spec/ioConfig/inputSource/files",
+            json!(["data.json", absolute]),
+        );
+        let parsed = parse(&spec, &dir).unwrap();
+        assert_eq!(
+            parsed.input,
+            InputSource::Local {
+                files: vec![dir.path("data.json"), dir.path("more/b.json")]
+            }
+        );
+    }
+
+    #[test]
+    fn parses_csv_with_columns() {
+        let spec = parse_edited(|s| {
+            let format =
+                json!({"type": "csv", "columns": ["timestamp", "page"], "skipHeaderRows": 2});
+            set(s, "/spec/ioConfig/inputFormat", format);
+        })
+        .unwrap();
+        assert_eq!(
+            spec.format,
+            InputFormat::Csv {
+                columns: Some(vec!["timestamp".into(), "page".into()]),
+                find_columns_from_header: false,
+                skip_header_rows: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn parses_csv_with_header() {
+        let spec = parse_edited(|s| {
+            let format = json!({"type": "csv", "columns": [], "findColumnsFromHeader": true});
+            set(s, "/spec/ioConfig/inputFormat", format);
+        })
+        .unwrap();
+        assert_eq!(
+            spec.format,
+            InputFormat::Csv {
+                columns: None,
+                find_columns_from_header: true,
+                skip_header_rows: 0
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_csv_formats() {
+        let message = error_of(|s| set(s, "/spec/ioConfig/inputFormat", json!({"type": "csv"})));
+        assert_contains(&message, "spec.ioConfig.inputFormat: give columns");
+        let message = error_of(|s| {
+            let format = json!({"type": "csv", "columns": ["a"], "listDelimiter": "|"});
+            set(s, "/spec/ioConfig/inputFormat", format);
+        });
+        assert_contains(
+            &message,
+            "unsupported field \"spec.ioConfig.inputFormat.listDelimiter\"",
+        );
+        let message = error_of(|s| {
+            set(
+                s,
+                "/spec/ioConfig/inputFormat",
+                json!({"type": "csv", "columns": ["a", "a"]}),
+            );
+        });
+        assert_contains(
+            &message,
+            "spec.ioConfig.inputFormat.columns: duplicate column \"a\"",
+        );
+    }
+
+    #[test]
+    fn parses_parquet() {
+        let spec = parse_edited(|s| {
+            set(
+                s,
+                "/spec/ioConfig/inputFormat",
+                json!({"type": "parquet", "binaryAsString": true}),
+            );
+        })
+        .unwrap();
+        assert_eq!(spec.format, InputFormat::Parquet);
+        let message = error_of(|s| {
+            set(
+                s,
+                "/spec/ioConfig/inputFormat",
+                json!({"type": "parquet", "flattenSpec": {}}),
+            );
+        });
+        assert_contains(
+            &message,
+            "unsupported field \"spec.ioConfig.inputFormat.flattenSpec\"",
+        );
+        let message = error_of(|s| set(s, "/spec/ioConfig/inputFormat", json!({"type": "tsv"})));
+        assert_contains(
+            &message,
+            "spec.ioConfig.inputFormat.type: unsupported input format \"tsv\"",
+        );
+    }
+
+    #[test]
+    fn rejects_a_filter_matching_no_file() {
+        let dir = TempDir::new(&["data/a.csv"]);
+        let mut spec = minimal();
+        let source = json!({"type": "local", "baseDir": "data", "filter": "*.json"});
+        set(&mut spec, "/spec/ioConfig/inputSource", source);
+        let message = parse(&spec, &dir).unwrap_err().to_string();
+        assert_contains(&message, "spec.ioConfig.inputSource: no file in");
+        assert_contains(&message, &dir.path("data").display().to_string());
+        assert_contains(&message, "\"*.json\"");
+    }
+
+    #[test]
+    fn unreadable_base_dir_is_an_io_error_naming_it() {
+        let err = parse_edited(|s| {
+            let source = json!({"type": "local", "baseDir": "absent", "filter": "*"});
+            set(s, "/spec/ioConfig/inputSource", source);
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_contains(&err.to_string(), "cannot read input directory");
+        assert_contains(&err.to_string(), "absent");
+    }
+
+    #[test]
+    fn rejects_a_missing_listed_file() {
+        let message = error_of(|s| {
+            set(
+                s,
+                "/spec/ioConfig/inputSource/files",
+                json!(["data.json", "gone.json"]),
+            );
+        });
+        assert_contains(&message, "spec.ioConfig.inputSource.files[1]: input file");
+        assert_contains(&message, "gone.json does not exist");
+    }
+
+    #[test]
+    fn rejects_unsupported_input_sources() {
+        let message = error_of(|s| {
+            set(
+                s,
+                "/spec/ioConfig/inputSource",
+                json!({"type": "s3", "uris": ["s3://b/k"]}),
+            );
+        });
+        assert_contains(
+            &message,
+            "spec.ioConfig.inputSource.type: unsupported input source type \"s3\"",
+        );
+        let message = error_of(|s| set(s, "/spec/ioConfig/inputSource", json!({"type": "local"})));
+        assert_contains(&message, "spec.ioConfig.inputSource: names no input files");
+    }
+
+    #[test]
+    fn glob_matches_stars_and_question_marks() {
+        assert!(glob_matches("*.json", "a.json"));
+        assert!(glob_matches("*.json", ".json"));
+        assert!(!glob_matches("*.json", "a.json.gz"));
+        assert!(glob_matches("part-??.csv", "part-01.csv"));
+        assert!(!glob_matches("part-??.csv", "part-1.csv"));
+        assert!(glob_matches("*a*b*", "xaxxbx"));
+        assert!(!glob_matches("*a*b", "xaxxbx"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("[ab].txt", "[ab].txt"));
+        assert!(!glob_matches("[ab].txt", "a.txt"));
+    }
+}
