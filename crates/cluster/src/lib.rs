@@ -12,6 +12,7 @@
 //! - [`assignments`]: the coordinator's instructions and what historicals serve.
 //! - [`coordinator`]: leader election and the duties that place segments.
 //! - [`historical`]: following assignments: download, verify, map, announce.
+//! - [`locks`]: time-chunk locks of ingestion tasks: grant, revoke, publish under them.
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
 //! - [`deep_storage`]: where published segment files live (`object_store`).
 //! - [`task`]: running a batch ingestion: build, upload, publish.
@@ -21,6 +22,7 @@ pub mod coordinator;
 pub mod deep_storage;
 pub mod error;
 pub mod historical;
+pub mod locks;
 pub mod metastore;
 pub mod nodes;
 pub mod rules;
