@@ -16,6 +16,7 @@
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
 //! - [`deep_storage`]: where published segment files live (`object_store`).
 //! - [`task`]: running a batch ingestion: build, upload, publish.
+//! - [`task_status`]: a task as the indexing service tracks it, and Druid's JSON for it.
 
 pub mod assignments;
 pub mod coordinator;
@@ -29,6 +30,7 @@ pub mod rules;
 pub mod segments;
 pub mod session;
 pub mod task;
+pub mod task_status;
 pub mod view;
 
 pub use error::{Error, Result};

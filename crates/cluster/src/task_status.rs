@@ -1,0 +1,391 @@
+//! A task as the indexing service tracks it, from submission to its end, and the JSON
+//! Druid's task API shows for it (`TaskStatusPlus`, the shape the web console, pydruid
+//! and `sys.tasks` read).
+//!
+//! Druid reports two codes. `statusCode` is the task's own: `RUNNING` until it ends
+//! `SUCCESS` or `FAILED`. `runnerStatusCode` says where the runner has it while it
+//! lasts: `WAITING` for its locks, `PENDING` for a worker slot, `RUNNING` on a worker,
+//! and `NONE` once it has ended. A [`TaskState`] holds both at once.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use grove_segment::id::format_millis;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    /// Submitted; waiting for its time-chunk locks.
+    Waiting,
+    /// Holds its locks; waiting for a worker slot.
+    Pending,
+    /// Running on a worker.
+    Running,
+    Success,
+    Failed,
+}
+
+impl TaskState {
+    /// Druid's `statusCode`.
+    pub fn status_code(self) -> &'static str {
+        match self {
+            TaskState::Waiting | TaskState::Pending | TaskState::Running => "RUNNING",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failed => "FAILED",
+        }
+    }
+
+    /// Druid's `runnerStatusCode`.
+    pub fn runner_status_code(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "WAITING",
+            TaskState::Pending => "PENDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Success | TaskState::Failed => "NONE",
+        }
+    }
+
+    pub fn is_complete(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Failed)
+    }
+}
+
+/// Where a task runs: its worker's host and the port it answers on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLocation {
+    pub host: String,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+}
+
+/// A task as stored by the indexing service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub group_id: String,
+    /// Druid's task type: `index_parallel`, `kill`, `compact`, ...
+    pub task_type: String,
+    pub datasource: String,
+    /// The task as submitted, with its `id` and `groupId` filled in.
+    pub payload: Value,
+    /// Milliseconds since the epoch.
+    pub created_time: i64,
+    /// When the task entered the queue (Druid shows the epoch for tasks it has not
+    /// queued yet).
+    pub queue_insertion_time: i64,
+    pub state: TaskState,
+    pub location: Option<TaskLocation>,
+    /// When it started running and when it ended, for its `duration`.
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+    pub error_msg: Option<String>,
+    /// The ingestion's progress, as its task last reported it.
+    pub report: IngestionReport,
+}
+
+impl TaskRecord {
+    /// Druid's `TaskStatusPlus` for this task. `duration` is the run time in
+    /// milliseconds once the task has ended, -1 before.
+    pub fn status_plus(&self) -> Value {
+        let duration = match (self.state.is_complete(), self.started, self.ended) {
+            (true, Some(started), Some(ended)) => ended - started,
+            (true, None, Some(ended)) => ended - self.created_time,
+            _ => -1,
+        };
+        let location = match &self.location {
+            Some(at) => json!({
+                "host": at.host,
+                "port": at.port,
+                "tlsPort": at.tls_port.map_or(-1, i64::from),
+            }),
+            None => json!({ "host": null, "port": -1, "tlsPort": -1 }),
+        };
+        json!({
+            "id": self.id,
+            "groupId": self.group_id,
+            "type": self.task_type,
+            "createdTime": format_millis(self.created_time),
+            "queueInsertionTime": format_millis(self.queue_insertion_time),
+            "statusCode": self.state.status_code(),
+            "status": self.state.status_code(),
+            "runnerStatusCode": self.state.runner_status_code(),
+            "duration": duration,
+            "location": location,
+            "dataSource": self.datasource,
+            "errorMsg": self.error_msg,
+        })
+    }
+
+    /// `GET /druid/indexer/v1/task/{id}/status`: `{"task": id, "status": TaskStatusPlus}`.
+    pub fn status_response(&self) -> Value {
+        json!({ "task": self.id, "status": self.status_plus() })
+    }
+
+    /// `GET /druid/indexer/v1/task/{id}`: `{"task": id, "payload": the task}`.
+    pub fn payload_response(&self) -> Value {
+        json!({ "task": self.id, "payload": self.payload })
+    }
+}
+
+/// How far an ingestion task has come (Druid's `ingestionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IngestionState {
+    #[default]
+    NotStarted,
+    BuildSegments,
+    SegmentAvailabilityWait,
+    Completed,
+}
+
+/// Counts of the rows a task read (Druid's `rowStats` phases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowStats {
+    pub processed: u64,
+    pub processed_bytes: u64,
+    pub processed_with_error: u64,
+    /// Rows filtered out or outside the spec's intervals.
+    pub thrown_away: u64,
+    pub unparseable: u64,
+}
+
+/// What `GET /druid/indexer/v1/task/{id}/reports` tells of an ingestion task, while
+/// it runs and after.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IngestionReport {
+    pub state: IngestionState,
+    pub build_segments: RowStats,
+    pub error_msg: Option<String>,
+    /// The published segments were seen served before the task reported success.
+    pub segment_availability_confirmed: bool,
+    pub segment_availability_wait_time_ms: u64,
+}
+
+impl IngestionReport {
+    /// Druid's report document: `{"ingestionStatsAndErrors": {...}}`. Grove does not
+    /// determine partitions in a phase of its own, so that phase counts nothing.
+    pub fn response(&self, task_id: &str) -> Value {
+        json!({
+            "ingestionStatsAndErrors": {
+                "type": "ingestionStatsAndErrors",
+                "taskId": task_id,
+                "payload": {
+                    "ingestionState": self.state,
+                    "unparseableEvents": {},
+                    "rowStats": {
+                        "determinePartitions": RowStats::default(),
+                        "buildSegments": self.build_segments,
+                    },
+                    "errorMsg": self.error_msg,
+                    "segmentAvailabilityConfirmed": self.segment_availability_confirmed,
+                    "segmentAvailabilityWaitTimeMs": self.segment_availability_wait_time_ms,
+                }
+            }
+        })
+    }
+}
+
+/// A new task id in Druid's form: `{type}_{datasource}_{8 random letters}_{created
+/// time}`, e.g. `index_parallel_wikipedia_biahcbmf_2023-06-26T21:08:05.216Z`.
+pub fn new_task_id(
+    task_type: &str,
+    datasource: &str,
+    created_time: i64,
+    rng: &mut impl Rng,
+) -> String {
+    let letters: String = (0..8)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect();
+    format!(
+        "{task_type}_{datasource}_{letters}_{}",
+        format_millis(created_time)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use grove_segment::id::parse_instant;
+
+    use super::*;
+
+    fn millis(iso: &str) -> i64 {
+        parse_instant(iso).unwrap()
+    }
+
+    /// The first waiting task of the `waitingTasks` example in Druid's tasks API
+    /// documentation (docs/api-reference/tasks-api.md).
+    #[test]
+    fn a_waiting_task_is_shown_as_druids_documentation_shows_it() {
+        let id = "index_parallel_wikipedia_auto_biahcbmf_2023-06-26T21:08:05.216Z";
+        let record = TaskRecord {
+            id: id.into(),
+            group_id: id.into(),
+            task_type: "index_parallel".into(),
+            datasource: "wikipedia_auto".into(),
+            payload: json!({}),
+            created_time: millis("2023-06-26T21:08:05.217Z"),
+            queue_insertion_time: 0,
+            state: TaskState::Waiting,
+            location: None,
+            started: None,
+            ended: None,
+            error_msg: None,
+            report: IngestionReport::default(),
+        };
+        let documented: Value = serde_json::from_str(
+            r#"{
+                "id": "index_parallel_wikipedia_auto_biahcbmf_2023-06-26T21:08:05.216Z",
+                "groupId": "index_parallel_wikipedia_auto_biahcbmf_2023-06-26T21:08:05.216Z",
+                "type": "index_parallel",
+                "createdTime": "2023-06-26T21:08:05.217Z",
+                "queueInsertionTime": "1970-01-01T00:00:00.000Z",
+                "statusCode": "RUNNING",
+                "status": "RUNNING",
+                "runnerStatusCode": "WAITING",
+                "duration": -1,
+                "location": { "host": null, "port": -1, "tlsPort": -1 },
+                "dataSource": "wikipedia_auto",
+                "errorMsg": null
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(record.status_plus(), documented);
+    }
+
+    /// The first task of the `completeTasks` example in the same page: it ran 17897 ms
+    /// on localhost:8101.
+    #[test]
+    fn a_complete_task_is_shown_as_druids_documentation_shows_it() {
+        let created = millis("2023-06-22T22:11:37.012Z");
+        let record = TaskRecord {
+            id: "query-223549f8-b993-4483-b028-1b0d54713cad-worker0_0".into(),
+            group_id: "query-223549f8-b993-4483-b028-1b0d54713cad".into(),
+            task_type: "query_worker".into(),
+            datasource: "wikipedia_api".into(),
+            payload: json!({}),
+            created_time: created,
+            queue_insertion_time: 0,
+            state: TaskState::Success,
+            location: Some(TaskLocation {
+                host: "localhost".into(),
+                port: 8101,
+                tls_port: None,
+            }),
+            started: Some(created + 100),
+            ended: Some(created + 100 + 17897),
+            error_msg: None,
+            report: IngestionReport::default(),
+        };
+        let documented: Value = serde_json::from_str(
+            r#"{
+                "id": "query-223549f8-b993-4483-b028-1b0d54713cad-worker0_0",
+                "groupId": "query-223549f8-b993-4483-b028-1b0d54713cad",
+                "type": "query_worker",
+                "createdTime": "2023-06-22T22:11:37.012Z",
+                "queueInsertionTime": "1970-01-01T00:00:00.000Z",
+                "statusCode": "SUCCESS",
+                "status": "SUCCESS",
+                "runnerStatusCode": "NONE",
+                "duration": 17897,
+                "location": { "host": "localhost", "port": 8101, "tlsPort": -1 },
+                "dataSource": "wikipedia_api",
+                "errorMsg": null
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(record.status_plus(), documented);
+        let response = record.status_response();
+        assert_eq!(response["task"], json!(record.id));
+        assert_eq!(response["status"], documented);
+    }
+
+    /// The completion report example of the same page.
+    #[test]
+    fn a_report_is_shown_as_druids_documentation_shows_it() {
+        let report = IngestionReport {
+            state: IngestionState::Completed,
+            build_segments: RowStats {
+                processed: 39244,
+                processed_bytes: 17106256,
+                ..RowStats::default()
+            },
+            error_msg: None,
+            segment_availability_confirmed: false,
+            segment_availability_wait_time_ms: 0,
+        };
+        let documented: Value = serde_json::from_str(
+            r#"{
+                "ingestionStatsAndErrors": {
+                    "type": "ingestionStatsAndErrors",
+                    "taskId": "query-52a8aafe-7265-4427-89fe-dc51275cc470",
+                    "payload": {
+                        "ingestionState": "COMPLETED",
+                        "unparseableEvents": {},
+                        "rowStats": {
+                            "determinePartitions": {
+                                "processed": 0, "processedBytes": 0, "processedWithError": 0,
+                                "thrownAway": 0, "unparseable": 0
+                            },
+                            "buildSegments": {
+                                "processed": 39244, "processedBytes": 17106256,
+                                "processedWithError": 0, "thrownAway": 0, "unparseable": 0
+                            }
+                        },
+                        "errorMsg": null,
+                        "segmentAvailabilityConfirmed": false,
+                        "segmentAvailabilityWaitTimeMs": 0
+                    }
+                }
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            report.response("query-52a8aafe-7265-4427-89fe-dc51275cc470"),
+            documented
+        );
+    }
+
+    #[test]
+    fn every_state_maps_to_druids_two_codes() {
+        let codes: Vec<(&str, &str)> = [
+            TaskState::Waiting,
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Success,
+            TaskState::Failed,
+        ]
+        .into_iter()
+        .map(|s| (s.status_code(), s.runner_status_code()))
+        .collect();
+        assert_eq!(
+            codes,
+            [
+                ("RUNNING", "WAITING"),
+                ("RUNNING", "PENDING"),
+                ("RUNNING", "RUNNING"),
+                ("SUCCESS", "NONE"),
+                ("FAILED", "NONE"),
+            ]
+        );
+    }
+
+    #[test]
+    fn task_ids_take_druids_form() {
+        let mut rng = rand::rng();
+        let created = millis("2023-06-26T21:08:05.216Z");
+        let id = new_task_id("index_parallel", "wikipedia", created, &mut rng);
+        let (head, time) = id.rsplit_once('_').unwrap();
+        assert_eq!(time, "2023-06-26T21:08:05.216Z");
+        let (prefix, letters) = head.rsplit_once('_').unwrap();
+        assert_eq!(prefix, "index_parallel_wikipedia");
+        assert_eq!(letters.len(), 8);
+        assert!(letters.chars().all(|c| c.is_ascii_lowercase()), "{letters}");
+        assert_ne!(
+            id,
+            new_task_id("index_parallel", "wikipedia", created, &mut rng)
+        );
+    }
+}
