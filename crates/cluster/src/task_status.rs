@@ -6,12 +6,27 @@
 //! `SUCCESS` or `FAILED`. `runnerStatusCode` says where the runner has it while it
 //! lasts: `WAITING` for its locks, `PENDING` for a worker slot, `RUNNING` on a worker,
 //! and `NONE` once it has ended. A [`TaskState`] holds both at once.
+//!
+//! Records live under `/grove/indexer/tasks/{task_id}` from submission on, so that
+//! tasks and their history survive restarts and a change of overlord. Every write is a
+//! compare-and-swap on the record's revision inside the caller's guard transaction
+//! (an overlord passes its election fence), so no update is lost and a deposed leader
+//! changes nothing.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use grove_segment::id::format_millis;
+
+use crate::error::{Error, Result};
+use crate::metastore::{MetaStore, Txn};
+
+pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
+
+/// How often an update is applied again to a fresh read after another writer came
+/// first, before giving up as [`Error::Busy`].
+const ATTEMPTS: usize = 16;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +203,90 @@ impl IngestionReport {
     }
 }
 
+pub fn task_key(id: &str) -> String {
+    format!("{TASKS_PREFIX}{id}")
+}
+
+fn encode(record: &TaskRecord) -> Result<Vec<u8>> {
+    serde_json::to_vec(record)
+        .map_err(|e| Error::Store(format!("encoding task {}: {e}", record.id)))
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<TaskRecord> {
+    serde_json::from_slice(value).map_err(|e| Error::Store(format!("task record {key}: {e}")))
+}
+
+/// Stores a newly submitted task, if `guard`'s compares hold; a task with the same id
+/// is an error.
+pub async fn create(store: &dyn MetaStore, guard: &Txn, record: &TaskRecord) -> Result<()> {
+    let key = task_key(&record.id);
+    let txn = guard.clone().create(key.clone(), encode(record)?);
+    if store.txn(txn).await? {
+        return Ok(());
+    }
+    match store.get(&key).await? {
+        Some(_) => Err(Error::Invalid(format!(
+            "a task with id {} exists",
+            record.id
+        ))),
+        None => Err(fenced()),
+    }
+}
+
+fn fenced() -> Error {
+    Error::Busy("the guard of this write no longer holds (leadership was lost)".into())
+}
+
+/// The stored task and its revision.
+pub async fn get(store: &dyn MetaStore, id: &str) -> Result<Option<(TaskRecord, u64)>> {
+    let key = task_key(id);
+    match store.get(&key).await? {
+        Some(kv) => Ok(Some((decode(&key, &kv.value)?, kv.mod_revision))),
+        None => Ok(None),
+    }
+}
+
+/// Every stored task, in id order.
+pub async fn list(store: &dyn MetaStore) -> Result<Vec<TaskRecord>> {
+    store
+        .range(TASKS_PREFIX)
+        .await?
+        .iter()
+        .map(|kv| decode(&kv.key, &kv.value))
+        .collect()
+}
+
+/// Applies `change` to the stored task and writes it back if neither the record nor
+/// `guard`'s compares changed meanwhile; on a lost race, applies it again to a fresh
+/// read. Returns the record as written.
+pub async fn update(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    id: &str,
+    mut change: impl FnMut(&mut TaskRecord) -> Result<()>,
+) -> Result<TaskRecord> {
+    let key = task_key(id);
+    for _ in 0..ATTEMPTS {
+        let Some((mut record, revision)) = get(store, id).await? else {
+            return Err(Error::Invalid(format!("no task {id}")));
+        };
+        change(&mut record)?;
+        let txn = guard
+            .clone()
+            .when_revision(key.clone(), revision)
+            .put(key.clone(), encode(&record)?);
+        if store.txn(txn).await? {
+            return Ok(record);
+        }
+        if !store.txn(guard.clone()).await? {
+            return Err(fenced());
+        }
+    }
+    Err(Error::Busy(format!(
+        "task {id} kept changing ({ATTEMPTS} attempts); try again"
+    )))
+}
+
 /// A new task id in Druid's form: `{type}_{datasource}_{8 random letters}_{created
 /// time}`, e.g. `index_parallel_wikipedia_biahcbmf_2023-06-26T21:08:05.216Z`.
 pub fn new_task_id(
@@ -346,6 +445,112 @@ mod tests {
             report.response("query-52a8aafe-7265-4427-89fe-dc51275cc470"),
             documented
         );
+    }
+
+    fn waiting(id: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            group_id: id.into(),
+            task_type: "index_parallel".into(),
+            datasource: "events".into(),
+            payload: json!({"type": "index_parallel", "id": id}),
+            created_time: 1_000,
+            queue_insertion_time: 1_000,
+            state: TaskState::Waiting,
+            location: None,
+            started: None,
+            ended: None,
+            error_msg: None,
+            report: IngestionReport::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_are_created_once_updated_without_lost_writes_and_fenced() {
+        use crate::metastore::EmbeddedStore;
+
+        let store = std::sync::Arc::new(EmbeddedStore::in_memory());
+        let open = Txn::default();
+        create(store.as_ref(), &open, &waiting("t1")).await.unwrap();
+        let again = create(store.as_ref(), &open, &waiting("t1"))
+            .await
+            .unwrap_err();
+        assert!(again.to_string().contains("exists"), "{again}");
+        create(store.as_ref(), &open, &waiting("t0")).await.unwrap();
+
+        // Two writers on two threads counting rows at once: every increment lands.
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        update(store.as_ref(), &Txn::default(), "t1", |r| {
+                            r.report.build_segments.processed += 1;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let (record, _) = get(store.as_ref(), "t1").await.unwrap().unwrap();
+        assert_eq!(record.report.build_segments.processed, 400);
+
+        // A writer whose guard no longer holds changes nothing.
+        store.put("/leader", b"me".to_vec()).await.unwrap();
+        let stale = Txn::default().when_revision("/leader", 1);
+        let err = update(store.as_ref(), &stale, "t1", |r| {
+            r.state = TaskState::Failed;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("guard"), "{err}");
+        assert!(
+            create(store.as_ref(), &stale, &waiting("t2"))
+                .await
+                .is_err()
+        );
+        let ids: Vec<String> = list(store.as_ref())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["t0", "t1"]);
+        assert_eq!(
+            get(store.as_ref(), "t1").await.unwrap().unwrap().0.state,
+            TaskState::Waiting
+        );
+        assert!(get(store.as_ref(), "t9").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_the_embedded_store() {
+        use crate::metastore::EmbeddedStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            create(&store, &Txn::default(), &waiting("t1"))
+                .await
+                .unwrap();
+            update(&store, &Txn::default(), "t1", |r| {
+                r.state = TaskState::Success;
+                r.ended = Some(5_000);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let (record, _) = get(&store, "t1").await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Success);
+        assert_eq!(record.status_plus()["duration"], json!(4_000));
     }
 
     #[test]
