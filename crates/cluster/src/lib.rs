@@ -10,7 +10,8 @@
 //! - [`segments`]: segment descriptors as stored, and reading them back.
 //! - [`rules`]: Druid's load/drop/broadcast rules.
 //! - [`assignments`]: the coordinator's instructions and what historicals serve.
-//! - [`coordinator`]: leader election and the duties that place segments.
+//! - [`election`]: one leader per role, and the fence its writes carry.
+//! - [`coordinator`]: the leading coordinator's duties that place segments.
 //! - [`historical`]: following assignments: download, verify, map, announce.
 //! - [`locks`]: time-chunk locks of ingestion tasks: grant, revoke, publish under them.
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
@@ -21,6 +22,7 @@
 pub mod assignments;
 pub mod coordinator;
 pub mod deep_storage;
+pub mod election;
 pub mod error;
 pub mod historical;
 pub mod locks;

@@ -34,7 +34,7 @@ use grove_segment::id::format_millis;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn};
+use crate::metastore::{MetaStore, Txn, before_attempt};
 
 /// Druid's default priority of realtime (streaming) tasks.
 pub const REALTIME_PRIORITY: i32 = 75;
@@ -202,7 +202,8 @@ fn conflicts(held: &TaskLock, request: &LockRequest) -> bool {
 /// Grants `request`, revoking locks of lower priority in its way, or says who it waits
 /// for. Asking again for a lock the task holds answers that lock.
 pub async fn acquire(store: &dyn MetaStore, request: &LockRequest) -> Result<Grant> {
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        before_attempt(attempt).await;
         let lockbox = Lockbox::read(store, &request.datasource).await?;
         if let Some(held) = lockbox
             .of_task(&request.task_id)
@@ -318,7 +319,8 @@ pub async fn begin_publishing(
     datasource: &str,
     task_id: &str,
 ) -> Result<Held> {
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        before_attempt(attempt).await;
         let lockbox = Lockbox::read(store, datasource).await?;
         let mine: Vec<&StoredLock> = lockbox.of_task(task_id).collect();
         if mine.is_empty() {
@@ -355,7 +357,8 @@ pub async fn begin_publishing(
 
 /// Removes every lock `task_id` holds on `datasource` (the task ended); how many.
 pub async fn release(store: &dyn MetaStore, datasource: &str, task_id: &str) -> Result<usize> {
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        before_attempt(attempt).await;
         let lockbox = Lockbox::read(store, datasource).await?;
         let mine: Vec<&StoredLock> = lockbox.of_task(task_id).collect();
         if mine.is_empty() {

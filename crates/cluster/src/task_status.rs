@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use grove_segment::id::format_millis;
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn};
+use crate::metastore::{MetaStore, Txn, before_attempt};
 
 pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
 
@@ -266,7 +266,8 @@ pub async fn update(
     mut change: impl FnMut(&mut TaskRecord) -> Result<()>,
 ) -> Result<TaskRecord> {
     let key = task_key(id);
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        before_attempt(attempt).await;
         let Some((mut record, revision)) = get(store, id).await? else {
             return Err(Error::Invalid(format!("no task {id}")));
         };

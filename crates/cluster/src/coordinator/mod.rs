@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::assignments::{self, assign_key};
+use crate::election::Election;
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn};
 use crate::nodes::{self, NodeInfo, Role};
@@ -20,8 +21,6 @@ use crate::rules;
 use crate::segments;
 use crate::session::{Session, SessionWork, keep_session};
 use plan::{ClusterState, Memory, Report, Settings};
-
-pub const ELECTION_KEY: &str = "/grove/election/coordinator";
 
 /// Most operations in one fenced transaction (etcd allows 128 by default).
 const OPS_PER_TXN: usize = 100;
@@ -63,6 +62,7 @@ pub struct CoordinatorStatus {
 
 pub struct Coordinator {
     store: Arc<dyn MetaStore>,
+    election: Election,
     node: NodeInfo,
     settings: CoordinatorSettings,
     status: Arc<RwLock<CoordinatorStatus>>,
@@ -75,6 +75,7 @@ impl Coordinator {
             ..CoordinatorStatus::default()
         };
         Coordinator {
+            election: Election::new(store.clone(), "coordinator", &node.id),
             store,
             node,
             settings,
@@ -150,21 +151,9 @@ impl Coordinator {
 
     /// Takes the leadership key if it is free; returns its revision (the fence).
     async fn campaign(&self, session: &Session) -> Result<Option<u64>> {
-        let value = self.node.id.clone().into_bytes();
-        let txn = Txn::default().when_revision(ELECTION_KEY, 0).put_leased(
-            ELECTION_KEY,
-            value.clone(),
-            session.lease(),
-        );
-        self.store.txn(txn).await?;
-        let current = self.store.get(ELECTION_KEY).await?;
-        let leader = current
-            .as_ref()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        self.update(|s| s.leader = leader.clone());
-        Ok(current
-            .filter(|kv| kv.value == value && kv.lease == Some(session.lease()))
-            .map(|kv| kv.mod_revision))
+        let campaign = self.election.campaign(session).await?;
+        self.update(|s| s.leader = campaign.leader.clone());
+        Ok(campaign.fence)
     }
 
     async fn lead(&self, session: &Session, fence: u64, memory: &mut Memory) {
@@ -207,11 +196,8 @@ impl Coordinator {
             ops = ops.put(assign_key(node, &d.id.to_string()), encode(d)?);
         }
         for chunk in ops.ops.chunks(OPS_PER_TXN) {
-            let txn = Txn {
-                compares: Vec::new(),
-                ops: chunk.to_vec(),
-            }
-            .when_revision(ELECTION_KEY, fence);
+            let mut txn = self.election.guard(fence);
+            txn.ops = chunk.to_vec();
             if !self.store.txn(txn).await? {
                 return Ok(false);
             }

@@ -178,6 +178,19 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
     ttl.as_secs_f64().ceil().max(1.0) as i64
 }
 
+/// Waits before attempt `attempt` (from 0) of a compare-and-swap loop: not at all
+/// before the first, then a random few milliseconds, more after each lost race, so
+/// that writers racing in lock step fall out of step instead of starving one another.
+pub(crate) async fn before_attempt(attempt: usize) {
+    use rand::Rng;
+    if attempt == 0 {
+        return;
+    }
+    let most = 2u64 << attempt.min(6);
+    let wait = rand::rng().random_range(1..=most);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 /// The conformance suite every implementation passes; public so that each one's
 /// tests, wherever they live, run the same checks.
 pub mod suite;
