@@ -19,7 +19,7 @@ use grove_segment::format::Segment;
 use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
 use serde::{Deserialize, Serialize};
 
-use crate::fragment::unregistered;
+use crate::fragment::{Refused, check_type, unregistered};
 use crate::remote::{ScanRequest, SegmentRefsExec};
 
 /// The version of the scan node's encoding; a decoder refuses others.
@@ -140,6 +140,7 @@ impl PhysicalExtensionCodec for GroveCodec {
                     .data_type
                     .parse()
                     .map_err(|e| invalid(format!("column {}: {e}", f.name)))?;
+                check_type(&data_type).map_err(Refused::into_error)?;
                 Ok(Field::new(&f.name, data_type, f.nullable))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -773,6 +774,116 @@ mod tests {
         let good = ticket(unlisted, &ids);
         let rows: Vec<RecordBatch> = fetched(&mut client, &good).await;
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    }
+
+    /// The checks of [`crate::fragment::admit`] on plans that decoding alone would let
+    /// through: functions hidden in a dynamic filter or looked up in a registry that
+    /// lacks them, top-Ns and limited aggregates too large or empty to run, and values
+    /// too wide to allocate.
+    #[tokio::test]
+    async fn admission_checks_what_decoding_does_not() {
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, Literal};
+        use datafusion::physical_plan::aggregates::{AggregateExec, LimitOptions};
+        use datafusion::physical_plan::displayable;
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
+        use datafusion::physical_plan::sorts::sort::SortExec;
+
+        use crate::fragment::{MAX_FRAGMENT_FETCH, admit};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (descriptors, _cache, ctx) = fixture(dir.path());
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+        let historical = SessionContext::new().task_ctx();
+        let refusal = |plan: Arc<dyn ExecutionPlan>| match admit(&plan, &ids, historical.as_ref()) {
+            Ok(()) => panic!("admitted:\n{}", displayable(plan.as_ref()).indent(true)),
+            Err(refused) => refused.to_string(),
+        };
+        let find = |plan: &Arc<dyn ExecutionPlan>, name: &str| {
+            let mut found = None;
+            plan.apply(|node| {
+                if node.name() == name && found.is_none() {
+                    found = Some(node.clone());
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+            found.unwrap_or_else(|| {
+                panic!("no {name} in:\n{}", displayable(plan.as_ref()).indent(true))
+            })
+        };
+
+        ctx.register_udf(create_udf(
+            "exfiltrate",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+        ));
+        // A plan with the function, judged by a registry without it.
+        let filtered = physical(&ctx, "SELECT k FROM t WHERE exfiltrate(n) > 0").await;
+        assert!(refusal(filtered.clone()).contains("function exfiltrate is not registered"));
+        // The same predicate inside a dynamic filter with no declared children.
+        let filter = find(&filtered, "FilterExec");
+        let filter = filter.downcast_ref::<FilterExec>().unwrap();
+        let hidden = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![],
+            filter.predicate().clone(),
+        ));
+        let scan = filter.input().clone();
+        let plan = Arc::new(FilterExec::try_new(hidden, scan.clone()).unwrap());
+        assert!(refusal(plan).contains("function exfiltrate is not registered"));
+
+        // Top-Ns and limited aggregates of no rows or of more than historicals keep.
+        let top = physical(&ctx, "SELECT n FROM t ORDER BY n DESC LIMIT 3").await;
+        let sort = find(&top, "SortExec(TopK)");
+        let sort = sort.downcast_ref::<SortExec>().unwrap();
+        for fetch in [0, MAX_FRAGMENT_FETCH + 1] {
+            let plan = Arc::new(sort.with_fetch(Some(fetch)));
+            assert!(refusal(plan).contains(&format!("SortExec keeping {fetch} rows")));
+        }
+        let grouped = physical(&ctx, "SELECT k, COUNT(*) FROM t GROUP BY k").await;
+        let aggregate = find(&grouped, "AggregateExec");
+        let aggregate = aggregate.downcast_ref::<AggregateExec>().unwrap().clone();
+        let huge = LimitOptions {
+            limit: 1 << 40,
+            descending: None,
+        };
+        let plan = Arc::new(aggregate.with_limit_options(Some(huge)));
+        assert!(refusal(plan).contains("AggregateExec keeping 1099511627776 rows"));
+
+        // A null 2 GiB wide per row.
+        let wide = datafusion::scalar::ScalarValue::FixedSizeBinary(i32::MAX, None);
+        let projection = ProjectionExec::try_new(
+            vec![(Arc::new(Literal::new(wide)) as _, "w".to_string())],
+            scan,
+        )
+        .unwrap();
+        assert!(refusal(Arc::new(projection)).contains("FixedSizeBinary(2147483647)"));
+
+        // Plans of the operators brokers push pass.
+        for sql in [
+            "SELECT k, COUNT(*) FROM t GROUP BY k",
+            "SELECT n FROM t ORDER BY n DESC LIMIT 3",
+            "SELECT k, n * 2 FROM t WHERE n > 10 AND k IN ('a', 'b') LIMIT 5",
+        ] {
+            let plan = physical(&ctx, sql).await;
+            assert!(admit(&plan, &ids, historical.as_ref()).is_ok(), "{sql}");
+        }
+
+        // A scan whose declared schema has such a type is refused at decode.
+        let node = br#"{"version":1,"schema":[{"name":"w","data_type":"FixedSizeBinary(2147483647)","nullable":true}],"projection":[0],"segments":[],"filter":null,"limit":null,"partitions":1}"#;
+        let err = GroveCodec::for_encoding()
+            .try_decode(
+                node,
+                &[],
+                historical.as_ref(),
+                &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+            )
+            .unwrap_err();
+        assert!(crate::fragment::Refused::find(&err).is_some(), "{err}");
     }
 
     /// A loopback port nothing listens on.

@@ -530,7 +530,8 @@ fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     let Some(sort) = node.downcast_ref::<SortExec>() else {
         return Ok(None);
     };
-    if sort.fetch().is_none() {
+    // Historicals take only top-Ns they can set room aside for.
+    if !sort.fetch().is_some_and(crate::fragment::fetch_allowed) {
         return Ok(None);
     }
     let mut below = sort.input().clone();
@@ -642,6 +643,11 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
             };
             let single = *aggregate.mode() == AggregateMode::Single;
             if *aggregate.mode() != AggregateMode::Partial && !single {
+                return Ok(Transformed::no(node));
+            }
+            if let Some(limit) = aggregate.limit_options()
+                && !crate::fragment::fetch_allowed(limit.limit)
+            {
                 return Ok(Transformed::no(node));
             }
             let mut below = aggregate.input().clone();

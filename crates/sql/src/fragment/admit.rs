@@ -19,6 +19,7 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
@@ -77,17 +78,33 @@ pub fn admit(
     functions: &dyn FunctionRegistry,
 ) -> Result<(), Refused> {
     let listed: HashSet<&str> = segments.iter().map(String::as_str).collect();
+    first_refusal(|refuse| {
+        plan.apply(|node| Ok(refuse(admit_node(node.as_ref(), &listed, functions))))
+    })
+}
+
+/// Runs a walk whose visitor hands each check to `refuse`, which keeps the first
+/// refusal and stops the walk there. A walk that fails is a refusal too: what cannot
+/// be looked at does not run.
+fn first_refusal(
+    walk: impl FnOnce(
+        &mut dyn FnMut(Result<(), Refused>) -> TreeNodeRecursion,
+    ) -> datafusion::error::Result<TreeNodeRecursion>,
+) -> Result<(), Refused> {
     let mut refused = None;
-    // The closure records the first refusal and stops the walk; `apply` itself
-    // cannot fail here.
-    let _ = plan.apply(|node| match admit_node(node.as_ref(), &listed, functions) {
-        Ok(()) => Ok(TreeNodeRecursion::Continue),
+    let mut refuse = |checked: Result<(), Refused>| match checked {
+        Ok(()) => TreeNodeRecursion::Continue,
         Err(why) => {
-            refused = Some(why);
-            Ok(TreeNodeRecursion::Stop)
+            refused.get_or_insert(why);
+            TreeNodeRecursion::Stop
         }
-    });
-    refused.map_or(Ok(()), Err)
+    };
+    let walked = walk(&mut refuse);
+    match (refused, walked) {
+        (Some(why), _) => Err(why),
+        (None, Err(e)) => Err(Refused(format!("the plan cannot be checked: {e}"))),
+        (None, Ok(_)) => Ok(()),
+    }
 }
 
 fn admit_node(
@@ -120,23 +137,104 @@ fn admit_node(
             )));
         }
     }
+    if let Some(sort) = concrete::<SortExec>(node) {
+        check_fetch("SortExec", sort.fetch())?;
+    }
     if let Some(aggregate) = concrete::<AggregateExec>(node) {
+        check_fetch("AggregateExec", aggregate.limit_options().map(|l| l.limit))?;
         for function in aggregate.aggr_expr() {
             let name = function.fun().name();
             require(functions.udaf(name).is_ok(), "aggregate function", name)?;
         }
+        // Evaluated for grouping sets, but not among `apply_expressions`'.
+        for (expr, _) in aggregate.group_expr().null_expr() {
+            admit_expr_tree(expr, functions)?;
+        }
     }
-    let mut refused = None;
-    let _ = node.apply_expressions(&mut |root| {
-        root.apply(|expr| match admit_expr(expr.as_ref(), functions) {
-            Ok(()) => Ok(TreeNodeRecursion::Continue),
-            Err(why) => {
-                refused = Some(why);
-                Ok(TreeNodeRecursion::Stop)
+    first_refusal(|refuse| {
+        node.apply_expressions(&mut |root| Ok(refuse(admit_expr_tree(root, functions))))
+    })
+}
+
+/// The most rows a fragment's top-N sort or limited aggregate may keep: they set
+/// room aside for that many rows before reading any. Brokers push no larger one.
+pub const MAX_FRAGMENT_FETCH: usize = 1 << 24;
+
+/// Whether a fragment may keep `fetch` rows (see [`MAX_FRAGMENT_FETCH`]); zero is
+/// refused too, as the top-N operator cannot run with it.
+pub fn fetch_allowed(fetch: usize) -> bool {
+    (1..=MAX_FRAGMENT_FETCH).contains(&fetch)
+}
+
+fn check_fetch(operator: &str, fetch: Option<usize>) -> Result<(), Refused> {
+    match fetch {
+        Some(rows) if !fetch_allowed(rows) => Err(Refused(format!(
+            "{operator} keeping {rows} rows (1 to {MAX_FRAGMENT_FETCH})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The widest value of a fixed-size type a fragment may make (bytes of a
+/// `FixedSizeBinary`, elements of a `FixedSizeList`, nested sizes multiplied): a null
+/// of such a type is allocated at its full width for every row.
+pub const MAX_FIXED_WIDTH: usize = 1 << 16;
+
+/// Refuses types whose values are wider than [`MAX_FIXED_WIDTH`].
+pub fn check_type(data_type: &DataType) -> Result<(), Refused> {
+    let width = fixed_width(data_type);
+    if width > MAX_FIXED_WIDTH {
+        return Err(Refused(format!(
+            "type {data_type} is {width} wide (at most {MAX_FIXED_WIDTH})"
+        )));
+    }
+    Ok(())
+}
+
+fn fixed_width(data_type: &DataType) -> usize {
+    let size = |n: i32| usize::try_from(n).unwrap_or(0);
+    match data_type {
+        DataType::FixedSizeBinary(n) => size(*n),
+        DataType::FixedSizeList(item, n) => size(*n).saturating_mul(fixed_width(item.data_type())),
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::Map(item, _) => fixed_width(item.data_type()),
+        DataType::Struct(fields) => fields
+            .iter()
+            .map(|f| fixed_width(f.data_type()))
+            .fold(1, usize::saturating_add),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .map(|(_, f)| fixed_width(f.data_type()))
+            .fold(1, usize::saturating_add),
+        DataType::Dictionary(_, value) => fixed_width(value),
+        DataType::RunEndEncoded(_, value) => fixed_width(value.data_type()),
+        _ => 1,
+    }
+}
+
+/// Checks every expression of the tree under `root`, and the expression a dynamic
+/// filter holds (which it evaluates, but does not list among its children).
+fn admit_expr_tree(
+    root: &Arc<dyn PhysicalExpr>,
+    functions: &dyn FunctionRegistry,
+) -> Result<(), Refused> {
+    first_refusal(|refuse| {
+        root.apply(|expr| {
+            let mut checked = admit_expr(expr.as_ref(), functions);
+            if let (Ok(()), Some(filter)) =
+                (&checked, expr.downcast_ref::<DynamicFilterPhysicalExpr>())
+            {
+                checked = match filter.current() {
+                    Ok(inner) => admit_expr_tree(&inner, functions),
+                    Err(e) => Err(Refused(format!("a dynamic filter cannot be checked: {e}"))),
+                };
             }
+            Ok(refuse(checked))
         })
-    });
-    refused.map_or(Ok(()), Err)
+    })
 }
 
 /// The operators brokers push above a segment scan: filters and projections, the
@@ -179,12 +277,18 @@ fn admit_expr(expr: &dyn PhysicalExpr, functions: &dyn FunctionRegistry) -> Resu
             name,
         );
     }
+    if let Some(literal) = expr.downcast_ref::<Literal>() {
+        return check_type(&literal.value().data_type());
+    }
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return check_type(cast.cast_type());
+    }
+    if let Some(cast) = expr.downcast_ref::<TryCastExpr>() {
+        return check_type(cast.cast_type());
+    }
     let pure = expr.is::<Column>()
-        || expr.is::<Literal>()
         || expr.is::<BinaryExpr>()
         || expr.is::<CaseExpr>()
-        || expr.is::<CastExpr>()
-        || expr.is::<TryCastExpr>()
         || expr.is::<InListExpr>()
         || expr.is::<IsNullExpr>()
         || expr.is::<IsNotNullExpr>()

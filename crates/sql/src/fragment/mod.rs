@@ -20,7 +20,10 @@
 
 mod admit;
 
-pub use admit::{MAX_PARTITIONS, Refused, admit, unregistered};
+pub use admit::{
+    MAX_FIXED_WIDTH, MAX_FRAGMENT_FETCH, MAX_PARTITIONS, Refused, admit, check_type, fetch_allowed,
+    unregistered,
+};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -233,8 +236,12 @@ impl FlightService for FragmentService {
         admit(&plan, &ticket.segments, task.as_ref())
             .map_err(|refused| permission_denied(&ticket, &refused))?;
         let schema = plan.schema();
-        let stream = execute_stream(plan, task)
-            .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
+        // An operator may still assert on what a hostile plan set up; that must not
+        // take the process down either.
+        let stream =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_stream(plan, task)))
+                .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not start"))?
+                .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
         let batches = stream
             .map(|batch| batch.and_then(|b| compact_dictionaries(b).map_err(Into::into)))
             .map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
