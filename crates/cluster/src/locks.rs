@@ -43,6 +43,12 @@ pub const BATCH_PRIORITY: i32 = 50;
 /// Druid's default priority of compaction tasks.
 pub const COMPACTION_PRIORITY: i32 = 25;
 
+/// The most locks one task may hold on a datasource: marking them publishing,
+/// guarding the publication and releasing them are each one transaction with an
+/// operation or compare per lock, and etcd refuses transactions of more than 128
+/// (its default `--max-txn-ops`).
+pub const MAX_LOCKS_PER_TASK: usize = 60;
+
 /// How often a change is decided again after another change to the same datasource's
 /// locks won the race, before giving up as [`Error::Busy`].
 const ATTEMPTS: usize = 16;
@@ -119,8 +125,12 @@ fn locks_prefix(datasource: &str) -> String {
 }
 
 fn lock_key(lock: &TaskLock) -> String {
+    let kind = match lock.kind {
+        LockKind::Exclusive => "exclusive",
+        LockKind::Append => "append",
+    };
     format!(
-        "{}{}_{}_{}",
+        "{}{}_{}_{kind}_{}",
         locks_prefix(&lock.datasource),
         format_millis(lock.interval.start),
         format_millis(lock.interval.end),
@@ -147,7 +157,12 @@ impl Lockbox {
             }
             None => (0, 0),
         };
-        let locks = stored_locks(store, &locks_prefix(datasource)).await?;
+        // The prefix of `a` also covers a datasource named `a/b`.
+        let locks = stored_locks(store, &locks_prefix(datasource))
+            .await?
+            .into_iter()
+            .filter(|s| s.lock.datasource == datasource)
+            .collect();
         Ok(Lockbox {
             key,
             revision,
@@ -213,6 +228,13 @@ pub async fn acquire(store: &dyn MetaStore, request: &LockRequest) -> Result<Gra
                 return Err(revoked(&held.lock));
             }
             return Ok(Grant::Granted(held.lock.clone()));
+        }
+        if lockbox.of_task(&request.task_id).count() >= MAX_LOCKS_PER_TASK {
+            return Err(Error::Invalid(format!(
+                "task {} already holds {MAX_LOCKS_PER_TASK} locks on {}, the most one task may hold; \
+                 use a coarser segmentGranularity",
+                request.task_id, request.datasource
+            )));
         }
         let in_the_way: Vec<&StoredLock> = lockbox
             .locks
@@ -461,6 +483,40 @@ mod tests {
         let mut sub = request("p-sub-1", days(5, 6), LockKind::Exclusive, BATCH_PRIORITY);
         sub.group_id = "p".into();
         assert_eq!(granted(acquire(&store, &sub).await.unwrap()).version, "v-p");
+    }
+
+    #[tokio::test]
+    async fn a_task_holds_at_most_what_one_transaction_can_publish_under() {
+        let store = EmbeddedStore::in_memory();
+        for day in 0..MAX_LOCKS_PER_TASK as i64 {
+            let day = request(
+                "big",
+                days(day, day + 1),
+                LockKind::Exclusive,
+                BATCH_PRIORITY,
+            );
+            granted(acquire(&store, &day).await.unwrap());
+        }
+        let one_more = request("big", days(100, 101), LockKind::Exclusive, BATCH_PRIORITY);
+        let err = acquire(&store, &one_more).await.unwrap_err();
+        assert!(
+            err.to_string().contains("the most one task may hold"),
+            "{err}"
+        );
+        // Another datasource whose name starts like this one's shares nothing.
+        let mut other = request("o", days(0, 1), LockKind::Exclusive, BATCH_PRIORITY);
+        other.datasource = "events/x".into();
+        granted(acquire(&store, &other).await.unwrap());
+        assert_eq!(
+            list(&store, Some("events")).await.unwrap().len(),
+            MAX_LOCKS_PER_TASK
+        );
+        let held = begin_publishing(&store, "events", "big").await.unwrap();
+        assert_eq!(held.locks().count(), MAX_LOCKS_PER_TASK);
+        assert_eq!(
+            release(&store, "events", "big").await.unwrap(),
+            MAX_LOCKS_PER_TASK
+        );
     }
 
     #[tokio::test]

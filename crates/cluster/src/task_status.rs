@@ -224,13 +224,22 @@ pub async fn create(store: &dyn MetaStore, guard: &Txn, record: &TaskRecord) -> 
     if store.txn(txn).await? {
         return Ok(());
     }
-    match store.get(&key).await? {
-        Some(_) => Err(Error::Invalid(format!(
-            "a task with id {} exists",
-            record.id
-        ))),
-        None => Err(fenced()),
+    if !holds(store, guard).await? {
+        return Err(fenced());
     }
+    Err(Error::Invalid(format!(
+        "a task with id {} exists",
+        record.id
+    )))
+}
+
+/// Whether `guard`'s compares hold now (its operations are not applied).
+async fn holds(store: &dyn MetaStore, guard: &Txn) -> Result<bool> {
+    let compares = Txn {
+        compares: guard.compares.clone(),
+        ops: Vec::new(),
+    };
+    store.txn(compares).await
 }
 
 fn fenced() -> Error {
@@ -279,7 +288,7 @@ pub async fn update(
         if store.txn(txn).await? {
             return Ok(record);
         }
-        if !store.txn(guard.clone()).await? {
+        if !holds(store, guard).await? {
             return Err(fenced());
         }
     }

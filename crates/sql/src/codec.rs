@@ -711,12 +711,24 @@ mod tests {
         }
     }
 
+    /// Registers `exfiltrate(n)` in `ctx`: a function a broker's session may have and a
+    /// historical's does not.
+    fn register_exfiltrate(ctx: &SessionContext) {
+        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+        ctx.register_udf(create_udf(
+            "exfiltrate",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+        ));
+    }
+
     /// Fragments a broker never sends, each refused with `PermissionDenied` naming
     /// what it holds, and the historical serving the next good ticket. (File scans
     /// and sinks are refused in the end-to-end tests, forged as an outsider would.)
     #[tokio::test]
     async fn fragments_brokers_do_not_send_are_refused_before_they_run() {
-        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
         use datafusion::physical_plan::Partitioning;
         use datafusion::physical_plan::repartition::RepartitionExec;
 
@@ -733,14 +745,7 @@ mod tests {
             Ticket::new("forged", ids.to_vec(), plan, &codec).unwrap()
         };
 
-        // A function the broker's session has and the historical's does not.
-        ctx.register_udf(create_udf(
-            "exfiltrate",
-            vec![DataType::Int64],
-            DataType::Int64,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
-        ));
+        register_exfiltrate(&ctx);
         let udf = physical(&ctx, "SELECT exfiltrate(n) FROM t").await;
         // The scan reads all three segments; the ticket lists two.
         let unlisted = physical(&ctx, "SELECT k FROM t").await;
@@ -783,7 +788,6 @@ mod tests {
     #[tokio::test]
     async fn admission_checks_what_decoding_does_not() {
         use datafusion::common::tree_node::TreeNode;
-        use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
         use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, Literal};
         use datafusion::physical_plan::aggregates::{AggregateExec, LimitOptions};
         use datafusion::physical_plan::displayable;
@@ -815,13 +819,7 @@ mod tests {
             })
         };
 
-        ctx.register_udf(create_udf(
-            "exfiltrate",
-            vec![DataType::Int64],
-            DataType::Int64,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
-        ));
+        register_exfiltrate(&ctx);
         // A plan with the function, judged by a registry without it.
         let filtered = physical(&ctx, "SELECT k FROM t WHERE exfiltrate(n) > 0").await;
         assert!(refusal(filtered.clone()).contains("function exfiltrate is not registered"));
