@@ -24,7 +24,9 @@
 //! Every change to a datasource's locks is one transaction that also rewrites the
 //! datasource's lockbox key and compares its revision with the one the change was
 //! decided on, so two overlords (a deposed leader that has not noticed yet, and the new
-//! one) never grant conflicting locks from stale reads.
+//! one) never grant conflicting locks from stale reads. Each change also carries the
+//! caller's guard (an overlord's election fence), so a deposed leader changes nothing
+//! at all.
 //!
 //! Keys: `/grove/locks/{datasource}/{start}_{end}_{task}` holds a [`TaskLock`] as JSON;
 //! `/grove/lockbox/{datasource}` counts the changes to the datasource's locks.
@@ -34,7 +36,7 @@ use grove_segment::id::format_millis;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn, before_attempt};
+use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
 
 /// Druid's default priority of realtime (streaming) tasks.
 pub const REALTIME_PRIORITY: i32 = 75;
@@ -171,9 +173,11 @@ impl Lockbox {
         })
     }
 
-    /// A transaction that applies only if nothing changed the locks since the read.
-    fn fenced(&self) -> Txn {
-        Txn::default()
+    /// A transaction that applies only if nothing changed the locks since the read
+    /// and `guard`'s compares hold.
+    fn fenced(&self, guard: &Txn) -> Txn {
+        guard
+            .compares_only()
             .when_revision(self.key.clone(), self.revision)
             .put(
                 self.key.clone(),
@@ -216,7 +220,7 @@ fn conflicts(held: &TaskLock, request: &LockRequest) -> bool {
 
 /// Grants `request`, revoking locks of lower priority in its way, or says who it waits
 /// for. Asking again for a lock the task holds answers that lock.
-pub async fn acquire(store: &dyn MetaStore, request: &LockRequest) -> Result<Grant> {
+pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) -> Result<Grant> {
     for attempt in 0..ATTEMPTS {
         before_attempt(attempt).await;
         let lockbox = Lockbox::read(store, &request.datasource).await?;
@@ -262,7 +266,7 @@ pub async fn acquire(store: &dyn MetaStore, request: &LockRequest) -> Result<Gra
             revoked: false,
             publishing: false,
         };
-        let mut txn = lockbox.fenced();
+        let mut txn = lockbox.fenced(guard);
         for revoked in in_the_way {
             let mut taken = revoked.lock.clone();
             taken.revoked = true;
@@ -274,8 +278,19 @@ pub async fn acquire(store: &dyn MetaStore, request: &LockRequest) -> Result<Gra
         if store.txn(txn).await? {
             return Ok(Grant::Granted(lock));
         }
+        check_guard(store, guard).await?;
     }
     Err(raced(&request.datasource))
+}
+
+/// After a lost race: an error if it was lost to the guard rather than to another
+/// change of the locks.
+async fn check_guard(store: &dyn MetaStore, guard: &Txn) -> Result<()> {
+    if store.txn(guard.compares_only()).await? {
+        Ok(())
+    } else {
+        Err(guard_lost())
+    }
 }
 
 fn revoked(lock: &TaskLock) -> Error {
@@ -338,6 +353,7 @@ impl Held {
 /// was revoked.
 pub async fn begin_publishing(
     store: &dyn MetaStore,
+    guard: &Txn,
     datasource: &str,
     task_id: &str,
 ) -> Result<Held> {
@@ -353,7 +369,7 @@ pub async fn begin_publishing(
         if let Some(lost) = mine.iter().find(|s| s.lock.revoked) {
             return Err(revoked(&lost.lock));
         }
-        let mut txn = lockbox.fenced();
+        let mut txn = lockbox.fenced(guard);
         for held in &mine {
             let mut publishing = held.lock.clone();
             publishing.publishing = true;
@@ -373,12 +389,18 @@ pub async fn begin_publishing(
             }
             return Ok(Held(held));
         }
+        check_guard(store, guard).await?;
     }
     Err(raced(datasource))
 }
 
 /// Removes every lock `task_id` holds on `datasource` (the task ended); how many.
-pub async fn release(store: &dyn MetaStore, datasource: &str, task_id: &str) -> Result<usize> {
+pub async fn release(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    datasource: &str,
+    task_id: &str,
+) -> Result<usize> {
     for attempt in 0..ATTEMPTS {
         before_attempt(attempt).await;
         let lockbox = Lockbox::read(store, datasource).await?;
@@ -388,10 +410,11 @@ pub async fn release(store: &dyn MetaStore, datasource: &str, task_id: &str) -> 
         }
         let txn = mine
             .iter()
-            .fold(lockbox.fenced(), |txn, s| txn.delete(s.key.clone()));
+            .fold(lockbox.fenced(guard), |txn, s| txn.delete(s.key.clone()));
         if store.txn(txn).await? {
             return Ok(mine.len());
         }
+        check_guard(store, guard).await?;
     }
     Err(raced(datasource))
 }
@@ -402,6 +425,11 @@ mod tests {
     use crate::metastore::EmbeddedStore;
 
     const DAY: i64 = 86_400_000;
+
+    /// No guard: every write of these tests may apply.
+    fn open() -> Txn {
+        Txn::default()
+    }
 
     fn days(from: i64, to: i64) -> Interval {
         Interval::new(from * DAY, to * DAY).unwrap()
@@ -439,17 +467,20 @@ mod tests {
         let a = request("a", days(0, 2), LockKind::Exclusive, BATCH_PRIORITY);
         let b = request("b", days(1, 3), LockKind::Exclusive, BATCH_PRIORITY);
         let c = request("c", days(2, 3), LockKind::Exclusive, BATCH_PRIORITY);
-        let lock = granted(acquire(&store, &a).await.unwrap());
+        let lock = granted(acquire(&store, &open(), &a).await.unwrap());
         assert_eq!(lock.version, "v-a");
         // Asking again answers the same lock.
-        assert_eq!(granted(acquire(&store, &a).await.unwrap()), lock);
-        assert_eq!(blockers(acquire(&store, &b).await.unwrap()), ["a"]);
+        assert_eq!(granted(acquire(&store, &open(), &a).await.unwrap()), lock);
+        assert_eq!(blockers(acquire(&store, &open(), &b).await.unwrap()), ["a"]);
         // Days 2..3 do not overlap days 0..2 (intervals are half-open).
-        granted(acquire(&store, &c).await.unwrap());
-        assert_eq!(release(&store, "events", "a").await.unwrap(), 1);
-        assert_eq!(blockers(acquire(&store, &b).await.unwrap()), ["c"]);
-        release(&store, "events", "c").await.unwrap();
-        assert_eq!(granted(acquire(&store, &b).await.unwrap()).version, "v-b");
+        granted(acquire(&store, &open(), &c).await.unwrap());
+        assert_eq!(release(&store, &open(), "events", "a").await.unwrap(), 1);
+        assert_eq!(blockers(acquire(&store, &open(), &b).await.unwrap()), ["c"]);
+        release(&store, &open(), "events", "c").await.unwrap();
+        assert_eq!(
+            granted(acquire(&store, &open(), &b).await.unwrap()).version,
+            "v-b"
+        );
     }
 
     #[tokio::test]
@@ -458,31 +489,34 @@ mod tests {
         let first = request("a1", days(0, 1), LockKind::Append, BATCH_PRIORITY);
         let second = request("a2", days(0, 1), LockKind::Append, BATCH_PRIORITY);
         assert_eq!(
-            granted(acquire(&store, &first).await.unwrap()).version,
+            granted(acquire(&store, &open(), &first).await.unwrap()).version,
             "v-a1"
         );
         assert_eq!(
-            granted(acquire(&store, &second).await.unwrap()).version,
+            granted(acquire(&store, &open(), &second).await.unwrap()).version,
             "v-a1"
         );
         // An append over a wider interval, and a replace, wait for both.
         let wider = request("a3", days(0, 2), LockKind::Append, BATCH_PRIORITY);
         assert_eq!(
-            blockers(acquire(&store, &wider).await.unwrap()),
+            blockers(acquire(&store, &open(), &wider).await.unwrap()),
             ["a1", "a2"]
         );
         let replace = request("r", days(0, 1), LockKind::Exclusive, BATCH_PRIORITY);
         assert_eq!(
-            blockers(acquire(&store, &replace).await.unwrap()),
+            blockers(acquire(&store, &open(), &replace).await.unwrap()),
             ["a1", "a2"]
         );
 
         // A sub-task of a group takes its group's version, and is in nobody's way.
         let parent = request("p", days(5, 6), LockKind::Exclusive, BATCH_PRIORITY);
-        granted(acquire(&store, &parent).await.unwrap());
+        granted(acquire(&store, &open(), &parent).await.unwrap());
         let mut sub = request("p-sub-1", days(5, 6), LockKind::Exclusive, BATCH_PRIORITY);
         sub.group_id = "p".into();
-        assert_eq!(granted(acquire(&store, &sub).await.unwrap()).version, "v-p");
+        assert_eq!(
+            granted(acquire(&store, &open(), &sub).await.unwrap()).version,
+            "v-p"
+        );
     }
 
     #[tokio::test]
@@ -495,10 +529,10 @@ mod tests {
                 LockKind::Exclusive,
                 BATCH_PRIORITY,
             );
-            granted(acquire(&store, &day).await.unwrap());
+            granted(acquire(&store, &open(), &day).await.unwrap());
         }
         let one_more = request("big", days(100, 101), LockKind::Exclusive, BATCH_PRIORITY);
-        let err = acquire(&store, &one_more).await.unwrap_err();
+        let err = acquire(&store, &open(), &one_more).await.unwrap_err();
         assert!(
             err.to_string().contains("the most one task may hold"),
             "{err}"
@@ -506,17 +540,41 @@ mod tests {
         // Another datasource whose name starts like this one's shares nothing.
         let mut other = request("o", days(0, 1), LockKind::Exclusive, BATCH_PRIORITY);
         other.datasource = "events/x".into();
-        granted(acquire(&store, &other).await.unwrap());
+        granted(acquire(&store, &open(), &other).await.unwrap());
         assert_eq!(
             list(&store, Some("events")).await.unwrap().len(),
             MAX_LOCKS_PER_TASK
         );
-        let held = begin_publishing(&store, "events", "big").await.unwrap();
+        let held = begin_publishing(&store, &open(), "events", "big")
+            .await
+            .unwrap();
         assert_eq!(held.locks().count(), MAX_LOCKS_PER_TASK);
         assert_eq!(
-            release(&store, "events", "big").await.unwrap(),
+            release(&store, &open(), "events", "big").await.unwrap(),
             MAX_LOCKS_PER_TASK
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_guard_fails_changes_no_lock() {
+        let store = EmbeddedStore::in_memory();
+        let a = request("a", days(0, 1), LockKind::Exclusive, BATCH_PRIORITY);
+        granted(acquire(&store, &open(), &a).await.unwrap());
+        store.put("/leader", b"new".to_vec()).await.unwrap();
+        let deposed = Txn::default().when_revision("/leader", 1);
+        let b = request("b", days(5, 6), LockKind::Exclusive, BATCH_PRIORITY);
+        for err in [
+            acquire(&store, &deposed, &b).await.unwrap_err(),
+            begin_publishing(&store, &deposed, "events", "a")
+                .await
+                .unwrap_err(),
+            release(&store, &deposed, "events", "a").await.unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("guard"), "{err}");
+        }
+        let left = list(&store, Some("events")).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(!left[0].lock.publishing);
     }
 
     #[tokio::test]
@@ -530,25 +588,25 @@ mod tests {
             LockKind::Exclusive,
             COMPACTION_PRIORITY,
         );
-        granted(acquire(&store, &batch).await.unwrap());
+        granted(acquire(&store, &open(), &batch).await.unwrap());
         assert_eq!(
-            blockers(acquire(&store, &compaction).await.unwrap()),
+            blockers(acquire(&store, &open(), &compaction).await.unwrap()),
             ["batch"]
         );
-        granted(acquire(&store, &realtime).await.unwrap());
+        granted(acquire(&store, &open(), &realtime).await.unwrap());
         let locks = list(&store, Some("events")).await.unwrap();
         let of = |task: &str| locks.iter().find(|s| s.lock.task_id == task).unwrap();
         assert!(of("batch").lock.revoked);
         assert!(!of("rt").lock.revoked);
-        let err = begin_publishing(&store, "events", "batch")
+        let err = begin_publishing(&store, &open(), "events", "batch")
             .await
             .unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");
-        let err = acquire(&store, &batch).await.unwrap_err();
+        let err = acquire(&store, &open(), &batch).await.unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");
         // The revoked lock blocks nobody; the realtime one blocks the compaction.
         assert_eq!(
-            blockers(acquire(&store, &compaction).await.unwrap()),
+            blockers(acquire(&store, &open(), &compaction).await.unwrap()),
             ["rt"]
         );
     }
@@ -558,11 +616,13 @@ mod tests {
         let store = EmbeddedStore::in_memory();
         let batch = request("batch", days(0, 1), LockKind::Exclusive, BATCH_PRIORITY);
         let realtime = request("rt", days(0, 1), LockKind::Append, REALTIME_PRIORITY);
-        granted(acquire(&store, &batch).await.unwrap());
-        let held = begin_publishing(&store, "events", "batch").await.unwrap();
+        granted(acquire(&store, &open(), &batch).await.unwrap());
+        let held = begin_publishing(&store, &open(), "events", "batch")
+            .await
+            .unwrap();
         assert!(held.locks().all(|l| l.publishing && l.task_id == "batch"));
         assert_eq!(
-            blockers(acquire(&store, &realtime).await.unwrap()),
+            blockers(acquire(&store, &open(), &realtime).await.unwrap()),
             ["batch"]
         );
 
@@ -570,9 +630,9 @@ mod tests {
         let publish = |key: &str| held.guard(Txn::default().create(key.to_string(), b"1".to_vec()));
         assert!(store.txn(publish("/published/1")).await.unwrap());
         // ... and not once they are gone (the task was shut down meanwhile).
-        release(&store, "events", "batch").await.unwrap();
+        release(&store, &open(), "events", "batch").await.unwrap();
         assert!(!store.txn(publish("/published/2")).await.unwrap());
         assert_eq!(store.get("/published/2").await.unwrap(), None);
-        granted(acquire(&store, &realtime).await.unwrap());
+        granted(acquire(&store, &open(), &realtime).await.unwrap());
     }
 }

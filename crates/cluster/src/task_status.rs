@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use grove_segment::id::format_millis;
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn, before_attempt};
+use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
 
 pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
 
@@ -220,30 +220,17 @@ fn decode(key: &str, value: &[u8]) -> Result<TaskRecord> {
 /// is an error.
 pub async fn create(store: &dyn MetaStore, guard: &Txn, record: &TaskRecord) -> Result<()> {
     let key = task_key(&record.id);
-    let txn = guard.clone().create(key.clone(), encode(record)?);
+    let txn = guard.compares_only().create(key.clone(), encode(record)?);
     if store.txn(txn).await? {
         return Ok(());
     }
-    if !holds(store, guard).await? {
-        return Err(fenced());
+    if !store.txn(guard.compares_only()).await? {
+        return Err(guard_lost());
     }
     Err(Error::Invalid(format!(
         "a task with id {} exists",
         record.id
     )))
-}
-
-/// Whether `guard`'s compares hold now (its operations are not applied).
-async fn holds(store: &dyn MetaStore, guard: &Txn) -> Result<bool> {
-    let compares = Txn {
-        compares: guard.compares.clone(),
-        ops: Vec::new(),
-    };
-    store.txn(compares).await
-}
-
-fn fenced() -> Error {
-    Error::Busy("the guard of this write no longer holds (leadership was lost)".into())
 }
 
 /// The stored task and its revision.
@@ -282,14 +269,14 @@ pub async fn update(
         };
         change(&mut record)?;
         let txn = guard
-            .clone()
+            .compares_only()
             .when_revision(key.clone(), revision)
             .put(key.clone(), encode(&record)?);
         if store.txn(txn).await? {
             return Ok(record);
         }
-        if !holds(store, guard).await? {
-            return Err(fenced());
+        if !store.txn(guard.compares_only()).await? {
+            return Err(guard_lost());
         }
     }
     Err(Error::Busy(format!(

@@ -115,6 +115,19 @@ impl Txn {
         self.ops.push(Op::Delete { key: key.into() });
         self
     }
+
+    /// The same conditions with no operations: applied, it says whether they hold.
+    pub fn compares_only(&self) -> Txn {
+        Txn {
+            compares: self.compares.clone(),
+            ops: Vec::new(),
+        }
+    }
+}
+
+/// The error of a write whose guard (a leader's fence) no longer holds.
+pub(crate) fn guard_lost() -> crate::Error {
+    crate::Error::Busy("the guard of this write no longer holds (leadership was lost)".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

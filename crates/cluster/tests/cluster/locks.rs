@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use grove_cluster::locks::{self, BATCH_PRIORITY, Grant, LockKind, LockRequest};
-use grove_cluster::metastore::{EtcdStore, MetaStore};
+use grove_cluster::metastore::{EtcdStore, MetaStore, Txn};
 use grove_segment::Interval;
 use grove_testkit::Etcd;
 
@@ -36,7 +36,9 @@ async fn concurrent_requests_for_one_chunk_never_both_win() {
                     priority: BATCH_PRIORITY,
                     version: format!("v{round}"),
                 };
-                tokio::spawn(async move { locks::acquire(store.as_ref(), &request).await })
+                tokio::spawn(async move {
+                    locks::acquire(store.as_ref(), &Txn::default(), &request).await
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -56,7 +58,7 @@ async fn concurrent_requests_for_one_chunk_never_both_win() {
             .collect();
         assert_eq!(overlapping, winners, "round {round}");
         // The winner ends, so the next round's chunk is free but for it.
-        locks::release(stores[0].as_ref(), "events", &winners[0])
+        locks::release(stores[0].as_ref(), &Txn::default(), "events", &winners[0])
             .await
             .unwrap();
     }
