@@ -218,12 +218,42 @@ fn conflicts(held: &TaskLock, request: &LockRequest) -> bool {
         && !shared
 }
 
+/// What one decision on a datasource's locks comes to.
+enum Step<T> {
+    /// Nothing to write: the answer is this.
+    Done(T),
+    /// Apply this transaction (made from [`Lockbox::fenced`]), then answer this.
+    Apply(Txn, T),
+}
+
+/// Decides a change with `decide` on a fresh read of `datasource`'s locks and applies
+/// it, deciding again after a lost race until it applies or the guard fails.
+async fn change<T>(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    datasource: &str,
+    mut decide: impl FnMut(&Lockbox, Txn) -> Result<Step<T>>,
+) -> Result<T> {
+    for attempt in 0..ATTEMPTS {
+        before_attempt(attempt).await;
+        let lockbox = Lockbox::read(store, datasource).await?;
+        match decide(&lockbox, lockbox.fenced(guard))? {
+            Step::Done(answer) => return Ok(answer),
+            Step::Apply(txn, answer) => {
+                if store.txn(txn).await? {
+                    return Ok(answer);
+                }
+            }
+        }
+        check_guard(store, guard).await?;
+    }
+    Err(raced(datasource))
+}
+
 /// Grants `request`, revoking locks of lower priority in its way, or says who it waits
 /// for. Asking again for a lock the task holds answers that lock.
 pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) -> Result<Grant> {
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let lockbox = Lockbox::read(store, &request.datasource).await?;
+    change(store, guard, &request.datasource, |lockbox, mut txn| {
         if let Some(held) = lockbox
             .of_task(&request.task_id)
             .find(|s| s.lock.interval == request.interval && s.lock.kind == request.kind)
@@ -231,7 +261,7 @@ pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) 
             if held.lock.revoked {
                 return Err(revoked(&held.lock));
             }
-            return Ok(Grant::Granted(held.lock.clone()));
+            return Ok(Step::Done(Grant::Granted(held.lock.clone())));
         }
         if lockbox.of_task(&request.task_id).count() >= MAX_LOCKS_PER_TASK {
             return Err(Error::Invalid(format!(
@@ -249,9 +279,9 @@ pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) 
             .iter()
             .any(|s| s.lock.priority >= request.priority || s.lock.publishing)
         {
-            return Ok(Grant::Waiting {
+            return Ok(Step::Done(Grant::Waiting {
                 blockers: in_the_way.into_iter().map(|s| s.lock.clone()).collect(),
-            });
+            }));
         }
         let lock = TaskLock {
             task_id: request.task_id.clone(),
@@ -266,7 +296,6 @@ pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) 
             revoked: false,
             publishing: false,
         };
-        let mut txn = lockbox.fenced(guard);
         for revoked in in_the_way {
             let mut taken = revoked.lock.clone();
             taken.revoked = true;
@@ -275,12 +304,9 @@ pub async fn acquire(store: &dyn MetaStore, guard: &Txn, request: &LockRequest) 
                 .put(revoked.key.clone(), encode(&taken)?);
         }
         txn = txn.create(lock_key(&lock), encode(&lock)?);
-        if store.txn(txn).await? {
-            return Ok(Grant::Granted(lock));
-        }
-        check_guard(store, guard).await?;
-    }
-    Err(raced(&request.datasource))
+        Ok(Step::Apply(txn, Grant::Granted(lock)))
+    })
+    .await
 }
 
 /// After a lost race: an error if it was lost to the guard rather than to another
@@ -357,9 +383,7 @@ pub async fn begin_publishing(
     datasource: &str,
     task_id: &str,
 ) -> Result<Held> {
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let lockbox = Lockbox::read(store, datasource).await?;
+    let marked = change(store, guard, datasource, |lockbox, mut txn| {
         let mine: Vec<&StoredLock> = lockbox.of_task(task_id).collect();
         if mine.is_empty() {
             return Err(Error::Invalid(format!(
@@ -369,7 +393,6 @@ pub async fn begin_publishing(
         if let Some(lost) = mine.iter().find(|s| s.lock.revoked) {
             return Err(revoked(&lost.lock));
         }
-        let mut txn = lockbox.fenced(guard);
         for held in &mine {
             let mut publishing = held.lock.clone();
             publishing.publishing = true;
@@ -377,21 +400,19 @@ pub async fn begin_publishing(
                 .when_revision(held.key.clone(), held.revision)
                 .put(held.key.clone(), encode(&publishing)?);
         }
-        if store.txn(txn).await? {
-            // Read back for the revisions the publishing transaction compares: nobody
-            // but the task's own release changes a publishing lock.
-            let now = Lockbox::read(store, datasource).await?;
-            let held: Vec<StoredLock> = now.of_task(task_id).cloned().collect();
-            if held.len() != mine.len() || held.iter().any(|s| !s.lock.publishing) {
-                return Err(Error::Busy(format!(
-                    "task {task_id}'s locks on {datasource} were released while it began publishing"
-                )));
-            }
-            return Ok(Held(held));
-        }
-        check_guard(store, guard).await?;
+        Ok(Step::Apply(txn, mine.len()))
+    })
+    .await?;
+    // Read back for the revisions the publishing transaction compares: nobody but the
+    // task's own release changes a publishing lock.
+    let now = Lockbox::read(store, datasource).await?;
+    let held: Vec<StoredLock> = now.of_task(task_id).cloned().collect();
+    if held.len() != marked || held.iter().any(|s| !s.lock.publishing) {
+        return Err(Error::Busy(format!(
+            "task {task_id}'s locks on {datasource} were released while it began publishing"
+        )));
     }
-    Err(raced(datasource))
+    Ok(Held(held))
 }
 
 /// Removes every lock `task_id` holds on `datasource` (the task ended); how many.
@@ -401,22 +422,15 @@ pub async fn release(
     datasource: &str,
     task_id: &str,
 ) -> Result<usize> {
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let lockbox = Lockbox::read(store, datasource).await?;
+    change(store, guard, datasource, |lockbox, txn| {
         let mine: Vec<&StoredLock> = lockbox.of_task(task_id).collect();
         if mine.is_empty() {
-            return Ok(0);
+            return Ok(Step::Done(0));
         }
-        let txn = mine
-            .iter()
-            .fold(lockbox.fenced(guard), |txn, s| txn.delete(s.key.clone()));
-        if store.txn(txn).await? {
-            return Ok(mine.len());
-        }
-        check_guard(store, guard).await?;
-    }
-    Err(raced(datasource))
+        let txn = mine.iter().fold(txn, |txn, s| txn.delete(s.key.clone()));
+        Ok(Step::Apply(txn, mine.len()))
+    })
+    .await
 }
 
 #[cfg(test)]
