@@ -19,7 +19,7 @@ use grove_segment::format::Segment;
 use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
 use serde::{Deserialize, Serialize};
 
-use crate::fragment::{Refused, check_type, unregistered};
+use crate::fragment::{MAX_PARTITIONS, Refused, check_type, unregistered};
 use crate::remote::{ScanRequest, SegmentRefsExec};
 
 /// The version of the scan node's encoding; a decoder refuses others.
@@ -177,7 +177,7 @@ impl PhysicalExtensionCodec for GroveCodec {
             segments,
             node.filter,
             node.limit,
-            node.partitions.clamp(1, 1024),
+            node.partitions.clamp(1, MAX_PARTITIONS),
         )?;
         Ok(Arc::new(scan))
     }
