@@ -317,19 +317,10 @@ mod tests {
     fn a_waiting_task_is_shown_as_druids_documentation_shows_it() {
         let id = "index_parallel_wikipedia_auto_biahcbmf_2023-06-26T21:08:05.216Z";
         let record = TaskRecord {
-            id: id.into(),
-            group_id: id.into(),
-            task_type: "index_parallel".into(),
             datasource: "wikipedia_auto".into(),
-            payload: json!({}),
             created_time: millis("2023-06-26T21:08:05.217Z"),
             queue_insertion_time: 0,
-            state: TaskState::Waiting,
-            location: None,
-            started: None,
-            ended: None,
-            error_msg: None,
-            report: IngestionReport::default(),
+            ..waiting(id)
         };
         let documented: Value = serde_json::from_str(
             r#"{
@@ -357,11 +348,9 @@ mod tests {
     fn a_complete_task_is_shown_as_druids_documentation_shows_it() {
         let created = millis("2023-06-22T22:11:37.012Z");
         let record = TaskRecord {
-            id: "query-223549f8-b993-4483-b028-1b0d54713cad-worker0_0".into(),
             group_id: "query-223549f8-b993-4483-b028-1b0d54713cad".into(),
             task_type: "query_worker".into(),
             datasource: "wikipedia_api".into(),
-            payload: json!({}),
             created_time: created,
             queue_insertion_time: 0,
             state: TaskState::Success,
@@ -372,8 +361,7 @@ mod tests {
             }),
             started: Some(created + 100),
             ended: Some(created + 100 + 17897),
-            error_msg: None,
-            report: IngestionReport::default(),
+            ..waiting("query-223549f8-b993-4483-b028-1b0d54713cad-worker0_0")
         };
         let documented: Value = serde_json::from_str(
             r#"{
