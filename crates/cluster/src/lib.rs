@@ -13,6 +13,8 @@
 //! - [`election`]: one leader per role, and the fence its writes carry.
 //! - [`coordinator`]: the leading coordinator's duties that place segments.
 //! - [`historical`]: following assignments: download, verify, map, announce.
+//! - [`indexer`]: the indexing service: overlord, workers, and the peon processes
+//!   that run tasks.
 //! - [`locks`]: time-chunk locks of ingestion tasks: grant, revoke, publish under them.
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
 //! - [`deep_storage`]: where published segment files live (`object_store`).
@@ -25,6 +27,7 @@ pub mod deep_storage;
 pub mod election;
 pub mod error;
 pub mod historical;
+pub mod indexer;
 pub mod locks;
 pub mod metastore;
 pub mod nodes;

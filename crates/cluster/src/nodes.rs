@@ -17,6 +17,10 @@ pub enum Role {
     Coordinator,
     Broker,
     Historical,
+    /// Runs the indexing service: accepts tasks, grants locks, assigns tasks to workers.
+    Overlord,
+    /// Runs tasks in slots (Druid's MiddleManager).
+    Worker,
 }
 
 impl Role {
@@ -25,6 +29,18 @@ impl Role {
             Role::Coordinator => "coordinator",
             Role::Broker => "broker",
             Role::Historical => "historical",
+            Role::Overlord => "overlord",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl Role {
+    /// The role's name in Druid's `sys.servers.server_type`.
+    pub fn druid_server_type(self) -> &'static str {
+        match self {
+            Role::Worker => "middle_manager",
+            other => other.as_str(),
         }
     }
 }
@@ -54,6 +70,12 @@ pub struct NodeInfo {
     /// `druid.server.priority`), e.g. a hot tier over a cold one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    /// Workers: how many tasks it runs at once (Druid's `druid.worker.capacity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_slots: Option<u32>,
+    /// Workers: the category tasks may ask for (Druid's `druid.worker.category`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     /// When it started (ISO-8601).
     pub started_at: String,
 }
@@ -74,6 +96,8 @@ impl NodeInfo {
             tier: None,
             capacity: None,
             priority: 0,
+            task_slots: None,
+            category: None,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
     }

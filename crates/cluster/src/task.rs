@@ -38,41 +38,87 @@ pub async fn run_batch(
         .filter(|d| d.used)
         .collect();
     let mut allocator = TaskAllocator::new(spec.append_to_existing, version, &existing)?;
-    std::fs::create_dir_all(staging_root)
-        .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
-    let staging = tempdir_in(staging_root)?;
-    let report = build_segments(spec, staging.path(), &mut allocator, on_progress)?;
     let task_id = task_id(version);
-    let mut descriptors = describe(&report.segments, &allocator, &task_id)?;
-
-    let mut stored = Vec::new();
-    let mut upload = Ok(());
-    for (built, descriptor) in report.segments.iter().zip(&descriptors) {
-        upload = deep.store(&built.path, &descriptor.path).await;
-        if upload.is_err() {
-            break;
-        }
-        stored.push(descriptor.path.clone());
-    }
-    let published = match upload {
-        Ok(()) => publish(store, &mut descriptors, &task_id).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = published {
-        if matches!(e, Error::Indeterminate(_)) {
-            // The segments may be published: their files must stay.
-            return Err(e);
-        }
-        for path in &stored {
-            // Best effort: an orphaned file is harmless, a lost error is not.
-            let _ = deep.delete(path).await;
+    let stored = build_and_store(
+        spec,
+        deep,
+        staging_root,
+        &task_id,
+        &mut allocator,
+        on_progress,
+    )
+    .await?;
+    let mut descriptors = stored.descriptors;
+    if let Err(e) = publish(store, &Txn::default(), &mut descriptors, &task_id).await {
+        if !matches!(e, Error::Indeterminate(_)) {
+            discard(deep, &descriptors).await;
         }
         return Err(e);
     }
     Ok(IngestOutcome {
-        progress: report.progress,
+        progress: stored.progress,
         published: descriptors,
     })
+}
+
+/// Segments built and moved to deep storage, not yet published.
+pub struct Stored {
+    pub progress: Progress,
+    pub descriptors: Vec<SegmentDescriptor>,
+}
+
+/// Chooses the version and first partition of each time chunk a task writes, and
+/// remembers the chunks it appended to.
+pub trait TaskChunks: Allocator {
+    /// The core partition count of a chunk the task appended to (`None`: it wrote the
+    /// chunk's version itself, and its own partitions are the core ones).
+    fn appended_core(&self, chunk: &(Interval, String)) -> Option<u32>;
+}
+
+/// Builds `spec`'s segments in a staging directory under `staging_root` and moves
+/// them to deep storage under `{datasource}/{task_id}/`. On failure every file stored
+/// so far is deleted again.
+pub async fn build_and_store(
+    spec: &IngestionSpec,
+    deep: &DeepStorage,
+    staging_root: &Path,
+    task_id: &str,
+    allocator: &mut (dyn TaskChunks + Send),
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Stored> {
+    std::fs::create_dir_all(staging_root)
+        .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
+    let staging = tempdir_in(staging_root)?;
+    // Blocks this thread while reading input: a task runs alone in its process.
+    let report = build_segments(spec, staging.path(), &mut Upcast(allocator), on_progress)?;
+    let descriptors = describe(&report.segments, allocator, task_id)?;
+    for (i, (built, descriptor)) in report.segments.iter().zip(&descriptors).enumerate() {
+        if let Err(e) = deep.store(&built.path, &descriptor.path).await {
+            discard(deep, &descriptors[..i]).await;
+            return Err(e);
+        }
+    }
+    Ok(Stored {
+        progress: report.progress,
+        descriptors,
+    })
+}
+
+/// Deletes the files of segments that were stored but will never be published.
+pub async fn discard(deep: &DeepStorage, descriptors: &[SegmentDescriptor]) {
+    for d in descriptors {
+        // Best effort: an orphaned file is harmless, a lost error is not.
+        let _ = deep.delete(&d.path).await;
+    }
+}
+
+/// `build_segments` takes a plain [`Allocator`].
+struct Upcast<'a>(&'a mut (dyn TaskChunks + Send));
+
+impl Allocator for Upcast<'_> {
+    fn allocate(&mut self, chunk: Interval) -> grove_segment::Result<(String, u32)> {
+        self.0.allocate(chunk)
+    }
 }
 
 /// A name for this run, unique enough that two runs never write the same deep storage
@@ -120,22 +166,19 @@ impl Drop for TempDir {
 /// than 128 operations (its default `--max-txn-ops`).
 pub const SEGMENTS_PER_TXN: usize = 100;
 
-/// Publishes all descriptors at once; fails if any of them exists already.
+/// Publishes all descriptors at once, if `guard`'s compares hold (an overlord's
+/// fence and the task's locks); fails if any of them exists already.
 ///
 /// Up to [`SEGMENTS_PER_TXN`] segments go in one transaction. More are written in
 /// several, each naming the task, and become visible together when one last
 /// transaction creates the task's commit key; a task that dies before that leaves
 /// only invisible descriptors.
-async fn publish(
+pub async fn publish(
     store: &dyn MetaStore,
+    guard: &Txn,
     descriptors: &mut [SegmentDescriptor],
     task_id: &str,
 ) -> Result<()> {
-    let conflict = || {
-        Error::Busy(
-            "another task published segments with the same ids first; nothing was published".into(),
-        )
-    };
     let single = descriptors.len() <= SEGMENTS_PER_TXN;
     for d in descriptors.iter_mut() {
         d.commit = (!single).then(|| task_id.to_string());
@@ -143,16 +186,18 @@ async fn publish(
     let mut written = 0;
     let mut outcome = Ok(());
     for chunk in descriptors.chunks(SEGMENTS_PER_TXN) {
-        let mut txn = Txn::default();
+        let mut txn = guard.compares_only();
         for d in chunk {
             let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
             txn = txn.create(d.key(), value);
         }
         let probe = chunk[0].key();
         let value = serde_json::to_vec(&chunk[0]).map_err(|e| Error::Store(e.to_string()))?;
-        outcome = applied(store, txn, &probe, &value)
-            .await
-            .and_then(|ok| if ok { Ok(()) } else { Err(conflict()) });
+        outcome = match applied(store, txn, &probe, &value).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refusal(store, guard).await),
+            Err(e) => Err(e),
+        };
         if outcome.is_err() {
             break;
         }
@@ -162,10 +207,12 @@ async fn publish(
         let marker = serde_json::json!({ "status": "published", "segments": descriptors.len() });
         let marker = marker.to_string().into_bytes();
         let key = segments::commit_key(task_id);
-        let txn = Txn::default().create(key.clone(), marker.clone());
-        outcome = applied(store, txn, &key, &marker)
-            .await
-            .and_then(|ok| if ok { Ok(()) } else { Err(conflict()) });
+        let txn = guard.compares_only().create(key.clone(), marker.clone());
+        outcome = match applied(store, txn, &key, &marker).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refusal(store, guard).await),
+            Err(e) => Err(e),
+        };
     }
     if outcome.is_err() && !matches!(outcome, Err(Error::Indeterminate(_))) {
         // Invisible without the commit key; removed so they do not linger.
@@ -174,6 +221,22 @@ async fn publish(
         }
     }
     outcome
+}
+
+/// Why a publishing transaction did not apply: the guard failed (the task lost a lock,
+/// or the overlord its leadership), or a segment id was taken.
+async fn refusal(store: &dyn MetaStore, guard: &Txn) -> Error {
+    match store.txn(guard.compares_only()).await {
+        Ok(false) => Error::Busy(
+            "the task's locks were revoked or released (or the overlord lost its \
+             leadership) before it published; nothing was published"
+                .into(),
+        ),
+        Ok(true) => Error::Busy(
+            "another task published segments with the same ids first; nothing was published".into(),
+        ),
+        Err(e) => e,
+    }
 }
 
 /// Applies `txn`, which creates `key` with `value`. A store error leaves the outcome
@@ -195,7 +258,7 @@ async fn applied(store: &dyn MetaStore, txn: Txn, key: &str, value: &[u8]) -> Re
 
 fn describe(
     built: &[BuiltSegment],
-    allocator: &TaskAllocator,
+    allocator: &dyn TaskChunks,
     task_id: &str,
 ) -> Result<Vec<SegmentDescriptor>> {
     let mut made: BTreeMap<(Interval, String), u32> = BTreeMap::new();
@@ -210,10 +273,9 @@ fn describe(
         .map(|b| {
             let segment = Segment::open(&b.path)?;
             let chunk = (b.id.interval, b.id.version.clone());
-            let core_partitions = match allocator.appended.get(&chunk) {
-                Some(core) => *core,
-                None => made[&chunk],
-            };
+            let core_partitions = allocator
+                .appended_core(&chunk)
+                .unwrap_or_else(|| made[&chunk]);
             Ok(SegmentDescriptor {
                 id: b.id.clone(),
                 core_partitions,
@@ -252,6 +314,12 @@ impl TaskAllocator {
             existing: timeline,
             appended: BTreeMap::new(),
         })
+    }
+}
+
+impl TaskChunks for TaskAllocator {
+    fn appended_core(&self, chunk: &(Interval, String)) -> Option<u32> {
+        self.appended.get(chunk).copied()
     }
 }
 

@@ -92,15 +92,49 @@ pub struct TaskRecord {
     pub queue_insertion_time: i64,
     pub state: TaskState,
     pub location: Option<TaskLocation>,
+    /// The worker it was assigned to (its node id).
+    #[serde(default)]
+    pub worker: Option<String>,
     /// When it started running and when it ended, for its `duration`.
     pub started: Option<i64>,
     pub ended: Option<i64>,
     pub error_msg: Option<String>,
     /// The ingestion's progress, as its task last reported it.
     pub report: IngestionReport,
+    /// The ids of the segments it published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<String>,
 }
 
 impl TaskRecord {
+    /// A task just submitted at `now` (milliseconds): waiting for its locks.
+    pub fn submitted(
+        id: &str,
+        group_id: &str,
+        task_type: &str,
+        datasource: &str,
+        payload: Value,
+        now: i64,
+    ) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            group_id: group_id.into(),
+            task_type: task_type.into(),
+            datasource: datasource.into(),
+            payload,
+            created_time: now,
+            queue_insertion_time: now,
+            state: TaskState::Waiting,
+            location: None,
+            worker: None,
+            started: None,
+            ended: None,
+            error_msg: None,
+            report: IngestionReport::default(),
+            published: Vec::new(),
+        }
+    }
+
     /// Druid's `TaskStatusPlus` for this task. `duration` is the run time in
     /// milliseconds once the task has ended, -1 before.
     pub fn status_plus(&self) -> Value {
@@ -433,21 +467,8 @@ mod tests {
     }
 
     fn waiting(id: &str) -> TaskRecord {
-        TaskRecord {
-            id: id.into(),
-            group_id: id.into(),
-            task_type: "index_parallel".into(),
-            datasource: "events".into(),
-            payload: json!({"type": "index_parallel", "id": id}),
-            created_time: 1_000,
-            queue_insertion_time: 1_000,
-            state: TaskState::Waiting,
-            location: None,
-            started: None,
-            ended: None,
-            error_msg: None,
-            report: IngestionReport::default(),
-        }
+        let payload = json!({"type": "index_parallel", "id": id});
+        TaskRecord::submitted(id, id, "index_parallel", "events", payload, 1_000)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

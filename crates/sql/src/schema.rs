@@ -194,7 +194,7 @@ fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
     };
     let columns: Vec<ArrayRef> = vec![
         text(&|s| Some(s.node.id.clone())),
-        text(&|s| Some(s.node.role.to_string())),
+        text(&|s| Some(s.node.role.druid_server_type().to_string())),
         text(&|s| s.node.tier.clone()),
         text(&|s| Some(s.node.http_address.clone())),
         text(&|s| s.node.flight_address.clone()),

@@ -20,6 +20,8 @@ pub enum InputSource {
     /// {"type":"local","baseDir":..,"filter":"*.json"} and/or {"type":"local","files":[..]}
     /// Resolved to concrete, sorted file paths (relative paths are relative to the
     /// directory of the spec file); a baseDir+filter matching nothing is an error.
+    /// Parsed by [`IngestionSpec::check_json`](super::IngestionSpec::check_json),
+    /// which leaves the files to the machine that reads them: `files` is empty.
     Local { files: Vec<PathBuf> },
 }
 
@@ -65,7 +67,7 @@ pub(super) fn parse_io_config(
     value: Value,
     path: &JsonPath,
     task_type: &str,
-    base_dir: &Path,
+    base_dir: Option<&Path>,
 ) -> Result<IoConfig> {
     let raw: RawIoConfig = parse_object(value, path)?;
     check_section_type(raw.kind.as_deref(), task_type, &path.field("type"))?;
@@ -102,7 +104,13 @@ struct RawLocalSource {
     files: Option<Vec<String>>,
 }
 
-fn parse_input_source(value: Value, path: &JsonPath, base_dir: &Path) -> Result<InputSource> {
+/// `base_dir` resolves the local files; without one, only the source's shape is
+/// checked and it lists no files.
+fn parse_input_source(
+    value: Value,
+    path: &JsonPath,
+    base_dir: Option<&Path>,
+) -> Result<InputSource> {
     let (kind, map) = typed_object(value, path)?;
     let type_path = path.field("type");
     let kind = required(kind, &type_path)?;
@@ -113,7 +121,13 @@ fn parse_input_source(value: Value, path: &JsonPath, base_dir: &Path) -> Result<
         ));
     }
     let raw: RawLocalSource = from_map(map, path)?;
-    let files = resolve_local_files(raw, path, base_dir)?;
+    let files = match base_dir {
+        Some(base_dir) => resolve_local_files(raw, path, base_dir)?,
+        None => {
+            check_local_shape(&raw, path)?;
+            Vec::new()
+        }
+    };
     Ok(InputSource::Local { files })
 }
 
@@ -125,13 +139,10 @@ fn resolve_local_files(
     path: &JsonPath,
     base_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
+    check_local_shape(&raw, path)?;
     let mut files = match (raw.base_dir, raw.filter) {
         (Some(dir), Some(filter)) => list_matching_files(&base_dir.join(dir), &filter, path)?,
-        (None, None) => Vec::new(),
-        (Some(_), None) => {
-            return Err(invalid_at(path, "baseDir needs a filter (e.g. \"*.json\")"));
-        }
-        (None, Some(_)) => return Err(invalid_at(path, "filter needs a baseDir")),
+        _ => Vec::new(),
     };
     let files_path = path.field("files");
     for (i, file) in raw.files.unwrap_or_default().into_iter().enumerate() {
@@ -148,16 +159,29 @@ fn resolve_local_files(
     Ok(files)
 }
 
-/// Lists the regular files directly in `dir` (not in subdirectories) whose names match
-/// `pattern`, sorted by name. Matching nothing is an error: an ingestion that reads no
-/// rows is almost always a mistyped directory or pattern.
-fn list_matching_files(dir: &Path, pattern: &str, path: &JsonPath) -> Result<Vec<PathBuf>> {
-    if pattern.contains(['/', '\\']) {
-        return Err(invalid_at(
+/// What a local source must say, wherever its files are: a baseDir with a filter that
+/// matches names, or files, or both.
+fn check_local_shape(raw: &RawLocalSource, path: &JsonPath) -> Result<()> {
+    match (&raw.base_dir, &raw.filter) {
+        (Some(_), None) => Err(invalid_at(path, "baseDir needs a filter (e.g. \"*.json\")")),
+        (None, Some(_)) => Err(invalid_at(path, "filter needs a baseDir")),
+        (Some(_), Some(pattern)) if pattern.contains(['/', '\\']) => Err(invalid_at(
             &path.field("filter"),
             format!("{pattern:?} must match file names in baseDir, not paths"),
-        ));
+        )),
+        (None, None) if raw.files.as_ref().is_none_or(Vec::is_empty) => Err(invalid_at(
+            path,
+            "names no input files: give baseDir and filter, or files",
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Lists the regular files directly in `dir` (not in subdirectories) whose names match
+/// `pattern`, sorted by name. Matching nothing is an error: an ingestion that reads no
+/// rows is almost always a mistyped directory or pattern. `pattern` names files, never
+/// paths ([`check_local_shape`]).
+fn list_matching_files(dir: &Path, pattern: &str, path: &JsonPath) -> Result<Vec<PathBuf>> {
     let read_error = |e: io::Error| {
         Error::io(
             format!(
@@ -328,6 +352,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::spec::IngestionSpec;
     use crate::spec::fixture::{
         TempDir, assert_contains, error_of, minimal, parse, parse_edited, set,
     };
@@ -349,6 +374,44 @@ mod tests {
                 files: vec![dir.path("data.json"), dir.path("more/b.json")]
             }
         );
+    }
+
+    #[test]
+    fn a_server_checks_the_source_but_leaves_its_files_to_the_task() {
+        let mut spec = minimal();
+        set(
+            &mut spec,
+            "/spec/ioConfig/inputSource",
+            json!({"type": "local", "baseDir": "/nowhere/on/this/machine", "filter": "*.json"}),
+        );
+        let checked = IngestionSpec::check_json(&spec.to_string()).unwrap();
+        assert_eq!(checked.input, InputSource::Local { files: vec![] });
+
+        for (source, expected) in [
+            (
+                json!({"type": "local", "baseDir": "/d"}),
+                "baseDir needs a filter",
+            ),
+            (
+                json!({"type": "local", "filter": "*"}),
+                "filter needs a baseDir",
+            ),
+            (
+                json!({"type": "local", "files": []}),
+                "names no input files",
+            ),
+            (
+                json!({"type": "local", "baseDir": "/d", "filter": "a/*"}),
+                "not paths",
+            ),
+        ] {
+            set(&mut spec, "/spec/ioConfig/inputSource", source);
+            let message = IngestionSpec::check_json(&spec.to_string())
+                .unwrap_err()
+                .to_string();
+            assert_contains(&message, "spec.ioConfig.inputSource");
+            assert_contains(&message, expected);
+        }
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct IngestionSpec {
     pub max_rows_per_segment: usize,
     /// tuningConfig.maxParseExceptions; default 0
     pub max_parse_exceptions: u64,
+    /// tuningConfig.awaitSegmentAvailabilityTimeoutMillis: how long a task waits, after
+    /// publishing, for its segments to be served before it reports success; default 0
+    /// (it does not wait).
+    pub await_segment_availability_timeout_millis: u64,
 }
 
 const TASK_TYPES: [&str; 2] = ["index_parallel", "index"];
@@ -106,7 +110,16 @@ impl IngestionSpec {
     pub fn from_json(text: &str, base_dir: &Path) -> Result<IngestionSpec> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::invalid(format!("ingestion spec is not valid JSON: {e}")))?;
-        parse_task(value, base_dir)
+        parse_task(value, Some(base_dir))
+    }
+
+    /// Checks a spec as a server receiving it does: everything but the local input
+    /// files, which exist (or not) where the task will run and are found there. The
+    /// returned spec's local input source lists no files.
+    pub fn check_json(text: &str) -> Result<IngestionSpec> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("ingestion spec is not valid JSON: {e}")))?;
+        parse_task(value, None)
     }
 
     /// Reads and parses a spec file; relative input paths are resolved against the
@@ -158,7 +171,7 @@ struct RawSpec {
     tuning_config: Option<Value>,
 }
 
-fn parse_task(value: Value, base_dir: &Path) -> Result<IngestionSpec> {
+fn parse_task(value: Value, base_dir: Option<&Path>) -> Result<IngestionSpec> {
     let root = JsonPath::root();
     let raw: RawTask = parse_object(value, &root)?;
     let task_type = parse_task_type(raw.kind, &root.field("type"))?;
@@ -190,6 +203,7 @@ fn parse_task(value: Value, base_dir: &Path) -> Result<IngestionSpec> {
         append_to_existing: io.append_to_existing,
         max_rows_per_segment: tuning.max_rows_per_segment,
         max_parse_exceptions: tuning.max_parse_exceptions,
+        await_segment_availability_timeout_millis: tuning.await_segment_availability_timeout_millis,
     })
 }
 
@@ -451,6 +465,7 @@ mod tests {
             append_to_existing: true,
             max_rows_per_segment: 1000,
             max_parse_exceptions: 10,
+            await_segment_availability_timeout_millis: 0,
         };
         assert_eq!(parsed, expected);
         assert_eq!(

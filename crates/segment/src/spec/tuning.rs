@@ -19,6 +19,7 @@ struct RawTuningConfig {
     kind: Option<String>,
     partitions_spec: Option<Value>,
     max_parse_exceptions: Option<u64>,
+    await_segment_availability_timeout_millis: Option<u64>,
     /// Grove ingests in one process; Druid's subtask parallelism has no counterpart.
     #[serde(rename = "maxNumConcurrentSubTasks")]
     _max_num_concurrent_sub_tasks: Option<u64>,
@@ -41,6 +42,7 @@ struct RawDynamicPartitions {
 pub(super) struct TuningConfig {
     pub(super) max_rows_per_segment: usize,
     pub(super) max_parse_exceptions: u64,
+    pub(super) await_segment_availability_timeout_millis: u64,
 }
 
 pub(super) fn parse_tuning_config(
@@ -55,6 +57,9 @@ pub(super) fn parse_tuning_config(
     Ok(TuningConfig {
         max_rows_per_segment,
         max_parse_exceptions: raw.max_parse_exceptions.unwrap_or(0),
+        await_segment_availability_timeout_millis: raw
+            .await_segment_availability_timeout_millis
+            .unwrap_or(0),
     })
 }
 
