@@ -23,6 +23,10 @@ pub struct Campaign {
     pub leader: Option<String>,
 }
 
+fn election_key(role: &str) -> String {
+    format!("/grove/election/{role}")
+}
+
 pub struct Election {
     store: Arc<dyn MetaStore>,
     key: String,
@@ -34,7 +38,7 @@ impl Election {
     pub fn new(store: Arc<dyn MetaStore>, role: &str, node_id: &str) -> Election {
         Election {
             store,
-            key: format!("/grove/election/{role}"),
+            key: election_key(role),
             node_id: node_id.to_string(),
         }
     }
@@ -58,6 +62,15 @@ impl Election {
             .filter(|kv| kv.value == value && kv.lease == Some(session.lease()))
             .map(|kv| kv.mod_revision);
         Ok(Campaign { fence, leader })
+    }
+
+    /// Who leads `role` now, as its key says.
+    pub async fn leader_of(store: &dyn MetaStore, role: &str) -> Result<Option<String>> {
+        let key = election_key(role);
+        Ok(store
+            .get(&key)
+            .await?
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
     }
 
     /// A transaction that applies only while the leader of `fence` still leads; a

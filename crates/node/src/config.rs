@@ -69,6 +69,38 @@ pub struct HistoricalConfig {
     pub deep_storage: Option<DeepStorageConfig>,
 }
 
+/// `grove overlord`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OverlordConfig {
+    /// etcd endpoints, comma-separated (required).
+    pub etcd: Option<String>,
+    /// HTTP address of the task API; default 127.0.0.1:8090.
+    pub http_addr: Option<String>,
+    pub node_id: Option<String>,
+    /// A dead leader is replaced after about this long; default PT10S.
+    pub lease_ttl: Option<String>,
+}
+
+/// `grove worker` (Druid's MiddleManager).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// etcd endpoints, comma-separated (required).
+    pub etcd: Option<String>,
+    /// HTTP address (task logs, status); default 127.0.0.1:8091.
+    pub http_addr: Option<String>,
+    pub node_id: Option<String>,
+    /// Local directory; tasks work in `{data_dir}/tasks`.
+    pub data_dir: Option<PathBuf>,
+    /// How many tasks run at once; default 2.
+    pub capacity: Option<u32>,
+    /// The category tasks may ask for with `context.category`; default none.
+    pub category: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub deep_storage: Option<DeepStorageConfig>,
+}
+
 /// A user of the SQL front ends (Postgres, Flight SQL, HTTP). With none configured,
 /// nobody is asked for a password.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -134,6 +166,8 @@ pub struct StartConfig {
     /// ... and its PEM private key.
     pub tls_key: Option<PathBuf>,
     pub deep_storage: Option<DeepStorageConfig>,
+    /// How many ingestion tasks run at once; default 2.
+    pub task_slots: Option<u32>,
 }
 
 /// Reads a role's TOML file.
@@ -277,10 +311,22 @@ mod tests {
         assert!(b.tls_cert.is_some() && b.tls_key.is_some());
         let s: StartConfig = parse(&example("start.toml")).unwrap();
         assert_eq!(s.historicals, Some(1));
+        assert_eq!(s.task_slots, Some(2));
         assert_eq!(s.query_timeout.as_deref(), Some("PT5M"));
         assert_eq!(s.pg_addr.as_deref(), Some("127.0.0.1:5433"));
         assert_eq!(s.flight_addr.as_deref(), Some("127.0.0.1:8815"));
         assert!(s.users.is_empty());
+        let o: OverlordConfig = parse(&example("overlord.toml")).unwrap();
+        assert_eq!(o.http_addr.as_deref(), Some("127.0.0.1:8090"));
+        assert_eq!(
+            duration(o.lease_ttl.as_deref().unwrap(), "t").unwrap(),
+            Duration::from_secs(4)
+        );
+        let w: WorkerConfig = parse(&example("worker.toml")).unwrap();
+        assert_eq!(w.http_addr.as_deref(), Some("127.0.0.1:8091"));
+        assert_eq!(w.capacity, Some(4));
+        assert_eq!(w.category, None);
+        assert!(w.deep_storage.unwrap().url.unwrap().starts_with("file://"));
     }
 
     #[test]

@@ -9,19 +9,26 @@
 //!   and their HTTP endpoints.
 //! - [`rules_cmd`]: `grove rules get|set`.
 //! - [`data_dir`]: the layout of a local data directory.
-//! - [`ingest`]: `grove ingest`, with terminal progress and a summary.
+//! - [`ingest`]: `grove ingest --data-dir`, with terminal progress and a summary.
+//! - [`tasks_cmd`]: `grove ingest --url` and `grove tasks`: the task API from the
+//!   command line.
+//! - [`client`]: the HTTP client those and the worker use.
+//! - [`peon`]: `grove peon`, the process a worker runs one task in.
 //! - [`sql`]: `grove sql`, one-shot or interactive.
 //! - [`sample`]: the deterministic sample dataset and its ingestion spec.
 //! - [`quickstart`]: generate, ingest and query the sample in one go.
 
+mod client;
 mod config;
 mod data_dir;
 mod ingest;
+mod peon;
 mod quickstart;
 mod rules_cmd;
 mod sample;
 mod server;
 mod sql;
+mod tasks_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,10 +46,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a Druid native batch ingestion spec into a data directory or a cluster.
+    /// Run a Druid native batch ingestion spec: as a task of a running overlord or
+    /// `grove start` (--url), or directly into a data directory or a cluster.
     Ingest {
-        /// The spec file (`{"type": "index_parallel", "spec": {...}}`).
+        /// The spec file (`{"type": "index_parallel", "spec": {...}}`); `-` reads it
+        /// from standard input.
         spec: PathBuf,
+        /// Submit to the overlord (or `grove start`) at this HTTP address, follow the
+        /// task, and return once its rows are queryable.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["etcd", "deep_storage"])]
+        url: Option<String>,
         /// The data directory to ingest into (with --etcd: its scratch space, and
         /// deep storage unless --deep-storage says otherwise).
         #[arg(long, env = "GROVE_DATA_DIR", default_value = data_dir::DEFAULT)]
@@ -62,6 +75,18 @@ enum Command {
     Historical(server::historical::HistoricalArgs),
     /// A broker: answers SQL over the segments the cluster serves.
     Broker(server::broker::BrokerArgs),
+    /// An overlord: takes ingestion tasks (Druid's task API), locks, assigns them.
+    Overlord(server::overlord::OverlordArgs),
+    /// A worker (Druid's MiddleManager): runs ingestion tasks in child processes.
+    Worker(server::worker::WorkerArgs),
+    /// Run one task for a worker (started by workers, not by hand).
+    #[command(hide = true)]
+    Peon {
+        /// The task's directory, holding task.json.
+        dir: PathBuf,
+    },
+    /// Ingestion tasks of an overlord or `grove start`: list, status, log, shutdown.
+    Tasks(tasks_cmd::TasksArgs),
     /// Read or set a datasource's load/drop rules (`_default` for the cluster default).
     Rules(rules_cmd::RulesArgs),
     /// Query a data directory, or a server over Flight SQL: interactively, or run
@@ -118,7 +143,10 @@ fn main() -> ExitCode {
         Command::Start(_)
         | Command::Coordinator(_)
         | Command::Historical(_)
-        | Command::Broker(_) => "info",
+        | Command::Broker(_)
+        | Command::Overlord(_)
+        | Command::Worker(_)
+        | Command::Peon { .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GROVE_LOG")
@@ -126,6 +154,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -138,6 +167,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingest {
                 spec,
+                url: Some(url),
+                ..
+            } => tasks_cmd::ingest(spec, url).await,
+            Command::Ingest {
+                spec,
+                url: None,
                 data_dir,
                 etcd,
                 deep_storage,
@@ -151,6 +186,10 @@ fn main() -> ExitCode {
             Command::Coordinator(args) => server::coordinator::run(args).await,
             Command::Historical(args) => server::historical::run(args).await,
             Command::Broker(args) => server::broker::run(args).await,
+            Command::Overlord(args) => server::overlord::run(args).await,
+            Command::Worker(args) => server::worker::run(args).await,
+            Command::Peon { dir } => peon::run(&dir).await,
+            Command::Tasks(args) => tasks_cmd::run(args).await,
             Command::Rules(args) => rules_cmd::run(args).await,
             Command::Sql {
                 data_dir,

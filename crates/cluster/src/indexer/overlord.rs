@@ -431,6 +431,11 @@ impl Overlord {
         if segments.is_empty() {
             return Ok(());
         }
+        let ids: Vec<String> = segments.iter().map(|d| d.id.to_string()).collect();
+        if published_by(self.store.as_ref(), &record.id, &segments).await? {
+            // Asked again after an answer was lost: it happened.
+            return self.mark_published(guard, record, ids).await;
+        }
         let held =
             locks::begin_publishing(self.store.as_ref(), guard, &record.datasource, &record.id)
                 .await?;
@@ -447,7 +452,6 @@ impl Overlord {
                 )));
             }
         }
-        let ids: Vec<String> = segments.iter().map(|d| d.id.to_string()).collect();
         task::publish(
             self.store.as_ref(),
             &held.guard(guard.compares_only()),
@@ -456,6 +460,15 @@ impl Overlord {
         )
         .await?;
         tracing::info!("task {} published {} segment(s)", record.id, ids.len());
+        self.mark_published(guard, record, ids).await
+    }
+
+    async fn mark_published(
+        &self,
+        guard: &Txn,
+        record: &TaskRecord,
+        ids: Vec<String>,
+    ) -> Result<()> {
         task_status::update(self.store.as_ref(), guard, &record.id, |r| {
             r.report.state = IngestionState::SegmentAvailabilityWait;
             r.published = ids.clone();
@@ -988,6 +1001,28 @@ async fn visible_chunks(
             (v.chunk_interval, v.version.clone(), above, core)
         })
         .collect())
+}
+
+/// Whether `task` published exactly these segments already (all of them, as one
+/// publication: with the commit key when it took several transactions).
+async fn published_by(
+    store: &dyn MetaStore,
+    task: &str,
+    segments: &[SegmentDescriptor],
+) -> Result<bool> {
+    if segments.len() > task::SEGMENTS_PER_TXN {
+        return Ok(store.get(&segments::commit_key(task)).await?.is_some());
+    }
+    for d in segments {
+        let Some(kv) = store.get(&d.key()).await? else {
+            return Ok(false);
+        };
+        let stored: SegmentDescriptor = super::decode(&d.key(), &kv.value)?;
+        if stored.path != d.path {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn revoked(task: &str, chunk: Interval) -> Error {

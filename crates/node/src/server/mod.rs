@@ -1,5 +1,6 @@
-//! The server roles: `grove coordinator`, `grove historical`, `grove broker`, and
-//! `grove start` (all of them in one process on the embedded metadata store). Each
+//! The server roles: `grove coordinator`, `grove historical`, `grove broker`, `grove
+//! overlord`, `grove worker`, and `grove start` (all of them in one process on the
+//! embedded metadata store). Each
 //! role's process wiring lives in its module; [`http`] has the HTTP endpoints.
 
 pub mod broker;
@@ -8,8 +9,11 @@ pub mod druid_sql;
 pub mod frontends;
 pub mod historical;
 pub mod http;
+pub mod indexer_api;
+pub mod overlord;
 pub mod start;
 pub mod tls_listener;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
