@@ -7,5 +7,6 @@ mod cluster;
 mod druid_sql;
 mod flight_sql;
 mod forged;
+mod indexing;
 mod postgres;
 mod tpch;

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod flight;
 pub mod start;
+pub mod tasks;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

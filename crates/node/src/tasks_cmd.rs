@@ -101,8 +101,8 @@ fn run_blocking(base: &str, command: TasksCommand) -> CliResult<()> {
 
 fn print_tasks(tasks: &[Value]) {
     println!(
-        "{:<64} {:<8} {:<8} {:>10}  {:<24} {}",
-        "TASK", "STATUS", "RUNNER", "DURATION", "CREATED", "ERROR"
+        "{:<64} {:<8} {:<8} {:>10}  {:<24} ERROR",
+        "TASK", "STATUS", "RUNNER", "DURATION", "CREATED"
     );
     for t in tasks {
         let text = |field: &str| t[field].as_str().unwrap_or("").to_string();

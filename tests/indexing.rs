@@ -1,0 +1,557 @@
+//! The indexing service: Druid's task API on `grove start` and on a cluster of
+//! overlords and workers over a real etcd, with tasks whose input is a named pipe the
+//! test writes when it chooses, so that a task is caught running for sure.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use grove_cluster::locks;
+use grove_e2e::Sandbox;
+use grove_e2e::cluster::TestCluster;
+use grove_e2e::start::agent;
+use grove_e2e::tasks::{TaskApi, feed, fifo, json_task, peons, rows};
+use grove_testkit::free_port;
+use serde_json::{Value, json};
+
+/// `grove start` on `data` in `sandbox`, HTTP on `port`; waits until its overlord
+/// leads.
+fn grove_start(sandbox: &Sandbox, port: u16) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(sandbox.path("start.log"))
+        .expect("log");
+    let child = Command::new(grove_e2e::grove_bin())
+        .args(["start", "--data-dir", &sandbox.arg("data")])
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .env("HOME", sandbox.path(""))
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("grove start");
+    let api = TaskApi::new(format!("http://127.0.0.1:{port}"));
+    let began = Instant::now();
+    while api.get("/druid/indexer/v1/isLeader").0 != 200 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "grove start's overlord never led:\n{}",
+            std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn sql(base: &str, query: &str) -> Vec<Value> {
+    let mut response = agent()
+        .post(&format!("{base}/druid/v2/sql"))
+        .send_json(json!({ "query": query }))
+        .expect("SQL answers");
+    let body: Value = response.body_mut().read_json().expect("SQL JSON");
+    body.as_array()
+        .unwrap_or_else(|| panic!("{query}: {body}"))
+        .clone()
+}
+
+/// The keys of Druid's `TaskStatusPlus`, as its documentation shows them.
+const STATUS_PLUS_KEYS: [&str; 13] = [
+    "createdTime",
+    "dataSource",
+    "duration",
+    "errorMsg",
+    "groupId",
+    "id",
+    "location",
+    "queueInsertionTime",
+    "runnerStatusCode",
+    "status",
+    "statusCode",
+    "type",
+    "location",
+];
+
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
+    let sandbox = Sandbox::default();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut start = grove_start(&sandbox, port);
+    let api = TaskApi::new(base.clone());
+    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+
+    // Three days of rows: 500 with v = 2, 300 with v = 5, 200 with v = 7.
+    let data = [
+        rows("2024-01-01", 500, 2),
+        rows("2024-01-02", 300, 5),
+        rows("2024-01-03", 200, 7),
+    ]
+    .concat();
+    std::fs::write(sandbox.path("events.json"), &data).unwrap();
+    let spec = json_task("events", &[Path::new("events.json")], None);
+    std::fs::write(sandbox.path("spec.json"), spec.to_string()).unwrap();
+    let ingest = sandbox.grove(&["ingest", &sandbox.arg("spec.json"), "--url", &base], "");
+    assert!(ingest.ok, "{}\n{}", ingest.stderr, log());
+    assert!(
+        ingest.stdout.contains("SUCCESS") && ingest.stdout.contains("1000 rows processed"),
+        "{}",
+        ingest.stdout
+    );
+    // `grove ingest --url` returns once the rows are queryable.
+    let counted = sql(&base, "SELECT COUNT(*) AS n, SUM(v) AS v FROM events");
+    assert_eq!(
+        counted,
+        vec![json!({"n": 1000, "v": 500 * 2 + 300 * 5 + 200 * 7})]
+    );
+
+    let complete = api.get_json("/druid/indexer/v1/completeTasks");
+    let id = complete[0]["id"].as_str().expect("the task").to_string();
+    let mut expected: Vec<String> = STATUS_PLUS_KEYS.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(keys(&complete[0]), expected);
+    let status = api.status(&id);
+    assert_eq!(
+        (
+            &status["statusCode"],
+            &status["runnerStatusCode"],
+            &status["type"]
+        ),
+        (&json!("SUCCESS"), &json!("NONE"), &json!("index_parallel"))
+    );
+    assert_eq!(status["location"]["port"], port);
+    assert_eq!(keys(&status["location"]), vec!["host", "port", "tlsPort"]);
+    let report = api.report(&id);
+    assert_eq!(report["ingestionState"], "COMPLETED");
+    assert_eq!(report["segmentAvailabilityConfirmed"], true);
+    assert_eq!(
+        report["rowStats"]["buildSegments"],
+        json!({"processed": 1000, "processedBytes": 0, "processedWithError": 0,
+               "thrownAway": 0, "unparseable": 0})
+    );
+    let payload = api.get_json(&format!("/druid/indexer/v1/task/{id}"));
+    assert_eq!(payload["task"], id.as_str());
+    assert_eq!(payload["payload"]["id"], id.as_str());
+    assert_eq!(
+        payload["payload"]["spec"]["dataSchema"]["dataSource"],
+        "events"
+    );
+    let statuses = api.post("/druid/indexer/v1/taskStatus", &json!([id, "no-such-task"]));
+    let statuses: Value = serde_json::from_str(&statuses.1).unwrap();
+    assert_eq!(keys(&statuses), vec![id.clone()]);
+    assert_eq!(statuses[&id]["status"], "SUCCESS");
+    let tasks_log = sandbox.grove(&["tasks", "log", &id, "--url", &base], "");
+    assert!(
+        tasks_log.ok && tasks_log.stdout.contains("publishing"),
+        "{}",
+        tasks_log.stdout
+    );
+    assert_eq!(api.get_json("/druid/indexer/v1/runningTasks"), json!([]));
+    let capacity = api.get_json("/druid/indexer/v1/totalWorkerCapacity");
+    assert_eq!(capacity["currentClusterCapacity"], 2);
+    let workers = api.get_json("/druid/indexer/v1/workers");
+    assert_eq!(workers[0]["worker"]["capacity"], 2);
+
+    // A broken spec is refused with the field named; nothing is stored.
+    let mut broken = spec.clone();
+    broken["spec"]["dataSchema"]["metricsSpec"] = json!([{"type": "longSum", "name": "v"}]);
+    let (code, body) = api.post("/druid/indexer/v1/task", &broken);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("spec.dataSchema.metricsSpec[0]"), "{body}");
+    let (code, body) = api.post(
+        "/druid/indexer/v1/task",
+        &json!({"type": "kill_everything"}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("kill_everything"), "{body}");
+
+    // A missing file and a parse error end the task FAILED, saying which.
+    let missing = json_task("events", &[&sandbox.path("absent.json")], None);
+    let missing_id = api.submit(&missing);
+    let failed = api.wait_end(&missing_id, &log);
+    assert_eq!(failed["statusCode"], "FAILED");
+    let message = failed["errorMsg"].as_str().unwrap();
+    assert!(
+        message.contains("absent.json") && message.contains("does not exist"),
+        "{message}"
+    );
+    std::fs::write(
+        sandbox.path("bad.json"),
+        "{\"ts\":\"2024-01-05T00:00:00Z\",\"k\":\"a\",\"v\":1}\nnot json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.path("bad-spec.json"),
+        json_task("events", &[Path::new("bad.json")], None).to_string(),
+    )
+    .unwrap();
+    let bad = sandbox.grove(
+        &["ingest", &sandbox.arg("bad-spec.json"), "--url", &base],
+        "",
+    );
+    assert!(!bad.ok, "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains("FAILED") && bad.stderr.contains("bad.json"),
+        "{}",
+        bad.stderr
+    );
+    // Nothing of the failed tasks was published.
+    assert_eq!(
+        sql(&base, "SELECT COUNT(*) AS n FROM events"),
+        vec![json!({"n": 1000})]
+    );
+
+    // After a restart the history is there, and the first query sees every row.
+    let history = api.get_json("/druid/indexer/v1/tasks");
+    assert_eq!(history.as_array().unwrap().len(), 3);
+    let _ = start.kill();
+    let _ = start.wait();
+    let mut start = grove_start(&sandbox, port);
+    assert_eq!(
+        sql(&base, "SELECT COUNT(*) AS n FROM events"),
+        vec![json!({"n": 1000})]
+    );
+    let again = api.get_json("/druid/indexer/v1/tasks");
+    let states = |list: &Value| -> Vec<(String, String)> {
+        let mut s: Vec<(String, String)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_string(),
+                    t["statusCode"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(states(&again), states(&history));
+    let listed = sandbox.grove(
+        &["tasks", "list", "--url", &base, "--state", "complete"],
+        "",
+    );
+    assert!(
+        listed.ok && listed.stdout.contains(&id),
+        "{}",
+        listed.stdout
+    );
+    let _ = start.kill();
+    let _ = start.wait();
+}
+
+#[test]
+fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
+    let sandbox = Sandbox::default();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut start = grove_start(&sandbox, port);
+    let api = TaskApi::new(base.clone());
+    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+
+    let pipe = fifo(sandbox.path("rows.pipe"));
+    let id = api.submit(&json_task(
+        "piped",
+        &[&pipe],
+        Some(&["2024-01-01/2024-01-02"]),
+    ));
+    api.wait(&id, Duration::from_secs(30), &log, |s| {
+        s["runnerStatusCode"] == "RUNNING"
+    });
+    let began = Instant::now();
+    while peons(&id) == 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "no peon for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = api.post(&format!("/druid/indexer/v1/task/{id}/shutdown"), &json!({}));
+    assert_eq!((code, body), (200, json!({"task": id}).to_string()));
+    let ended = api.wait_end(&id, &log);
+    assert_eq!(ended["statusCode"], "FAILED");
+    assert_eq!(ended["errorMsg"], "Shutdown request from user");
+    let began = Instant::now();
+    while peons(&id) != 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the peon of {id} lives on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing published, no lock left.
+    let segments = sql(
+        &base,
+        "SELECT COUNT(*) AS n FROM sys.segments WHERE datasource = 'piped'",
+    );
+    assert_eq!(segments, vec![json!({"n": 0})]);
+    let shut_again = api.post(&format!("/druid/indexer/v1/task/{id}/shutdown"), &json!({}));
+    assert_eq!(shut_again.0, 200);
+    let unknown = api.post("/druid/indexer/v1/task/nobody/shutdown", &json!({}));
+    assert_eq!(unknown.0, 404, "{}", unknown.1);
+    let _ = start.kill();
+    let _ = start.wait();
+}
+
+/// An overlord and workers on a real etcd, with the cluster's deep storage.
+fn indexing_cluster(overlords: &[&str], workers: &[(&str, u32)]) -> TestCluster {
+    let mut c = TestCluster::new();
+    for o in overlords {
+        c.start("overlord", o, &[]);
+    }
+    for (w, slots) in workers {
+        let dir = c.sandbox.arg(w);
+        let deep = c.deep_storage();
+        let slots = slots.to_string();
+        c.start(
+            "worker",
+            w,
+            &[
+                "--data-dir",
+                &dir,
+                "--deep-storage",
+                &deep,
+                "--capacity",
+                &slots,
+            ],
+        );
+    }
+    c
+}
+
+fn wait_leader(c: &TestCluster, overlord: &str) {
+    let api = TaskApi::new(c.http(overlord));
+    c.wait_until(
+        Duration::from_secs(30),
+        &format!("{overlord} leads"),
+        || api.get("/druid/indexer/v1/isLeader").0 == 200,
+    );
+}
+
+fn wait_running(c: &TestCluster, api: &TaskApi, id: &str) {
+    api.wait(id, Duration::from_secs(30), &|| c.logs(), |s| {
+        s["runnerStatusCode"] == "RUNNING"
+    });
+    c.wait_until(
+        Duration::from_secs(10),
+        &format!("a peon runs {id}"),
+        || peons(id) == 1,
+    );
+}
+
+#[test]
+fn a_killed_worker_fails_its_tasks_and_releases_their_locks() {
+    let mut c = indexing_cluster(&["o-1"], &[("w-1", 1)]);
+    wait_leader(&c, "o-1");
+    let api = TaskApi::new(c.http("o-1"));
+    let pipe = fifo(c.sandbox.path("rows.pipe"));
+    let id = api.submit(&json_task(
+        "killed",
+        &[&pipe],
+        Some(&["2024-01-01/2024-01-03"]),
+    ));
+    wait_running(&c, &api, &id);
+    let held = c.block_on(locks::list(c.store(), Some("killed"))).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+
+    c.kill9("w-1");
+    let ended = api.wait_end(&id, &|| c.logs());
+    assert_eq!(ended["statusCode"], "FAILED");
+    let message = ended["errorMsg"].as_str().unwrap();
+    assert!(message.contains("worker w-1 went away"), "{message}");
+    // Its process went with it, its locks were released, nothing was published.
+    c.wait_until(Duration::from_secs(10), "the orphaned peon exits", || {
+        peons(&id) == 0
+    });
+    assert!(
+        c.block_on(locks::list(c.store(), Some("killed")))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(c.segments("killed").is_empty());
+}
+
+#[test]
+fn a_standby_overlord_redirects_takes_over_mid_task_and_the_task_finishes() {
+    let mut c = indexing_cluster(&["o-1"], &[("w-1", 2)]);
+    wait_leader(&c, "o-1");
+    c.start("overlord", "o-2", &[]);
+    c.coordinator("coordinator-1", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.broker("broker-1");
+    let leader = TaskApi::new(c.http("o-1"));
+    let standby = TaskApi::new(c.http("o-2"));
+
+    // The standby says it does not lead, names the leader, and redirects the rest.
+    assert_eq!(
+        standby.get("/druid/indexer/v1/isLeader"),
+        (404, json!({"leader": false}).to_string())
+    );
+    assert_eq!(standby.get("/druid/indexer/v1/leader").1, c.http("o-1"));
+    let no_redirects = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build(),
+    );
+    let redirected = no_redirects
+        .get(&format!(
+            "{}/druid/indexer/v1/tasks?state=running",
+            c.http("o-2")
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(redirected.status().as_u16(), 307);
+    assert_eq!(
+        redirected.headers()["location"].to_str().unwrap(),
+        format!("{}/druid/indexer/v1/tasks?state=running", c.http("o-1"))
+    );
+
+    // Submitted through the standby, running when the leader dies.
+    let pipe = fifo(c.sandbox.path("rows.pipe"));
+    let id = standby.submit(&json_task("failover", &[&pipe], None));
+    wait_running(&c, &leader, &id);
+    c.kill9("o-1");
+    wait_leader(&c, "o-2");
+    assert_eq!(standby.status(&id)["runnerStatusCode"], "RUNNING");
+    let fed = feed(
+        &pipe,
+        [rows("2024-01-01", 90, 3), rows("2024-01-02", 60, 4)].concat(),
+    );
+    let ended = standby.wait_end(&id, &|| c.logs());
+    fed.join().unwrap();
+    assert_eq!(ended["statusCode"], "SUCCESS", "{ended}");
+    assert_eq!(c.segments("failover").len(), 2);
+    c.wait_until(
+        Duration::from_secs(30),
+        "the broker counts the rows",
+        || {
+            c.sql(
+                "broker-1",
+                "SELECT COUNT(*) AS n, SUM(v) AS v FROM failover",
+            )
+            .is_ok_and(|r| r == vec![json!({"n": 150, "v": 90 * 3 + 60 * 4})])
+        },
+    );
+}
+
+#[test]
+fn replacing_tasks_take_turns_a_revoked_lock_publishes_nothing_and_appends_share_chunks() {
+    let c = indexing_cluster(&["o-1"], &[("w-1", 3)]);
+    wait_leader(&c, "o-1");
+    let api = TaskApi::new(c.http("o-1"));
+    let day = ["2024-01-01/2024-01-02"];
+    let logs = || c.logs();
+
+    // A compaction-priority task holds the day; a batch task revokes its lock.
+    let low_pipe = fifo(c.sandbox.path("low.pipe"));
+    let mut low = json_task("turns", &[&low_pipe], Some(&day));
+    low["context"] = json!({"priority": 25});
+    let low_id = api.submit(&low);
+    wait_running(&c, &api, &low_id);
+    std::fs::write(c.sandbox.path("high.json"), rows("2024-01-01", 40, 1)).unwrap();
+    let high_id = api.submit(&json_task(
+        "turns",
+        &[&c.sandbox.path("high.json")],
+        Some(&day),
+    ));
+    assert_eq!(api.wait_end(&high_id, &logs)["statusCode"], "SUCCESS");
+    let fed = feed(&low_pipe, rows("2024-01-01", 10, 100));
+    let low_end = api.wait_end(&low_id, &logs);
+    fed.join().unwrap();
+    assert_eq!(low_end["statusCode"], "FAILED");
+    let message = low_end["errorMsg"].as_str().unwrap();
+    assert!(message.contains("revoked"), "{message}");
+    let published = c.segments("turns");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].num_rows, 40);
+    assert!(
+        published[0].path.contains(&high_id),
+        "{}",
+        published[0].path
+    );
+
+    // A forged action is refused: the task runs, but the token is not its own.
+    let first_pipe = fifo(c.sandbox.path("first.pipe"));
+    let first_id = api.submit(&json_task("turns", &[&first_pipe], Some(&day)));
+    wait_running(&c, &api, &first_id);
+    let forged = json!({
+        "task": first_id,
+        "token": "0123456789abcdef0123456789abcdef",
+        "action": {"type": "segmentTransactionalInsert", "segments": []}
+    });
+    let (code, body) = api.post("/druid/indexer/v1/action", &forged);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("refused"), "{body}");
+
+    // Two batch tasks of one priority on one day: the second waits for the first.
+    std::fs::write(c.sandbox.path("second.json"), rows("2024-01-01", 30, 2)).unwrap();
+    let second_id = api.submit(&json_task(
+        "turns",
+        &[&c.sandbox.path("second.json")],
+        Some(&day),
+    ));
+    api.wait(&second_id, Duration::from_secs(10), &logs, |s| {
+        s["runnerStatusCode"] == "WAITING"
+    });
+    let waiting = api.get_json("/druid/indexer/v1/waitingTasks");
+    assert_eq!(waiting[0]["id"], second_id.as_str());
+    let fed = feed(&first_pipe, rows("2024-01-01", 20, 1));
+    assert_eq!(api.wait_end(&first_id, &logs)["statusCode"], "SUCCESS");
+    fed.join().unwrap();
+    assert_eq!(api.wait_end(&second_id, &logs)["statusCode"], "SUCCESS");
+    let first_version = c
+        .segments("turns")
+        .into_iter()
+        .map(|d| (d.id.version, d.path))
+        .max()
+        .unwrap();
+    assert!(
+        first_version.1.contains(&second_id),
+        "the second task's version is the newest"
+    );
+
+    // Two appends to one day at once: both publish, with distinct partitions.
+    let pipes = [
+        fifo(c.sandbox.path("a1.pipe")),
+        fifo(c.sandbox.path("a2.pipe")),
+    ];
+    let ids: Vec<String> = pipes
+        .iter()
+        .map(|p| {
+            let mut task = json_task("appends", &[p], None);
+            task["spec"]["ioConfig"]["appendToExisting"] = json!(true);
+            api.submit(&task)
+        })
+        .collect();
+    for id in &ids {
+        wait_running(&c, &api, id);
+    }
+    let feeds: Vec<_> = pipes
+        .iter()
+        .zip([5, 7])
+        .map(|(p, v)| feed(p, rows("2024-01-01", 50, v)))
+        .collect();
+    for id in &ids {
+        assert_eq!(api.wait_end(id, &logs)["statusCode"], "SUCCESS");
+    }
+    for f in feeds {
+        f.join().unwrap();
+    }
+    let appended = c.segments("appends");
+    assert_eq!(appended.len(), 2, "{appended:?}");
+    assert_eq!(appended[0].id.version, appended[1].id.version);
+    assert_ne!(appended[0].id.partition, appended[1].id.partition);
+    assert_eq!(appended.iter().map(|d| d.num_rows).sum::<u64>(), 100);
+}
