@@ -211,6 +211,31 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
         vec![json!({"n": 1000})]
     );
 
+    // sys.tasks shows them with Druid's columns.
+    let by_status = sql(
+        &base,
+        "SELECT status, runner_status, COUNT(*) AS n, MIN(datasource) AS ds, \
+         MIN(plaintext_port) AS port FROM sys.tasks GROUP BY 1, 2 ORDER BY 1",
+    );
+    assert_eq!(
+        by_status,
+        vec![
+            json!({"status": "FAILED", "runner_status": "NONE", "n": 2, "ds": "events", "port": port}),
+            json!({"status": "SUCCESS", "runner_status": "NONE", "n": 1, "ds": "events", "port": port}),
+        ]
+    );
+    let row = sql(
+        &base,
+        &format!(
+            "SELECT group_id, type, location, error_msg FROM sys.tasks WHERE task_id = '{id}'"
+        ),
+    );
+    assert_eq!(
+        row,
+        vec![json!({"group_id": id, "type": "index_parallel",
+                    "location": format!("127.0.0.1:{port}"), "error_msg": null})]
+    );
+
     // After a restart the history is there, and the first query sees every row.
     let history = api.get_json("/druid/indexer/v1/tasks");
     assert_eq!(history.as_array().unwrap().len(), 3);

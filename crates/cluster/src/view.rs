@@ -118,15 +118,22 @@ impl Part {
 
 #[derive(Debug)]
 pub struct ClusterView {
+    store: Arc<dyn MetaStore>,
     state: RwLock<ViewState>,
     synced: watch::Sender<usize>,
     connected: RwLock<BTreeMap<&'static str, bool>>,
 }
 
 impl ClusterView {
+    /// The store followed, for what the view does not keep (task records).
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
     /// Starts following `store`; the view fills in as each part is first listed.
     pub fn start(store: Arc<dyn MetaStore>) -> Arc<ClusterView> {
         let view = Arc::new(ClusterView {
+            store: store.clone(),
             state: RwLock::new(ViewState::default()),
             synced: watch::channel(0).0,
             connected: RwLock::new(BTreeMap::new()),

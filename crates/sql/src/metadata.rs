@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::nodes::NodeInfo;
 use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_cluster::task_status::{self, TaskRecord};
 use grove_cluster::view::ClusterView;
 
 /// A used, published segment and whether a query can read it.
@@ -55,6 +56,8 @@ pub trait Metadata: Send + Sync + std::fmt::Debug {
     /// The used, published segments of one datasource (or of all).
     fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo>;
     fn servers(&self) -> Vec<ServerInfo>;
+    /// The indexing service's tasks, read when asked (they are not kept).
+    async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>>;
 }
 
 #[derive(Debug)]
@@ -123,6 +126,10 @@ impl Metadata for DirectMetadata {
     fn servers(&self) -> Vec<ServerInfo> {
         Vec::new()
     }
+
+    async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>> {
+        task_status::list(self.store.as_ref()).await
+    }
 }
 
 #[derive(Debug)]
@@ -185,5 +192,9 @@ impl Metadata for ViewMetadata {
                 })
                 .collect()
         })
+    }
+
+    async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>> {
+        task_status::list(self.view.store().as_ref()).await
     }
 }

@@ -13,6 +13,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use grove_cluster::segments::SegmentDescriptor;
+use grove_cluster::task_status::TaskRecord;
 use grove_segment::id::format_millis;
 use grove_segment::timeline::Timeline;
 
@@ -88,7 +89,7 @@ impl SchemaProvider for DatasourceSchema {
     }
 }
 
-/// `sys.segments` and `sys.servers`.
+/// `sys.segments`, `sys.servers` and `sys.tasks`.
 #[derive(Debug)]
 pub struct SysSchema {
     metadata: Arc<dyn Metadata>,
@@ -100,7 +101,7 @@ impl SysSchema {
     }
 }
 
-const SYS_TABLES: [&str; 2] = ["segments", "servers"];
+const SYS_TABLES: [&str; 3] = ["segments", "servers", "tasks"];
 
 #[async_trait]
 impl SchemaProvider for SysSchema {
@@ -112,6 +113,14 @@ impl SchemaProvider for SysSchema {
         let batch = match name {
             "segments" => sys_segments(self.metadata.as_ref())?,
             "servers" => sys_servers(self.metadata.as_ref())?,
+            "tasks" => {
+                let tasks = self
+                    .metadata
+                    .tasks()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                sys_tasks(&tasks)?
+            }
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -217,6 +226,57 @@ fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
         field("curr_size", DataType::Int64, true),
         field("max_size", DataType::Int64, true),
         field("start_time", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `sys.tasks`: every task of the indexing service, with Druid's columns.
+fn sys_tasks(tasks: &[TaskRecord]) -> Result<RecordBatch> {
+    let plus: Vec<serde_json::Value> = tasks.iter().map(TaskRecord::status_plus).collect();
+    let text = |f: &dyn Fn(&serde_json::Value) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(plus.iter().map(f)))
+    };
+    let field_text =
+        |name: &'static str| move |t: &serde_json::Value| t[name].as_str().map(String::from);
+    let host = |t: &serde_json::Value| t["location"]["host"].as_str().map(String::from);
+    let port = |t: &serde_json::Value, name: &str| t["location"][name].as_i64().unwrap_or(-1);
+    let columns: Vec<ArrayRef> = vec![
+        text(&field_text("id")),
+        text(&field_text("groupId")),
+        text(&field_text("type")),
+        text(&field_text("dataSource")),
+        text(&field_text("createdTime")),
+        text(&field_text("queueInsertionTime")),
+        text(&field_text("statusCode")),
+        text(&field_text("runnerStatusCode")),
+        Arc::new(Int64Array::from_iter_values(
+            plus.iter().map(|t| t["duration"].as_i64().unwrap_or(-1)),
+        )),
+        text(&|t| host(t).map(|h| format!("{h}:{}", port(t, "port")))),
+        text(&host),
+        Arc::new(Int64Array::from_iter_values(
+            plus.iter().map(|t| port(t, "port")),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            plus.iter().map(|t| port(t, "tlsPort")),
+        )),
+        text(&field_text("errorMsg")),
+    ];
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        field("task_id", DataType::Utf8, false),
+        field("group_id", DataType::Utf8, false),
+        field("type", DataType::Utf8, false),
+        field("datasource", DataType::Utf8, false),
+        field("created_time", DataType::Utf8, false),
+        field("queue_insertion_time", DataType::Utf8, false),
+        field("status", DataType::Utf8, false),
+        field("runner_status", DataType::Utf8, false),
+        field("duration", DataType::Int64, false),
+        field("location", DataType::Utf8, true),
+        field("host", DataType::Utf8, true),
+        field("plaintext_port", DataType::Int64, false),
+        field("tls_port", DataType::Int64, false),
+        field("error_msg", DataType::Utf8, true),
     ]));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -86,6 +86,16 @@ pub struct Overlord {
     wake: Notify,
     /// One at a time per task: its actions, its shutdown, its end.
     task_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The tasks that have not ended, as this leader knows them: every record is read
+    /// once per term (`loaded`), then its own submissions and ends keep the set true,
+    /// so a pass reads the live tasks only, never the whole history.
+    active: Mutex<Active>,
+}
+
+#[derive(Default)]
+struct Active {
+    loaded: bool,
+    ids: BTreeSet<String>,
 }
 
 /// The parts of a submitted task the overlord acts on.
@@ -109,7 +119,12 @@ impl Overlord {
             fence: watch::channel(None).0,
             wake: Notify::new(),
             task_turns: Mutex::new(HashMap::new()),
+            active: Mutex::new(Active::default()),
         }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Active> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {
@@ -209,6 +224,7 @@ impl Overlord {
             other => other?,
         }
         tracing::info!("task {id} submitted");
+        self.active().ids.insert(id.clone());
         self.wake.notify_one();
         Ok(id)
     }
@@ -510,6 +526,8 @@ impl Overlord {
                     self.update(|s| s.leader = campaign.leader.clone());
                     if let Some(fence) = campaign.fence {
                         tracing::info!("overlord {} is the leader", self.node.id);
+                        // Read everything again: another leader came between.
+                        *self.active() = Active::default();
                         self.update(|s| s.is_leader = true);
                         self.fence.send_replace(Some(fence));
                         self.lead(session, fence).await;
@@ -554,10 +572,37 @@ impl Overlord {
         }
     }
 
+    /// The records of the tasks that have not ended.
+    async fn active_records(&self) -> Result<Vec<TaskRecord>> {
+        let store = self.store.as_ref();
+        if !self.active().loaded {
+            let live: Vec<String> = task_status::list(store)
+                .await?
+                .into_iter()
+                .filter(|r| !r.state.is_complete())
+                .map(|r| r.id)
+                .collect();
+            let mut active = self.active();
+            active.ids.extend(live);
+            active.loaded = true;
+        }
+        let ids: Vec<String> = self.active().ids.iter().cloned().collect();
+        let mut records = Vec::new();
+        for id in ids {
+            match task_status::get(store, &id).await? {
+                Some((record, _)) if !record.state.is_complete() => records.push(record),
+                _ => {
+                    self.active().ids.remove(&id);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     /// One scheduling pass over every task that has not ended.
     pub async fn tick(&self, guard: &Txn) -> Result<()> {
         let store = self.store.as_ref();
-        let records = task_status::list(store).await?;
+        let records = self.active_records().await?;
         let workers: BTreeMap<String, NodeInfo> = nodes::live(store)
             .await?
             .into_iter()
