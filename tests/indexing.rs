@@ -168,6 +168,13 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
     let (code, body) = api.post("/druid/indexer/v1/task", &broken);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("spec.dataSchema.metricsSpec[0]"), "{body}");
+    let (code, body) = api.post(&format!("/druid/indexer/v1/task/{id}/shutdown"), &json!({}));
+    assert_eq!((code, body), (200, json!({"task": id}).to_string()));
+    assert_eq!(
+        api.status(&id)["statusCode"],
+        "SUCCESS",
+        "an ended task stays so"
+    );
     let (code, body) = api.post(
         "/druid/indexer/v1/task",
         &json!({"type": "kill_everything"}),
@@ -190,15 +197,9 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
         "{\"ts\":\"2024-01-05T00:00:00Z\",\"k\":\"a\",\"v\":1}\nnot json\n",
     )
     .unwrap();
-    std::fs::write(
-        sandbox.path("bad-spec.json"),
-        json_task("events", &[Path::new("bad.json")], None).to_string(),
-    )
-    .unwrap();
-    let bad = sandbox.grove(
-        &["ingest", &sandbox.arg("bad-spec.json"), "--url", &base],
-        "",
-    );
+    // A spec on standard input.
+    let bad_spec = json_task("events", &[&sandbox.path("bad.json")], None).to_string();
+    let bad = sandbox.grove(&["ingest", "-", "--url", &base], &bad_spec);
     assert!(!bad.ok, "{}", bad.stdout);
     assert!(
         bad.stderr.contains("FAILED") && bad.stderr.contains("bad.json"),
@@ -302,8 +303,8 @@ fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (code, body) = api.post(&format!("/druid/indexer/v1/task/{id}/shutdown"), &json!({}));
-    assert_eq!((code, body), (200, json!({"task": id}).to_string()));
+    let shutdown = sandbox.grove(&["tasks", "shutdown", &id, "--url", &base], "");
+    assert!(shutdown.ok, "{}", shutdown.stderr);
     let ended = api.wait_end(&id, &log);
     assert_eq!(ended["statusCode"], "FAILED");
     assert_eq!(ended["errorMsg"], "Shutdown request from user");
@@ -321,8 +322,6 @@ fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
         "SELECT COUNT(*) AS n FROM sys.segments WHERE datasource = 'piped'",
     );
     assert_eq!(segments, vec![json!({"n": 0})]);
-    let shut_again = api.post(&format!("/druid/indexer/v1/task/{id}/shutdown"), &json!({}));
-    assert_eq!(shut_again.0, 200);
     let unknown = api.post("/druid/indexer/v1/task/nobody/shutdown", &json!({}));
     assert_eq!(unknown.0, 404, "{}", unknown.1);
     let _ = start.kill();

@@ -9,10 +9,19 @@
 //! leader stop applying, and a standby's next campaign takes the key.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::metastore::{MetaStore, Txn};
 use crate::session::Session;
+
+/// The default lease TTL of leaders (coordinator, overlord): a standby takes over
+/// about this long after a leader dies, plus at most [`CAMPAIGN_EVERY`]. The lease is
+/// renewed every third of it.
+pub const LEADER_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// How often a standby campaigns.
+pub const CAMPAIGN_EVERY: Duration = Duration::from_millis(250);
 
 /// The outcome of a campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]

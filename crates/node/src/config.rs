@@ -42,7 +42,7 @@ pub struct CoordinatorConfig {
     pub replicant_lifetime: Option<String>,
     /// Most segments the balancer starts moving per run; default 5.
     pub max_segments_to_move: Option<usize>,
-    /// Lease TTL: a dead leader is replaced after about this long; default PT10S.
+    /// Lease TTL: a dead leader is replaced after about this long; default PT3S.
     pub lease_ttl: Option<String>,
 }
 
@@ -78,7 +78,7 @@ pub struct OverlordConfig {
     /// HTTP address of the task API; default 127.0.0.1:8090.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
-    /// A dead leader is replaced after about this long; default PT10S.
+    /// A dead leader is replaced after about this long; default PT3S.
     pub lease_ttl: Option<String>,
 }
 
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(o.http_addr.as_deref(), Some("127.0.0.1:8090"));
         assert_eq!(
             duration(o.lease_ttl.as_deref().unwrap(), "t").unwrap(),
-            Duration::from_secs(4)
+            Duration::from_secs(3)
         );
         let w: WorkerConfig = parse(&example("worker.toml")).unwrap();
         assert_eq!(w.http_addr.as_deref(), Some("127.0.0.1:8091"));

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::assignments::{self, assign_key};
-use crate::election::Election;
+use crate::election::{CAMPAIGN_EVERY, Election, LEADER_LEASE_TTL};
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn};
 use crate::nodes::{self, NodeInfo, Role};
@@ -42,7 +42,7 @@ impl Default for CoordinatorSettings {
             period: Duration::from_secs(5),
             replicant_lifetime: Duration::from_secs(15 * 60),
             max_segments_to_move: 5,
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: LEADER_LEASE_TTL,
         }
     }
 }
@@ -133,7 +133,7 @@ impl Coordinator {
                 Ok(None) => {}
                 Err(e) => self.update(|s| s.last_error = Some(e.to_string())),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(CAMPAIGN_EVERY).await;
         }
     }
 

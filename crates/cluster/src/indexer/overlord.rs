@@ -31,7 +31,7 @@ use grove_segment::{Interval, SegmentId};
 use super::actions::{ActionRequest, ActionSink, Allocation, TaskAction, reserve_append_block};
 use super::{Assignment, RunnerReport, assignment_key, encode};
 use crate::assignments;
-use crate::election::Election;
+use crate::election::{CAMPAIGN_EVERY, Election, LEADER_LEASE_TTL};
 use crate::error::{Error, Result};
 use crate::locks::{self, BATCH_PRIORITY, Grant, LockKind, LockRequest, MAX_LOCKS_PER_TASK};
 use crate::metastore::{MetaStore, Txn};
@@ -58,7 +58,7 @@ pub struct OverlordSettings {
 impl Default for OverlordSettings {
     fn default() -> Self {
         OverlordSettings {
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: LEADER_LEASE_TTL,
             tick: Duration::from_millis(250),
             lock_timeout: Duration::from_secs(300),
         }
@@ -536,7 +536,7 @@ impl Overlord {
                 }
                 Err(e) => self.update(|s| s.last_error = Some(e.to_string())),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(CAMPAIGN_EVERY).await;
         }
     }
 
