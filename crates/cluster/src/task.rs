@@ -89,8 +89,15 @@ pub async fn build_and_store(
     std::fs::create_dir_all(staging_root)
         .map_err(|e| Error::io(format!("creating {}", staging_root.display()), e))?;
     let staging = tempdir_in(staging_root)?;
+    let inputs = crate::inputs::fetch(spec, staging.path()).await?;
     // Blocks this thread while reading input: a task runs alone in its process.
-    let report = build_segments(spec, staging.path(), &mut Upcast(allocator), on_progress)?;
+    let report = build_segments(
+        spec,
+        &inputs,
+        staging.path(),
+        &mut Upcast(allocator),
+        on_progress,
+    )?;
     let descriptors = describe(&report.segments, allocator, task_id)?;
     for (i, (built, descriptor)) in report.segments.iter().zip(&descriptors).enumerate() {
         if let Err(e) = deep.store(&built.path, &descriptor.path).await {

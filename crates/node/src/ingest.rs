@@ -106,9 +106,15 @@ fn print_summary(spec: &IngestionSpec, outcome: &IngestOutcome, elapsed: Duratio
 }
 
 fn spec_files(spec: &IngestionSpec) -> String {
-    let grove_segment::spec::InputSource::Local { files } = &spec.input;
-    match files.len() {
-        1 => "1 file".to_string(),
-        n => format!("{n} files"),
+    use grove_segment::spec::InputSource;
+    let count = match &spec.input {
+        InputSource::Local { files } => files.len(),
+        InputSource::Inline { .. } => return "inline data".to_string(),
+        InputSource::Http { uris, .. } => uris.len(),
+        InputSource::S3 { uris, prefixes, .. } => uris.len() + prefixes.len(),
+    };
+    match count {
+        1 => "1 input".to_string(),
+        n => format!("{n} inputs"),
     }
 }

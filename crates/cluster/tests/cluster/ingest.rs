@@ -354,6 +354,161 @@ async fn malformed_json_rows_are_parse_exceptions() {
     );
 }
 
+/// `spec_text` with `source` as the input source.
+fn with_source(datasource: &str, source: serde_json::Value, format: &str) -> String {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_text(datasource, "unused", format, "")).unwrap();
+    spec["spec"]["ioConfig"]["inputSource"] = source;
+    spec.to_string()
+}
+
+#[tokio::test]
+async fn gzip_zstd_inline_and_http_inputs_load_the_same_rows() {
+    use std::io::Write;
+    let f = Fixture::new();
+    let input = rows(300);
+    write_json(&f.path("in.json"), &input);
+    write_csv(&f.path("in.csv"), &input);
+    let json = std::fs::read(f.path("in.json")).unwrap();
+    let csv = std::fs::read(f.path("in.csv")).unwrap();
+    // Two gzip members back to back, as concatenated .gz files are.
+    let (first, second) = json.split_at(json.len() / 2);
+    let mut gz = Vec::new();
+    for part in [first, second] {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(part).unwrap();
+        gz.extend(encoder.finish().unwrap());
+    }
+    std::fs::write(f.path("in.json.gz"), gz).unwrap();
+    std::fs::write(
+        f.path("in.csv.zst"),
+        zstd::encode_all(csv.as_slice(), 3).unwrap(),
+    )
+    .unwrap();
+    let json_format = r#"{"type": "json"}"#;
+    let csv_format = r#"{"type": "csv", "findColumnsFromHeader": true}"#;
+    let path = |name: &str| f.path(name).display().to_string();
+
+    // A real HTTP server (Python's) serving the compressed file.
+    let port = grove_testkit::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(f.path(""))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let began = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            began.elapsed().as_secs() < 20,
+            "the HTTP server never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = |name: &str| format!("http://127.0.0.1:{port}/{name}");
+
+    let cases = [
+        (
+            "gzip",
+            serde_json::json!({"type": "local", "files": [path("in.json.gz")]}),
+            json_format,
+        ),
+        (
+            "zstd",
+            serde_json::json!({"type": "local", "files": [path("in.csv.zst")]}),
+            csv_format,
+        ),
+        (
+            "inline",
+            serde_json::json!({"type": "inline", "data": String::from_utf8(json.clone()).unwrap()}),
+            json_format,
+        ),
+        (
+            "http",
+            serde_json::json!({"type": "http", "uris": [url("in.json.gz")]}),
+            json_format,
+        ),
+    ];
+    for (i, (ds, source, format)) in cases.into_iter().enumerate() {
+        let outcome = f
+            .ingest(&with_source(ds, source, format), &format!("v{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("{ds}: {e}"));
+        assert_eq!(outcome.progress.rows_written, 300, "{ds}");
+        assert_eq!(f.read_back(ds).await, sorted(input.clone()), "{ds}");
+    }
+
+    // A missing URI fails the task naming it; a compressed Parquet file is refused.
+    let missing = with_source(
+        "gone",
+        serde_json::json!({"type": "http", "uris": [url("absent.json")]}),
+        json_format,
+    );
+    let err = f.failure(&missing, "v9").await;
+    assert!(
+        err.contains(&url("absent.json")) && err.contains("404"),
+        "{err}"
+    );
+    std::fs::write(f.path("in.parquet.gz"), b"not really").unwrap();
+    let parquet = with_source(
+        "pq",
+        serde_json::json!({"type": "local", "files": [path("in.parquet.gz")]}),
+        r#"{"type": "parquet"}"#,
+    );
+    let err = f.failure(&parquet, "v10").await;
+    assert!(err.contains("compressed Parquet"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test]
+async fn bad_json_lines_in_a_large_block_are_named_and_the_rest_kept() {
+    let f = Fixture::new();
+    // More rows than one decoding block, with bad lines in the middle of blocks.
+    let input = rows(20_000);
+    write_json(&f.path("in.json"), &input);
+    let mut lines: Vec<String> = std::fs::read_to_string(f.path("in.json"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let bad = [
+        (5_000, "{\"time\": 1}{\"time\": 2}"),
+        (10_000, "not json at all"),
+        (17_000, "{\"time\": \"2024-01-01\", \"country\": "),
+    ];
+    for (at, line) in bad.iter().rev() {
+        lines.insert(*at, line.to_string());
+    }
+    std::fs::write(f.path("in.json"), lines.join("\n") + "\n").unwrap();
+
+    let strict = f.json_spec("events", "in.json", "");
+    let err = f.failure(&strict, "v1").await;
+    assert!(
+        err.contains("in.json line 5001"),
+        "the first bad line is named: {err}"
+    );
+
+    let tolerant = f.json_spec(
+        "events",
+        "in.json",
+        r#", "maxParseExceptions": 3,
+            "partitionsSpec": {"type": "dynamic", "maxRowsPerSegment": 100000}"#,
+    );
+    let outcome = f.ingest(&tolerant, "v2").await.unwrap();
+    assert_eq!(outcome.progress.parse_exceptions, 3);
+    assert_eq!(outcome.progress.rows_written, 20_000);
+    assert_eq!(f.read_back("events").await, sorted(input));
+}
+
 #[tokio::test]
 async fn timestamp_formats_and_missing_value() {
     let f = Fixture::new();

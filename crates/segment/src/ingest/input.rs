@@ -1,9 +1,10 @@
 //! Reading input files (newline-delimited JSON, CSV, Parquet) into Arrow batches that
 //! remember where each row came from, so that a bad row can be named by file and line.
+//! Text inputs whose name ends in `.gz` or `.zst` are decompressed as they are read.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
@@ -65,17 +66,67 @@ pub trait InputSink {
     fn read_type(&self, name: &str) -> DataType;
 }
 
-/// Reads `path`, handing `sink` each batch of rows and each row that cannot be read.
+/// One input to read: a local file, and the name its rows are reported under (its
+/// path, or the URI it was fetched from). The name says whether it is compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub name: String,
+}
+
+impl InputFile {
+    /// A local file, named by its path.
+    pub fn local(path: &Path) -> InputFile {
+        InputFile {
+            path: path.to_path_buf(),
+            name: path.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// As Druid decides: by the name's extension (a URI's query left out).
+fn compression(name: &str) -> Compression {
+    let name = name.split(['?', '#']).next().unwrap_or(name);
+    if name.ends_with(".gz") {
+        Compression::Gzip
+    } else if name.ends_with(".zst") {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// The input's bytes, decompressed if its name says so.
+fn text_reader(input: &InputFile) -> Result<Box<dyn Read>> {
+    let file = open(&input.path)?;
+    Ok(match compression(&input.name) {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| Error::io(format!("opening {} as zstd", input.name), e))?,
+        ),
+    })
+}
+
+/// Reads `input`, handing `sink` each batch of rows and each row that cannot be read.
 /// `columns` names the input columns wanted.
 pub fn read_file(
-    path: &Path,
+    input: &InputFile,
     format: &InputFormat,
     columns: &[String],
     sink: &mut dyn InputSink,
 ) -> Result<()> {
-    let name: Arc<str> = path.display().to_string().into();
+    let name: Arc<str> = input.name.as_str().into();
     match format {
-        InputFormat::Json => read_json(path, name, columns, sink),
+        InputFormat::Json => read_json(text_reader(input)?, name, columns, sink),
         InputFormat::Csv {
             columns: header,
             find_columns_from_header,
@@ -86,9 +137,14 @@ pub fn read_file(
                 find_columns_from_header: *find_columns_from_header,
                 skip_header_rows: *skip_header_rows,
             };
-            read_csv(path, name, &layout, columns, sink)
+            read_csv(text_reader(input)?, name, &layout, columns, sink)
         }
-        InputFormat::Parquet => read_parquet(path, name, columns, sink),
+        InputFormat::Parquet if compression(&input.name) != Compression::None => {
+            Err(Error::invalid(format!(
+                "{name}: compressed Parquet files are not read; Parquet compresses its own pages"
+            )))
+        }
+        InputFormat::Parquet => read_parquet(&input.path, name, columns, sink),
     }
 }
 
@@ -96,8 +152,11 @@ fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::io(format!("opening input {}", path.display()), e))
 }
 
+/// Reads newline-delimited JSON a block of lines at a time: a block decodes in one
+/// call, and only a block that fails is read again line by line, so that each bad line
+/// is named and skipped while the others are kept.
 fn read_json(
-    path: &Path,
+    input: Box<dyn Read>,
     name: Arc<str>,
     columns: &[String],
     sink: &mut dyn InputSink,
@@ -114,45 +173,119 @@ fn read_json(
             .with_ignore_type_conflicts(true)
             .build_decoder()?)
     };
-    let mut reader = BufReader::with_capacity(1 << 20, open(path)?);
-    let mut decoder = new_decoder()?;
-    let mut lines = Vec::with_capacity(BATCH_ROWS);
-    let mut line = Vec::new();
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let mut block = JsonBlock::default();
     let mut number = 0u64;
     loop {
-        line.clear();
+        let start = block.bytes.len();
         let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            .read_until(b'\n', &mut block.bytes)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
         if read == 0 {
             break;
         }
         number += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if block.bytes[start..].iter().all(u8::is_ascii_whitespace) {
+            block.bytes.truncate(start);
             continue;
         }
-        if !line.ends_with(b"\n") {
-            line.push(b'\n');
+        if !block.bytes.ends_with(b"\n") {
+            block.bytes.push(b'\n');
         }
-        if let Err(e) = decode_line(&mut decoder, &line) {
-            sink.unreadable(Unreadable {
-                location: format!("{name} line {number}"),
-                reason: format!("malformed JSON: {e}"),
-            })?;
-            // The decoder may hold part of the bad line: start over with the rows of
-            // this batch that were fine. They are re-read from the file.
-            decoder = new_decoder()?;
-            let good = std::mem::take(&mut lines);
-            redecode(path, &good, &mut decoder)?;
-            lines = good;
-            continue;
-        }
-        lines.push(number);
-        if lines.len() == BATCH_ROWS {
-            flush_json(&mut decoder, &name, &mut lines, sink)?;
+        block.ends.push(block.bytes.len());
+        block.lines.push(number);
+        if block.lines.len() == BATCH_ROWS {
+            block.decode(&new_decoder, &name, sink)?;
         }
     }
-    flush_json(&mut decoder, &name, &mut lines, sink)
+    block.decode(&new_decoder, &name, sink)
+}
+
+/// Lines of newline-delimited JSON read but not decoded yet.
+#[derive(Default)]
+struct JsonBlock {
+    bytes: Vec<u8>,
+    /// Where each line ends in `bytes`.
+    ends: Vec<usize>,
+    /// Each line's 1-based number in its file.
+    lines: Vec<u64>,
+}
+
+impl JsonBlock {
+    /// Decodes the block into one batch for `sink` and empties it.
+    fn decode(
+        &mut self,
+        new_decoder: &dyn Fn() -> Result<Decoder>,
+        name: &Arc<str>,
+        sink: &mut dyn InputSink,
+    ) -> Result<()> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let mut decoder = new_decoder()?;
+        let whole = match decoder.decode(&self.bytes) {
+            Ok(consumed) => {
+                let one_per_line = consumed == self.bytes.len()
+                    && !decoder.has_partial_record()
+                    && decoder.len() == self.lines.len();
+                if one_per_line {
+                    decoder.flush().ok().flatten()
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        };
+        let (batch, lines) = match whole {
+            Some(batch) => (Some(batch), std::mem::take(&mut self.lines)),
+            None => self.decode_lines(new_decoder, name, sink)?,
+        };
+        if let Some(batch) = batch {
+            sink.batch(InputBatch {
+                batch,
+                origin: Origin {
+                    file: Arc::clone(name),
+                    rows: RowNumbers::Lines(lines),
+                },
+            })?;
+        }
+        self.bytes.clear();
+        self.ends.clear();
+        self.lines.clear();
+        Ok(())
+    }
+
+    /// The slow way, for a block that failed: each line is tried alone first; good
+    /// lines are decoded together, bad ones reported in the order of the file.
+    fn decode_lines(
+        &mut self,
+        new_decoder: &dyn Fn() -> Result<Decoder>,
+        name: &Arc<str>,
+        sink: &mut dyn InputSink,
+    ) -> Result<(Option<RecordBatch>, Vec<u64>)> {
+        let mut decoder = new_decoder()?;
+        let mut trial = new_decoder()?;
+        let mut good = Vec::with_capacity(self.lines.len());
+        let mut start = 0;
+        for (&end, &number) in self.ends.iter().zip(&self.lines) {
+            let line = &self.bytes[start..end];
+            start = end;
+            match decode_line(&mut trial, line).and_then(|()| Ok(trial.flush()?)) {
+                Ok(_) => {
+                    decode_line(&mut decoder, line)?;
+                    good.push(number);
+                }
+                Err(e) => {
+                    trial = new_decoder()?;
+                    sink.unreadable(Unreadable {
+                        location: format!("{name} line {number}"),
+                        reason: format!("malformed JSON: {e}"),
+                    })?;
+                }
+            }
+        }
+        Ok((decoder.flush()?, good))
+    }
 }
 
 /// Decodes one complete line; a line holding anything but one JSON object is an error.
@@ -170,43 +303,6 @@ fn decode_line(decoder: &mut Decoder, line: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Feeds the given (already validated) lines of the file to a fresh decoder.
-fn redecode(path: &Path, wanted: &[u64], decoder: &mut Decoder) -> Result<()> {
-    let reader = BufReader::new(open(path)?);
-    let mut wanted = wanted.iter().peekable();
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let Some(&&next) = wanted.peek() else { break };
-        if next != i as u64 + 1 {
-            continue;
-        }
-        wanted.next();
-        let mut line = line.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        line.push(b'\n');
-        decode_line(decoder, &line)?;
-    }
-    Ok(())
-}
-
-fn flush_json(
-    decoder: &mut Decoder,
-    name: &Arc<str>,
-    lines: &mut Vec<u64>,
-    sink: &mut dyn InputSink,
-) -> Result<()> {
-    if let Some(batch) = decoder.flush()? {
-        let rows = RowNumbers::Lines(std::mem::take(lines));
-        sink.batch(InputBatch {
-            batch,
-            origin: Origin {
-                file: Arc::clone(name),
-                rows,
-            },
-        })?;
-    }
-    lines.clear();
-    Ok(())
-}
-
 struct CsvLayout<'a> {
     columns: Option<&'a [String]>,
     find_columns_from_header: bool,
@@ -214,7 +310,7 @@ struct CsvLayout<'a> {
 }
 
 fn read_csv(
-    path: &Path,
+    input: Box<dyn Read>,
     name: Arc<str>,
     layout: &CsvLayout<'_>,
     columns: &[String],
@@ -223,7 +319,7 @@ fn read_csv(
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 20, open(path)?));
+        .from_reader(BufReader::with_capacity(1 << 20, input));
     let csv_error = |e: csv::Error| Error::invalid(format!("{name}: {e}"));
     let mut first = csv::ByteRecord::new();
     for _ in 0..layout.skip_header_rows {

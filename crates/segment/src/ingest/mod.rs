@@ -15,10 +15,11 @@ use arrow::compute::take_record_batch;
 pub use chunk::BuiltSegment;
 use chunk::{ChunkBuilder, Layout};
 use conform::Conformer;
+pub use input::InputFile;
 
 use crate::error::{Error, Result};
 use crate::id::{Interval, SegmentId};
-use crate::spec::IngestionSpec;
+use crate::spec::{IngestionSpec, InputSource};
 
 /// Counts shown while ingesting and in the final summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,16 +49,36 @@ pub struct BuildReport {
     pub progress: Progress,
 }
 
-/// Reads the spec's input and writes its segments into `staging`. Fails, leaving only
-/// files in `staging`, when input cannot be read or parse exceptions exceed
-/// `maxParseExceptions`.
+/// The inputs of a local or inline source (inline data is written into `staging` as a
+/// file first); `None` for a remote source (HTTP, S3), which the caller fetches.
+pub fn local_inputs(spec: &IngestionSpec, staging: &Path) -> Result<Option<Vec<InputFile>>> {
+    match &spec.input {
+        InputSource::Local { files } => {
+            Ok(Some(files.iter().map(|f| InputFile::local(f)).collect()))
+        }
+        InputSource::Inline { data } => {
+            let path = staging.join("inline-data");
+            std::fs::write(&path, data)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            Ok(Some(vec![InputFile {
+                path,
+                name: "inline data".into(),
+            }]))
+        }
+        InputSource::Http { .. } | InputSource::S3 { .. } => Ok(None),
+    }
+}
+
+/// Reads `inputs` as the spec says and writes its segments into `staging`. Fails,
+/// leaving only files in `staging`, when input cannot be read or parse exceptions
+/// exceed `maxParseExceptions`.
 pub fn build_segments(
     spec: &IngestionSpec,
+    inputs: &[InputFile],
     staging: &Path,
     allocator: &mut dyn Allocator,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<BuildReport> {
-    let crate::spec::InputSource::Local { files } = &spec.input;
     let conformer = Conformer::new(spec);
     let mut build = Build {
         spec,
@@ -67,14 +88,14 @@ pub fn build_segments(
         allocator,
         on_progress,
         progress: Progress {
-            files_total: files.len(),
+            files_total: inputs.len(),
             ..Progress::default()
         },
         chunks: BTreeMap::new(),
         segments: Vec::new(),
     };
     let columns = spec.input_columns();
-    for file in files {
+    for file in inputs {
         input::read_file(file, &spec.format, &columns, &mut build)?;
         build.progress.files_done += 1;
         (build.on_progress)(&build.progress);

@@ -1,5 +1,6 @@
-//! `ioConfig`: where rows come from (`inputSource`, local files only) and how they are
-//! read (`inputFormat`: JSON, CSV or Parquet).
+//! `ioConfig`: where rows come from (`inputSource`: local files, inline text, HTTP(S)
+//! URIs, S3 objects) and how they are read (`inputFormat`: JSON, CSV or Parquet; text
+//! files named `.gz` or `.zst` are decompressed, as Druid does).
 
 use std::collections::HashSet;
 use std::fs;
@@ -23,6 +24,27 @@ pub enum InputSource {
     /// Parsed by [`IngestionSpec::check_json`](super::IngestionSpec::check_json),
     /// which leaves the files to the machine that reads them: `files` is empty.
     Local { files: Vec<PathBuf> },
+    /// {"type":"inline","data":"..."}: the rows in the spec itself.
+    Inline { data: String },
+    /// {"type":"http","uris":[..],"httpAuthenticationUsername":..,
+    /// "httpAuthenticationPassword":..}
+    Http {
+        uris: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+    /// {"type":"s3","uris":[..],"prefixes":[..],"objects":[{"bucket","path"}],
+    /// "properties":{"accessKeyId","secretAccessKey"}}: the objects named, and every
+    /// object under each prefix. The endpoint and region come from the usual `AWS_*`
+    /// variables of the process that reads.
+    S3 {
+        /// `s3://bucket/key` of every object named directly.
+        uris: Vec<String>,
+        /// `s3://bucket/prefix` whose objects are all read.
+        prefixes: Vec<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +126,46 @@ struct RawLocalSource {
     files: Option<Vec<String>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInlineSource {
+    data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHttpSource {
+    uris: Option<Vec<String>>,
+    http_authentication_username: Option<String>,
+    http_authentication_password: Option<Value>,
+    /// Druid's list of allowed protocols; Grove reads http and https.
+    #[serde(rename = "allowedProtocols")]
+    _allowed_protocols: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3Object {
+    bucket: String,
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawS3Source {
+    uris: Option<Vec<String>>,
+    prefixes: Option<Vec<String>>,
+    objects: Option<Vec<RawS3Object>>,
+    properties: Option<RawS3Properties>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawS3Properties {
+    access_key_id: Option<Value>,
+    secret_access_key: Option<Value>,
+}
+
 /// `base_dir` resolves the local files; without one, only the source's shape is
 /// checked and it lists no files.
 fn parse_input_source(
@@ -114,21 +176,144 @@ fn parse_input_source(
     let (kind, map) = typed_object(value, path)?;
     let type_path = path.field("type");
     let kind = required(kind, &type_path)?;
-    if kind != "local" {
-        return Err(invalid_at(
+    match kind.as_str() {
+        "local" => {
+            let raw: RawLocalSource = from_map(map, path)?;
+            let files = match base_dir {
+                Some(base_dir) => resolve_local_files(raw, path, base_dir)?,
+                None => {
+                    check_local_shape(&raw, path)?;
+                    Vec::new()
+                }
+            };
+            Ok(InputSource::Local { files })
+        }
+        "inline" => {
+            let raw: RawInlineSource = from_map(map, path)?;
+            let data = required(raw.data, &path.field("data"))?;
+            Ok(InputSource::Inline { data })
+        }
+        "http" => {
+            let raw: RawHttpSource = from_map(map, path)?;
+            let uris_path = path.field("uris");
+            let uris = required(raw.uris, &uris_path)?;
+            if uris.is_empty() {
+                return Err(invalid_at(&uris_path, "names no URIs"));
+            }
+            for (i, uri) in uris.iter().enumerate() {
+                let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+                if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                    return Err(invalid_at(
+                        &uris_path.index(i),
+                        format!("{uri:?} is not an http:// or https:// URI"),
+                    ));
+                }
+            }
+            let password_path = path.field("httpAuthenticationPassword");
+            let password = raw
+                .http_authentication_password
+                .map(|p| password(p, &password_path))
+                .transpose()?;
+            Ok(InputSource::Http {
+                uris,
+                username: raw.http_authentication_username,
+                password,
+            })
+        }
+        "s3" => parse_s3_source(from_map(map, path)?, path),
+        other => Err(invalid_at(
             &type_path,
-            format!("unsupported input source type {kind:?}: only \"local\" is supported"),
+            format!(
+                "unsupported input source type {other:?}: expected \"local\", \"inline\", \
+                 \"http\" or \"s3\""
+            ),
+        )),
+    }
+}
+
+fn parse_s3_source(raw: RawS3Source, path: &JsonPath) -> Result<InputSource> {
+    let check = |list: &[String], field: &str| -> Result<()> {
+        for (i, uri) in list.iter().enumerate() {
+            let fine = uri
+                .strip_prefix("s3://")
+                .is_some_and(|rest| rest.split('/').next().is_some_and(|b| !b.is_empty()));
+            if !fine {
+                return Err(invalid_at(
+                    &path.field(field).index(i),
+                    format!("{uri:?} is not an s3://bucket/... URI"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let mut uris = raw.uris.unwrap_or_default();
+    check(&uris, "uris")?;
+    let prefixes = raw.prefixes.unwrap_or_default();
+    check(&prefixes, "prefixes")?;
+    for object in raw.objects.unwrap_or_default() {
+        uris.push(format!(
+            "s3://{}/{}",
+            object.bucket,
+            object.path.trim_start_matches('/')
         ));
     }
-    let raw: RawLocalSource = from_map(map, path)?;
-    let files = match base_dir {
-        Some(base_dir) => resolve_local_files(raw, path, base_dir)?,
-        None => {
-            check_local_shape(&raw, path)?;
-            Vec::new()
-        }
+    if uris.is_empty() && prefixes.is_empty() {
+        return Err(invalid_at(
+            path,
+            "names no objects: give uris, prefixes or objects",
+        ));
+    }
+    let properties_path = path.field("properties");
+    let (access_key_id, secret_access_key) = match raw.properties {
+        None => (None, None),
+        Some(p) => (
+            p.access_key_id
+                .map(|v| password(v, &properties_path.field("accessKeyId")))
+                .transpose()?,
+            p.secret_access_key
+                .map(|v| password(v, &properties_path.field("secretAccessKey")))
+                .transpose()?,
+        ),
     };
-    Ok(InputSource::Local { files })
+    Ok(InputSource::S3 {
+        uris,
+        prefixes,
+        access_key_id,
+        secret_access_key,
+    })
+}
+
+/// A secret as Druid's password providers give it: a string, or
+/// `{"type": "default", "password": "..."}`, or `{"type": "environment", "variable":
+/// "NAME"}` (read from the environment of the process that reads the input).
+fn password(value: Value, path: &JsonPath) -> Result<String> {
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Object(map) => match map.get("type").and_then(Value::as_str) {
+            Some("default") => map
+                .get("password")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| invalid_at(&path.field("password"), "a string is required")),
+            Some("environment") => {
+                let variable = map
+                    .get("variable")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid_at(&path.field("variable"), "a string is required"))?;
+                Ok(std::env::var(variable).unwrap_or_default())
+            }
+            other => Err(invalid_at(
+                &path.field("type"),
+                format!(
+                    "unsupported password provider {other:?}: use \"default\" or \"environment\""
+                ),
+            )),
+        },
+        _ => Err(invalid_at(
+            path,
+            "expected a string or a password provider object",
+        )),
+    }
 }
 
 /// Resolves a local input source to the files it names: the files in `baseDir` whose
@@ -546,15 +731,84 @@ mod tests {
             set(
                 s,
                 "/spec/ioConfig/inputSource",
-                json!({"type": "s3", "uris": ["s3://b/k"]}),
+                json!({"type": "hdfs", "paths": "/x"}),
             );
         });
         assert_contains(
             &message,
-            "spec.ioConfig.inputSource.type: unsupported input source type \"s3\"",
+            "spec.ioConfig.inputSource.type: unsupported input source type \"hdfs\"",
         );
         let message = error_of(|s| set(s, "/spec/ioConfig/inputSource", json!({"type": "local"})));
         assert_contains(&message, "spec.ioConfig.inputSource: names no input files");
+    }
+
+    #[test]
+    fn parses_inline_http_and_s3_sources_as_druid_writes_them() {
+        let source = |value: Value| {
+            parse_edited(|s| set(s, "/spec/ioConfig/inputSource", value)).map(|spec| spec.input)
+        };
+        assert_eq!(
+            source(json!({"type": "inline", "data": "{\"a\":1}\n"})).unwrap(),
+            InputSource::Inline {
+                data: "{\"a\":1}\n".into()
+            }
+        );
+        assert_eq!(
+            source(json!({
+                "type": "http",
+                "uris": ["https://example.com/a.json.gz"],
+                "httpAuthenticationUsername": "u",
+                "httpAuthenticationPassword": {"type": "default", "password": "p"}
+            }))
+            .unwrap(),
+            InputSource::Http {
+                uris: vec!["https://example.com/a.json.gz".into()],
+                username: Some("u".into()),
+                password: Some("p".into()),
+            }
+        );
+        assert_eq!(
+            source(json!({
+                "type": "s3",
+                "uris": ["s3://b/k.json"],
+                "prefixes": ["s3://b/dir/"],
+                "objects": [{"bucket": "c", "path": "x/y.json"}],
+                "properties": {"accessKeyId": "id", "secretAccessKey": {"type": "default", "password": "s"}}
+            }))
+            .unwrap(),
+            InputSource::S3 {
+                uris: vec!["s3://b/k.json".into(), "s3://c/x/y.json".into()],
+                prefixes: vec!["s3://b/dir/".into()],
+                access_key_id: Some("id".into()),
+                secret_access_key: Some("s".into()),
+            }
+        );
+        for (value, expected) in [
+            (
+                json!({"type": "inline"}),
+                "missing required field \"spec.ioConfig.inputSource.data\"",
+            ),
+            (
+                json!({"type": "http", "uris": []}),
+                "inputSource.uris: names no URIs",
+            ),
+            (
+                json!({"type": "http", "uris": ["file:///etc/passwd"]}),
+                "uris[0]: \"file:///etc/passwd\" is not an http",
+            ),
+            (
+                json!({"type": "s3", "uris": ["b/k"]}),
+                "uris[0]: \"b/k\" is not an s3://bucket",
+            ),
+            (json!({"type": "s3"}), "names no objects"),
+            (
+                json!({"type": "http", "uris": ["http://h/x"], "httpAuthenticationPassword": 5}),
+                "httpAuthenticationPassword: expected a string",
+            ),
+        ] {
+            let message = source(value).unwrap_err().to_string();
+            assert_contains(&message, expected);
+        }
     }
 
     #[test]
