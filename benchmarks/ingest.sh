@@ -4,21 +4,22 @@
 # rows/s per format and per core (ingestion runs on one core).
 #
 #   benchmarks/ingest.sh [ROWS]
+#
+# GROVE_BIN=path times that grove binary instead of this tree's (a before/after
+# comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 rows="${1:-1000000}"
-cargo build --quiet --release --bin grove
-grove="$CARGO_TARGET_DIR/release/grove"
+cargo build --quiet --release --bin grove --bin grove-bench
+grove="${GROVE_BIN:-$CARGO_TARGET_DIR/release/grove}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 "$grove" sample-data --out "$work/sample" --rows "$rows"
-# JSON and Parquet copies of the same rows, written by Grove itself from a first load.
-"$grove" ingest "$work/sample/events-spec.json" --data-dir "$work/seed" >/dev/null
+# JSON and Parquet copies of the same rows, written by DataFusion from the CSV.
 for format in json parquet; do
-  "$grove" sql --data-dir "$work/seed" -c \
-    "COPY (SELECT * FROM events ORDER BY __time) TO '$work/sample/events.$format' STORED AS ${format^^}" >/dev/null
+  "$CARGO_TARGET_DIR/release/grove-bench" convert "$work/sample/events.csv" "$work/sample/events.$format"
 done
 
 spec_for() { # format -> spec path
@@ -27,7 +28,7 @@ spec_for() { # format -> spec path
     csv) cp "$work/sample/events-spec.json" "$spec" ;;
     *) sed -e "s/\"events.csv\"/\"events.$format\"/" \
            -e "s/{ \"type\": \"csv\", \"findColumnsFromHeader\": true }/{ \"type\": \"$format\" }/" \
-           -e 's/"column": "timestamp", "format": "iso"/"column": "__time", "format": "auto"/' \
+           -e 's/"column": "timestamp", "format": "iso"/"column": "timestamp", "format": "auto"/' \
            "$work/sample/events-spec.json" > "$spec" ;;
   esac
   echo "$spec"

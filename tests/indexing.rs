@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 /// `grove start` on `data` in `sandbox`, HTTP on `port`; waits until its overlord
 /// leads.
 fn grove_start(sandbox: &Sandbox, port: u16) -> Child {
+    grove_start_with(sandbox, port, &[])
+}
+
+fn grove_start_with(sandbox: &Sandbox, port: u16, extra: &[&str]) -> Child {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -26,6 +30,7 @@ fn grove_start(sandbox: &Sandbox, port: u16) -> Child {
         .args(["start", "--data-dir", &sandbox.arg("data")])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .args(extra)
         .env("HOME", sandbox.path(""))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -152,7 +157,10 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
     assert_eq!(statuses[&id]["status"], "SUCCESS");
     let tasks_log = sandbox.grove(&["tasks", "log", &id, "--url", &base], "");
     assert!(
-        tasks_log.ok && tasks_log.stdout.contains("publishing"),
+        tasks_log.ok
+            && tasks_log
+                .stdout
+                .contains("1000 rows in 3 segment(s) stored"),
         "{}",
         tasks_log.stdout
     );
@@ -578,4 +586,147 @@ fn replacing_tasks_take_turns_a_revoked_lock_publishes_nothing_and_appends_share
     assert_eq!(appended[0].id.version, appended[1].id.version);
     assert_ne!(appended[0].id.partition, appended[1].id.partition);
     assert_eq!(appended.iter().map(|d| d.num_rows).sum::<u64>(), 100);
+}
+
+#[test]
+fn a_parallel_task_runs_sub_tasks_at_once_and_publishes_all_or_nothing() {
+    let sandbox = Sandbox::default();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut start = grove_start_with(&sandbox, port, &["--task-slots", "4"]);
+    let api = TaskApi::new(base.clone());
+    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+
+    // Three sub-tasks, each blocked on a pipe of its own: all run at once.
+    let pipes: Vec<_> = (0..3)
+        .map(|i| fifo(sandbox.path(&format!("part-{i}.pipe"))))
+        .collect();
+    let paths: Vec<&Path> = pipes.iter().map(|p| p.as_path()).collect();
+    let mut task = json_task("parallel", &paths, None);
+    task["spec"]["tuningConfig"]["maxNumConcurrentSubTasks"] = json!(3);
+    task["spec"]["tuningConfig"]["awaitSegmentAvailabilityTimeoutMillis"] = json!(60_000);
+    let id = api.submit(&task);
+    let began = Instant::now();
+    let subs = loop {
+        let running = api.get_json("/druid/indexer/v1/runningTasks?type=single_phase_sub_task");
+        let subs: Vec<String> = running
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["runnerStatusCode"] == "RUNNING")
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        if subs.len() == 3 {
+            break subs;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "sub-tasks: {running}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for sub in &subs {
+        let payload = api.get_json(&format!("/druid/indexer/v1/task/{sub}"))["payload"].clone();
+        assert_eq!(payload["groupId"], id.as_str());
+        assert_eq!(payload["supervisorTaskId"], id.as_str());
+    }
+
+    // Two parts in: their sub-tasks succeed, and still nothing is published.
+    let days = ["2024-01-01", "2024-01-02", "2024-01-03"];
+    let counts = [70usize, 50, 30];
+    let feeds: Vec<_> = (0..2)
+        .map(|i| {
+            feed(
+                &pipes[i],
+                [rows(days[i], counts[i], 1), rows("2024-01-04", 10, 2)].concat(),
+            )
+        })
+        .collect();
+    for f in feeds {
+        f.join().unwrap();
+    }
+    let began = Instant::now();
+    while api
+        .get_json("/druid/indexer/v1/completeTasks?type=single_phase_sub_task")
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(began.elapsed() < Duration::from_secs(30), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let none = sql(
+        &base,
+        "SELECT COUNT(*) AS n FROM sys.segments WHERE datasource = 'parallel'",
+    );
+    assert_eq!(none, vec![json!({"n": 0})]);
+    assert_eq!(api.status(&id)["statusCode"], "RUNNING");
+
+    // The last part in: everything appears at once.
+    feed(
+        &pipes[2],
+        [rows(days[2], counts[2], 1), rows("2024-01-04", 10, 2)].concat(),
+    )
+    .join()
+    .unwrap();
+    let ended = api.wait_end(&id, &log);
+    assert_eq!(ended["statusCode"], "SUCCESS", "{ended}\n{}", log());
+    let report = api.report(&id);
+    assert_eq!(report["rowStats"]["buildSegments"]["processed"], 180);
+    assert_eq!(report["segmentAvailabilityConfirmed"], true);
+    let totals = sql(&base, "SELECT COUNT(*) AS n, SUM(v) AS v FROM parallel");
+    assert_eq!(totals, vec![json!({"n": 180, "v": 150 + 30 * 2})]);
+    // The day all three wrote is one chunk of three core partitions, 0 to 2.
+    let shared = sql(
+        &base,
+        "SELECT partition_num, num_rows FROM sys.segments \
+         WHERE datasource = 'parallel' AND \"start\" LIKE '2024-01-04%' ORDER BY 1",
+    );
+    assert_eq!(
+        shared
+            .iter()
+            .map(|r| r["partition_num"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2],
+        "{shared:?}"
+    );
+    let subs_done = sql(
+        &base,
+        &format!(
+            "SELECT COUNT(*) AS n FROM sys.tasks WHERE group_id = '{id}' \
+             AND type = 'single_phase_sub_task' AND status = 'SUCCESS'"
+        ),
+    );
+    assert_eq!(subs_done, vec![json!({"n": 3})]);
+
+    // One sub-task failing fails the whole task: nothing of the others is published.
+    std::fs::write(sandbox.path("good.json"), rows("2024-02-01", 40, 1)).unwrap();
+    std::fs::write(
+        sandbox.path("bad.json"),
+        "{\"ts\": \"2024-02-02T00:00:00Z\", \"k\": \"a\", \"v\": 1}\nnot json\n",
+    )
+    .unwrap();
+    let mut failing = json_task(
+        "parallel_failing",
+        &[&sandbox.path("good.json"), &sandbox.path("bad.json")],
+        None,
+    );
+    failing["spec"]["tuningConfig"]["maxNumConcurrentSubTasks"] = json!(2);
+    let failing_id = api.submit(&failing);
+    let ended = api.wait_end(&failing_id, &log);
+    assert_eq!(ended["statusCode"], "FAILED");
+    let message = ended["errorMsg"].as_str().unwrap();
+    assert!(
+        message.contains("sub-task") && message.contains("bad.json"),
+        "{message}"
+    );
+    let none = sql(
+        &base,
+        "SELECT COUNT(*) AS n FROM sys.segments WHERE datasource = 'parallel_failing'",
+    );
+    assert_eq!(none, vec![json!({"n": 0})]);
+    let _ = start.kill();
+    let _ = start.wait();
 }

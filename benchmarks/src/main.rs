@@ -57,6 +57,9 @@ enum Bench {
         #[arg(long, env = "GROVE_BENCH_PYTHON")]
         python: PathBuf,
     },
+    /// Writes the rows of a CSV file (with a header) as newline-delimited JSON or as
+    /// Parquet, by the output's extension: the inputs of `benchmarks/ingest.sh`.
+    Convert { input: PathBuf, output: PathBuf },
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -139,15 +142,54 @@ fn queries() -> Vec<Query> {
 }
 
 fn main() -> Result<()> {
-    let Bench::Suite {
-        scale,
-        work,
-        runs,
-        engines,
-        out,
-        grove,
-        python,
-    } = Cli::parse().command;
+    match Cli::parse().command {
+        Bench::Suite {
+            scale,
+            work,
+            runs,
+            engines,
+            out,
+            grove,
+            python,
+        } => suite(scale, work, runs, engines, out, grove, python),
+        Bench::Convert { input, output } => convert(&input, &output),
+    }
+}
+
+/// The CSV's rows in the format `output`'s extension names, with the types DataFusion
+/// infers.
+fn convert(input: &Path, output: &Path) -> Result<()> {
+    use datafusion::dataframe::DataFrameWriteOptions;
+    use datafusion::prelude::{CsvReadOptions, SessionContext};
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let ctx = SessionContext::new();
+        let frame = ctx
+            .read_csv(input.display().to_string(), CsvReadOptions::new())
+            .await?;
+        let target = output.display().to_string();
+        let single = DataFrameWriteOptions::new().with_single_file_output(true);
+        match output.extension().and_then(|e| e.to_str()) {
+            Some("json") => frame.write_json(&target, single, None).await?,
+            Some("parquet") => frame.write_parquet(&target, single, None).await?,
+            other => {
+                return Err(format!("cannot write {other:?} files: use .json or .parquet").into());
+            }
+        };
+        Ok(())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn suite(
+    scale: f64,
+    work: PathBuf,
+    runs: usize,
+    engines: Vec<String>,
+    out: Option<PathBuf>,
+    grove: Option<PathBuf>,
+    python: PathBuf,
+) -> Result<()> {
     let grove = match grove {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("grove"),

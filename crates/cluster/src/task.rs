@@ -307,6 +307,8 @@ struct TaskAllocator {
     existing: Timeline<u32>,
     /// Chunks appended to, with their core partition count.
     appended: BTreeMap<(Interval, String), u32>,
+    /// The version and next partition of each chunk written so far.
+    next: BTreeMap<Interval, (String, u32)>,
 }
 
 impl TaskAllocator {
@@ -320,6 +322,7 @@ impl TaskAllocator {
             version: version.to_string(),
             existing: timeline,
             appended: BTreeMap::new(),
+            next: BTreeMap::new(),
         })
     }
 }
@@ -331,7 +334,20 @@ impl TaskChunks for TaskAllocator {
 }
 
 impl Allocator for TaskAllocator {
+    /// The chunk's first segment takes its place as [`TaskAllocator::first`] says; the
+    /// others follow it.
     fn allocate(&mut self, chunk: Interval) -> grove_segment::Result<(String, u32)> {
+        let (version, partition) = match self.next.get(&chunk) {
+            Some(next) => next.clone(),
+            None => self.first(chunk)?,
+        };
+        self.next.insert(chunk, (version.clone(), partition + 1));
+        Ok((version, partition))
+    }
+}
+
+impl TaskAllocator {
+    fn first(&mut self, chunk: Interval) -> grove_segment::Result<(String, u32)> {
         let visible = self.existing.lookup(chunk);
         if !self.append {
             if let Some(newer) = visible.iter().find(|v| v.version >= self.version) {

@@ -21,6 +21,7 @@ use grove_segment::id::format_millis;
 
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
+use crate::segments::SegmentDescriptor;
 
 pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
 
@@ -104,6 +105,15 @@ pub struct TaskRecord {
     /// The ids of the segments it published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<String>,
+    /// A sub-task: the parallel task it works for, which publishes what it stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<String>,
+    /// A sub-task: the segments it stored in deep storage, for its supervisor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<SegmentDescriptor>,
+    /// A parallel task: the ids of the sub-tasks it started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_tasks: Vec<String>,
 }
 
 impl TaskRecord {
@@ -132,6 +142,9 @@ impl TaskRecord {
             error_msg: None,
             report: IngestionReport::default(),
             published: Vec::new(),
+            supervisor: None,
+            pushed: Vec::new(),
+            sub_tasks: Vec::new(),
         }
     }
 

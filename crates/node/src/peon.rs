@@ -7,7 +7,7 @@ use std::path::Path;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::indexer::RunnerReport;
 use grove_cluster::indexer::peon::{PeonLink, PeonMessage, StdioLink, run_task};
-use grove_cluster::task_status::{IngestionReport, TaskState};
+use grove_cluster::task_status::IngestionReport;
 
 use crate::CliResult;
 
@@ -23,14 +23,7 @@ pub async fn run(dir: &Path) -> CliResult<()> {
         Err(e) => {
             let message = e.to_string();
             tracing::error!("task failed: {message}");
-            RunnerReport {
-                state: TaskState::Failed,
-                report: IngestionReport {
-                    error_msg: Some(message.clone()),
-                    ..IngestionReport::default()
-                },
-                error_msg: Some(message),
-            }
+            RunnerReport::failed(message, IngestionReport::default())
         }
     };
     link.send(&PeonMessage::Done(report))?;

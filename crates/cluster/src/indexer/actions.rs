@@ -2,14 +2,14 @@
 //! bookkeeping of appended partitions behind `segmentAllocate`.
 //!
 //! A task never picks versions or partition numbers itself: it asks
-//! [`TaskAction::SegmentAllocate`] once per time chunk it writes, and the overlord
-//! takes the chunk's lock for it and answers with the version and the first partition
-//! number its segments of that chunk use. A task that replaces data writes a new
-//! version from partition 0. A task that appends adds partitions to the version the
-//! chunk has; several may append to one chunk at once, so each is given its own block
-//! of [`APPEND_BLOCK`] partition numbers, counted in the metadata store, and no two
-//! ever write the same segment id (appended partitions are not core partitions:
-//! gaps between blocks are harmless).
+//! [`TaskAction::SegmentAllocate`] for every segment it writes, and the overlord takes
+//! the time chunk's lock for it (on the first) and answers with the version and the
+//! partition number. A task that replaces data writes a new version; one that appends
+//! adds partitions to the version the chunk has. Either way the partition numbers of
+//! a chunk's version come from one counter in the metadata store, so tasks appending
+//! to one chunk at once, and the sub-tasks of one parallel task writing one new
+//! version, never take the same segment id, and a version's partitions are numbered
+//! densely from 0 (from above the published ones, for an append).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,9 +22,6 @@ use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
 use crate::segments::SegmentDescriptor;
 
-/// How many partition numbers one appending task may use in one time chunk.
-pub const APPEND_BLOCK: u32 = 10_000;
-
 const ALLOCATIONS_PREFIX: &str = "/grove/indexer/allocations/";
 
 /// How often an allocation is tried again after losing a race to another.
@@ -33,12 +30,31 @@ const ATTEMPTS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum TaskAction {
-    /// Lock the time chunk `interval` and give the version and first partition the
-    /// task's segments of it take.
+    /// The version and partition number of the task's next segment of the time chunk
+    /// `interval`, which the task locks (the first time).
     SegmentAllocate { interval: Interval },
     /// Publish these segments (stored in deep storage already) in one transaction
     /// that also checks the task still holds its locks.
     SegmentTransactionalInsert { segments: Vec<SegmentDescriptor> },
+    /// A parallel task starts its sub-task number `index` (from 0) on part of its
+    /// input: `spec` is the sub-task's ingestion spec. Answers `{"task": id}`; asked
+    /// again for the same index (an answer lost on the way), it answers the same id.
+    SubTaskSubmit { index: usize, spec: Value },
+    /// A parallel task asks how its sub-tasks fare: a list of [`SubTaskState`].
+    SubTaskStatuses,
+}
+
+/// How a sub-task fares, as its supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubTaskState {
+    pub id: String,
+    /// Druid's `statusCode`: RUNNING, SUCCESS or FAILED.
+    pub status_code: String,
+    pub error_msg: Option<String>,
+    pub row_stats: crate::task_status::RowStats,
+    /// The segments it stored, once it succeeded.
+    pub pushed: Vec<SegmentDescriptor>,
 }
 
 impl TaskAction {
@@ -47,6 +63,8 @@ impl TaskAction {
         match self {
             TaskAction::SegmentAllocate { .. } => "segmentAllocate",
             TaskAction::SegmentTransactionalInsert { .. } => "segmentTransactionalInsert",
+            TaskAction::SubTaskSubmit { .. } => "subTaskSubmit",
+            TaskAction::SubTaskStatuses => "subTaskStatuses",
         }
     }
 }
@@ -56,8 +74,6 @@ impl TaskAction {
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
     pub version: String,
-    /// The first partition number; the task numbers its further segments of the chunk
-    /// upwards from it.
     pub partition: u32,
     /// For an append: the chunk's core partition count, which appended segments
     /// declare. `None`: the task writes the version itself, and its segments of the
@@ -87,17 +103,16 @@ fn allocation_key(datasource: &str, chunk: Interval, version: &str) -> String {
     )
 }
 
-/// Reserves a block of [`APPEND_BLOCK`] appended partitions of `chunk` at `version`,
-/// above `published_above` (one past the highest partition published there) and above
-/// every block reserved before; returns its first partition. Applies only while
-/// `guard`'s compares hold.
-pub async fn reserve_append_block(
+/// Takes the next free partition number of `chunk` at `version`: at least `at_least`
+/// (one past the highest partition published there) and above every number taken
+/// before. Applies only while `guard`'s compares hold.
+pub async fn next_partition(
     store: &dyn MetaStore,
     guard: &Txn,
     datasource: &str,
     chunk: Interval,
     version: &str,
-    published_above: u32,
+    at_least: u32,
 ) -> Result<u32> {
     let key = allocation_key(datasource, chunk, version);
     for attempt in 0..ATTEMPTS {
@@ -107,18 +122,18 @@ pub async fn reserve_append_block(
             Some(kv) => (decode(&key, &kv.value)?, kv.mod_revision),
             None => (0, 0),
         };
-        let first = next.max(published_above);
-        let end = first.checked_add(APPEND_BLOCK).ok_or_else(|| {
+        let taken = next.max(at_least);
+        let after = taken.checked_add(1).ok_or_else(|| {
             Error::Invalid(format!(
-                "time chunk {chunk} of {datasource} has no partition numbers left to append"
+                "time chunk {chunk} of {datasource} has no partition numbers left"
             ))
         })?;
         let txn = guard
             .compares_only()
             .when_revision(key.clone(), revision)
-            .put(key.clone(), encode("an allocation", &end)?);
+            .put(key.clone(), encode("an allocation", &after)?);
         if store.txn(txn).await? {
-            return Ok(first);
+            return Ok(taken);
         }
         if !store.txn(guard.compares_only()).await? {
             return Err(guard_lost());
@@ -137,31 +152,31 @@ mod tests {
     use crate::metastore::EmbeddedStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appenders_get_disjoint_blocks_above_what_is_published() {
+    async fn concurrent_writers_take_distinct_dense_partitions_above_what_is_published() {
         let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::in_memory());
         let chunk = Interval::new(0, 3_600_000).unwrap();
         let tasks = (0..8).map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                reserve_append_block(store.as_ref(), &Txn::default(), "ds", chunk, "v1", 3).await
+                next_partition(store.as_ref(), &Txn::default(), "ds", chunk, "v1", 3).await
             })
         });
-        let mut firsts = Vec::new();
+        let mut taken = Vec::new();
         for task in tasks {
-            firsts.push(task.await.unwrap().unwrap());
+            taken.push(task.await.unwrap().unwrap());
         }
-        firsts.sort();
-        let expected: Vec<u32> = (0..8).map(|i| 3 + i * APPEND_BLOCK).collect();
-        assert_eq!(firsts, expected);
+        taken.sort();
+        assert_eq!(taken, (3..11).collect::<Vec<u32>>());
 
-        // Another version of the chunk counts on its own; published partitions above
-        // the reserved ones move the next block up.
+        // Another version of the chunk counts on its own; partitions published above
+        // the counter move it up.
         let none = Txn::default();
-        let other = reserve_append_block(store.as_ref(), &none, "ds", chunk, "v2", 0);
+        let other = next_partition(store.as_ref(), &none, "ds", chunk, "v2", 0);
         assert_eq!(other.await.unwrap(), 0);
-        let above = 3 + 8 * APPEND_BLOCK + 5;
-        let next = reserve_append_block(store.as_ref(), &none, "ds", chunk, "v1", above);
-        assert_eq!(next.await.unwrap(), above);
+        let next = next_partition(store.as_ref(), &none, "ds", chunk, "v1", 20);
+        assert_eq!(next.await.unwrap(), 20);
+        let after = next_partition(store.as_ref(), &none, "ds", chunk, "v1", 0);
+        assert_eq!(after.await.unwrap(), 21);
     }
 
     #[tokio::test]
@@ -169,7 +184,7 @@ mod tests {
         let store = EmbeddedStore::in_memory();
         let chunk = Interval::new(0, 1000).unwrap();
         let stale = Txn::default().when_revision("/grove/election/overlord", 42);
-        let refused = reserve_append_block(&store, &stale, "ds", chunk, "v", 0).await;
+        let refused = next_partition(&store, &stale, "ds", chunk, "v", 0).await;
         assert!(refused.is_err());
         assert!(store.range(ALLOCATIONS_PREFIX).await.unwrap().is_empty());
     }

@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::metastore::MetaStore;
+use crate::segments::SegmentDescriptor;
 use crate::task_status::{IngestionReport, TaskState};
 
 pub const ASSIGNMENTS_PREFIX: &str = "/grove/indexer/assignments/";
@@ -58,6 +59,22 @@ pub struct RunnerReport {
     pub state: TaskState,
     pub report: IngestionReport,
     pub error_msg: Option<String>,
+    /// A sub-task's segments, stored for its supervisor to publish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<SegmentDescriptor>,
+}
+
+impl RunnerReport {
+    /// A task that ended FAILED with `message`, `report` saying how far it came.
+    pub fn failed(message: String, mut report: IngestionReport) -> RunnerReport {
+        report.error_msg = Some(message.clone());
+        RunnerReport {
+            state: TaskState::Failed,
+            report,
+            error_msg: Some(message),
+            pushed: Vec::new(),
+        }
+    }
 }
 
 pub fn assignment_key(worker: &str, task: &str) -> String {
@@ -70,15 +87,29 @@ pub fn runner_key(worker: &str, task: &str) -> String {
 
 /// The ingestion spec inside a task's payload: the task without the fields Druid adds
 /// to every task (`id`, `groupId`, `resource`, `dataSource`).
+/// A sub-task's payload is its supervisor's spec, narrowed to its share of the input,
+/// with `"type": "single_phase_sub_task"` and `supervisorTaskId` (Druid's names).
 pub fn ingestion_spec_of(payload: &Value) -> Value {
     let mut spec = payload.clone();
     if let Some(object) = spec.as_object_mut() {
-        for field in ["id", "groupId", "resource", "dataSource"] {
+        for field in [
+            "id",
+            "groupId",
+            "resource",
+            "dataSource",
+            "supervisorTaskId",
+        ] {
             object.remove(field);
+        }
+        if object.get("type").and_then(Value::as_str) == Some(SUB_TASK_TYPE) {
+            object.insert("type".into(), "index_parallel".into());
         }
     }
     spec
 }
+
+/// Druid's type of the sub-tasks of a parallel `index_parallel` task.
+pub const SUB_TASK_TYPE: &str = "single_phase_sub_task";
 
 /// The `(worker, task)` a key under `prefix` names.
 fn split_key<'a>(prefix: &str, key: &'a str) -> Option<(&'a str, &'a str)> {

@@ -28,8 +28,10 @@ use grove_segment::spec::IngestionSpec;
 use grove_segment::timeline::Timeline;
 use grove_segment::{Interval, SegmentId};
 
-use super::actions::{ActionRequest, ActionSink, Allocation, TaskAction, reserve_append_block};
-use super::{Assignment, RunnerReport, assignment_key, encode};
+use super::actions::{
+    ActionRequest, ActionSink, Allocation, SubTaskState, TaskAction, next_partition,
+};
+use super::{Assignment, RunnerReport, SUB_TASK_TYPE, assignment_key, encode};
 use crate::assignments;
 use crate::election::{CAMPAIGN_EVERY, Election, LEADER_LEASE_TTL};
 use crate::error::{Error, Result};
@@ -86,10 +88,23 @@ pub struct Overlord {
     wake: Notify,
     /// One at a time per task: its actions, its shutdown, its end.
     task_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each running task's first allocation in each time chunk, so that its later
+    /// segments there need neither the chunk's segments nor a version chosen again.
+    allocations: Mutex<HashMap<(String, Interval), ChunkAllocation>>,
     /// The tasks that have not ended, as this leader knows them: every record is read
     /// once per term (`loaded`), then its own submissions and ends keep the set true,
     /// so a pass reads the live tasks only, never the whole history.
     active: Mutex<Active>,
+}
+
+/// How a task writes one time chunk.
+#[derive(Debug, Clone)]
+struct ChunkAllocation {
+    version: String,
+    /// Partitions below this are published.
+    published_above: u32,
+    /// For an append: the chunk's core partition count.
+    core_partitions: Option<u32>,
 }
 
 #[derive(Default)]
@@ -119,6 +134,7 @@ impl Overlord {
             fence: watch::channel(None).0,
             wake: Notify::new(),
             task_turns: Mutex::new(HashMap::new()),
+            allocations: Mutex::new(HashMap::new()),
             active: Mutex::new(Active::default()),
         }
     }
@@ -193,6 +209,11 @@ impl Overlord {
             Some(_) => return Err(Error::Invalid("task.type must be a string".into())),
             None => return Err(Error::Invalid("task.type is missing".into())),
         };
+        if task_type == SUB_TASK_TYPE {
+            return Err(Error::Invalid(format!(
+                "{SUB_TASK_TYPE} tasks are started by their index_parallel task only"
+            )));
+        }
         let parsed = task_spec(&Value::Object(object.clone()))?;
         let now = chrono::Utc::now().timestamp_millis();
         let id = match object.get("id") {
@@ -277,8 +298,108 @@ impl Overlord {
                 self.publish(&guard, &record, segments.clone()).await?;
                 json!({ "success": true })
             }
+            TaskAction::SubTaskSubmit { index, spec } => {
+                let id = self
+                    .submit_sub_task(&guard, &record, *index, spec.clone())
+                    .await?;
+                json!({ "task": id })
+            }
+            TaskAction::SubTaskStatuses => {
+                let states = self.sub_task_states(&record).await?;
+                serde_json::to_value(states).map_err(|e| Error::Store(e.to_string()))?
+            }
         };
         Ok(answer)
+    }
+
+    /// Stores a sub-task of the parallel task `supervisor` reading its share of the
+    /// input (`spec`); it shares the supervisor's group, and so its locks and versions.
+    async fn submit_sub_task(
+        &self,
+        guard: &Txn,
+        supervisor: &TaskRecord,
+        index: usize,
+        spec: Value,
+    ) -> Result<String> {
+        if supervisor.supervisor.is_some() {
+            return Err(Error::Invalid("a sub-task cannot start sub-tasks".into()));
+        }
+        match supervisor.sub_tasks.get(index) {
+            Some(started) => return Ok(started.clone()),
+            None if index != supervisor.sub_tasks.len() => {
+                return Err(Error::Invalid(format!(
+                    "sub-task {index} of {} cannot start before sub-task {}",
+                    supervisor.id,
+                    supervisor.sub_tasks.len()
+                )));
+            }
+            None => {}
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let id = new_task_id(SUB_TASK_TYPE, &supervisor.datasource, now, &mut rand::rng());
+        let mut payload = json!({
+            "type": SUB_TASK_TYPE,
+            "id": id,
+            "groupId": supervisor.group_id,
+            "supervisorTaskId": supervisor.id,
+            "spec": spec,
+        });
+        if let Some(context) = supervisor.payload.get("context") {
+            payload["context"] = context.clone();
+        }
+        let parsed = task_spec(&payload)?;
+        if parsed.spec.datasource != supervisor.datasource {
+            return Err(Error::Invalid(format!(
+                "a sub-task of {} must ingest into {}, not {}",
+                supervisor.id, supervisor.datasource, parsed.spec.datasource
+            )));
+        }
+        task_status::update(self.store.as_ref(), guard, &supervisor.id, |r| {
+            r.sub_tasks.push(id.clone());
+            Ok(())
+        })
+        .await?;
+        let record = TaskRecord {
+            supervisor: Some(supervisor.id.clone()),
+            ..TaskRecord::submitted(
+                &id,
+                &supervisor.group_id,
+                SUB_TASK_TYPE,
+                &supervisor.datasource,
+                payload,
+                now,
+            )
+        };
+        task_status::create(self.store.as_ref(), guard, &record).await?;
+        tracing::info!("task {id} submitted by {}", supervisor.id);
+        self.active().ids.insert(id.clone());
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// How the sub-tasks of `supervisor` fare.
+    async fn sub_task_states(&self, supervisor: &TaskRecord) -> Result<Vec<SubTaskState>> {
+        let mut states = Vec::new();
+        for id in &supervisor.sub_tasks {
+            let Some((sub, _)) = task_status::get(self.store.as_ref(), id).await? else {
+                continue;
+            };
+            let live = match (&sub.worker, sub.state) {
+                (Some(worker), TaskState::Running) => {
+                    super::runner_report(self.store.as_ref(), worker, id).await?
+                }
+                _ => None,
+            };
+            let row_stats = live.map_or(sub.report.build_segments, |r| r.report.build_segments);
+            states.push(SubTaskState {
+                id: sub.id.clone(),
+                status_code: sub.state.status_code().to_string(),
+                error_msg: sub.error_msg.clone(),
+                row_stats,
+                pushed: sub.pushed.clone(),
+            });
+        }
+        Ok(states)
     }
 
     /// The task's record, if it runs and `request` carries its assignment's token.
@@ -309,8 +430,10 @@ impl Overlord {
         Ok(record)
     }
 
-    /// Locks `chunk` for the task (waiting up to the lock timeout for others to let
-    /// go) and says which version and partitions its segments there take.
+    /// The version and partition of the task's next segment of `chunk`. The first
+    /// time, the chunk is locked for the task (or its supervisor), waiting up to the
+    /// lock timeout for others to let go, and its version chosen; later segments of the
+    /// chunk take the next partitions of that version while the lock holds.
     async fn allocate(
         &self,
         guard: &Txn,
@@ -325,6 +448,70 @@ impl Overlord {
                 spec.segment_granularity
             )));
         }
+        // A sub-task locks for its supervisor, which publishes.
+        let owner = match &record.supervisor {
+            Some(supervisor) => match task_status::get(self.store.as_ref(), supervisor).await? {
+                Some((owner, _)) if owner.state == TaskState::Running => owner,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "the supervisor task {supervisor} is not running"
+                    )));
+                }
+            },
+            None => record.clone(),
+        };
+        let append = spec.append_to_existing;
+        let cached = self
+            .chunk_allocations()
+            .get(&(record.id.clone(), chunk))
+            .cloned();
+        let first = match cached {
+            Some(first) => {
+                // The lock must still be the task's.
+                let lock = self
+                    .lock_chunk(guard, &owner, task, chunk, append, &first.version)
+                    .await?;
+                if lock.version != first.version {
+                    return Err(revoked(&owner.id, chunk));
+                }
+                ChunkAllocation {
+                    published_above: 0,
+                    ..first
+                }
+            }
+            None => {
+                let first = self.first_allocation(guard, &owner, task, chunk).await?;
+                self.chunk_allocations()
+                    .insert((record.id.clone(), chunk), first.clone());
+                first
+            }
+        };
+        let partition = next_partition(
+            self.store.as_ref(),
+            guard,
+            &spec.datasource,
+            chunk,
+            &first.version,
+            first.published_above,
+        )
+        .await?;
+        Ok(Allocation {
+            version: first.version,
+            partition,
+            core_partitions: first.core_partitions,
+        })
+    }
+
+    /// Locks `chunk` for `owner` and chooses the version its segments there take: a
+    /// new one (newer than any there) for a replace, the chunk's own for an append.
+    async fn first_allocation(
+        &self,
+        guard: &Txn,
+        owner: &TaskRecord,
+        task: &TaskSpec,
+        chunk: Interval,
+    ) -> Result<ChunkAllocation> {
+        let spec = &task.spec;
         let existing = visible_chunks(self.store.as_ref(), &spec.datasource, chunk).await?;
         let append = spec.append_to_existing;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -339,7 +526,7 @@ impl Overlord {
             }
         };
         let lock = self
-            .lock_chunk(guard, record, task, chunk, append, &version)
+            .lock_chunk(guard, owner, task, chunk, append, &version)
             .await?;
         if !append {
             if let Some((interval, newer, _, _)) =
@@ -350,9 +537,9 @@ impl Overlord {
                     lock.version
                 )));
             }
-            return Ok(Allocation {
+            return Ok(ChunkAllocation {
                 version: lock.version,
-                partition: 0,
+                published_above: 0,
                 core_partitions: None,
             });
         }
@@ -360,20 +547,17 @@ impl Overlord {
             Some((_, v, above, core)) if *v == lock.version => (*above, *core),
             _ => (0, 0),
         };
-        let partition = reserve_append_block(
-            self.store.as_ref(),
-            guard,
-            &spec.datasource,
-            chunk,
-            &lock.version,
-            published_above,
-        )
-        .await?;
-        Ok(Allocation {
+        Ok(ChunkAllocation {
             version: lock.version,
-            partition,
+            published_above,
             core_partitions: Some(core),
         })
+    }
+
+    fn chunk_allocations(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, Interval), ChunkAllocation>> {
+        self.allocations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The task's lock on `chunk`: one it holds already that covers it, or a new one
@@ -455,12 +639,16 @@ impl Overlord {
         let held =
             locks::begin_publishing(self.store.as_ref(), guard, &record.datasource, &record.id)
                 .await?;
-        let prefix = format!("{}/{}/", record.datasource, record.id);
+        let prefixes: Vec<String> = std::iter::once(&record.id)
+            .chain(&record.sub_tasks)
+            .map(|task| format!("{}/{task}/", record.datasource))
+            .collect();
         for d in &segments {
             let covered = held.locks().any(|l| {
                 l.interval.covers(&d.id.interval) && l.version == d.id.version && !l.revoked
             });
-            if d.id.datasource != record.datasource || !covered || !d.path.starts_with(&prefix) {
+            let own_file = prefixes.iter().any(|p| d.path.starts_with(p.as_str()));
+            if d.id.datasource != record.datasource || !covered || !own_file {
                 return Err(Error::Invalid(format!(
                     "task {} may not publish {} at {}: it holds no lock of that version \
                      on that interval, or the file is not the task's",
@@ -660,6 +848,15 @@ impl Overlord {
 
     /// Waiting: a replacing task with intervals takes its locks, all or none.
     async fn try_lock(&self, guard: &Txn, record: &TaskRecord) -> Result<()> {
+        if record.supervisor.is_some() {
+            // Its supervisor holds (or takes, as its sub-tasks allocate) the locks.
+            task_status::update(self.store.as_ref(), guard, &record.id, |r| {
+                r.state = TaskState::Pending;
+                Ok(())
+            })
+            .await?;
+            return Ok(());
+        }
         let task = match task_spec(&record.payload) {
             Ok(t) => t,
             Err(e) => {
@@ -779,6 +976,18 @@ impl Overlord {
         let worker = record.worker.clone().unwrap_or_default();
         let report = reports.get(&(worker.clone(), record.id.clone()));
         match report {
+            Some(r) if r.state == TaskState::Success && record.supervisor.is_some() => {
+                // Its segments wait in deep storage for its supervisor to publish.
+                task_status::update(self.store.as_ref(), guard, &record.id, |rec| {
+                    rec.pushed = r.pushed.clone();
+                    Ok(())
+                })
+                .await?;
+                let mut report = r.report.clone();
+                report.state = IngestionState::Completed;
+                self.finish(guard, record, TaskState::Success, None, Some(report))
+                    .await
+            }
             Some(r) if r.state == TaskState::Success => {
                 self.await_availability(guard, record, r).await
             }
@@ -851,6 +1060,30 @@ impl Overlord {
         error_msg: Option<String>,
         report: Option<task_status::IngestionReport>,
     ) -> Result<()> {
+        let ended = self
+            .finish_one(guard, record, state, error_msg, report)
+            .await?;
+        // A parallel task's sub-tasks end with it.
+        for id in &ended.sub_tasks {
+            if let Some((sub, _)) = task_status::get(self.store.as_ref(), id).await?
+                && !sub.state.is_complete()
+            {
+                let message = format!("its parallel task {} ended", record.id);
+                self.finish_one(guard, &sub, TaskState::Failed, Some(message), None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_one(
+        &self,
+        guard: &Txn,
+        record: &TaskRecord,
+        state: TaskState,
+        error_msg: Option<String>,
+        report: Option<task_status::IngestionReport>,
+    ) -> Result<TaskRecord> {
         let now = chrono::Utc::now().timestamp_millis();
         let ended = task_status::update(self.store.as_ref(), guard, &record.id, |r| {
             if r.state.is_complete() {
@@ -873,6 +1106,8 @@ impl Overlord {
             self.unassign(guard, worker, &record.id).await?;
         }
         self.forget_turn(&record.id);
+        self.chunk_allocations()
+            .retain(|(task, _), _| *task != record.id);
         tracing::info!(
             "task {} ended {}{}",
             record.id,
@@ -883,7 +1118,7 @@ impl Overlord {
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default()
         );
-        Ok(())
+        Ok(ended)
     }
 
     async fn unassign(&self, guard: &Txn, worker: &str, task: &str) -> Result<()> {
@@ -951,7 +1186,7 @@ impl SessionWork for Campaign {
 /// The spec of a submitted task, with what its context says.
 fn task_spec(payload: &Value) -> Result<TaskSpec> {
     let task_type = payload.get("type").and_then(Value::as_str).unwrap_or("");
-    if !matches!(task_type, "index_parallel" | "index") {
+    if !matches!(task_type, "index_parallel" | "index" | SUB_TASK_TYPE) {
         return Err(Error::Invalid(format!(
             "unsupported task type {task_type:?}: expected \"index_parallel\" or \"index\""
         )));

@@ -16,16 +16,17 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use grove_segment::Interval;
 use grove_segment::ingest::{Allocator, Progress};
-use grove_segment::spec::IngestionSpec;
+use grove_segment::spec::{IngestionSpec, InputSource};
 
-use super::RunnerReport;
-use super::actions::{Allocation, TaskAction};
+use super::actions::{Allocation, SubTaskState, TaskAction};
+use super::{RunnerReport, SUB_TASK_TYPE};
 use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
+use crate::segments::SegmentDescriptor;
 use crate::task::{self, TaskChunks};
 use crate::task_status::{IngestionReport, IngestionState, RowStats, TaskState};
 
@@ -128,42 +129,48 @@ pub async fn run_task(
         ..IngestionReport::default()
     };
     match run(payload, deep, dir, link, &mut report).await {
-        Ok(()) => {
+        Ok(pushed) => {
             report.state = IngestionState::Completed;
             RunnerReport {
                 state: TaskState::Success,
                 report,
                 error_msg: None,
+                pushed,
             }
         }
         Err(e) => {
             let message = e.to_string();
             tracing::error!("task failed: {message}");
-            report.error_msg = Some(message.clone());
-            RunnerReport {
-                state: TaskState::Failed,
-                report,
-                error_msg: Some(message),
-            }
+            RunnerReport::failed(message, report)
         }
     }
 }
 
+/// Runs the task; a sub-task returns the segments it stored for its supervisor.
 async fn run(
     payload: &Value,
     deep: &DeepStorage,
     dir: &Path,
     link: &dyn PeonLink,
     report: &mut IngestionReport,
-) -> Result<()> {
+) -> Result<Vec<SegmentDescriptor>> {
     let task_id = payload
         .get("id")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Invalid("the task has no id".into()))?
         .to_string();
-    let text = super::ingestion_spec_of(payload).to_string();
+    let spec_json = super::ingestion_spec_of(payload);
     // Relative paths are relative to where the worker runs.
-    let spec = IngestionSpec::from_json(&text, Path::new(""))?;
+    let spec = IngestionSpec::from_json(&spec_json.to_string(), Path::new(""))?;
+    let sub_task = payload.get("type").and_then(Value::as_str) == Some(SUB_TASK_TYPE);
+    if !sub_task
+        && spec.max_num_concurrent_sub_tasks > 1
+        && let Some(parts) = split_input(&spec_json, &spec)
+    {
+        return run_parallel(&task_id, &spec, &spec_json, parts, deep, link, report)
+            .await
+            .map(|()| Vec::new());
+    }
     tracing::info!("task {task_id}: ingesting into {}", spec.datasource);
     let mut allocator = ActionAllocator {
         link,
@@ -188,22 +195,209 @@ async fn run(
     .await?;
     report.build_segments = row_stats(&stored.progress);
     tracing::info!(
-        "task {task_id}: {} rows in {} segment(s) stored; publishing",
+        "task {task_id}: {} rows in {} segment(s) stored",
         stored.progress.rows_written,
         stored.descriptors.len()
     );
+    if sub_task {
+        // Its supervisor publishes them with the other sub-tasks' segments.
+        return Ok(stored.descriptors);
+    }
+    publish(deep, link, stored.descriptors).await?;
+    Ok(Vec::new())
+}
+
+/// Asks the overlord to publish `segments`; deletes their files if it surely did not.
+async fn publish(
+    deep: &DeepStorage,
+    link: &dyn PeonLink,
+    segments: Vec<SegmentDescriptor>,
+) -> Result<()> {
     let action = TaskAction::SegmentTransactionalInsert {
-        segments: stored.descriptors.clone(),
+        segments: segments.clone(),
     };
     match tokio::task::block_in_place(|| link.call(action))? {
         ActionReply::Ok(_) => Ok(()),
         ActionReply::Err { message, definite } => {
             if definite {
-                task::discard(deep, &stored.descriptors).await;
+                task::discard(deep, &segments).await;
             }
             Err(Error::Busy(format!("publishing: {message}")))
         }
     }
+}
+
+/// Calls an action and decodes its answer.
+fn call<T: for<'de> Deserialize<'de>>(link: &dyn PeonLink, action: TaskAction) -> Result<T> {
+    let name = action.name();
+    match tokio::task::block_in_place(|| link.call(action))? {
+        ActionReply::Ok(value) => serde_json::from_value(value)
+            .map_err(|e| Error::Invalid(format!("{name}: unreadable answer: {e}"))),
+        ActionReply::Err { message, .. } => Err(Error::Invalid(format!("{name}: {message}"))),
+    }
+}
+
+/// The input source of each sub-task: the spec's files (or URIs, or S3 objects and
+/// prefixes) dealt out in turn over at most `maxNumConcurrentSubTasks` parts; `None`
+/// when there is only one part to make (or inline data, which is not split).
+fn split_input(spec_json: &Value, spec: &IngestionSpec) -> Option<Vec<Value>> {
+    let source = spec_json.pointer("/spec/ioConfig/inputSource")?;
+    let units: Vec<Value> = match &spec.input {
+        InputSource::Local { files } => files
+            .iter()
+            .map(|f| json!({"type": "local", "files": [f]}))
+            .collect(),
+        InputSource::Http { uris, .. } => uris
+            .iter()
+            .map(|u| {
+                let mut part = source.clone();
+                part["uris"] = json!([u]);
+                part
+            })
+            .collect(),
+        InputSource::S3 { uris, prefixes, .. } => {
+            let mut part = source.clone();
+            if let Some(object) = part.as_object_mut() {
+                object.remove("objects");
+                object.remove("uris");
+                object.remove("prefixes");
+            }
+            uris.iter()
+                .map(|u| {
+                    let mut p = part.clone();
+                    p["uris"] = json!([u]);
+                    p
+                })
+                .chain(prefixes.iter().map(|prefix| {
+                    let mut p = part.clone();
+                    p["prefixes"] = json!([prefix]);
+                    p
+                }))
+                .collect()
+        }
+        InputSource::Inline { .. } => return None,
+    };
+    let parts = spec.max_num_concurrent_sub_tasks.min(units.len());
+    if parts < 2 {
+        return None;
+    }
+    let mut merged: Vec<Value> = Vec::with_capacity(parts);
+    for (i, unit) in units.into_iter().enumerate() {
+        if i < parts {
+            merged.push(unit);
+            continue;
+        }
+        let target = &mut merged[i % parts];
+        for list in ["files", "uris", "prefixes"] {
+            if let Some(more) = unit.get(list).and_then(Value::as_array).cloned() {
+                match target.get_mut(list).and_then(Value::as_array_mut) {
+                    Some(existing) => existing.extend(more),
+                    None => target[list] = Value::Array(more),
+                }
+            }
+        }
+    }
+    Some(merged)
+}
+
+/// The supervisor of a parallel ingestion: starts one sub-task per part of the input,
+/// follows them, and publishes all their segments in one transaction once every one
+/// has succeeded. One failure fails the whole task, and nothing is published.
+async fn run_parallel(
+    task_id: &str,
+    spec: &IngestionSpec,
+    spec_json: &Value,
+    parts: Vec<Value>,
+    deep: &DeepStorage,
+    link: &dyn PeonLink,
+    report: &mut IngestionReport,
+) -> Result<()> {
+    tracing::info!(
+        "task {task_id}: ingesting into {} with {} sub-tasks",
+        spec.datasource,
+        parts.len()
+    );
+    for (index, part) in parts.into_iter().enumerate() {
+        let mut sub_spec = spec_json["spec"].clone();
+        sub_spec["ioConfig"]["inputSource"] = part;
+        if let Some(tuning) = sub_spec
+            .get_mut("tuningConfig")
+            .and_then(Value::as_object_mut)
+        {
+            tuning.insert("maxNumConcurrentSubTasks".into(), json!(1));
+        }
+        let action = TaskAction::SubTaskSubmit {
+            index,
+            spec: sub_spec,
+        };
+        let answer: Value = call(link, action)?;
+        tracing::info!("task {task_id}: started sub-task {}", answer["task"]);
+    }
+    let states = loop {
+        tokio::time::sleep(SUB_TASK_POLL).await;
+        let states: Vec<SubTaskState> = call(link, TaskAction::SubTaskStatuses)?;
+        report.build_segments = states.iter().fold(RowStats::default(), |sum, s| RowStats {
+            processed: sum.processed + s.row_stats.processed,
+            processed_bytes: sum.processed_bytes + s.row_stats.processed_bytes,
+            processed_with_error: sum.processed_with_error + s.row_stats.processed_with_error,
+            thrown_away: sum.thrown_away + s.row_stats.thrown_away,
+            unparseable: sum.unparseable + s.row_stats.unparseable,
+        });
+        let _ = link.send(&PeonMessage::Progress(report.clone()));
+        if let Some(failed) = states.iter().find(|s| s.status_code == "FAILED") {
+            for done in &states {
+                task::discard(deep, &done.pushed).await;
+            }
+            return Err(Error::Invalid(format!(
+                "sub-task {} failed: {}",
+                failed.id,
+                failed.error_msg.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        if states.iter().all(|s| s.status_code == "SUCCESS") {
+            break states;
+        }
+    };
+    let mut segments: Vec<SegmentDescriptor> = states.into_iter().flat_map(|s| s.pushed).collect();
+    if !spec.append_to_existing {
+        set_core_partitions(&mut segments)?;
+    }
+    tracing::info!(
+        "task {task_id}: publishing the {} segment(s) of its sub-tasks",
+        segments.len()
+    );
+    publish(deep, link, segments).await
+}
+
+/// How often a parallel task looks at its sub-tasks.
+const SUB_TASK_POLL: Duration = Duration::from_millis(500);
+
+/// The sub-tasks of a replacing task write one new version of each time chunk, their
+/// partitions numbered from one counter: published together, they are the chunk's core
+/// partitions, `0..n` with none missing.
+fn set_core_partitions(segments: &mut [SegmentDescriptor]) -> Result<()> {
+    let mut chunks: BTreeMap<(Interval, String), Vec<usize>> = BTreeMap::new();
+    for (i, d) in segments.iter().enumerate() {
+        chunks
+            .entry((d.id.interval, d.id.version.clone()))
+            .or_default()
+            .push(i);
+    }
+    for ((interval, version), members) in chunks {
+        let mut partitions: Vec<u32> = members.iter().map(|&i| segments[i].id.partition).collect();
+        partitions.sort_unstable();
+        let core = members.len() as u32;
+        if partitions != (0..core).collect::<Vec<u32>>() {
+            return Err(Error::Invalid(format!(
+                "the sub-tasks wrote partitions {partitions:?} of {interval} at {version}: \
+                 some are missing"
+            )));
+        }
+        for i in members {
+            segments[i].core_partitions = core;
+        }
+    }
+    Ok(())
 }
 
 /// Druid's row counts from the build's.

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::metastore::{LeaseId, MetaStore, Txn};
 use crate::nodes::{self, NodeInfo};
 use crate::session::{Session, SessionWork, keep_session};
-use crate::task_status::{IngestionReport, IngestionState, TaskState};
+use crate::task_status::{IngestionReport, TaskState};
 
 /// Starts task processes.
 pub trait Launcher: Send + Sync {
@@ -321,15 +321,7 @@ impl Worker {
 }
 
 fn failed(message: String) -> RunnerReport {
-    RunnerReport {
-        state: TaskState::Failed,
-        report: IngestionReport {
-            state: IngestionState::NotStarted,
-            error_msg: Some(message.clone()),
-            ..IngestionReport::default()
-        },
-        error_msg: Some(message),
-    }
+    RunnerReport::failed(message, IngestionReport::default())
 }
 
 fn running(report: IngestionReport) -> RunnerReport {
@@ -337,6 +329,7 @@ fn running(report: IngestionReport) -> RunnerReport {
         state: TaskState::Running,
         report,
         error_msg: None,
+        pushed: Vec::new(),
     }
 }
 

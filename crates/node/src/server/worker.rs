@@ -220,7 +220,7 @@ impl ActionSink for HttpActions {
         let message = format!("no leading overlord answered within {LEADER_WAIT:?}: {last}");
         Err(match request.action {
             TaskAction::SegmentTransactionalInsert { .. } => Error::Indeterminate(message),
-            TaskAction::SegmentAllocate { .. } => Error::Busy(message),
+            _ => Error::Busy(message),
         })
     }
 }

@@ -20,7 +20,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::Result;
 use crate::format::{ColumnRole, WrittenSegment, write_segment};
-use crate::id::SegmentId;
+use crate::id::{Interval, SegmentId};
 use crate::spec::Aggregator;
 
 /// A segment written to the staging directory, not yet published.
@@ -59,8 +59,17 @@ impl Layout {
     }
 }
 
+/// Where a chunk's segments go: files in `staging`, named by ids from `allocator`,
+/// listed in `segments`.
+pub struct Output<'a> {
+    pub staging: &'a Path,
+    pub allocator: &'a mut dyn super::Allocator,
+    pub segments: Vec<BuiltSegment>,
+}
+
 pub struct ChunkBuilder {
-    id: SegmentId,
+    datasource: String,
+    interval: Interval,
     rows: Pending,
 }
 
@@ -87,8 +96,8 @@ struct Groups {
 }
 
 impl ChunkBuilder {
-    /// A builder for `id.interval` whose first partition is `id.partition`.
-    pub fn new(id: SegmentId, layout: &Layout) -> Result<Self> {
+    /// A builder for the time chunk `interval` of `datasource`.
+    pub fn new(datasource: &str, interval: Interval, layout: &Layout) -> Result<Self> {
         let rows = if layout.rollup {
             let key_types = layout.schema.fields()[..=layout.dimensions]
                 .iter()
@@ -112,7 +121,11 @@ impl ChunkBuilder {
                 len: 0,
             }
         };
-        Ok(ChunkBuilder { id, rows })
+        Ok(ChunkBuilder {
+            datasource: datasource.to_string(),
+            interval,
+            rows,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,17 +135,11 @@ impl ChunkBuilder {
         }
     }
 
-    /// Adds conformed rows, writing full partitions to `staging` as they fill up.
-    pub fn add(
-        &mut self,
-        batch: RecordBatch,
-        layout: &Layout,
-        staging: &Path,
-        out: &mut Vec<BuiltSegment>,
-    ) -> Result<()> {
+    /// Adds conformed rows, writing full partitions to `out.staging` as they fill up.
+    pub fn add(&mut self, batch: RecordBatch, layout: &Layout, out: &mut Output<'_>) -> Result<()> {
         match &mut self.rows {
-            Pending::Raw { .. } => self.add_raw(raw_rows(&batch, layout)?, layout, staging, out),
-            Pending::Rollup(_) => self.add_rollup(batch, layout, staging, out),
+            Pending::Raw { .. } => self.add_raw(raw_rows(&batch, layout)?, layout, out),
+            Pending::Rollup(_) => self.add_rollup(batch, layout, out),
         }
     }
 
@@ -140,8 +147,7 @@ impl ChunkBuilder {
         &mut self,
         mut batch: RecordBatch,
         layout: &Layout,
-        staging: &Path,
-        out: &mut Vec<BuiltSegment>,
+        out: &mut Output<'_>,
     ) -> Result<()> {
         while batch.num_rows() > 0 {
             let Pending::Raw { batches, len } = &mut self.rows else {
@@ -152,7 +158,8 @@ impl ChunkBuilder {
             *len += take;
             batch = batch.slice(take, batch.num_rows() - take);
             if *len >= layout.max_rows {
-                out.push(self.flush(layout, staging)?);
+                let built = self.flush(layout, out)?;
+                out.segments.push(built);
             }
         }
         Ok(())
@@ -162,8 +169,7 @@ impl ChunkBuilder {
         &mut self,
         batch: RecordBatch,
         layout: &Layout,
-        staging: &Path,
-        out: &mut Vec<BuiltSegment>,
+        out: &mut Output<'_>,
     ) -> Result<()> {
         let groups = self.groups();
         let keys = groups
@@ -184,7 +190,8 @@ impl ChunkBuilder {
             }
             start = end;
             if groups.times.len() >= layout.max_rows {
-                out.push(self.flush(layout, staging)?);
+                let built = self.flush(layout, out)?;
+                out.segments.push(built);
                 // The rest of the batch starts the next partition and still takes its
                 // dimension values from it.
                 self.groups().batches.push(batch.clone());
@@ -200,8 +207,9 @@ impl ChunkBuilder {
         }
     }
 
-    /// Writes what has gathered as the next partition and starts the one after it.
-    pub fn flush(&mut self, layout: &Layout, staging: &Path) -> Result<BuiltSegment> {
+    /// Writes what has gathered as the chunk's next segment, its version and partition
+    /// from `out.allocator`.
+    pub fn flush(&mut self, layout: &Layout, out: &mut Output<'_>) -> Result<BuiltSegment> {
         let batch = match &mut self.rows {
             Pending::Raw { batches, len } => {
                 let batch = concat_batches(&layout.schema, batches.iter())?;
@@ -218,10 +226,15 @@ impl ChunkBuilder {
             let order = sort_to_indices(batch.column(0), None, None)?;
             take_record_batch(&batch, &order)?
         };
-        let id = self.id.clone();
-        let path = staging.join(format!("{}.grove", id.file_stem()));
+        let (version, partition) = out.allocator.allocate(self.interval)?;
+        let id = SegmentId {
+            datasource: self.datasource.clone(),
+            interval: self.interval,
+            version,
+            partition,
+        };
+        let path = out.staging.join(format!("{}.grove", id.file_stem()));
         let written = write_segment(&path, &id, &batch, &layout.roles)?;
-        self.id.partition += 1;
         Ok(BuiltSegment { id, path, written })
     }
 }

@@ -13,12 +13,12 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 
 pub use chunk::BuiltSegment;
-use chunk::{ChunkBuilder, Layout};
+use chunk::{ChunkBuilder, Layout, Output};
 use conform::Conformer;
 pub use input::InputFile;
 
 use crate::error::{Error, Result};
-use crate::id::{Interval, SegmentId};
+use crate::id::Interval;
 use crate::spec::{IngestionSpec, InputSource};
 
 /// Counts shown while ingesting and in the final summary.
@@ -38,8 +38,9 @@ pub struct Progress {
     pub segments_written: usize,
 }
 
-/// Where new partitions of a time chunk go: the version to write and the first
-/// partition number. Asked once per chunk the input touches.
+/// Names the segments an ingestion writes: the version and partition number of the
+/// next segment of time chunk `chunk`. Asked once per segment, just before it is
+/// written.
 pub trait Allocator {
     fn allocate(&mut self, chunk: Interval) -> Result<(String, u32)>;
 }
@@ -84,15 +85,17 @@ pub fn build_segments(
         spec,
         layout: conformer.layout(),
         conformer,
-        staging,
-        allocator,
+        out: Output {
+            staging,
+            allocator,
+            segments: Vec::new(),
+        },
         on_progress,
         progress: Progress {
             files_total: inputs.len(),
             ..Progress::default()
         },
         chunks: BTreeMap::new(),
-        segments: Vec::new(),
     };
     let columns = spec.input_columns();
     for file in inputs {
@@ -108,12 +111,10 @@ struct Build<'a> {
     spec: &'a IngestionSpec,
     conformer: Conformer,
     layout: Layout,
-    staging: &'a Path,
-    allocator: &'a mut dyn Allocator,
+    out: Output<'a>,
     on_progress: &'a mut (dyn FnMut(&Progress) + Send),
     progress: Progress,
     chunks: BTreeMap<i64, ChunkBuilder>,
-    segments: Vec<BuiltSegment>,
 }
 
 impl input::InputSink for Build<'_> {
@@ -124,7 +125,7 @@ impl input::InputSink for Build<'_> {
             self.parse_exception(location, reason)?;
         }
         self.route(conformed.batch)?;
-        self.progress.segments_written = self.segments.len();
+        self.progress.segments_written = self.out.segments.len();
         (self.on_progress)(&self.progress);
         Ok(())
     }
@@ -171,18 +172,11 @@ impl Build<'_> {
             };
             if !self.chunks.contains_key(&start) {
                 let interval = granularity.bucket(start);
-                let (version, partition) = self.allocator.allocate(interval)?;
-                let id = SegmentId {
-                    datasource: self.spec.datasource.clone(),
-                    interval,
-                    version,
-                    partition,
-                };
-                self.chunks
-                    .insert(start, ChunkBuilder::new(id, &self.layout)?);
+                let chunk = ChunkBuilder::new(&self.spec.datasource, interval, &self.layout)?;
+                self.chunks.insert(start, chunk);
             }
             if let Some(chunk) = self.chunks.get_mut(&start) {
-                chunk.add(part, &self.layout, self.staging, &mut self.segments)?;
+                chunk.add(part, &self.layout, &mut self.out)?;
             }
         }
         Ok(())
@@ -191,14 +185,16 @@ impl Build<'_> {
     fn finish(mut self) -> Result<BuildReport> {
         for chunk in self.chunks.values_mut() {
             if !chunk.is_empty() {
-                self.segments.push(chunk.flush(&self.layout, self.staging)?);
+                let built = chunk.flush(&self.layout, &mut self.out)?;
+                self.out.segments.push(built);
             }
         }
-        self.progress.segments_written = self.segments.len();
-        self.progress.rows_written = self.segments.iter().map(|s| s.written.num_rows).sum();
+        let segments = self.out.segments;
+        self.progress.segments_written = segments.len();
+        self.progress.rows_written = segments.iter().map(|s| s.written.num_rows).sum();
         (self.on_progress)(&self.progress);
         Ok(BuildReport {
-            segments: self.segments,
+            segments,
             progress: self.progress,
         })
     }

@@ -97,6 +97,9 @@ pub struct IngestionSpec {
     /// publishing, for its segments to be served before it reports success; default 0
     /// (it does not wait).
     pub await_segment_availability_timeout_millis: u64,
+    /// tuningConfig.maxNumConcurrentSubTasks: above 1, an `index_parallel` task splits
+    /// its input files among that many sub-tasks; default 1.
+    pub max_num_concurrent_sub_tasks: usize,
 }
 
 const TASK_TYPES: [&str; 2] = ["index_parallel", "index"];
@@ -204,6 +207,7 @@ fn parse_task(value: Value, base_dir: Option<&Path>) -> Result<IngestionSpec> {
         max_rows_per_segment: tuning.max_rows_per_segment,
         max_parse_exceptions: tuning.max_parse_exceptions,
         await_segment_availability_timeout_millis: tuning.await_segment_availability_timeout_millis,
+        max_num_concurrent_sub_tasks: tuning.max_num_concurrent_sub_tasks,
     })
 }
 
@@ -466,6 +470,7 @@ mod tests {
             max_rows_per_segment: 1000,
             max_parse_exceptions: 10,
             await_segment_availability_timeout_millis: 0,
+            max_num_concurrent_sub_tasks: 2,
         };
         assert_eq!(parsed, expected);
         assert_eq!(

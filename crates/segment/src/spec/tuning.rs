@@ -20,9 +20,7 @@ struct RawTuningConfig {
     partitions_spec: Option<Value>,
     max_parse_exceptions: Option<u64>,
     await_segment_availability_timeout_millis: Option<u64>,
-    /// Grove ingests in one process; Druid's subtask parallelism has no counterpart.
-    #[serde(rename = "maxNumConcurrentSubTasks")]
-    _max_num_concurrent_sub_tasks: Option<u64>,
+    max_num_concurrent_sub_tasks: Option<usize>,
     /// Grove sizes its in-memory buffers itself; the Druid knob is accepted and ignored.
     #[serde(rename = "maxRowsInMemory")]
     _max_rows_in_memory: Option<u64>,
@@ -43,6 +41,7 @@ pub(super) struct TuningConfig {
     pub(super) max_rows_per_segment: usize,
     pub(super) max_parse_exceptions: u64,
     pub(super) await_segment_availability_timeout_millis: u64,
+    pub(super) max_num_concurrent_sub_tasks: usize,
 }
 
 pub(super) fn parse_tuning_config(
@@ -60,6 +59,16 @@ pub(super) fn parse_tuning_config(
         await_segment_availability_timeout_millis: raw
             .await_segment_availability_timeout_millis
             .unwrap_or(0),
+        max_num_concurrent_sub_tasks: match raw.max_num_concurrent_sub_tasks {
+            None => 1,
+            Some(0) => {
+                return Err(invalid_at(
+                    &path.field("maxNumConcurrentSubTasks"),
+                    "must be at least 1",
+                ));
+            }
+            Some(n) => n,
+        },
     })
 }
 
