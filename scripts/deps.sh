@@ -3,7 +3,8 @@
 # missing: protoc and protobuf's well-known .proto files (the etcd client's build
 # compiles etcd's protobuf definitions, which import google/protobuf/descriptor.proto) and,
 # for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
-# (psycopg, the ADBC Flight SQL driver) in a virtual environment.
+# (psycopg, the ADBC Flight SQL driver) in a virtual environment, and a real S3 server
+# (s3s-fs, built with cargo) for the S3 input tests.
 #   scripts/deps.sh build   # protoc and its well-known types only
 #   scripts/deps.sh bench   # protoc, etcd and python3-venv (benchmarks/run.sh makes its venv)
 #   scripts/deps.sh test    # everything; prints nothing when all is there
@@ -49,5 +50,12 @@ if [ "$mode" = test ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/requirements.txt"
+  fi
+fi
+if [ "$mode" = test ]; then
+  # An S3 server on a local directory, for the `s3` input source's tests.
+  if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "Installing s3s-fs (an S3 server) with cargo install ..." >&2
+    cargo install --quiet --locked --version 0.14.1 --features binary s3s-fs
   fi
 fi

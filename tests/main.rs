@@ -9,4 +9,5 @@ mod flight_sql;
 mod forged;
 mod indexing;
 mod postgres;
+mod s3_input;
 mod tpch;

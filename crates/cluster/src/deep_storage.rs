@@ -129,8 +129,27 @@ impl DeepStorage {
 
     /// Stores the local `file` at relative `path`. A path that is taken is an error:
     /// stored files are never replaced. The upload becomes visible only when complete.
+    /// In local deep storage on the same file system, `file` (immutable from now on) is
+    /// hard-linked instead of copied.
     pub async fn store(&self, file: &Path, path: &str) -> Result<()> {
         let location = self.location(path)?;
+        if let Some(target) = self.local_path(path) {
+            let linked = target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::hard_link(file, &target));
+            match linked {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Invalid(format!(
+                        "{path} exists already in deep storage {}",
+                        self.url
+                    )));
+                }
+                // Another file system, or links not allowed: copied below.
+                Err(_) => {}
+            }
+        }
         match self.store.head(&location).await {
             Ok(_) => {
                 return Err(Error::Invalid(format!(

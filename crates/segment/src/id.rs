@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{Datelike, DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -89,6 +89,14 @@ pub fn format_millis(ms: i64) -> String {
 /// or seconds) or a plain date (`2024-01-01`) as UTC milliseconds.
 pub fn parse_instant(text: &str) -> Result<i64> {
     let text = text.trim();
+    match common_instant(text.as_bytes()) {
+        Some(t) => Ok(t),
+        None => any_instant(text),
+    }
+}
+
+/// Every shape [`parse_instant`] takes, through chrono.
+fn any_instant(text: &str) -> Result<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
     }
@@ -115,6 +123,54 @@ pub fn parse_instant(text: &str) -> Result<i64> {
             .map_or(0, |t| t.and_utc().timestamp_millis()));
     }
     Err(Error::invalid(format!("{text:?} is not an ISO-8601 time")))
+}
+
+/// The shapes nearly every input uses, parsed without chrono's format machinery (the
+/// hot path of ingestion): `YYYY-MM-DD`, then `T` or a space and `HH:MM:SS`, an
+/// optional fraction (milliseconds kept, finer digits dropped), and `Z`, `+HH:MM`,
+/// `-HH:MM` or no zone (UTC). Anything else (or an impossible date) is `None`, and
+/// left to the general parser.
+fn common_instant(b: &[u8]) -> Option<i64> {
+    fn digits(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    }
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0;
+    if let Some((b'.', fraction)) = rest.split_first() {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        let kept = &fraction[..n.min(3)];
+        millis = digits(kept)? * 10i64.pow(3 - kept.len() as u32);
+        rest = &fraction[n..];
+    }
+    let offset_minutes = match rest {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let minutes = digits(&[*h1, *h2])? * 60 + digits(&[*m1, *m2])?;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
+    let days = i64::from(date.num_days_from_ce()) - 719_163; // 1970-01-01
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
 }
 
 /// The name of one segment: a datasource, the interval it covers, the version that
@@ -151,6 +207,61 @@ impl SegmentId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_instants_parse_as_chrono_parses_them() {
+        for text in [
+            "2024-02-29T23:59:59.999Z",
+            "1969-12-31T23:59:59.5Z",
+            "2024-06-03T00:00:00",
+            "2024-06-03 10:20:30.123456+05:30",
+            "2024-06-03T10:20:30-08:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.1234567890Z",
+        ] {
+            assert_eq!(
+                common_instant(text.as_bytes()),
+                Some(any_instant(text).unwrap()),
+                "{text}"
+            );
+        }
+        // Impossible or other shapes are left to chrono, which decides.
+        for text in ["2023-02-29T00:00:00Z", "2024-06-03T24:00:00Z", "2024-06-03T10:20", "2024-06-03", "2024-06-03T10:20:30.Z"] {
+            assert_eq!(common_instant(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(parse_instant("2024-06-03").unwrap(), 1_717_372_800_000);
+        assert!(parse_instant("2023-02-29T00:00:00Z").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_time_in_any_common_shape_parses_as_chrono_parses_it(
+            ms in -62_135_596_800_000i64..253_402_300_799_999,
+            zone in 0usize..4,
+            digits in 0usize..10,
+            offset in -(14 * 60i32)..=(14 * 60),
+        ) {
+            let t = Utc.timestamp_millis_opt(ms).unwrap();
+            let fraction = match digits {
+                0 => String::new(),
+                n => format!(".{}", &format!("{:09}", t.timestamp_subsec_nanos())[..n]),
+            };
+            let (local, suffix) = match zone {
+                0 => (t.naive_utc(), "Z".to_string()),
+                1 => (t.naive_utc(), String::new()),
+                _ => {
+                    let offset = chrono::FixedOffset::east_opt(offset * 60).unwrap();
+                    let sign = if offset.local_minus_utc() < 0 { '-' } else { '+' };
+                    let minutes = offset.local_minus_utc().abs() / 60;
+                    (t.with_timezone(&offset).naive_local(), format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60))
+                }
+            };
+            let separator = if zone == 3 { " " } else { "T" };
+            let text = format!("{}{separator}{}{fraction}{suffix}", local.format("%Y-%m-%d"), local.format("%H:%M:%S"));
+            let fast = common_instant(text.as_bytes());
+            proptest::prop_assert_eq!(fast, any_instant(&text).ok(), "{}", text);
+        }
+    }
 
     #[test]
     fn interval_round_trips_through_text() {

@@ -3,7 +3,7 @@
 //! Text inputs whose name ends in `.gz` or `.zst` are decompressed as they are read.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -152,11 +152,15 @@ fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::io(format!("opening input {}", path.display()), e))
 }
 
-/// Reads newline-delimited JSON a block of lines at a time: a block decodes in one
-/// call, and only a block that fails is read again line by line, so that each bad line
-/// is named and skipped while the others are kept.
+/// How much of a JSON input is read at once.
+const JSON_READ_BYTES: usize = 8 << 20;
+
+/// Reads newline-delimited JSON straight from large reads, a block of up to
+/// [`BATCH_ROWS`] lines at a time: a block decodes in one call, and only a block that
+/// fails is read again line by line, so that each bad line is named and skipped while
+/// the others are kept.
 fn read_json(
-    input: Box<dyn Read>,
+    mut input: Box<dyn Read>,
     name: Arc<str>,
     columns: &[String],
     sink: &mut dyn InputSink,
@@ -173,61 +177,94 @@ fn read_json(
             .with_ignore_type_conflicts(true)
             .build_decoder()?)
     };
-    let mut reader = BufReader::with_capacity(1 << 20, input);
-    let mut block = JsonBlock::default();
+    let json = JsonBlocks {
+        name: &name,
+        new_decoder: &new_decoder,
+    };
+    let mut data: Vec<u8> = Vec::with_capacity(JSON_READ_BYTES);
     let mut number = 0u64;
     loop {
-        let start = block.bytes.len();
-        let read = reader
-            .read_until(b'\n', &mut block.bytes)
-            .map_err(|e| Error::io(format!("reading {name}"), e))?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        if block.bytes[start..].iter().all(u8::is_ascii_whitespace) {
-            block.bytes.truncate(start);
-            continue;
-        }
-        if !block.bytes.ends_with(b"\n") {
-            block.bytes.push(b'\n');
-        }
-        block.ends.push(block.bytes.len());
-        block.lines.push(number);
-        if block.lines.len() == BATCH_ROWS {
-            block.decode(&new_decoder, &name, sink)?;
-        }
-    }
-    block.decode(&new_decoder, &name, sink)
-}
-
-/// Lines of newline-delimited JSON read but not decoded yet.
-#[derive(Default)]
-struct JsonBlock {
-    bytes: Vec<u8>,
-    /// Where each line ends in `bytes`.
-    ends: Vec<usize>,
-    /// Each line's 1-based number in its file.
-    lines: Vec<u64>,
-}
-
-impl JsonBlock {
-    /// Decodes the block into one batch for `sink` and empties it.
-    fn decode(
-        &mut self,
-        new_decoder: &dyn Fn() -> Result<Decoder>,
-        name: &Arc<str>,
-        sink: &mut dyn InputSink,
-    ) -> Result<()> {
-        if self.lines.is_empty() {
+        let kept = data.len();
+        data.resize(kept + JSON_READ_BYTES, 0);
+        let read = loop {
+            match input.read(&mut data[kept..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(format!("reading {name}"), e)),
+            }
+        };
+        data.truncate(kept + read);
+        let end = read == 0;
+        // The complete lines: up to the last newline, or everything at the end.
+        let complete = if end {
+            data.len()
+        } else {
+            match memchr::memrchr(b'\n', &data) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        number = json.decode_lines(&data[..complete], number, sink)?;
+        data.drain(..complete);
+        if end {
             return Ok(());
         }
-        let mut decoder = new_decoder()?;
-        let whole = match decoder.decode(&self.bytes) {
+    }
+}
+
+/// Decodes newline-delimited JSON of one input in blocks.
+struct JsonBlocks<'a> {
+    name: &'a Arc<str>,
+    new_decoder: &'a dyn Fn() -> Result<Decoder>,
+}
+
+impl JsonBlocks<'_> {
+    /// Decodes the complete lines in `text`, whose first line follows line `number`;
+    /// returns the number of its last line.
+    fn decode_lines(&self, text: &[u8], mut number: u64, sink: &mut dyn InputSink) -> Result<u64> {
+        let mut block_start = 0;
+        let mut ends: Vec<usize> = Vec::with_capacity(BATCH_ROWS);
+        let mut lines: Vec<u64> = Vec::with_capacity(BATCH_ROWS);
+        let mut line_start = 0;
+        while line_start < text.len() {
+            let line_end = memchr::memchr(b'\n', &text[line_start..])
+                .map_or(text.len(), |i| line_start + i + 1);
+            number += 1;
+            let line = &text[line_start..line_end];
+            let blank = line.first() != Some(&b'{') && line.iter().all(u8::is_ascii_whitespace);
+            if !blank {
+                ends.push(line_end - block_start);
+                lines.push(number);
+            }
+            line_start = line_end;
+            if lines.len() == BATCH_ROWS {
+                self.decode(&text[block_start..line_end], &ends, std::mem::take(&mut lines), sink)?;
+                ends.clear();
+                block_start = line_end;
+            }
+        }
+        self.decode(&text[block_start..], &ends, lines, sink)?;
+        Ok(number)
+    }
+
+    /// Decodes one block of lines (ending at `ends` in `bytes`, numbered `lines`) into
+    /// one batch for `sink`.
+    fn decode(
+        &self,
+        bytes: &[u8],
+        ends: &[usize],
+        lines: Vec<u64>,
+        sink: &mut dyn InputSink,
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut decoder = (self.new_decoder)()?;
+        let whole = match decoder.decode(bytes) {
             Ok(consumed) => {
-                let one_per_line = consumed == self.bytes.len()
+                let one_per_line = consumed == bytes.len()
                     && !decoder.has_partial_record()
-                    && decoder.len() == self.lines.len();
+                    && decoder.len() == lines.len();
                 if one_per_line {
                     decoder.flush().ok().flatten()
                 } else {
@@ -237,38 +274,37 @@ impl JsonBlock {
             Err(_) => None,
         };
         let (batch, lines) = match whole {
-            Some(batch) => (Some(batch), std::mem::take(&mut self.lines)),
-            None => self.decode_lines(new_decoder, name, sink)?,
+            Some(batch) => (Some(batch), lines),
+            None => self.decode_one_by_one(bytes, ends, &lines, sink)?,
         };
         if let Some(batch) = batch {
             sink.batch(InputBatch {
                 batch,
                 origin: Origin {
-                    file: Arc::clone(name),
+                    file: Arc::clone(self.name),
                     rows: RowNumbers::Lines(lines),
                 },
             })?;
         }
-        self.bytes.clear();
-        self.ends.clear();
-        self.lines.clear();
         Ok(())
     }
 
     /// The slow way, for a block that failed: each line is tried alone first; good
     /// lines are decoded together, bad ones reported in the order of the file.
-    fn decode_lines(
-        &mut self,
-        new_decoder: &dyn Fn() -> Result<Decoder>,
-        name: &Arc<str>,
+    fn decode_one_by_one(
+        &self,
+        bytes: &[u8],
+        ends: &[usize],
+        lines: &[u64],
         sink: &mut dyn InputSink,
     ) -> Result<(Option<RecordBatch>, Vec<u64>)> {
-        let mut decoder = new_decoder()?;
-        let mut trial = new_decoder()?;
-        let mut good = Vec::with_capacity(self.lines.len());
+        let mut decoder = (self.new_decoder)()?;
+        let mut trial = (self.new_decoder)()?;
+        let mut good = Vec::with_capacity(lines.len());
         let mut start = 0;
-        for (&end, &number) in self.ends.iter().zip(&self.lines) {
-            let line = &self.bytes[start..end];
+        for (&end, &number) in ends.iter().zip(lines) {
+            // The line, with any blank lines before it (whitespace to the decoder).
+            let line = &bytes[start..end];
             start = end;
             match decode_line(&mut trial, line).and_then(|()| Ok(trial.flush()?)) {
                 Ok(_) => {
@@ -276,9 +312,9 @@ impl JsonBlock {
                     good.push(number);
                 }
                 Err(e) => {
-                    trial = new_decoder()?;
+                    trial = (self.new_decoder)()?;
                     sink.unreadable(Unreadable {
-                        location: format!("{name} line {number}"),
+                        location: format!("{} line {number}", self.name),
                         reason: format!("malformed JSON: {e}"),
                     })?;
                 }
