@@ -34,7 +34,10 @@ impl S3Server {
             .expect("s3s-fs, an S3 server: scripts/deps.sh installs it");
         let began = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(began.elapsed() < Duration::from_secs(20), "s3s-fs never listened");
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "s3s-fs never listened"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         S3Server { child, port }
@@ -97,7 +100,11 @@ fn s3_objects_and_prefixes_are_ingested_with_the_keys_of_the_spec() {
     let zst = zstd::encode_all(rows("2024-03-03", 20, 3).as_bytes(), 3).unwrap();
     std::fs::write(root.join("events/daily/b.json.zst"), zst).unwrap();
     // Outside the prefix: never read.
-    std::fs::write(root.join("events/other/c.json"), rows("2024-03-04", 10, 100)).unwrap();
+    std::fs::write(
+        root.join("events/other/c.json"),
+        rows("2024-03-04", 10, 100),
+    )
+    .unwrap();
     let s3 = S3Server::start(&root);
 
     let keys = json!({
@@ -114,8 +121,15 @@ fn s3_objects_and_prefixes_are_ingested_with_the_keys_of_the_spec() {
     let run = ingest(&sandbox, &s3, &spec(source), &data);
     assert!(run.ok, "{}", run.stderr);
     let counted = sandbox.grove(
-        &["sql", "--data-dir", &data, "--format", "csv", "-c",
-          "SELECT COUNT(*) AS n, SUM(v) AS v FROM from_s3"],
+        &[
+            "sql",
+            "--data-dir",
+            &data,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) AS n, SUM(v) AS v FROM from_s3",
+        ],
         "",
     );
     assert!(counted.ok, "{}", counted.stderr);
@@ -134,5 +148,9 @@ fn s3_objects_and_prefixes_are_ingested_with_the_keys_of_the_spec() {
     });
     let refused = ingest(&sandbox, &s3, &spec(source), &sandbox.arg("data2"));
     assert!(!refused.ok, "{}", refused.stdout);
-    assert!(refused.stderr.contains("s3://events/one.json"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("s3://events/one.json"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{Datelike, DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -144,7 +144,11 @@ fn common_instant(b: &[u8]) -> Option<i64> {
     }
     let year = digits(&b[0..4])?;
     let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -226,7 +230,13 @@ mod tests {
             );
         }
         // Impossible or other shapes are left to chrono, which decides.
-        for text in ["2023-02-29T00:00:00Z", "2024-06-03T24:00:00Z", "2024-06-03T10:20", "2024-06-03", "2024-06-03T10:20:30.Z"] {
+        for text in [
+            "2023-02-29T00:00:00Z",
+            "2024-06-03T24:00:00Z",
+            "2024-06-03T10:20",
+            "2024-06-03",
+            "2024-06-03T10:20:30.Z",
+        ] {
             assert_eq!(common_instant(text.as_bytes()), None, "{text}");
         }
         assert_eq!(parse_instant("2024-06-03").unwrap(), 1_717_372_800_000);

@@ -238,7 +238,12 @@ impl JsonBlocks<'_> {
             }
             line_start = line_end;
             if lines.len() == BATCH_ROWS {
-                self.decode(&text[block_start..line_end], &ends, std::mem::take(&mut lines), sink)?;
+                self.decode(
+                    &text[block_start..line_end],
+                    &ends,
+                    std::mem::take(&mut lines),
+                    sink,
+                )?;
                 ends.clear();
                 block_start = line_end;
             }
