@@ -179,6 +179,7 @@ fn read_json(
     };
     let json = JsonBlocks {
         name: &name,
+        schema: &schema,
         new_decoder: &new_decoder,
     };
     let mut data: Vec<u8> = Vec::with_capacity(JSON_READ_BYTES);
@@ -215,6 +216,7 @@ fn read_json(
 /// Decodes newline-delimited JSON of one input in blocks.
 struct JsonBlocks<'a> {
     name: &'a Arc<str>,
+    schema: &'a SchemaRef,
     new_decoder: &'a dyn Fn() -> Result<Decoder>,
 }
 
@@ -264,19 +266,9 @@ impl JsonBlocks<'_> {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut decoder = (self.new_decoder)()?;
-        let whole = match decoder.decode(bytes) {
-            Ok(consumed) => {
-                let one_per_line = consumed == bytes.len()
-                    && !decoder.has_partial_record()
-                    && decoder.len() == lines.len();
-                if one_per_line {
-                    decoder.flush().ok().flatten()
-                } else {
-                    None
-                }
-            }
-            Err(_) => None,
+        let whole = match super::flat_json::decode(bytes, ends, self.schema) {
+            Some(batch) => Some(batch),
+            None => self.decode_whole(bytes, lines.len()),
         };
         let (batch, lines) = match whole {
             Some(batch) => (Some(batch), lines),
@@ -292,6 +284,20 @@ impl JsonBlocks<'_> {
             })?;
         }
         Ok(())
+    }
+
+    /// The block decoded by arrow-json in one call, if that gives exactly one row per
+    /// line.
+    fn decode_whole(&self, bytes: &[u8], lines: usize) -> Option<RecordBatch> {
+        let mut decoder = (self.new_decoder)().ok()?;
+        let consumed = decoder.decode(bytes).ok()?;
+        let one_per_line =
+            consumed == bytes.len() && !decoder.has_partial_record() && decoder.len() == lines;
+        if one_per_line {
+            decoder.flush().ok().flatten()
+        } else {
+            None
+        }
     }
 
     /// The slow way, for a block that failed: each line is tried alone first; good

@@ -4,6 +4,7 @@
 
 pub mod chunk;
 pub mod conform;
+mod flat_json;
 pub mod input;
 
 use std::collections::BTreeMap;
