@@ -69,7 +69,8 @@ pub async fn run(spec_path: &Path, target: &Target) -> CliResult<IngestOutcome> 
     Ok(outcome)
 }
 
-fn progress_bar() -> ProgressBar {
+/// A spinner with a message on a terminal; nothing elsewhere.
+pub fn progress_bar() -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

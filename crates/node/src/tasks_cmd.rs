@@ -2,12 +2,11 @@
 //! a progress bar, wait until the rows are queryable) and `grove tasks
 //! list|status|log|shutdown`.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::CliResult;
@@ -194,7 +193,7 @@ fn prepare(task: &mut Value, base_dir: &Path) {
 
 /// Polls the task's status and reports until it ends.
 fn follow(client: &Client, base: &str, id: &str) -> CliResult<()> {
-    let bar = progress_bar();
+    let bar = crate::ingest::progress_bar();
     let started = Instant::now();
     let status_url = format!("{base}/druid/indexer/v1/task/{}/status", encode(id));
     let reports_url = format!("{base}/druid/indexer/v1/task/{}/reports", encode(id));
@@ -265,19 +264,6 @@ fn follow(client: &Client, base: &str, id: &str) -> CliResult<()> {
             _ => std::thread::sleep(Duration::from_millis(250)),
         }
     }
-}
-
-fn progress_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 #[cfg(test)]
