@@ -151,6 +151,11 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
         payload["payload"]["spec"]["dataSchema"]["dataSource"],
         "events"
     );
+    assert_eq!(payload["payload"]["dataSource"], "events");
+    assert_eq!(
+        payload["payload"]["resource"]["availabilityGroup"],
+        id.as_str()
+    );
     let statuses = api.post("/druid/indexer/v1/taskStatus", &json!([id, "no-such-task"]));
     let statuses: Value = serde_json::from_str(&statuses.1).unwrap();
     assert_eq!(keys(&statuses), vec![id.clone()]);

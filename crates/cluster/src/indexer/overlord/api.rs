@@ -40,6 +40,12 @@ impl Overlord {
         };
         object.insert("id".into(), id.clone().into());
         object.insert("groupId".into(), group_id.clone().into());
+        // As Druid shows a task's payload.
+        object.insert("dataSource".into(), parsed.spec.datasource.clone().into());
+        object.insert(
+            "resource".into(),
+            serde_json::json!({ "availabilityGroup": id, "requiredCapacity": 1 }),
+        );
         let record = TaskRecord::submitted(
             &id,
             &group_id,
