@@ -316,6 +316,27 @@ fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Reports are live: 25 rows in, the pipe still open, the task still running.
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pipe)
+        .expect("the peon reads the pipe");
+    std::io::Write::write_all(&mut writer, rows("2024-01-01", 25, 1).as_bytes()).unwrap();
+    let began = Instant::now();
+    loop {
+        let report = api.report(&id);
+        if report["rowStats"]["buildSegments"]["processed"] == 25 {
+            assert_eq!(report["ingestionState"], "BUILD_SEGMENTS");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{report}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(api.status(&id)["runnerStatusCode"], "RUNNING");
     let shutdown = sandbox.grove(&["tasks", "shutdown", &id, "--url", &base], "");
     assert!(shutdown.ok, "{}", shutdown.stderr);
     let ended = api.wait_end(&id, &log);
@@ -329,6 +350,7 @@ fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(writer);
     // Nothing published, no lock left.
     let segments = sql(
         &base,

@@ -176,11 +176,12 @@ async fn run(
         link,
         appended: BTreeMap::new(),
     };
-    let mut last_sent = Instant::now();
+    // The first rows are reported at once, then at most every PROGRESS_EVERY.
+    let mut last_sent: Option<Instant> = None;
     let mut on_progress = |p: &Progress| {
         report.build_segments = row_stats(p);
-        if last_sent.elapsed() >= PROGRESS_EVERY {
-            last_sent = Instant::now();
+        if last_sent.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+            last_sent = Some(Instant::now());
             let _ = link.send(&PeonMessage::Progress(report.clone()));
         }
     };
