@@ -156,6 +156,16 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
         payload["payload"]["resource"]["availabilityGroup"],
         id.as_str()
     );
+    let created = |interval: &str| {
+        api.get_json(&format!(
+            "/druid/indexer/v1/tasks?createdTimeInterval={interval}"
+        ))
+        .as_array()
+        .unwrap()
+        .len()
+    };
+    assert_eq!(created("2000-01-01_3000-01-01"), 1);
+    assert_eq!(created("2000-01-01_2000-01-02"), 0);
     let statuses = api.post("/druid/indexer/v1/taskStatus", &json!([id, "no-such-task"]));
     let statuses: Value = serde_json::from_str(&statuses.1).unwrap();
     assert_eq!(keys(&statuses), vec![id.clone()]);

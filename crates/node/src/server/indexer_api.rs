@@ -267,6 +267,9 @@ struct TaskFilter {
     max: Option<usize>,
     #[serde(rename = "type")]
     task_type: Option<String>,
+    /// `2023-06-27_2023-06-28`: an ISO interval with `_` for `/`.
+    #[serde(rename = "createdTimeInterval")]
+    created_time_interval: Option<String>,
 }
 
 /// Druid's task states as `?state=` names them.
@@ -292,6 +295,19 @@ async fn list(api: &Api, filter: TaskFilter) -> Response {
             ),
         );
     }
+    let created = match filter.created_time_interval.as_deref() {
+        None => None,
+        Some(text) => match grove_segment::Interval::parse(&text.replacen('_', "/", 1)) {
+            Ok(interval) => Some(interval),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid input",
+                    format!("createdTimeInterval {text:?}: {e}"),
+                );
+            }
+        },
+    };
     let mut records = match task_status::list(api.overlord.store().as_ref()).await {
         Ok(r) => r,
         Err(e) => return unavailable(e),
@@ -303,6 +319,7 @@ async fn list(api: &Api, filter: TaskFilter) -> Response {
                 .as_deref()
                 .is_none_or(|d| r.datasource == d)
             && filter.task_type.as_deref().is_none_or(|t| r.task_type == t)
+            && created.is_none_or(|i| i.contains(r.created_time))
     });
     // Active tasks first, then complete ones, each newest first, as Druid lists them.
     records.sort_by_key(|r| (r.state.is_complete(), std::cmp::Reverse(r.created_time)));
