@@ -623,6 +623,19 @@ fn replacing_tasks_take_turns_a_revoked_lock_publishes_nothing_and_appends_share
     assert_eq!(appended[0].id.version, appended[1].id.version);
     assert_ne!(appended[0].id.partition, appended[1].id.partition);
     assert_eq!(appended.iter().map(|d| d.num_rows).sum::<u64>(), 100);
+
+    // A task asking for a category no worker has stays pending, with free slots.
+    let mut picky = json_task("picky", &[&c.sandbox.path("high.json")], None);
+    picky["context"] = json!({"category": "gpu"});
+    let picky_id = api.submit(&picky);
+    api.wait(&picky_id, Duration::from_secs(10), &logs, |s| {
+        s["runnerStatusCode"] == "PENDING"
+    });
+    // Four scheduling passes (one each 250 ms) go by: none may assign it.
+    std::thread::sleep(Duration::from_secs(1));
+    let pending = api.get_json("/druid/indexer/v1/pendingTasks");
+    assert_eq!(pending[0]["id"], picky_id.as_str());
+    assert_eq!(api.status(&picky_id)["runnerStatusCode"], "PENDING");
 }
 
 #[test]
