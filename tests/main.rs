@@ -8,6 +8,7 @@ mod druid_sql;
 mod flight_sql;
 mod forged;
 mod indexing;
+mod kafka;
 mod postgres;
 mod s3_input;
 mod tpch;

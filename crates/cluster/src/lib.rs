@@ -18,6 +18,7 @@
 //! - [`locks`]: time-chunk locks of ingestion tasks: grant, revoke, publish under them.
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
 //! - [`deep_storage`]: where published segment files live (`object_store`).
+//! - [`kafka`]: reading Kafka partitions by explicit offset.
 //! - [`inputs`]: a task's inputs as local files (fetching HTTP and S3 ones).
 //! - [`task`]: running a batch ingestion: build, upload, publish.
 //! - [`task_status`]: a task as the indexing service tracks it, and Druid's JSON for it.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod historical;
 pub mod indexer;
 pub mod inputs;
+pub mod kafka;
 pub mod locks;
 pub mod metastore;
 pub mod nodes;

@@ -3,8 +3,8 @@
 //! Real servers and data for tests. [`Etcd`] runs the `etcd` binary (Debian package
 //! `etcd-server`) on free loopback ports with its data in a temporary directory, the
 //! way a user would run it. A test that needs etcd fails, loudly, when it is missing:
-//! it is never skipped. [`tpch`] generates TPC-H tables as Parquet, with the specs that
-//! load them and the 22 queries.
+//! it is never skipped. [`Tansu`] runs a Kafka-API broker the same way. [`tpch`]
+//! generates TPC-H tables as Parquet, with the specs that load them and the 22 queries.
 
 pub mod tpch;
 
@@ -161,4 +161,82 @@ fn healthy(port: u16) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.contains("\"health\":\"true\"")
+}
+
+/// A Kafka-API broker of its own (tansu, with in-memory storage) on a free loopback
+/// port, killed when dropped. The binary is `$GROVE_TANSU` (`scripts/test.sh` sets it
+/// to the one `scripts/deps.sh` installs).
+pub struct Tansu {
+    port: u16,
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Tansu {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start() -> Tansu {
+        let binary = std::env::var_os("GROVE_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!("GROVE_TANSU names no tansu binary: run the tests with scripts/test.sh")
+            });
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().expect("a log file for tansu");
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(&binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdin(Stdio::null())
+                .stdout(log.reopen().expect("the log file"))
+                .stderr(log.reopen().expect("the log file"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+            let mut tansu = Tansu {
+                port,
+                child: Some(child),
+                log,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(child) = &mut tansu.child
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    last_error = format!("tansu exited with {status}:\n{}", tansu.log());
+                    tansu.child = None;
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return tansu;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("tansu did not start: {last_error}");
+    }
+
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

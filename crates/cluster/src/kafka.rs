@@ -1,0 +1,132 @@
+//! Reading Kafka partitions by explicit offset, as Druid's realtime tasks do: no
+//! consumer groups and no offsets committed to Kafka, because the offsets a stream has
+//! been read up to live in Grove's metadata store and move only with a publication.
+//!
+//! The high watermark (the offset the next produced message will take) is taken from
+//! fetch answers, which every Kafka-API broker keeps exact, rather than from a
+//! list-offsets request, which some brokers answer loosely after batched produces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+
+use crate::error::{Error, Result};
+
+/// How long a fetch waits on the broker for messages to arrive.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// One message of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+    /// The message's timestamp, in milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
+/// What one fetch gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The messages from the asked offset on, in offset order.
+    pub messages: Vec<Message>,
+    /// The offset the next message produced to the partition will take.
+    pub high_watermark: i64,
+}
+
+/// A connection to a Kafka-API cluster.
+pub struct KafkaReader {
+    client: Client,
+    bootstrap: String,
+}
+
+impl KafkaReader {
+    /// Connects through `bootstrap` (`host:port`, comma-separated: Kafka's
+    /// `bootstrap.servers`).
+    pub async fn connect(bootstrap: &str) -> Result<KafkaReader> {
+        let brokers: Vec<String> = bootstrap
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if brokers.is_empty() {
+            return Err(Error::Invalid("bootstrap.servers names no broker".into()));
+        }
+        let client = ClientBuilder::new(brokers)
+            .client_id("grove")
+            .build()
+            .await
+            .map_err(|e| unreachable(bootstrap, e))?;
+        Ok(KafkaReader {
+            client,
+            bootstrap: bootstrap.to_string(),
+        })
+    }
+
+    /// The partition numbers of `topic`, in order; an error if the topic does not
+    /// exist.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let topics = self
+            .client
+            .list_topics()
+            .await
+            .map_err(|e| unreachable(&self.bootstrap, e))?;
+        topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.into_iter().collect())
+            .ok_or_else(|| Error::Invalid(format!("topic {topic:?} does not exist")))
+    }
+
+    async fn partition(&self, topic: &str, partition: i32) -> Result<PartitionClient> {
+        self.client
+            .partition_client(topic, partition, UnknownTopicHandling::Error)
+            .await
+            .map_err(|e| Error::Busy(format!("topic {topic:?} partition {partition}: {e}")))
+    }
+
+    /// The messages of `partition` from `offset` on, up to about `max_bytes` of them
+    /// (at least one message, however large), waiting briefly when there are none
+    /// yet.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+    ) -> Result<Fetched> {
+        let client = self.partition(topic, partition).await?;
+        let wait = FETCH_WAIT.as_millis() as i32;
+        let (records, high_watermark) = client
+            .fetch_records(offset, 1..max_bytes.max(1), wait)
+            .await
+            .map_err(|e| {
+                Error::Busy(format!(
+                    "fetching topic {topic:?} partition {partition} from offset {offset}: {e}"
+                ))
+            })?;
+        let mut messages: Vec<Message> = records
+            .into_iter()
+            .filter(|r| r.offset >= offset)
+            .map(|r| Message {
+                offset: r.offset,
+                key: r.record.key,
+                value: r.record.value,
+                headers: r.record.headers,
+                timestamp: r.record.timestamp.timestamp_millis(),
+            })
+            .collect();
+        messages.sort_by_key(|m| m.offset);
+        Ok(Fetched {
+            messages,
+            high_watermark,
+        })
+    }
+}
+
+fn unreachable(bootstrap: &str, e: rskafka::client::error::Error) -> Error {
+    Error::Busy(format!("Kafka at {bootstrap}: {e}"))
+}
