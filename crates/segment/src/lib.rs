@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`id`]: [`Interval`] and [`SegmentId`], the names of things.
 //! - [`granularity`]: how time is cut into segment chunks and rollup buckets.
+//! - [`period`]: ISO-8601 periods, as rules and streaming specs write durations.
 //! - [`format`]: the segment file: [`format::write_segment`] and the memory-mapped
 //!   [`format::Segment`] reader with its bitmap indexes.
 //! - [`timeline`]: Druid's versioned timeline, deciding which segments are visible.
@@ -22,6 +23,7 @@ pub mod format;
 pub mod granularity;
 pub mod id;
 pub mod ingest;
+pub mod period;
 pub mod scan;
 pub mod spec;
 pub mod timeline;
