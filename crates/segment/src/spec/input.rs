@@ -478,7 +478,7 @@ struct RawParquetFormat {
     _binary_as_string: Option<bool>,
 }
 
-fn parse_input_format(value: Value, path: &JsonPath) -> Result<InputFormat> {
+pub(super) fn parse_input_format(value: Value, path: &JsonPath) -> Result<InputFormat> {
     let (kind, map) = typed_object(value, path)?;
     let type_path = path.field("type");
     match required(kind, &type_path)?.as_str() {

@@ -25,6 +25,8 @@
 //! - `transform`: `transformSpec` -> its [`RowFilter`].
 //! - `input`: `ioConfig` -> [`InputSource`], resolved to local files, and [`InputFormat`].
 //! - `tuning`: `tuningConfig` -> rows per segment and the parse exception limit.
+//! - `stream`: Druid's Kafka supervisor spec -> [`KafkaSupervisorSpec`], its
+//!   `dataSchema` read as a batch spec's.
 //! - `json`: the `JsonPath` each section is handed, and the helpers they share to read a
 //!   section into its `Raw*` struct and to build errors naming a path.
 //!
@@ -39,6 +41,7 @@ mod granularity;
 mod input;
 mod json;
 mod metrics;
+mod stream;
 mod timestamp;
 mod transform;
 mod tuning;
@@ -53,6 +56,7 @@ use serde_json::{Map, Value};
 pub use dimensions::{DimensionKind, DimensionSpec};
 pub use input::{InputFormat, InputSource};
 pub use metrics::{Aggregator, MetricSpec};
+pub use stream::{KafkaSupervisorSpec, KafkaTopic};
 pub use timestamp::{TimestampFormat, TimestampSpec};
 pub use transform::RowFilter;
 
