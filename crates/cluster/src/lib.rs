@@ -20,6 +20,8 @@
 //! - [`deep_storage`]: where published segment files live (`object_store`).
 //! - [`kafka`]: reading Kafka partitions by explicit offset.
 //! - [`inputs`]: a task's inputs as local files (fetching HTTP and S3 ones).
+//! - [`stream_offsets`]: the stream offsets a datasource is published up to, moved
+//!   only together with the segments built from them.
 //! - [`task`]: running a batch ingestion: build, upload, publish.
 //! - [`task_status`]: a task as the indexing service tracks it, and Druid's JSON for it.
 
@@ -38,6 +40,7 @@ pub mod nodes;
 pub mod rules;
 pub mod segments;
 pub mod session;
+pub mod stream_offsets;
 pub mod task;
 pub mod task_status;
 pub mod view;

@@ -16,6 +16,7 @@ use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn};
 use crate::segments::{self, SegmentDescriptor};
+use crate::stream_offsets::{self, OffsetCommit};
 
 pub struct IngestOutcome {
     pub progress: Progress,
@@ -49,7 +50,7 @@ pub async fn run_batch(
     )
     .await?;
     let mut descriptors = stored.descriptors;
-    if let Err(e) = publish(store, &Txn::default(), &mut descriptors, &task_id).await {
+    if let Err(e) = publish(store, &Txn::default(), &mut descriptors, &task_id, None).await {
         if !matches!(e, Error::Indeterminate(_)) {
             discard(deep, &descriptors).await;
         }
@@ -180,12 +181,35 @@ pub const SEGMENTS_PER_TXN: usize = 100;
 /// several, each naming the task, and become visible together when one last
 /// transaction creates the task's commit key; a task that dies before that leaves
 /// only invisible descriptors.
+///
+/// With `offsets`, the transaction that makes the segments visible also moves the
+/// datasource's stream offsets, and applies only if they stand where the commit
+/// starts ([`stream_offsets`](crate::stream_offsets)).
 pub async fn publish(
     store: &dyn MetaStore,
     guard: &Txn,
     descriptors: &mut [SegmentDescriptor],
     task_id: &str,
+    offsets: Option<&OffsetCommit>,
 ) -> Result<()> {
+    // The offsets as they stand, checked before anything is written.
+    let stored = match offsets {
+        Some(commit) => {
+            let (stored, revision) = stream_offsets::read(store, &commit.datasource).await?;
+            commit.apply(stored.as_ref(), revision, Txn::default())?;
+            Some((stored, revision))
+        }
+        None => None,
+    };
+    let last = |txn: Txn| -> Result<Txn> {
+        match (offsets, &stored) {
+            (Some(commit), Some((stored, revision))) => {
+                commit.apply(stored.as_ref(), *revision, txn)
+            }
+            _ => Ok(txn),
+        }
+    };
+    let refused = || refusal(store, guard, offsets, stored.as_ref().map(|s| s.1));
     let single = descriptors.len() <= SEGMENTS_PER_TXN;
     for d in descriptors.iter_mut() {
         d.commit = (!single).then(|| task_id.to_string());
@@ -198,11 +222,14 @@ pub async fn publish(
             let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
             txn = txn.create(d.key(), value);
         }
+        if single {
+            txn = last(txn)?;
+        }
         let probe = chunk[0].key();
         let value = serde_json::to_vec(&chunk[0]).map_err(|e| Error::Store(e.to_string()))?;
         outcome = match applied(store, txn, &probe, &value).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(refusal(store, guard).await),
+            Ok(false) => Err(refused().await),
             Err(e) => Err(e),
         };
         if outcome.is_err() {
@@ -214,10 +241,10 @@ pub async fn publish(
         let marker = serde_json::json!({ "status": "published", "segments": descriptors.len() });
         let marker = marker.to_string().into_bytes();
         let key = segments::commit_key(task_id);
-        let txn = guard.compares_only().create(key.clone(), marker.clone());
+        let txn = last(guard.compares_only().create(key.clone(), marker.clone()))?;
         outcome = match applied(store, txn, &key, &marker).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(refusal(store, guard).await),
+            Ok(false) => Err(refused().await),
             Err(e) => Err(e),
         };
     }
@@ -232,16 +259,43 @@ pub async fn publish(
 
 /// Why a publishing transaction did not apply: the guard failed (the task lost a lock,
 /// or the overlord its leadership), or a segment id was taken.
-async fn refusal(store: &dyn MetaStore, guard: &Txn) -> Error {
+async fn refusal(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    offsets: Option<&OffsetCommit>,
+    revision: Option<u64>,
+) -> Error {
     match store.txn(guard.compares_only()).await {
         Ok(false) => Error::Busy(
             "the task's locks were revoked or released (or the overlord lost its \
              leadership) before it published; nothing was published"
                 .into(),
         ),
-        Ok(true) => Error::Busy(
-            "another task published segments with the same ids first; nothing was published".into(),
-        ),
+        Ok(true) => {
+            if let Some(commit) = offsets {
+                match stream_offsets::read(store, &commit.datasource).await {
+                    Ok((stored, now)) if Some(now) != revision => {
+                        // Says how they moved, or that they moved.
+                        return commit
+                            .apply(stored.as_ref(), now, Txn::default())
+                            .err()
+                            .unwrap_or_else(|| {
+                                Error::Busy(
+                                    "the stream's committed offsets moved while this \
+                                     publication was written; nothing was published"
+                                        .into(),
+                                )
+                            });
+                    }
+                    Ok(_) => {}
+                    Err(e) => return e,
+                }
+            }
+            Error::Busy(
+                "another task published segments with the same ids first; nothing was published"
+                    .into(),
+            )
+        }
         Err(e) => e,
     }
 }

@@ -405,6 +405,7 @@ impl Overlord {
             &held.guard(guard.compares_only()),
             &mut segments,
             &record.id,
+            None,
         )
         .await?;
         tracing::info!("task {} published {} segment(s)", record.id, ids.len());
