@@ -37,15 +37,50 @@ pub struct Origin {
 #[derive(Clone)]
 pub enum RowNumbers {
     Lines(Vec<u64>),
+    /// Messages of a stream: each row's offset in its partition.
+    Offsets(Vec<u64>),
     FirstRow(u64),
 }
 
+impl RowNumbers {
+    /// Numbered rows, `lines` counted in `unit`.
+    fn numbered(unit: Unit, numbers: Vec<u64>) -> RowNumbers {
+        match unit {
+            Unit::Line => RowNumbers::Lines(numbers),
+            Unit::Offset => RowNumbers::Offsets(numbers),
+        }
+    }
+}
+
+/// What the numbers of text rows count: lines of a file, or offsets of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Line,
+    Offset,
+}
+
+impl Unit {
+    fn word(self) -> &'static str {
+        match self {
+            Unit::Line => "line",
+            Unit::Offset => "offset",
+        }
+    }
+}
+
 impl Origin {
-    /// "file line N" / "file row N" for row `i` of the batch.
+    /// "file line N" / "partition offset N" / "file row N" for row `i` of the batch.
     pub fn describe(&self, i: usize) -> String {
         match &self.rows {
             RowNumbers::Lines(lines) => {
                 format!("{} line {}", self.file, lines.get(i).copied().unwrap_or(0))
+            }
+            RowNumbers::Offsets(offsets) => {
+                format!(
+                    "{} offset {}",
+                    self.file,
+                    offsets.get(i).copied().unwrap_or(0)
+                )
             }
             RowNumbers::FirstRow(first) => format!("{} row {}", self.file, first + i as u64),
         }
@@ -179,6 +214,7 @@ fn read_json(
     };
     let json = JsonBlocks {
         name: &name,
+        unit: Unit::Line,
         schema: &schema,
         new_decoder: &new_decoder,
     };
@@ -213,9 +249,61 @@ fn read_json(
     }
 }
 
+/// Reads messages of a stream partition named `source` (offset and value), each value
+/// one JSON object, as [`read_file`] reads lines: rows are numbered by offset, and a bad
+/// message is named by its offset, in offset order. An empty message (a Kafka
+/// tombstone) is unreadable too.
+pub fn read_json_messages(
+    messages: &[(u64, Option<&[u8]>)],
+    source: &str,
+    columns: &[String],
+    sink: &mut dyn InputSink,
+) -> Result<()> {
+    let name: Arc<str> = source.into();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(c, sink.read_type(c), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let new_decoder = || -> Result<Decoder> {
+        Ok(ReaderBuilder::new(Arc::clone(&schema))
+            .with_batch_size(BATCH_ROWS)
+            .with_coerce_primitive(true)
+            .with_ignore_type_conflicts(true)
+            .build_decoder()?)
+    };
+    let json = JsonBlocks {
+        name: &name,
+        unit: Unit::Offset,
+        schema: &schema,
+        new_decoder: &new_decoder,
+    };
+    for block in messages.chunks(BATCH_ROWS) {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(block.len());
+        let mut offsets = Vec::with_capacity(block.len());
+        for (offset, value) in block {
+            let value = value.unwrap_or_default();
+            // A message is one object; line breaks in it are whitespace to JSON (they
+            // cannot stand inside strings), and the blocks are read a line a message.
+            bytes.extend(
+                value
+                    .iter()
+                    .map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b }),
+            );
+            bytes.push(b'\n');
+            ends.push(bytes.len());
+            offsets.push(*offset);
+        }
+        json.decode(&bytes, &ends, offsets, sink)?;
+    }
+    Ok(())
+}
+
 /// Decodes newline-delimited JSON of one input in blocks.
 struct JsonBlocks<'a> {
     name: &'a Arc<str>,
+    unit: Unit,
     schema: &'a SchemaRef,
     new_decoder: &'a dyn Fn() -> Result<Decoder>,
 }
@@ -279,7 +367,7 @@ impl JsonBlocks<'_> {
                 batch,
                 origin: Origin {
                     file: Arc::clone(self.name),
-                    rows: RowNumbers::Lines(lines),
+                    rows: RowNumbers::numbered(self.unit, lines),
                 },
             })?;
         }
@@ -325,7 +413,7 @@ impl JsonBlocks<'_> {
                 Err(e) => {
                     trial = (self.new_decoder)()?;
                     sink.unreadable(Unreadable {
-                        location: format!("{} line {number}", self.name),
+                        location: format!("{} {} {number}", self.name, self.unit.word()),
                         reason: format!("malformed JSON: {e}"),
                     })?;
                 }
@@ -487,4 +575,88 @@ fn read_parquet(
         first += rows;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::Int64Type;
+
+    use super::*;
+
+    /// Keeps what a reader hands on.
+    #[derive(Default)]
+    struct Collected {
+        rows: Vec<(String, Option<String>, Option<i64>)>,
+        unreadable: Vec<(String, String)>,
+    }
+
+    impl InputSink for Collected {
+        fn batch(&mut self, batch: InputBatch) -> Result<()> {
+            let k = batch
+                .batch
+                .column_by_name("k")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let v: Int64Array = batch
+                .batch
+                .column_by_name("v")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            for i in 0..batch.batch.num_rows() {
+                let key = (!k.is_null(i)).then(|| k.value(i).to_string());
+                let value = (!v.is_null(i)).then(|| v.value(i));
+                self.rows.push((batch.origin.describe(i), key, value));
+            }
+            Ok(())
+        }
+
+        fn unreadable(&mut self, row: Unreadable) -> Result<()> {
+            self.unreadable.push((row.location, row.reason));
+            Ok(())
+        }
+
+        fn read_type(&self, name: &str) -> DataType {
+            if name == "v" {
+                DataType::Int64
+            } else {
+                DataType::Utf8
+            }
+        }
+    }
+
+    #[test]
+    fn json_messages_are_rows_numbered_by_offset_and_bad_ones_are_named() {
+        let pretty = b"{\n  \"k\": \"c\",\n  \"v\": 3\n}".as_slice();
+        let messages: Vec<(u64, Option<&[u8]>)> = vec![
+            (100, Some(br#"{"k":"a","v":1}"#.as_slice())),
+            (101, Some(br#"{"k":"b"}"#.as_slice())),
+            (102, Some(b"not json".as_slice())),
+            (103, Some(pretty)),
+            (104, None),
+            (105, Some(br#"{"v":5,"other":true}"#.as_slice())),
+        ];
+        let mut sink = Collected::default();
+        let columns = ["k".to_string(), "v".to_string()];
+        read_json_messages(&messages, "clicks/0", &columns, &mut sink).unwrap();
+        assert_eq!(
+            sink.rows,
+            vec![
+                ("clicks/0 offset 100".into(), Some("a".into()), Some(1)),
+                ("clicks/0 offset 101".into(), Some("b".into()), None),
+                ("clicks/0 offset 103".into(), Some("c".into()), Some(3)),
+                ("clicks/0 offset 105".into(), None, Some(5)),
+            ]
+        );
+        let locations: Vec<&str> = sink.unreadable.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            locations,
+            vec!["clicks/0 offset 102", "clicks/0 offset 104"]
+        );
+        for (_, reason) in &sink.unreadable {
+            assert!(reason.contains("malformed JSON"), "{reason}");
+        }
+    }
 }
