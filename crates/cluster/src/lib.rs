@@ -22,6 +22,8 @@
 //! - [`inputs`]: a task's inputs as local files (fetching HTTP and S3 ones).
 //! - [`stream_offsets`]: the stream offsets a datasource is published up to, moved
 //!   only together with the segments built from them.
+//! - [`supervisors`]: streaming supervisors as stored, one per datasource, with the
+//!   history of their specs.
 //! - [`task`]: running a batch ingestion: build, upload, publish.
 //! - [`task_status`]: a task as the indexing service tracks it, and Druid's JSON for it.
 
@@ -41,6 +43,7 @@ pub mod rules;
 pub mod segments;
 pub mod session;
 pub mod stream_offsets;
+pub mod supervisors;
 pub mod task;
 pub mod task_status;
 pub mod view;
