@@ -473,21 +473,7 @@ fn read_csv(
     } else {
         layout.columns.map(<[String]>::to_vec).unwrap_or_default()
     };
-    // Positions in the record of the wanted columns the file has.
-    let present: Vec<(usize, &String)> = columns
-        .iter()
-        .filter_map(|c| header.iter().position(|h| h == c).map(|i| (i, c)))
-        .collect();
-    let schema: SchemaRef = Arc::new(Schema::new(
-        present
-            .iter()
-            .map(|(_, c)| Field::new(*c, DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
-    let new_builders =
-        || -> Vec<StringBuilder> { present.iter().map(|_| StringBuilder::new()).collect() };
-    let mut builders = new_builders();
-    let mut lines = Vec::with_capacity(BATCH_ROWS);
+    let mut rows = CsvRows::new(&name, Unit::Line, &header, columns);
     // One record, reused: reading it checks its UTF-8 once, and no row allocates.
     let mut record = csv::StringRecord::new();
     loop {
@@ -504,40 +490,126 @@ fn read_csv(
             }
             Err(e) => return Err(csv_error(e)),
         }
-        for (builder, (i, _)) in builders.iter_mut().zip(&present) {
-            builder.append_option(record.get(*i).filter(|v| !v.is_empty()));
-        }
-        lines.push(record.position().map_or(0, |p| p.line()));
-        if lines.len() == BATCH_ROWS {
-            emit_csv(&schema, &mut builders, &name, &mut lines, sink)?;
-        }
+        rows.push(&record, record.position().map_or(0, |p| p.line()), sink)?;
     }
-    if !lines.is_empty() {
-        emit_csv(&schema, &mut builders, &name, &mut lines, sink)?;
-    }
-    Ok(())
+    rows.flush(sink)
 }
 
-fn emit_csv(
-    schema: &SchemaRef,
-    builders: &mut [StringBuilder],
-    name: &Arc<str>,
-    lines: &mut Vec<u64>,
+/// Reads messages of a stream partition named `source`, each value one or more CSV
+/// records of `header`'s columns, rows numbered by the offset of their message.
+pub fn read_csv_messages(
+    messages: &[(u64, Option<&[u8]>)],
+    source: &str,
+    header: &[String],
+    columns: &[String],
     sink: &mut dyn InputSink,
 ) -> Result<()> {
-    let arrays: Vec<ArrayRef> = builders
-        .iter_mut()
-        .map(|b| Arc::new(b.finish()) as ArrayRef)
-        .collect();
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(lines.len()));
-    let batch = RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &options)?;
-    sink.batch(InputBatch {
-        batch,
-        origin: Origin {
-            file: Arc::clone(name),
-            rows: RowNumbers::Lines(std::mem::take(lines)),
-        },
-    })
+    let name: Arc<str> = source.into();
+    let mut rows = CsvRows::new(&name, Unit::Offset, header, columns);
+    let mut record = csv::StringRecord::new();
+    for (offset, value) in messages {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(value.unwrap_or_default());
+        let mut any = false;
+        loop {
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {
+                    any = true;
+                    rows.push(&record, *offset, sink)?;
+                }
+                Err(e) => {
+                    any = true;
+                    sink.unreadable(Unreadable {
+                        location: format!("{name} offset {offset}"),
+                        reason: format!("malformed CSV: {e}"),
+                    })?;
+                    break;
+                }
+            }
+        }
+        if !any {
+            sink.unreadable(Unreadable {
+                location: format!("{name} offset {offset}"),
+                reason: "empty message".into(),
+            })?;
+        }
+    }
+    rows.flush(sink)
+}
+
+/// CSV records gathered into batches of the wanted columns, as text.
+struct CsvRows {
+    name: Arc<str>,
+    unit: Unit,
+    schema: SchemaRef,
+    /// Where each wanted column the input has stands in a record.
+    present: Vec<usize>,
+    builders: Vec<StringBuilder>,
+    numbers: Vec<u64>,
+}
+
+impl CsvRows {
+    fn new(name: &Arc<str>, unit: Unit, header: &[String], columns: &[String]) -> CsvRows {
+        let present: Vec<(usize, &String)> = columns
+            .iter()
+            .filter_map(|c| header.iter().position(|h| h == c).map(|i| (i, c)))
+            .collect();
+        let schema: SchemaRef = Arc::new(Schema::new(
+            present
+                .iter()
+                .map(|(_, c)| Field::new(*c, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        CsvRows {
+            name: Arc::clone(name),
+            unit,
+            schema,
+            builders: present.iter().map(|_| StringBuilder::new()).collect(),
+            present: present.into_iter().map(|(i, _)| i).collect(),
+            numbers: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    fn push(
+        &mut self,
+        record: &csv::StringRecord,
+        number: u64,
+        sink: &mut dyn InputSink,
+    ) -> Result<()> {
+        for (builder, i) in self.builders.iter_mut().zip(&self.present) {
+            builder.append_option(record.get(*i).filter(|v| !v.is_empty()));
+        }
+        self.numbers.push(number);
+        if self.numbers.len() == BATCH_ROWS {
+            self.flush(sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, sink: &mut dyn InputSink) -> Result<()> {
+        if self.numbers.is_empty() {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let options =
+            arrow::array::RecordBatchOptions::new().with_row_count(Some(self.numbers.len()));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)?;
+        let numbers = std::mem::take(&mut self.numbers);
+        sink.batch(InputBatch {
+            batch,
+            origin: Origin {
+                file: Arc::clone(&self.name),
+                rows: RowNumbers::numbered(self.unit, numbers),
+            },
+        })
+    }
 }
 
 fn read_parquet(
@@ -658,5 +730,64 @@ mod tests {
         for (_, reason) in &sink.unreadable {
             assert!(reason.contains("malformed JSON"), "{reason}");
         }
+    }
+
+    /// Keeps each row's place and its `k`, for inputs read as text.
+    #[derive(Default)]
+    struct Texts {
+        rows: Vec<(String, Option<String>)>,
+        unreadable: Vec<String>,
+    }
+
+    impl InputSink for Texts {
+        fn batch(&mut self, batch: InputBatch) -> Result<()> {
+            let k = batch
+                .batch
+                .column_by_name("k")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for i in 0..batch.batch.num_rows() {
+                let key = (!k.is_null(i)).then(|| k.value(i).to_string());
+                self.rows.push((batch.origin.describe(i), key));
+            }
+            Ok(())
+        }
+
+        fn unreadable(&mut self, row: Unreadable) -> Result<()> {
+            self.unreadable
+                .push(format!("{}: {}", row.location, row.reason));
+            Ok(())
+        }
+
+        fn read_type(&self, _name: &str) -> DataType {
+            DataType::Utf8
+        }
+    }
+
+    #[test]
+    fn csv_messages_are_rows_numbered_by_the_offset_of_their_message() {
+        let messages: Vec<(u64, Option<&[u8]>)> = vec![
+            (7, Some(b"a,1".as_slice())),
+            (8, Some(b"b,2\nc,3".as_slice())),
+            (9, None),
+            (10, Some(b"\xff,5".as_slice())),
+            (11, Some(b",6".as_slice())),
+        ];
+        let mut sink = Texts::default();
+        let header = ["k".to_string(), "v".to_string()];
+        read_csv_messages(&messages, "views/3", &header, &header, &mut sink).unwrap();
+        assert_eq!(
+            sink.rows,
+            vec![
+                ("views/3 offset 7".into(), Some("a".into())),
+                ("views/3 offset 8".into(), Some("b".into())),
+                ("views/3 offset 8".into(), Some("c".into())),
+                ("views/3 offset 11".into(), None),
+            ]
+        );
+        assert_eq!(sink.unreadable.len(), 2, "{:?}", sink.unreadable);
+        assert!(sink.unreadable[0].starts_with("views/3 offset 9: empty message"));
+        assert!(sink.unreadable[1].starts_with("views/3 offset 10: malformed CSV"));
     }
 }
