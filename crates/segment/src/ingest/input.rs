@@ -200,18 +200,8 @@ fn read_json(
     columns: &[String],
     sink: &mut dyn InputSink,
 ) -> Result<()> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|c| Field::new(c, sink.read_type(c), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let new_decoder = || -> Result<Decoder> {
-        Ok(ReaderBuilder::new(Arc::clone(&schema))
-            .with_batch_size(BATCH_ROWS)
-            .with_coerce_primitive(true)
-            .with_ignore_type_conflicts(true)
-            .build_decoder()?)
-    };
+    let schema = json_schema(columns, sink);
+    let new_decoder = || json_decoder(&schema);
     let json = JsonBlocks {
         name: &name,
         unit: Unit::Line,
@@ -260,18 +250,8 @@ pub fn read_json_messages(
     sink: &mut dyn InputSink,
 ) -> Result<()> {
     let name: Arc<str> = source.into();
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|c| Field::new(c, sink.read_type(c), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let new_decoder = || -> Result<Decoder> {
-        Ok(ReaderBuilder::new(Arc::clone(&schema))
-            .with_batch_size(BATCH_ROWS)
-            .with_coerce_primitive(true)
-            .with_ignore_type_conflicts(true)
-            .build_decoder()?)
-    };
+    let schema = json_schema(columns, sink);
+    let new_decoder = || json_decoder(&schema);
     let json = JsonBlocks {
         name: &name,
         unit: Unit::Offset,
@@ -298,6 +278,25 @@ pub fn read_json_messages(
         json.decode(&bytes, &ends, offsets, sink)?;
     }
     Ok(())
+}
+
+/// The columns JSON rows are read into, typed as the sink asks.
+fn json_schema(columns: &[String], sink: &dyn InputSink) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(c, sink.read_type(c), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// arrow-json's decoder for `schema`, lenient as Druid is: numbers and booleans read
+/// into text columns as text, values of the wrong type as nulls.
+fn json_decoder(schema: &SchemaRef) -> Result<Decoder> {
+    Ok(ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(BATCH_ROWS)
+        .with_coerce_primitive(true)
+        .with_ignore_type_conflicts(true)
+        .build_decoder()?)
 }
 
 /// Decodes newline-delimited JSON of one input in blocks.
