@@ -14,13 +14,10 @@ use serde_json::Value;
 use grove_segment::spec::KafkaSupervisorSpec;
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
+use crate::metastore::{MetaStore, Txn, compare_and_swap};
 
 const PREFIX: &str = "/grove/supervisors/";
 const HISTORY_PREFIX: &str = "/grove/supervisors-history/";
-
-/// How often a change is applied again after losing a race, before giving up.
-const ATTEMPTS: usize = 16;
 
 /// A supervisor as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,32 +62,20 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T> {
 pub async fn submit(store: &dyn MetaStore, guard: &Txn, spec: Value, now: &str) -> Result<String> {
     let parsed = KafkaSupervisorSpec::from_json(&spec.to_string())?;
     let id = parsed.datasource.clone();
-    let key = key(&id);
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let revision = store.get(&key).await?.map_or(0, |kv| kv.mod_revision);
-        let record = SupervisorRecord {
-            id: id.clone(),
-            spec: spec.clone(),
-            suspended: parsed.suspended,
-            terminated: false,
-            version: now.to_string(),
-        };
-        let txn = guard
-            .compares_only()
-            .when_revision(key.clone(), revision)
-            .put(key.clone(), encode(&record)?)
-            .put(history_key(&id, now), encode(&spec)?);
-        if store.txn(txn).await? {
-            return Ok(id);
-        }
-        if !store.txn(guard.compares_only()).await? {
-            return Err(guard_lost());
-        }
-    }
-    Err(Error::Busy(format!(
-        "supervisor {id} kept changing ({ATTEMPTS} attempts); try again"
-    )))
+    let record = SupervisorRecord {
+        id: id.clone(),
+        spec: spec.clone(),
+        suspended: parsed.suspended,
+        terminated: false,
+        version: now.to_string(),
+    };
+    let ops = Txn::default()
+        .put(key(&id), encode(&record)?)
+        .put(history_key(&id, now), encode(&spec)?)
+        .ops;
+    let what = format!("supervisor {id}");
+    compare_and_swap(store, guard, &key(&id), &what, |_| Ok((ops.clone(), ()))).await?;
+    Ok(id)
 }
 
 /// The stored supervisor of `id`, terminated or not.
@@ -159,27 +144,16 @@ async fn change(
     mut edit: impl FnMut(&mut SupervisorRecord) -> Result<()>,
 ) -> Result<SupervisorRecord> {
     let key = key(id);
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let Some(kv) = store.get(&key).await? else {
+    compare_and_swap(store, guard, &key, &format!("supervisor {id}"), |current| {
+        let Some(kv) = current else {
             return Err(Error::Invalid(format!("no supervisor {id}")));
         };
         let mut record: SupervisorRecord = decode(&key, &kv.value)?;
         edit(&mut record)?;
-        let txn = guard
-            .compares_only()
-            .when_revision(key.clone(), kv.mod_revision)
-            .put(key.clone(), encode(&record)?);
-        if store.txn(txn).await? {
-            return Ok(record);
-        }
-        if !store.txn(guard.compares_only()).await? {
-            return Err(guard_lost());
-        }
-    }
-    Err(Error::Busy(format!(
-        "supervisor {id} kept changing ({ATTEMPTS} attempts); try again"
-    )))
+        let ops = Txn::default().put(key.clone(), encode(&record)?).ops;
+        Ok((ops, record))
+    })
+    .await
 }
 
 #[cfg(test)]

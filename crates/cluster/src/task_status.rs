@@ -20,14 +20,10 @@ use serde_json::{Value, json};
 use grove_segment::id::format_millis;
 
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
+use crate::metastore::{MetaStore, Txn, compare_and_swap, guard_lost};
 use crate::segments::SegmentDescriptor;
 
 pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
-
-/// How often an update is applied again to a fresh read after another writer came
-/// first, before giving up as [`Error::Busy`].
-const ATTEMPTS: usize = 16;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,26 +305,16 @@ pub async fn update(
     mut change: impl FnMut(&mut TaskRecord) -> Result<()>,
 ) -> Result<TaskRecord> {
     let key = task_key(id);
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let Some((mut record, revision)) = get(store, id).await? else {
+    compare_and_swap(store, guard, &key, &format!("task {id}"), |current| {
+        let Some(kv) = current else {
             return Err(Error::Invalid(format!("no task {id}")));
         };
+        let mut record = decode(&key, &kv.value)?;
         change(&mut record)?;
-        let txn = guard
-            .compares_only()
-            .when_revision(key.clone(), revision)
-            .put(key.clone(), encode(&record)?);
-        if store.txn(txn).await? {
-            return Ok(record);
-        }
-        if !store.txn(guard.compares_only()).await? {
-            return Err(guard_lost());
-        }
-    }
-    Err(Error::Busy(format!(
-        "task {id} kept changing ({ATTEMPTS} attempts); try again"
-    )))
+        let ops = Txn::default().put(key.clone(), encode(&record)?).ops;
+        Ok((ops, record))
+    })
+    .await
 }
 
 /// A new task id in Druid's form: `{type}_{datasource}_{8 random letters}_{created

@@ -19,13 +19,10 @@ use grove_segment::id::format_millis;
 
 use super::{decode, encode};
 use crate::error::{Error, Result};
-use crate::metastore::{MetaStore, Txn, before_attempt, guard_lost};
+use crate::metastore::{MetaStore, Txn, compare_and_swap};
 use crate::segments::SegmentDescriptor;
 
 const ALLOCATIONS_PREFIX: &str = "/grove/indexer/allocations/";
-
-/// How often an allocation is tried again after losing a race to another.
-const ATTEMPTS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -115,12 +112,11 @@ pub async fn next_partition(
     at_least: u32,
 ) -> Result<u32> {
     let key = allocation_key(datasource, chunk, version);
-    for attempt in 0..ATTEMPTS {
-        before_attempt(attempt).await;
-        let current = store.get(&key).await?;
-        let (next, revision): (u32, u64) = match &current {
-            Some(kv) => (decode(&key, &kv.value)?, kv.mod_revision),
-            None => (0, 0),
+    let what = format!("the partitions of {chunk} in {datasource}");
+    compare_and_swap(store, guard, &key, &what, |current| {
+        let next: u32 = match current {
+            Some(kv) => decode(&key, &kv.value)?,
+            None => 0,
         };
         let taken = next.max(at_least);
         let after = taken.checked_add(1).ok_or_else(|| {
@@ -128,20 +124,12 @@ pub async fn next_partition(
                 "time chunk {chunk} of {datasource} has no partition numbers left"
             ))
         })?;
-        let txn = guard
-            .compares_only()
-            .when_revision(key.clone(), revision)
-            .put(key.clone(), encode("an allocation", &after)?);
-        if store.txn(txn).await? {
-            return Ok(taken);
-        }
-        if !store.txn(guard.compares_only()).await? {
-            return Err(guard_lost());
-        }
-    }
-    Err(Error::Busy(format!(
-        "allocating partitions of {chunk} in {datasource} kept racing; try again"
-    )))
+        let ops = Txn::default()
+            .put(key.clone(), encode("an allocation", &after)?)
+            .ops;
+        Ok((ops, taken))
+    })
+    .await
 }
 
 #[cfg(test)]

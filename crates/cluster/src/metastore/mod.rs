@@ -204,6 +204,40 @@ pub(crate) async fn before_attempt(attempt: usize) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
+/// How often [`compare_and_swap`] decides again after another writer came first.
+const CAS_ATTEMPTS: usize = 16;
+
+/// A read-decide-write on one key: `decide` sees `key` as it is now (`None`: absent)
+/// and returns the operations to apply and what to answer; they are applied in one
+/// transaction that also requires `key` unchanged since the read and `guard`'s
+/// compares to hold. On a lost race it reads and decides again; a guard that no longer
+/// holds is an error ([`guard_lost`]). `what` names the key in errors.
+pub(crate) async fn compare_and_swap<T>(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    key: &str,
+    what: &str,
+    mut decide: impl FnMut(Option<&KeyValue>) -> crate::Result<(Vec<Op>, T)>,
+) -> crate::Result<T> {
+    for attempt in 0..CAS_ATTEMPTS {
+        before_attempt(attempt).await;
+        let current = store.get(key).await?;
+        let revision = current.as_ref().map_or(0, |kv| kv.mod_revision);
+        let (ops, answer) = decide(current.as_ref())?;
+        let mut txn = guard.compares_only().when_revision(key, revision);
+        txn.ops.extend(ops);
+        if store.txn(txn).await? {
+            return Ok(answer);
+        }
+        if !store.txn(guard.compares_only()).await? {
+            return Err(guard_lost());
+        }
+    }
+    Err(crate::Error::Busy(format!(
+        "{what} kept changing ({CAS_ATTEMPTS} attempts); try again"
+    )))
+}
+
 /// The conformance suite every implementation passes; public so that each one's
 /// tests, wherever they live, run the same checks.
 pub mod suite;
