@@ -14,13 +14,40 @@ use grove_e2e::tasks::{TaskApi, feed, fifo, json_task, peons, rows};
 use grove_testkit::free_port;
 use serde_json::{Value, json};
 
-/// `grove start` on `data` in `sandbox`, HTTP on `port`; waits until its overlord
-/// leads.
-fn grove_start(sandbox: &Sandbox, port: u16) -> Child {
-    grove_start_with(sandbox, port, &[])
+/// `grove start` on a data directory of its own, with `extra` flags; killed when
+/// dropped.
+struct Started {
+    sandbox: Sandbox,
+    port: u16,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+    child: Child,
 }
 
-fn grove_start_with(sandbox: &Sandbox, port: u16, extra: &[&str]) -> Child {
+impl Started {
+    fn new(extra: &[&str]) -> Started {
+        let sandbox = Sandbox::default();
+        let port = free_port();
+        let child = grove_start(&sandbox, port, extra);
+        Started {
+            sandbox,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `grove start` on `data` in `sandbox`, HTTP on `port`, with `extra` flags; waits
+/// until its overlord leads.
+fn grove_start(sandbox: &Sandbox, port: u16, extra: &[&str]) -> Child {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -88,12 +115,11 @@ fn keys(value: &Value) -> Vec<String> {
 
 #[test]
 fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
-    let sandbox = Sandbox::default();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut start = grove_start(&sandbox, port);
+    let mut grove = Started::new(&[]);
+    let (sandbox, port, base) = (&grove.sandbox, grove.port, grove.base.clone());
     let api = TaskApi::new(base.clone());
-    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+    let log_path = sandbox.path("start.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // Three days of rows: 500 with v = 2, 300 with v = 5, 200 with v = 7.
     let data = [
@@ -263,9 +289,9 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
     // After a restart the history is there, and the first query sees every row.
     let history = api.get_json("/druid/indexer/v1/tasks");
     assert_eq!(history.as_array().unwrap().len(), 3);
-    let _ = start.kill();
-    let _ = start.wait();
-    let mut start = grove_start(&sandbox, port);
+    let _ = grove.child.kill();
+    let _ = grove.child.wait();
+    grove.child = grove_start(sandbox, port, &[]);
     assert_eq!(
         sql(&base, "SELECT COUNT(*) AS n FROM events"),
         vec![json!({"n": 1000})]
@@ -296,18 +322,15 @@ fn grove_start_runs_tasks_names_their_failures_and_keeps_their_history() {
         "{}",
         listed.stdout
     );
-    let _ = start.kill();
-    let _ = start.wait();
 }
 
 #[test]
 fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
-    let sandbox = Sandbox::default();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut start = grove_start(&sandbox, port);
+    let grove = Started::new(&[]);
+    let (sandbox, base) = (&grove.sandbox, grove.base.clone());
     let api = TaskApi::new(base.clone());
-    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+    let log_path = sandbox.path("start.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let pipe = fifo(sandbox.path("rows.pipe"));
     let id = api.submit(&json_task(
@@ -369,8 +392,6 @@ fn a_shutdown_stops_a_running_task_and_it_publishes_nothing() {
     assert_eq!(segments, vec![json!({"n": 0})]);
     let unknown = api.post("/druid/indexer/v1/task/nobody/shutdown", &json!({}));
     assert_eq!(unknown.0, 404, "{}", unknown.1);
-    let _ = start.kill();
-    let _ = start.wait();
 }
 
 /// An overlord and workers on a real etcd, with the cluster's deep storage.
@@ -640,12 +661,11 @@ fn replacing_tasks_take_turns_a_revoked_lock_publishes_nothing_and_appends_share
 
 #[test]
 fn a_parallel_task_runs_sub_tasks_at_once_and_publishes_all_or_nothing() {
-    let sandbox = Sandbox::default();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut start = grove_start_with(&sandbox, port, &["--task-slots", "4"]);
+    let grove = Started::new(&["--task-slots", "4"]);
+    let (sandbox, base) = (&grove.sandbox, grove.base.clone());
     let api = TaskApi::new(base.clone());
-    let log = || std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default();
+    let log_path = sandbox.path("start.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // Three sub-tasks, each blocked on a pipe of its own: all run at once.
     let pipes: Vec<_> = (0..3)
@@ -777,6 +797,4 @@ fn a_parallel_task_runs_sub_tasks_at_once_and_publishes_all_or_nothing() {
         "SELECT COUNT(*) AS n FROM sys.segments WHERE datasource = 'parallel_failing'",
     );
     assert_eq!(none, vec![json!({"n": 0})]);
-    let _ = start.kill();
-    let _ = start.wait();
 }
