@@ -655,7 +655,7 @@ mod tests {
 
     use super::*;
 
-    /// Keeps what a reader hands on.
+    /// Keeps what a reader hands on: each row's place, `k`, and `v` as a number.
     #[derive(Default)]
     struct Collected {
         rows: Vec<(String, Option<String>, Option<i64>)>,
@@ -670,12 +670,10 @@ mod tests {
                 .unwrap()
                 .as_string::<i32>()
                 .clone();
-            let v: Int64Array = batch
-                .batch
-                .column_by_name("v")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .clone();
+            // CSV reads every column as text; JSON reads `v` as a number.
+            let v =
+                arrow::compute::cast(batch.batch.column_by_name("v").unwrap(), &DataType::Int64)?;
+            let v: Int64Array = v.as_primitive::<Int64Type>().clone();
             for i in 0..batch.batch.num_rows() {
                 let key = (!k.is_null(i)).then(|| k.value(i).to_string());
                 let value = (!v.is_null(i)).then(|| v.value(i));
@@ -731,39 +729,6 @@ mod tests {
         }
     }
 
-    /// Keeps each row's place and its `k`, for inputs read as text.
-    #[derive(Default)]
-    struct Texts {
-        rows: Vec<(String, Option<String>)>,
-        unreadable: Vec<String>,
-    }
-
-    impl InputSink for Texts {
-        fn batch(&mut self, batch: InputBatch) -> Result<()> {
-            let k = batch
-                .batch
-                .column_by_name("k")
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            for i in 0..batch.batch.num_rows() {
-                let key = (!k.is_null(i)).then(|| k.value(i).to_string());
-                self.rows.push((batch.origin.describe(i), key));
-            }
-            Ok(())
-        }
-
-        fn unreadable(&mut self, row: Unreadable) -> Result<()> {
-            self.unreadable
-                .push(format!("{}: {}", row.location, row.reason));
-            Ok(())
-        }
-
-        fn read_type(&self, _name: &str) -> DataType {
-            DataType::Utf8
-        }
-    }
-
     #[test]
     fn csv_messages_are_rows_numbered_by_the_offset_of_their_message() {
         let messages: Vec<(u64, Option<&[u8]>)> = vec![
@@ -773,20 +738,29 @@ mod tests {
             (10, Some(b"\xff,5".as_slice())),
             (11, Some(b",6".as_slice())),
         ];
-        let mut sink = Texts::default();
+        let mut sink = Collected::default();
         let header = ["k".to_string(), "v".to_string()];
         read_csv_messages(&messages, "views/3", &header, &header, &mut sink).unwrap();
         assert_eq!(
             sink.rows,
             vec![
-                ("views/3 offset 7".into(), Some("a".into())),
-                ("views/3 offset 8".into(), Some("b".into())),
-                ("views/3 offset 8".into(), Some("c".into())),
-                ("views/3 offset 11".into(), None),
+                ("views/3 offset 7".into(), Some("a".into()), Some(1)),
+                ("views/3 offset 8".into(), Some("b".into()), Some(2)),
+                ("views/3 offset 8".into(), Some("c".into()), Some(3)),
+                ("views/3 offset 11".into(), None, Some(6)),
             ]
         );
-        assert_eq!(sink.unreadable.len(), 2, "{:?}", sink.unreadable);
-        assert!(sink.unreadable[0].starts_with("views/3 offset 9: empty message"));
-        assert!(sink.unreadable[1].starts_with("views/3 offset 10: malformed CSV"));
+        let unreadable: Vec<(&str, &str)> = sink
+            .unreadable
+            .iter()
+            .map(|(l, r)| (l.as_str(), r.as_str()))
+            .collect();
+        assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+        assert_eq!(unreadable[0], ("views/3 offset 9", "empty message"));
+        assert_eq!(unreadable[1].0, "views/3 offset 10");
+        assert!(
+            unreadable[1].1.starts_with("malformed CSV"),
+            "{unreadable:?}"
+        );
     }
 }
