@@ -37,6 +37,9 @@ pub trait Launcher: Send + Sync {
     fn launch(&self, assignment: &Assignment, dir: &Path, log: std::fs::File) -> Result<Child>;
 }
 
+/// How often a worker looks at its assignments unless configured otherwise.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub lease_ttl: Duration,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::indexer::overlord::{Overlord, OverlordSettings};
-use grove_cluster::indexer::worker::{Worker, WorkerSettings};
+use grove_cluster::indexer::worker::{DEFAULT_POLL, Worker, WorkerSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
 use grove_sql::local::{LocalCluster, LocalOptions};
 use tokio::sync::watch;
@@ -87,7 +87,7 @@ impl Indexing {
             WorkerSettings {
                 lease_ttl,
                 work_dir: data_dir.join("tasks"),
-                poll: Duration::from_millis(250),
+                poll: DEFAULT_POLL,
             },
             Arc::new(PeonLauncher::new(deep, BTreeMap::new())?),
             overlord.clone(),

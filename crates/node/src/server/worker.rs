@@ -19,7 +19,9 @@ use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::election::Election;
 use grove_cluster::indexer::Assignment;
 use grove_cluster::indexer::actions::{ActionRequest, ActionSink, TaskAction};
-use grove_cluster::indexer::worker::{Launcher, Worker, WorkerSettings, pipe_command};
+use grove_cluster::indexer::worker::{
+    DEFAULT_POLL, Launcher, Worker, WorkerSettings, pipe_command,
+};
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::nodes::{self, NodeInfo, Role};
 use serde::Deserialize;
@@ -83,7 +85,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     let settings = WorkerSettings {
         lease_ttl: super::lease_ttl(args.common.lease_ttl.or(file.lease_ttl).as_deref())?,
         work_dir: data_dir.join("tasks"),
-        poll: Duration::from_millis(250),
+        poll: DEFAULT_POLL,
     };
     let worker = Arc::new(Worker::new(
         store.clone(),

@@ -1,6 +1,7 @@
 //! A fast decoder for the JSON lines nearly every event input consists of: one flat
-//! object per line whose values are strings without escapes, plain numbers, `true`,
-//! `false` or `null`. It decodes a block of lines into a batch of the wanted columns,
+//! object per line whose values are strings without escapes (in text columns), plain
+//! numbers (integers in integer columns), or `null`; keys that are not read may hold
+//! any scalar. It decodes a block of lines into a batch of the wanted columns,
 //! or declines (`None`) at the first thing outside that shape, and the block is
 //! decoded by arrow-json instead, which decides everything else. So it only ever
 //! gives what arrow-json would give: its tests compare the two on generated input.

@@ -332,7 +332,7 @@ impl Overlord {
         Ok(())
     }
 
-    pub(super) async fn finish_one(
+    async fn finish_one(
         &self,
         guard: &Txn,
         record: &TaskRecord,
