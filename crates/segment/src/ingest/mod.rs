@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod conform;
 mod flat_json;
+pub mod incremental;
 pub mod input;
 
 use std::collections::BTreeMap;

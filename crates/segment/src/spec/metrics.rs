@@ -34,6 +34,18 @@ pub enum Aggregator {
     FloatMax,
 }
 
+impl Aggregator {
+    /// The aggregator that combines values this one stored: rows rolled up again, as
+    /// when the persisted pieces of a streaming segment are merged. A count's stored
+    /// values are summed.
+    pub fn combining(self) -> Aggregator {
+        match self {
+            Aggregator::Count => Aggregator::LongSum,
+            other => other,
+        }
+    }
+}
+
 const AGGREGATORS: [(&str, Aggregator); 10] = [
     ("count", Aggregator::Count),
     ("longSum", Aggregator::LongSum),
