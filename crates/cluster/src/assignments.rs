@@ -27,10 +27,14 @@ pub fn split_key<'a>(prefix: &str, key: &'a str) -> Option<(&'a str, &'a str)> {
     key.strip_prefix(prefix)?.split_once('/')
 }
 
-/// What a historical announces for a segment it serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a node announces for a segment it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Served {
     pub size: u64,
+    /// Set by a streaming task for a segment it is still building: what brokers know
+    /// of it before it is published (its columns, its chunk's core partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<SegmentDescriptor>,
 }
 
 /// Every assignment: node -> segment id -> descriptor.

@@ -139,7 +139,10 @@ impl Historical {
     }
 
     fn announce(&self, txn: Txn, d: &SegmentDescriptor, session: &Session) -> Result<Txn> {
-        let served = Served { size: d.size };
+        let served = Served {
+            size: d.size,
+            realtime: None,
+        };
         let value = serde_json::to_vec(&served).map_err(|e| Error::Store(e.to_string()))?;
         Ok(txn.put_leased(
             served_key(&self.node.id, &d.id.to_string()),

@@ -21,6 +21,8 @@ pub enum Role {
     Overlord,
     /// Runs tasks in slots (Druid's MiddleManager).
     Worker,
+    /// A streaming task serving its in-progress segments, registered by its worker.
+    Peon,
 }
 
 impl Role {
@@ -31,6 +33,7 @@ impl Role {
             Role::Historical => "historical",
             Role::Overlord => "overlord",
             Role::Worker => "worker",
+            Role::Peon => "peon",
         }
     }
 }
@@ -40,6 +43,7 @@ impl Role {
     pub fn druid_server_type(self) -> &'static str {
         match self {
             Role::Worker => "middle_manager",
+            Role::Peon => "indexer-executor",
             other => other.as_str(),
         }
     }

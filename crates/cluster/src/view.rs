@@ -54,6 +54,32 @@ impl ViewState {
             .collect()
     }
 
+    /// Segments streaming tasks announce and that are not published (yet), with the
+    /// tasks serving them: what a query reads besides the published segments.
+    pub fn unpublished_realtime(
+        &self,
+        datasource: Option<&str>,
+    ) -> Vec<(&SegmentDescriptor, BTreeSet<&str>)> {
+        let mut out: BTreeMap<&str, (&SegmentDescriptor, BTreeSet<&str>)> = BTreeMap::new();
+        for (node, ids) in &self.served {
+            for (id, served) in ids {
+                let Some(d) = &served.realtime else { continue };
+                let published = self
+                    .descriptors
+                    .get(id)
+                    .is_some_and(|p| segments::is_published(p, &self.committed));
+                if published || datasource.is_some_and(|ds| d.id.datasource != ds) {
+                    continue;
+                }
+                out.entry(id.as_str())
+                    .or_insert_with(|| (d, BTreeSet::new()))
+                    .1
+                    .insert(node.as_str());
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// Segment id -> nodes serving it.
     pub fn replicas(&self) -> HashMap<&str, BTreeSet<&str>> {
         let mut out: HashMap<&str, BTreeSet<&str>> = HashMap::new();
@@ -70,6 +96,11 @@ impl ViewState {
             .values()
             .filter(|d| d.used && segments::is_published(d, &self.committed))
             .map(|d| d.id.datasource.clone())
+            .chain(
+                self.unpublished_realtime(None)
+                    .into_iter()
+                    .map(|(d, _)| d.id.datasource.clone()),
+            )
             .collect()
     }
 
@@ -92,6 +123,15 @@ impl ViewState {
 
     fn datasource_of(&self, id: &str) -> Option<String> {
         self.descriptors.get(id).map(|d| d.id.datasource.clone())
+    }
+
+    /// The datasource of a segment a node announces or announced.
+    fn served_datasource(&self, node: &str, id: &str) -> Option<String> {
+        let announced = self.served.get(node).and_then(|ids| ids.get(id));
+        match announced.and_then(|s| s.realtime.as_ref()) {
+            Some(d) => Some(d.id.datasource.clone()),
+            None => self.datasource_of(id),
+        }
     }
 }
 
@@ -266,6 +306,8 @@ fn apply(s: &mut ViewState, part: Part, key: &str, value: Option<&[u8]>) -> Resu
             let Some((node, id)) = split_key(SERVED_PREFIX, key) else {
                 return Ok(());
             };
+            // What was announced before the change, for a realtime segment's datasource.
+            let before = s.served_datasource(node, id);
             match value {
                 Some(v) => {
                     let served: Served = serde_json::from_slice(v)
@@ -284,7 +326,7 @@ fn apply(s: &mut ViewState, part: Part, key: &str, value: Option<&[u8]>) -> Resu
                     }
                 }
             }
-            let datasource = s.datasource_of(id);
+            let datasource = s.served_datasource(node, id).or(before);
             s.touch(datasource.as_deref());
         }
         Part::Nodes => {

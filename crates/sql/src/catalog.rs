@@ -2,7 +2,7 @@
 //! read, and the schema of all its used segments. Segment files are opened
 //! (memory-mapped) only when a query touches them, and kept open afterwards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -21,6 +21,8 @@ pub struct Datasource {
     pub string_columns: Vec<String>,
     /// Per segment id, the historicals serving it (a broker's datasources only).
     pub replicas: HashMap<String, Vec<crate::metadata::Replica>>,
+    /// Segments only streaming tasks serve: their rows may still change.
+    pub realtime: HashSet<String>,
 }
 
 /// Opens segment files from local (or shared) deep storage and keeps them open: how
@@ -108,5 +110,6 @@ pub fn datasource(
         schema: Arc::new(Schema::new(fields)),
         string_columns,
         replicas: HashMap::new(),
+        realtime: HashSet::new(),
     })
 }

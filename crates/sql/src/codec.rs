@@ -27,8 +27,10 @@ pub const SCAN_NODE_VERSION: u32 = 1;
 
 /// Where decoded scans find their segments.
 pub trait SegmentSource: Send + Sync + std::fmt::Debug {
-    /// The segment with this id, if this process serves it.
-    fn segment(&self, id: &str) -> Option<Arc<Segment>>;
+    /// The files holding the segment with this id, if this process serves it: one for
+    /// a historical's segment, the pieces persisted so far for a streaming task's
+    /// segment in progress. Each is scanned; together they hold each row once.
+    fn segment(&self, id: &str) -> Option<Vec<Arc<Segment>>>;
 }
 
 /// Segments a fragment needs that the decoding process does not serve.
@@ -80,7 +82,7 @@ impl GroveCodec {
 struct NoSegments;
 
 impl SegmentSource for NoSegments {
-    fn segment(&self, _id: &str) -> Option<Arc<Segment>> {
+    fn segment(&self, _id: &str) -> Option<Vec<Arc<Segment>>> {
         None
     }
 }
@@ -159,10 +161,10 @@ impl PhysicalExtensionCodec for GroveCodec {
                 return Err(invalid(format!("an empty interval for {}", s.id)));
             }
             match self.source.segment(&s.id) {
-                Some(segment) => segments.push(ScanSegment {
+                Some(files) => segments.extend(files.into_iter().map(|segment| ScanSegment {
                     segment,
-                    intervals: s.intervals,
-                }),
+                    intervals: s.intervals.clone(),
+                })),
                 None => missing.push(s.id),
             }
         }
@@ -269,8 +271,8 @@ mod tests {
     struct Served(HashMap<String, Arc<Segment>>);
 
     impl SegmentSource for Served {
-        fn segment(&self, id: &str) -> Option<Arc<Segment>> {
-            self.0.get(id).cloned()
+        fn segment(&self, id: &str) -> Option<Vec<Arc<Segment>>> {
+            self.0.get(id).map(|s| vec![s.clone()])
         }
     }
 

@@ -33,7 +33,7 @@ use grove_segment::scan::IndexFilter;
 
 use crate::codec::GroveCodec;
 use crate::fragment::Ticket;
-use crate::metadata::Replica;
+use crate::metadata::{REALTIME_REPLICA_PRIORITY, Replica};
 use crate::remote::{FragmentClient, FragmentError, ScanRequest, SegmentRefsExec};
 use crate::settings::GroveSettings;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
@@ -50,6 +50,11 @@ fn place(
     let mut groups: BTreeMap<String, Vec<RemoteSegment>> = BTreeMap::new();
     for mut segment in segments {
         segment.replicas.sort_by_key(|r| {
+            // Streaming tasks' copies are chosen by name alone: successive queries read
+            // the same task's copy, never one that is a few messages behind it.
+            if r.priority == REALTIME_REPLICA_PRIORITY {
+                return (std::cmp::Reverse(r.priority), 0, r.node.clone());
+            }
             let elsewhere = r
                 .flight_address
                 .as_ref()
@@ -79,6 +84,8 @@ pub struct RemoteSegment {
     pub intervals: Vec<Interval>,
     /// Replicas that take fragments, in the order to try them after the chosen one.
     pub replicas: Vec<Replica>,
+    /// Served by streaming tasks only: its rows may change, its results are not cached.
+    pub realtime: bool,
 }
 
 #[derive(Debug)]
@@ -392,6 +399,10 @@ impl Run {
         if let Some(cache) = lookup {
             let mut missed = Vec::new();
             for segment in pending.drain(..) {
+                if segment.realtime {
+                    missed.push(segment);
+                    continue;
+                }
                 let ticket = self.ticket(std::slice::from_ref(&segment))?;
                 match cache.get(&ticket.plan) {
                     Some(batches) => {
@@ -429,7 +440,7 @@ impl Run {
                 match replica {
                     Some(r) => {
                         let address = r.flight_address.clone().unwrap_or_default();
-                        let unit = if populate.is_some() {
+                        let unit = if populate.is_some() && !segment.realtime {
                             segment.id.clone()
                         } else {
                             String::new()
@@ -481,7 +492,9 @@ impl Run {
                             self.counters.rows.add(b.num_rows());
                             self.counters.bytes.add(b.get_array_memory_size());
                         }
-                        if let Some(cache) = populate {
+                        if let Some(cache) = populate
+                            && segments.iter().all(|s| !s.realtime)
+                        {
                             cache.put(ticket.plan, batches.clone());
                         }
                         out.extend(batches);
@@ -735,6 +748,37 @@ mod tests {
     }
 
     #[test]
+    fn a_historical_copy_is_preferred_and_streaming_copies_are_chosen_by_name() {
+        let streaming = |node| replica(node, REALTIME_REPLICA_PRIORITY);
+        let segments: Vec<RemoteSegment> = (0..4)
+            .map(|i| RemoteSegment {
+                id: format!("s{i}"),
+                intervals: Vec::new(),
+                replicas: if i == 0 {
+                    vec![streaming("task-a"), replica("historical-1", 0)]
+                } else {
+                    vec![streaming("task-b"), streaming("task-a")]
+                },
+                realtime: i != 0,
+            })
+            .collect();
+        // Other queries keep task-a busy: streaming copies are still read on task-a.
+        let busy = HashMap::from([("task-a:1".to_string(), 100)]);
+        let groups = place(segments, &busy);
+        let chosen: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.iter().map(|s| s.id.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            chosen,
+            [
+                ("historical-1", vec!["s0"]),
+                ("task-a", vec!["s1", "s2", "s3"])
+            ]
+        );
+    }
+
+    #[test]
     fn replicas_are_chosen_by_priority_then_least_outstanding_work() {
         let segments: Vec<RemoteSegment> = (0..6)
             .map(|i| RemoteSegment {
@@ -745,6 +789,7 @@ mod tests {
                     replica("hot-1", 10),
                     replica("hot-2", 10),
                 ],
+                realtime: false,
             })
             .collect();
         let groups = place(segments.clone(), &HashMap::new());
@@ -761,6 +806,7 @@ mod tests {
                 id: "s".into(),
                 intervals: Vec::new(),
                 replicas: vec![replica("cold-1", 0)],
+                realtime: false,
             }],
             &HashMap::new(),
         );

@@ -12,19 +12,28 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use grove_cluster::metastore::MetaStore;
-use grove_cluster::nodes::NodeInfo;
+use grove_cluster::nodes::{NodeInfo, Role};
 use grove_cluster::segments::{self, SegmentDescriptor};
 use grove_cluster::task_status::{self, TaskRecord};
 use grove_cluster::view::ClusterView;
 
-/// A used, published segment and whether a query can read it.
+/// A used segment (published, or announced by a streaming task building it) and
+/// whether a query can read it.
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
     pub descriptor: SegmentDescriptor,
     pub available: bool,
-    /// Live historicals serving it.
+    /// Live nodes serving it: historicals, and streaming tasks.
     pub replicas: Vec<Replica>,
+    pub published: bool,
+    /// Served by streaming tasks only (Druid's `is_realtime`): its rows may still
+    /// change, so its results are never cached.
+    pub realtime: bool,
 }
+
+/// The priority of a streaming task's replica of a segment: below every historical's,
+/// so that once a historical serves a handed-off segment, queries read its copy.
+pub const REALTIME_REPLICA_PRIORITY: i32 = i32::MIN;
 
 /// A historical serving a segment, and where it takes fragments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +127,8 @@ impl Metadata for DirectMetadata {
                     descriptor: d.clone(),
                     available: true,
                     replicas: Vec::new(),
+                    published: true,
+                    realtime: false,
                 })
                 .collect()
         })
@@ -155,22 +166,33 @@ impl Metadata for ViewMetadata {
 
     fn segments(&self, datasource: Option<&str>) -> Vec<SegmentInfo> {
         self.view.read(|s| {
-            s.segments(datasource)
+            let published = s.segments(datasource).into_iter().map(|x| (x, true));
+            let realtime = s
+                .unpublished_realtime(datasource)
                 .into_iter()
-                .map(|(d, nodes)| {
-                    let replicas: Vec<Replica> = nodes
+                .map(|x| (x, false));
+            published
+                .chain(realtime)
+                .map(|((d, nodes), published)| {
+                    let live: Vec<&NodeInfo> =
+                        nodes.iter().filter_map(|n| s.nodes.get(*n)).collect();
+                    let replicas: Vec<Replica> = live
                         .iter()
-                        .filter_map(|n| s.nodes.get(*n))
                         .map(|n| Replica {
                             node: n.id.clone(),
                             tier: n.tier().to_string(),
-                            priority: n.priority,
+                            priority: match n.role {
+                                Role::Peon => REALTIME_REPLICA_PRIORITY,
+                                _ => n.priority,
+                            },
                             flight_address: n.flight_address.clone(),
                         })
                         .collect();
                     SegmentInfo {
                         descriptor: d.clone(),
                         available: !replicas.is_empty(),
+                        published,
+                        realtime: !live.is_empty() && live.iter().all(|n| n.role == Role::Peon),
                         replicas,
                     }
                 })

@@ -68,12 +68,18 @@ impl SchemaProvider for DatasourceSchema {
             .iter()
             .map(|s| (s.descriptor.id.to_string(), s.replicas.clone()))
             .collect();
+        let realtime = segments
+            .iter()
+            .filter(|s| s.realtime)
+            .map(|s| s.descriptor.id.to_string())
+            .collect();
         let descriptors = segments.into_iter().map(|s| s.descriptor).collect();
         let mut ds = datasource(name.to_string(), descriptors, |d| {
             available.contains(&d.id.to_string())
         })
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
         ds.replicas = replicas;
+        ds.realtime = realtime;
         let table: Arc<dyn TableProvider> = Arc::new(DatasourceTable::with_reader(
             Arc::new(ds),
             self.reader.clone(),
@@ -138,7 +144,8 @@ fn field(name: &str, t: DataType, nullable: bool) -> Field {
     Field::new(name, t, nullable)
 }
 
-/// `sys.segments`: one row per used, published segment.
+/// `sys.segments`: one row per used segment, published or being built by a streaming
+/// task.
 fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
     let mut segments = metadata.segments(None);
     segments.sort_by(|a, b| a.descriptor.id.cmp(&b.descriptor.id));
@@ -177,6 +184,12 @@ fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
             segments.iter().map(|s| Some(s.available)),
         )),
         int(&|s| s.replicas.len() as i64),
+        Arc::new(BooleanArray::from_iter(
+            segments.iter().map(|s| Some(s.published)),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            segments.iter().map(|s| Some(s.realtime)),
+        )),
     ];
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         field("segment_id", DataType::Utf8, false),
@@ -190,6 +203,8 @@ fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
         field("is_overshadowed", DataType::Boolean, false),
         field("is_available", DataType::Boolean, false),
         field("num_replicas", DataType::Int64, false),
+        field("is_published", DataType::Boolean, false),
+        field("is_realtime", DataType::Boolean, false),
     ]));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -168,6 +168,7 @@ impl DatasourceTable {
                 by_id
                     .entry(id.clone())
                     .or_insert_with(|| RemoteSegment {
+                        realtime: self.datasource.realtime.contains(&id),
                         id,
                         intervals: Vec::new(),
                         replicas,

@@ -368,8 +368,8 @@ fn compact_dictionaries(batch: RecordBatch) -> datafusion::arrow::error::Result<
 pub struct LoadedSource(pub grove_cluster::historical::LoadedSegments);
 
 impl SegmentSource for LoadedSource {
-    fn segment(&self, id: &str) -> Option<Arc<grove_segment::format::Segment>> {
-        self.0.read().ok()?.get(id).map(|s| s.segment.clone())
+    fn segment(&self, id: &str) -> Option<Vec<Arc<grove_segment::format::Segment>>> {
+        self.0.read().ok()?.get(id).map(|s| vec![s.segment.clone()])
     }
 }
 
