@@ -6,6 +6,9 @@ use grove_e2e::flight::runtime;
 use grove_e2e::start::python_client;
 use grove_testkit::Tansu;
 use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_millis(100);
 
 #[test]
 fn partitions_are_read_from_any_offset_with_the_high_watermark() {
@@ -20,7 +23,7 @@ fn partitions_are_read_from_any_offset_with_the_high_watermark() {
         assert_eq!(reader.partitions("events").await.unwrap(), vec![0, 1]);
 
         // Partition 0 holds messages 0, 2, 4, 6 and 8, at offsets 0 to 4.
-        let all = reader.fetch("events", 0, 0, 1 << 20).await.unwrap();
+        let all = reader.fetch("events", 0, 0, 1 << 20, WAIT).await.unwrap();
         assert_eq!(all.high_watermark, 5, "{}", tansu.log());
         let offsets: Vec<i64> = all.messages.iter().map(|m| m.offset).collect();
         assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
@@ -40,12 +43,15 @@ fn partitions_are_read_from_any_offset_with_the_high_watermark() {
         }
 
         // From a later offset: only what follows it; at the end: nothing yet.
-        let later = reader.fetch("events", 0, 3, 1 << 20).await.unwrap();
+        let later = reader.fetch("events", 0, 3, 1 << 20, WAIT).await.unwrap();
         let offsets: Vec<i64> = later.messages.iter().map(|m| m.offset).collect();
         assert_eq!(offsets, vec![3, 4]);
-        let end = reader.fetch("events", 1, 5, 1 << 20).await.unwrap();
+        let end = reader.fetch("events", 1, 5, 1 << 20, WAIT).await.unwrap();
         assert!(end.messages.is_empty());
         assert_eq!(end.high_watermark, 5);
+
+        // The earliest offset kept and the high watermark.
+        assert_eq!(reader.bounds("events", 1).await.unwrap(), (0, 5));
 
         // A topic that does not exist is named.
         let missing = reader.partitions("absent").await.unwrap_err().to_string();

@@ -6,16 +6,14 @@
 //! fetch answers, which every Kafka-API broker keeps exact, rather than from a
 //! list-offsets request, which some brokers answer loosely after batched produces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 
 use crate::error::{Error, Result};
-
-/// How long a fetch waits on the broker for messages to arrive.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
 
 /// One message of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +39,9 @@ pub struct Fetched {
 pub struct KafkaReader {
     client: Client,
     bootstrap: String,
+    /// A client per partition, kept while it works (each finds its partition's leader
+    /// once).
+    partitions: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
 }
 
 impl KafkaReader {
@@ -63,6 +64,7 @@ impl KafkaReader {
         Ok(KafkaReader {
             client,
             bootstrap: bootstrap.to_string(),
+            partitions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -81,29 +83,62 @@ impl KafkaReader {
             .ok_or_else(|| Error::Invalid(format!("topic {topic:?} does not exist")))
     }
 
-    async fn partition(&self, topic: &str, partition: i32) -> Result<PartitionClient> {
-        self.client
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionClient>>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>> {
+        let key = (topic.to_string(), partition);
+        if let Some(client) = self.cached().get(&key) {
+            return Ok(client.clone());
+        }
+        let client = self
+            .client
             .partition_client(topic, partition, UnknownTopicHandling::Error)
             .await
-            .map_err(|e| Error::Busy(format!("topic {topic:?} partition {partition}: {e}")))
+            .map_err(|e| Error::Busy(format!("topic {topic:?} partition {partition}: {e}")))?;
+        let client = Arc::new(client);
+        self.cached().insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Forgets a partition's client after it failed: the next call finds the leader
+    /// again.
+    fn forget(&self, topic: &str, partition: i32) {
+        self.cached().remove(&(topic.to_string(), partition));
+    }
+
+    /// The earliest offset `partition` still has and its high watermark.
+    pub async fn bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let client = self.partition(topic, partition).await?;
+        let earliest = client.get_offset(OffsetAt::Earliest).await.map_err(|e| {
+            self.forget(topic, partition);
+            Error::Busy(format!("topic {topic:?} partition {partition}: {e}"))
+        })?;
+        let fetched = self
+            .fetch(topic, partition, earliest, 1, Duration::ZERO)
+            .await?;
+        Ok((earliest, fetched.high_watermark))
     }
 
     /// The messages of `partition` from `offset` on, up to about `max_bytes` of them
-    /// (at least one message, however large), waiting briefly when there are none
-    /// yet.
+    /// (at least one message, however large), waiting up to `max_wait` when there are
+    /// none yet.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
         max_bytes: i32,
+        max_wait: Duration,
     ) -> Result<Fetched> {
         let client = self.partition(topic, partition).await?;
-        let wait = FETCH_WAIT.as_millis() as i32;
+        let wait = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
         let (records, high_watermark) = client
             .fetch_records(offset, 1..max_bytes.max(1), wait)
             .await
             .map_err(|e| {
+                self.forget(topic, partition);
                 Error::Busy(format!(
                     "fetching topic {topic:?} partition {partition} from offset {offset}: {e}"
                 ))

@@ -210,6 +210,16 @@ pub async fn publish(
         }
     };
     let refused = || refusal(store, guard, offsets, stored.as_ref().map(|s| s.1));
+    if descriptors.is_empty() {
+        // Nothing was read that made a row: the offsets move on alone.
+        return match offsets {
+            Some(_) => match store.txn(last(guard.compares_only())?).await? {
+                true => Ok(()),
+                false => Err(refused().await),
+            },
+            None => Ok(()),
+        };
+    }
     let single = descriptors.len() <= SEGMENTS_PER_TXN;
     for d in descriptors.iter_mut() {
         d.commit = (!single).then(|| task_id.to_string());
@@ -317,7 +327,7 @@ async fn applied(store: &dyn MetaStore, txn: Txn, key: &str, value: &[u8]) -> Re
     }
 }
 
-fn describe(
+pub(crate) fn describe(
     built: &[BuiltSegment],
     allocator: &dyn TaskChunks,
     task_id: &str,

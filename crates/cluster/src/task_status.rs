@@ -13,7 +13,10 @@
 //! (an overlord passes its election fence), so no update is lost and a deposed leader
 //! changes nothing.
 
+use std::collections::BTreeMap;
+
 use rand::Rng;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -220,6 +223,26 @@ pub struct IngestionReport {
     /// The published segments were seen served before the task reported success.
     pub segment_availability_confirmed: bool,
     pub segment_availability_wait_time_ms: u64,
+    /// A streaming task: where it stands in its partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamProgress>,
+}
+
+/// Where a streaming task stands, as it last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamProgress {
+    /// The next offset it reads, per partition.
+    pub current: BTreeMap<i32, i64>,
+    /// Each partition's high watermark when last fetched.
+    pub latest: BTreeMap<i32, i64>,
+    /// Where it stops, once its supervisor said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<BTreeMap<i32, i64>>,
+    pub paused: bool,
+    /// Why its last fetch failed, if it did (the broker is down, the topic is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl IngestionReport {

@@ -11,6 +11,8 @@
 //! version, never take the same segment id, and a version's partitions are numbered
 //! densely from 0 (from above the published ones, for an append).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,6 +23,7 @@ use super::{decode, encode};
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn, compare_and_swap};
 use crate::segments::SegmentDescriptor;
+use crate::stream_offsets::OffsetCommit;
 
 const ALLOCATIONS_PREFIX: &str = "/grove/indexer/allocations/";
 
@@ -28,11 +31,35 @@ const ALLOCATIONS_PREFIX: &str = "/grove/indexer/allocations/";
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum TaskAction {
     /// The version and partition number of the task's next segment of the time chunk
-    /// `interval`, which the task locks (the first time).
-    SegmentAllocate { interval: Interval },
+    /// `interval`, which the task locks (the first time). With a `sequence` (the
+    /// replicas of a streaming task share one), the first allocation of a chunk is
+    /// stored under the sequence, and every later one of that chunk answers it again:
+    /// replicas build segments of the same ids.
+    SegmentAllocate {
+        interval: Interval,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<String>,
+    },
     /// Publish these segments (stored in deep storage already) in one transaction
-    /// that also checks the task still holds its locks.
-    SegmentTransactionalInsert { segments: Vec<SegmentDescriptor> },
+    /// that also checks the task still holds its locks, and with `offsets` moves the
+    /// datasource's stream offsets from their start to their end (only if they stand
+    /// at the start).
+    SegmentTransactionalInsert {
+        segments: Vec<SegmentDescriptor>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsets: Option<OffsetCommit>,
+    },
+    /// A streaming task says where it is (`offsets`: the next to read per partition),
+    /// whether it is paused, and whether it wants to hand off (it has read enough);
+    /// the answer is a [`StreamControl`].
+    StreamCheckpoint {
+        offsets: BTreeMap<i32, i64>,
+        paused: bool,
+        want_end: bool,
+    },
+    /// Whether historicals serve every one of these segments: a streaming task hands
+    /// them off once they do. Answers a boolean.
+    SegmentsServed { ids: Vec<String> },
     /// A parallel task starts its sub-task number `index` (from 0) on part of its
     /// input: `spec` is the sub-task's ingestion spec. Answers `{"task": id}`; asked
     /// again for the same index (an answer lost on the way), it answers the same id.
@@ -62,8 +89,23 @@ impl TaskAction {
             TaskAction::SegmentTransactionalInsert { .. } => "segmentTransactionalInsert",
             TaskAction::SubTaskSubmit { .. } => "subTaskSubmit",
             TaskAction::SubTaskStatuses => "subTaskStatuses",
+            TaskAction::StreamCheckpoint { .. } => "checkPointDataSourceMetadata",
+            TaskAction::SegmentsServed { .. } => "segmentHandoffStatus",
         }
     }
+}
+
+/// What the supervisor tells a streaming task at a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "camelCase")]
+pub enum StreamControl {
+    /// Read on.
+    Continue,
+    /// Stop reading and report where you stopped: the task group is ending, and its
+    /// end is the furthest any replica has read.
+    Pause,
+    /// Read up to (not including) these offsets, then publish and hand off.
+    End { offsets: BTreeMap<i32, i64> },
 }
 
 /// The answer to [`TaskAction::SegmentAllocate`].

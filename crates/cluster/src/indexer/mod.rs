@@ -26,6 +26,7 @@
 pub mod actions;
 pub mod overlord;
 pub mod peon;
+pub mod realtime;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -27,6 +27,7 @@ use super::{RunnerReport, SUB_TASK_TYPE};
 use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
 use crate::segments::SegmentDescriptor;
+use crate::stream_offsets::OffsetCommit;
 use crate::task::{self, TaskChunks};
 use crate::task_status::{IngestionReport, IngestionState, RowStats, TaskState};
 
@@ -40,6 +41,12 @@ pub enum PeonMessage {
     Action(TaskAction),
     Progress(IngestionReport),
     Done(RunnerReport),
+    /// A streaming task serves these segments in progress (all of them: an empty
+    /// list stops serving) from its Flight endpoint: the worker announces them.
+    Serving {
+        flight_address: String,
+        segments: Vec<SegmentDescriptor>,
+    },
 }
 
 /// The worker's answer to one action.
@@ -172,10 +179,7 @@ async fn run(
             .map(|()| Vec::new());
     }
     tracing::info!("task {task_id}: ingesting into {}", spec.datasource);
-    let mut allocator = ActionAllocator {
-        link,
-        appended: BTreeMap::new(),
-    };
+    let mut allocator = ActionAllocator::new(link, None);
     // The first rows are reported at once, then at most every PROGRESS_EVERY.
     let mut last_sent: Option<Instant> = None;
     let mut on_progress = |p: &Progress| {
@@ -204,18 +208,21 @@ async fn run(
         // Its supervisor publishes them with the other sub-tasks' segments.
         return Ok(stored.descriptors);
     }
-    publish(deep, link, stored.descriptors).await?;
+    publish(deep, link, stored.descriptors, None).await?;
     Ok(Vec::new())
 }
 
-/// Asks the overlord to publish `segments`; deletes their files if it surely did not.
-async fn publish(
+/// Asks the overlord to publish `segments` (with a stream's `offsets`); deletes their
+/// files if it surely did not.
+pub(super) async fn publish(
     deep: &DeepStorage,
     link: &dyn PeonLink,
     segments: Vec<SegmentDescriptor>,
+    offsets: Option<OffsetCommit>,
 ) -> Result<()> {
     let action = TaskAction::SegmentTransactionalInsert {
         segments: segments.clone(),
+        offsets,
     };
     match tokio::task::block_in_place(|| link.call(action))? {
         ActionReply::Ok(_) => Ok(()),
@@ -229,7 +236,10 @@ async fn publish(
 }
 
 /// Calls an action and decodes its answer.
-fn call<T: for<'de> Deserialize<'de>>(link: &dyn PeonLink, action: TaskAction) -> Result<T> {
+pub(super) fn call<T: for<'de> Deserialize<'de>>(
+    link: &dyn PeonLink,
+    action: TaskAction,
+) -> Result<T> {
     let name = action.name();
     match tokio::task::block_in_place(|| link.call(action))? {
         ActionReply::Ok(value) => serde_json::from_value(value)
@@ -367,7 +377,7 @@ async fn run_parallel(
         "task {task_id}: publishing the {} segment(s) of its sub-tasks",
         segments.len()
     );
-    publish(deep, link, segments).await
+    publish(deep, link, segments, None).await
 }
 
 /// How often a parallel task looks at its sub-tasks.
@@ -417,17 +427,31 @@ pub fn row_stats(p: &Progress) -> RowStats {
 }
 
 /// Asks the overlord for each time chunk's version and partitions.
-struct ActionAllocator<'a> {
+pub(super) struct ActionAllocator<'a> {
     link: &'a dyn PeonLink,
+    /// A streaming task's sequence, which its replicas share.
+    sequence: Option<String>,
     appended: BTreeMap<(Interval, String), u32>,
+}
+
+impl<'a> ActionAllocator<'a> {
+    pub(super) fn new(link: &'a dyn PeonLink, sequence: Option<String>) -> Self {
+        ActionAllocator {
+            link,
+            sequence,
+            appended: BTreeMap::new(),
+        }
+    }
 }
 
 impl Allocator for ActionAllocator<'_> {
     fn allocate(&mut self, chunk: Interval) -> grove_segment::Result<(String, u32)> {
         let failed = |message: String| grove_segment::Error::invalid(message);
-        let reply = self
-            .link
-            .call(TaskAction::SegmentAllocate { interval: chunk })
+        let action = TaskAction::SegmentAllocate {
+            interval: chunk,
+            sequence: self.sequence.clone(),
+        };
+        let reply = tokio::task::block_in_place(|| self.link.call(action))
             .map_err(|e| failed(format!("allocating {chunk}: {e}")))?;
         let value = match reply {
             ActionReply::Ok(value) => value,

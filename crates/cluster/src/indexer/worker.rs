@@ -11,7 +11,7 @@
 //!   was started by an earlier life of this worker: it is reported failed, never run
 //!   twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,11 @@ use tokio::sync::{oneshot, watch};
 use super::actions::{ActionRequest, ActionSink};
 use super::peon::{ActionReply, PeonMessage};
 use super::{ASSIGNMENTS_PREFIX, Assignment, RunnerReport, decode, encode, runner_key};
+use crate::assignments::{Served, served_key};
 use crate::error::{Error, Result};
 use crate::metastore::{LeaseId, MetaStore, Txn};
-use crate::nodes::{self, NodeInfo};
+use crate::nodes::{self, NodeInfo, Role};
+use crate::segments::SegmentDescriptor;
 use crate::session::{Session, SessionWork, keep_session};
 use crate::task_status::{IngestionReport, TaskState};
 
@@ -257,12 +259,14 @@ impl Worker {
         let mut lines = BufReader::new(stdout).lines();
         let mut done: Option<RunnerReport> = None;
         let mut last = IngestionReport::default();
+        let mut announced = Announced::default();
         loop {
             let line = tokio::select! {
                 line = lines.next_line() => line,
                 _ = &mut killed => {
                     let _ = child.start_kill();
                     let _ = child.wait().await;
+                    self.unannounce(&assignment.task_id, &mut announced).await;
                     return None;
                 }
             };
@@ -310,8 +314,21 @@ impl Worker {
                     }
                 }
                 PeonMessage::Done(report) => done = Some(report),
+                PeonMessage::Serving {
+                    flight_address,
+                    segments,
+                } => {
+                    let task = &assignment.task_id;
+                    if let Err(e) = self
+                        .announce(lease, task, &flight_address, segments, &mut announced)
+                        .await
+                    {
+                        tracing::warn!("task {task}: announcing its segments: {e}");
+                    }
+                }
             }
         }
+        self.unannounce(&assignment.task_id, &mut announced).await;
         let status = child.wait().await;
         Some(match (done, status) {
             (Some(done), _) => done,
@@ -320,6 +337,77 @@ impl Worker {
             )),
             (None, Err(e)) => failed(format!("waiting for the task's process: {e}")),
         })
+    }
+}
+
+/// What a worker announced for one streaming task.
+#[derive(Default)]
+struct Announced {
+    node: Option<String>,
+    segments: BTreeSet<String>,
+}
+
+impl Worker {
+    /// Announces, under the worker's lease, that the streaming `task` serves exactly
+    /// `segments` (in progress) at `flight_address`: the task as a node of its own
+    /// (role `peon`, id the task's), each segment with its descriptor.
+    async fn announce(
+        &self,
+        lease: LeaseId,
+        task: &str,
+        flight_address: &str,
+        segments: Vec<SegmentDescriptor>,
+        announced: &mut Announced,
+    ) -> Result<()> {
+        if segments.is_empty() {
+            self.unannounce(task, announced).await;
+            return Ok(());
+        }
+        let mut txn = Txn::default();
+        if announced.node.is_none() {
+            let node = NodeInfo {
+                flight_address: Some(flight_address.to_string()),
+                ..NodeInfo::new(task, Role::Peon, self.node.http_address.clone())
+            };
+            txn = txn.put_leased(node.key(), encode("a node", &node)?, lease);
+            announced.node = Some(node.key());
+        }
+        let keep: BTreeSet<String> = segments.iter().map(|d| d.id.to_string()).collect();
+        for gone in announced.segments.difference(&keep) {
+            txn = txn.delete(served_key(task, gone));
+        }
+        for d in segments {
+            let id = d.id.to_string();
+            let served = Served {
+                size: d.size,
+                realtime: Some(d),
+            };
+            txn = txn.put_leased(
+                served_key(task, &id),
+                encode("an announcement", &served)?,
+                lease,
+            );
+        }
+        self.store.txn(txn).await?;
+        announced.segments = keep;
+        Ok(())
+    }
+
+    /// Withdraws everything announced for a streaming task (best effort: the keys go
+    /// with the worker's lease anyway).
+    async fn unannounce(&self, task: &str, announced: &mut Announced) {
+        let mut txn = Txn::default();
+        for id in std::mem::take(&mut announced.segments) {
+            txn = txn.delete(served_key(task, &id));
+        }
+        if let Some(node) = announced.node.take() {
+            txn = txn.delete(node);
+        }
+        if !txn.ops.is_empty()
+            && let Err(e) = self.store.txn(txn).await
+        {
+            tracing::warn!("task {task}: withdrawing its announcements: {e}");
+        }
     }
 }
 

@@ -89,7 +89,7 @@ impl Indexing {
                 work_dir: data_dir.join("tasks"),
                 poll: DEFAULT_POLL,
             },
-            Arc::new(PeonLauncher::new(deep, BTreeMap::new())?),
+            Arc::new(PeonLauncher::new(deep, BTreeMap::new(), http_address)?),
             overlord.clone(),
         ));
         let tasks = vec![

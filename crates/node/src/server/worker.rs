@@ -87,11 +87,12 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         work_dir: data_dir.join("tasks"),
         poll: DEFAULT_POLL,
     };
+    let launcher = PeonLauncher::new(&deep, options, &node.http_address)?;
     let worker = Arc::new(Worker::new(
         store.clone(),
         node,
         settings,
-        Arc::new(PeonLauncher::new(&deep, options)?),
+        Arc::new(launcher),
         Arc::new(HttpActions::new(store)),
     ));
     let shutdown = super::shutdown_signal();
@@ -117,20 +118,30 @@ pub fn status_json(worker: &Worker) -> Value {
 }
 
 /// Starts `grove peon DIR` with the task in `DIR/task.json` and deep storage in its
-/// environment.
+/// environment, and the host a streaming task serves queries on: the worker's.
 pub struct PeonLauncher {
     exe: PathBuf,
     deep_url: String,
     deep_options: String,
+    host: String,
 }
 
 impl PeonLauncher {
-    pub fn new(deep: &DeepStorage, options: BTreeMap<String, String>) -> CliResult<PeonLauncher> {
+    /// `http_address` is the worker's: its tasks listen on its host.
+    pub fn new(
+        deep: &DeepStorage,
+        options: BTreeMap<String, String>,
+        http_address: &str,
+    ) -> CliResult<PeonLauncher> {
+        let host = http_address
+            .rsplit_once(':')
+            .map_or(http_address, |(host, _)| host);
         Ok(PeonLauncher {
             exe: std::env::current_exe()
                 .map_err(|e| format!("cannot find the grove executable to run tasks: {e}"))?,
             deep_url: deep.url().to_string(),
             deep_options: serde_json::to_string(&options)?,
+            host: host.to_string(),
         })
     }
 }
@@ -153,6 +164,7 @@ impl Launcher for PeonLauncher {
             .arg(dir)
             .env(crate::peon::DEEP_STORAGE_ENV, &self.deep_url)
             .env(crate::peon::DEEP_STORAGE_OPTIONS_ENV, &self.deep_options)
+            .env(crate::peon::HOST_ENV, &self.host)
             .env("GROVE_LOG", "info");
         pipe_command(&mut command, log);
         command

@@ -21,13 +21,17 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array, new_null_array};
 use arrow::compute::{cast, take_record_batch};
 
-use super::Allocator;
+use arrow::datatypes::DataType;
+
 use super::chunk::{BuiltSegment, ChunkBuilder, Layout, Output};
-use super::conform;
+use super::conform::{self, Conformer};
+use super::input::{self, InputBatch, InputSink, Unreadable};
+use super::{Allocator, Progress, count_parse_exception};
 use crate::error::{Error, Result};
 use crate::format::Segment;
 use crate::granularity::Granularity;
 use crate::id::{Interval, SegmentId};
+use crate::spec::{IngestionSpec, InputFormat};
 
 /// How many pieces of about one size are merged into one.
 const MERGE_FAN_IN: usize = 4;
@@ -282,6 +286,98 @@ impl IncrementalIndex {
             )?);
         }
         Ok(built)
+    }
+}
+
+/// Reads a stream's messages into an incremental index: what a streaming task does
+/// with each fetch. Rows are conformed as in batch ingestion (transforms, filter,
+/// intervals, rollup), and parse exceptions counted against `maxParseExceptions`.
+pub struct StreamIngest {
+    spec: IngestionSpec,
+    conformer: Conformer,
+    columns: Vec<String>,
+    pub index: IncrementalIndex,
+    pub progress: Progress,
+}
+
+impl StreamIngest {
+    /// Reads as `spec` says (its input source is not used), into pieces under `dir`.
+    pub fn new(spec: &IngestionSpec, dir: &Path) -> Result<StreamIngest> {
+        if let InputFormat::Csv { columns: None, .. } = spec.format {
+            return Err(Error::invalid(
+                "a stream's csv messages have no header: give inputFormat.columns",
+            ));
+        }
+        let conformer = Conformer::new(spec);
+        let index = IncrementalIndex::new(
+            &spec.datasource,
+            spec.segment_granularity,
+            conformer.layout(),
+            dir,
+        )?;
+        Ok(StreamIngest {
+            spec: spec.clone(),
+            columns: spec.input_columns(),
+            conformer,
+            index,
+            progress: Progress::default(),
+        })
+    }
+
+    /// Reads `messages` (offset and value) of the partition named `source`; a new time
+    /// chunk takes its segment's name from `allocator`.
+    pub fn read(
+        &mut self,
+        messages: &[(u64, Option<&[u8]>)],
+        source: &str,
+        allocator: &mut dyn Allocator,
+    ) -> Result<()> {
+        let mut sink = StreamSink {
+            spec: &self.spec,
+            conformer: &self.conformer,
+            index: &mut self.index,
+            progress: &mut self.progress,
+            allocator,
+        };
+        match &self.spec.format {
+            InputFormat::Json => {
+                input::read_json_messages(messages, source, &self.columns, &mut sink)
+            }
+            InputFormat::Csv { columns, .. } => {
+                let header = columns.as_deref().unwrap_or_default();
+                input::read_csv_messages(messages, source, header, &self.columns, &mut sink)
+            }
+            InputFormat::Parquet => Err(Error::invalid("a stream's messages cannot be parquet")),
+        }
+    }
+}
+
+struct StreamSink<'a> {
+    spec: &'a IngestionSpec,
+    conformer: &'a Conformer,
+    index: &'a mut IncrementalIndex,
+    progress: &'a mut Progress,
+    allocator: &'a mut dyn Allocator,
+}
+
+impl InputSink for StreamSink<'_> {
+    fn batch(&mut self, batch: InputBatch) -> Result<()> {
+        self.progress.rows_read += batch.batch.num_rows() as u64;
+        let conformed = self.conformer.conform(&batch, self.progress)?;
+        for (location, reason) in &conformed.exceptions {
+            count_parse_exception(self.progress, self.spec, location, reason)?;
+        }
+        self.progress.rows_written += conformed.batch.num_rows() as u64;
+        self.index.add(conformed.batch, self.allocator)
+    }
+
+    fn unreadable(&mut self, row: Unreadable) -> Result<()> {
+        self.progress.rows_read += 1;
+        count_parse_exception(self.progress, self.spec, &row.location, &row.reason)
+    }
+
+    fn read_type(&self, name: &str) -> DataType {
+        self.conformer.read_type(name)
     }
 }
 

@@ -108,6 +108,24 @@ pub fn build_segments(
     build.finish()
 }
 
+/// Counts a parse exception; an error once there are more than `maxParseExceptions`.
+fn count_parse_exception(
+    progress: &mut Progress,
+    spec: &IngestionSpec,
+    location: &str,
+    reason: &str,
+) -> Result<()> {
+    progress.parse_exceptions += 1;
+    let count = progress.parse_exceptions;
+    if count > spec.max_parse_exceptions {
+        return Err(Error::invalid(format!(
+            "{location}: {reason} (parse exception {count}; maxParseExceptions is {})",
+            spec.max_parse_exceptions
+        )));
+    }
+    Ok(())
+}
+
 /// The state of one ingestion run: open chunks and what has been written.
 struct Build<'a> {
     spec: &'a IngestionSpec,
@@ -144,15 +162,7 @@ impl input::InputSink for Build<'_> {
 
 impl Build<'_> {
     fn parse_exception(&mut self, location: &str, reason: &str) -> Result<()> {
-        self.progress.parse_exceptions += 1;
-        let count = self.progress.parse_exceptions;
-        if count > self.spec.max_parse_exceptions {
-            return Err(Error::invalid(format!(
-                "{location}: {reason} (parse exception {count}; maxParseExceptions is {})",
-                self.spec.max_parse_exceptions
-            )));
-        }
-        Ok(())
+        count_parse_exception(&mut self.progress, self.spec, location, reason)
     }
 
     /// Sends each row of a conformed batch to the builder of its time chunk.

@@ -11,11 +11,12 @@ use serde_json::{Map, Value};
 use super::input::parse_input_format;
 use super::json::{JsonPath, invalid_at, parse_object, parse_object_or_default, required};
 use super::{
-    DimensionSpec, InputFormat, MetricSpec, RowFilter, TimestampSpec, check_section_type,
-    parse_data_schema,
+    DimensionSpec, IngestionSpec, InputFormat, InputSource, MetricSpec, RowFilter, TimestampSpec,
+    check_section_type, parse_data_schema,
 };
 use crate::error::{Error, Result};
 use crate::granularity::Granularity;
+use crate::id::Interval;
 use crate::period::Period;
 
 const KAFKA: &str = "kafka";
@@ -136,6 +137,31 @@ struct RawKafkaTuningConfig {
 }
 
 impl KafkaSupervisorSpec {
+    /// The spec a streaming task conforms its rows with: its dataSchema, appending,
+    /// rows outside `window` (the rejection periods, when given) thrown away.
+    pub fn ingestion_spec(&self, window: Option<Interval>) -> IngestionSpec {
+        IngestionSpec {
+            datasource: self.datasource.clone(),
+            timestamp: self.timestamp.clone(),
+            dimensions: self.dimensions.clone(),
+            metrics: self.metrics.clone(),
+            segment_granularity: self.segment_granularity,
+            query_granularity: self.query_granularity,
+            rollup: self.rollup,
+            intervals: window.map(|w| vec![w]),
+            filter: self.filter.clone(),
+            input: InputSource::Inline {
+                data: String::new(),
+            },
+            format: self.format.clone(),
+            append_to_existing: true,
+            max_rows_per_segment: self.max_rows_per_segment,
+            max_parse_exceptions: self.max_parse_exceptions,
+            await_segment_availability_timeout_millis: 0,
+            max_num_concurrent_sub_tasks: 1,
+        }
+    }
+
     /// Parses a supervisor spec from JSON text.
     pub fn from_json(text: &str) -> Result<KafkaSupervisorSpec> {
         let value: Value = serde_json::from_str(text)

@@ -24,6 +24,7 @@
 
 mod api;
 mod schedule;
+mod streams;
 mod task_actions;
 
 use std::collections::{BTreeSet, HashMap};
@@ -39,9 +40,10 @@ use grove_segment::spec::IngestionSpec;
 
 use super::SUB_TASK_TYPE;
 use super::actions::{ActionRequest, ActionSink};
+use super::realtime::{KAFKA_TASK_TYPE, StreamTask};
 use crate::election::{CAMPAIGN_EVERY, Election, LEADER_LEASE_TTL};
 use crate::error::{Error, Result};
-use crate::locks::BATCH_PRIORITY;
+use crate::locks::{BATCH_PRIORITY, REALTIME_PRIORITY};
 use crate::metastore::{MetaStore, Txn};
 use crate::nodes::{self, NodeInfo, Role};
 use crate::session::{Session, SessionWork, keep_session};
@@ -305,9 +307,17 @@ impl SessionWork for Campaign {
 /// The spec of a submitted task, with what its context says.
 fn task_spec(payload: &Value) -> Result<TaskSpec> {
     let task_type = payload.get("type").and_then(Value::as_str).unwrap_or("");
+    if task_type == KAFKA_TASK_TYPE {
+        let task = StreamTask::from_payload(payload)?;
+        return Ok(TaskSpec {
+            spec: task.spec.ingestion_spec(task.window),
+            priority: REALTIME_PRIORITY,
+            category: None,
+        });
+    }
     if !matches!(task_type, "index_parallel" | "index" | SUB_TASK_TYPE) {
         return Err(Error::Invalid(format!(
-            "unsupported task type {task_type:?}: expected \"index_parallel\" or \"index\""
+            "unsupported task type {task_type:?}: expected \"index_parallel\", \"index\" or \"{KAFKA_TASK_TYPE}\""
         )));
     }
     let spec = IngestionSpec::check_json(&super::ingestion_spec_of(payload).to_string())?;

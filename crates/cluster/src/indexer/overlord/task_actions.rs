@@ -18,6 +18,7 @@ use crate::indexer::{self, Assignment, SUB_TASK_TYPE, assignment_key};
 use crate::locks::{self, Grant, LockKind, LockRequest, MAX_LOCKS_PER_TASK};
 use crate::metastore::{MetaStore, Txn};
 use crate::segments::{self, SegmentDescriptor};
+use crate::stream_offsets::OffsetCommit;
 use crate::task;
 use crate::task_status::{self, IngestionState, TaskRecord, TaskState, new_task_id};
 
@@ -31,14 +32,35 @@ impl Overlord {
         let record = self.running_task(request).await?;
         let spec = task_spec(&record.payload)?;
         let answer = match &request.action {
-            TaskAction::SegmentAllocate { interval } => {
-                let allocation = self.allocate(&guard, &record, &spec, *interval).await?;
+            TaskAction::SegmentAllocate { interval, sequence } => {
+                let allocation = match sequence {
+                    Some(sequence) => {
+                        self.allocate_in_sequence(&guard, &record, &spec, *interval, sequence)
+                            .await?
+                    }
+                    None => self.allocate(&guard, &record, &spec, *interval).await?,
+                };
                 serde_json::to_value(allocation).map_err(|e| Error::Store(e.to_string()))?
             }
-            TaskAction::SegmentTransactionalInsert { segments } => {
-                self.publish(&guard, &record, segments.clone()).await?;
+            TaskAction::SegmentTransactionalInsert { segments, offsets } => {
+                if let Some(commit) = offsets {
+                    Overlord::check_commit(&record, commit)?;
+                }
+                self.publish(&guard, &record, segments.clone(), offsets.as_ref())
+                    .await?;
                 json!({ "success": true })
             }
+            TaskAction::StreamCheckpoint {
+                offsets,
+                paused,
+                want_end,
+            } => {
+                let control = self
+                    .stream_checkpoint(&guard, &record, offsets, *paused, *want_end)
+                    .await?;
+                serde_json::to_value(control).map_err(|e| Error::Store(e.to_string()))?
+            }
+            TaskAction::SegmentsServed { ids } => json!(self.segments_served(ids).await?),
             TaskAction::SubTaskSubmit { index, spec } => {
                 let id = self
                     .submit_sub_task(&guard, &record, *index, spec.clone())
@@ -365,18 +387,20 @@ impl Overlord {
         }
     }
 
-    /// Publishes the task's segments in one transaction guarded by its locks.
+    /// Publishes the task's segments in one transaction guarded by its locks, moving
+    /// the stream's offsets as `offsets` says.
     pub(super) async fn publish(
         &self,
         guard: &Txn,
         record: &TaskRecord,
         mut segments: Vec<SegmentDescriptor>,
+        offsets: Option<&OffsetCommit>,
     ) -> Result<()> {
-        if segments.is_empty() {
+        if segments.is_empty() && offsets.is_none() {
             return Ok(());
         }
         let ids: Vec<String> = segments.iter().map(|d| d.id.to_string()).collect();
-        if published_by(self.store.as_ref(), &record.id, &segments).await? {
+        if !segments.is_empty() && published_by(self.store.as_ref(), &record.id, &segments).await? {
             // Asked again after an answer was lost: it happened.
             return self.mark_published(guard, record, ids).await;
         }
@@ -405,7 +429,7 @@ impl Overlord {
             &held.guard(guard.compares_only()),
             &mut segments,
             &record.id,
-            None,
+            offsets,
         )
         .await?;
         tracing::info!("task {} published {} segment(s)", record.id, ids.len());

@@ -1,0 +1,261 @@
+//! The actions of streaming tasks: allocating under a sequence (so that the replicas of
+//! a task group build segments of the same ids), the checkpoints by which replicas
+//! agree on where they end, and the question of hand-off.
+//!
+//! Keys:
+//! - `/grove/indexer/sequences/{datasource}/{sequence}/{start}_{end}`: the first
+//!   [`Allocation`] of a time chunk under a sequence;
+//! - `/grove/indexer/stream-groups/{datasource}/{sequence}`: a group's [`GroupState`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use grove_segment::Interval;
+use grove_segment::id::format_millis;
+
+use super::{Overlord, TaskSpec};
+use crate::assignments;
+use crate::error::{Error, Result};
+use crate::indexer::actions::{Allocation, StreamControl};
+use crate::indexer::realtime::StreamTask;
+use crate::indexer::{decode, encode};
+use crate::metastore::{MetaStore, Txn, compare_and_swap};
+use crate::nodes::{self, Role};
+use crate::stream_offsets::OffsetCommit;
+use crate::task_status::{self, TaskRecord, TaskState};
+
+const SEQUENCES_PREFIX: &str = "/grove/indexer/sequences/";
+pub(crate) const GROUPS_PREFIX: &str = "/grove/indexer/stream-groups/";
+
+/// How the replicas of one task group (one sequence) come to one end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupState {
+    /// The group's tasks: its replicas, as its supervisor started them.
+    pub tasks: Vec<String>,
+    /// A replica asked to end (or the supervisor ends the group): replicas pause.
+    pub ending: bool,
+    /// Where each paused replica stopped.
+    pub paused: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// The end, once every live replica has paused: the furthest any of them read.
+    pub end: Option<BTreeMap<i32, i64>>,
+}
+
+pub(crate) fn group_key(datasource: &str, sequence: &str) -> String {
+    format!("{GROUPS_PREFIX}{datasource}/{sequence}")
+}
+
+fn sequence_prefix(datasource: &str, sequence: &str) -> String {
+    format!("{SEQUENCES_PREFIX}{datasource}/{sequence}/")
+}
+
+/// A group's state, if it has one.
+pub(crate) async fn read_group(
+    store: &dyn MetaStore,
+    datasource: &str,
+    sequence: &str,
+) -> Result<Option<GroupState>> {
+    let key = group_key(datasource, sequence);
+    match store.get(&key).await? {
+        Some(kv) => Ok(Some(decode(&key, &kv.value)?)),
+        None => Ok(None),
+    }
+}
+
+/// Forgets a group and its sequence's allocations: it has ended.
+pub(crate) async fn forget_group(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    datasource: &str,
+    sequence: &str,
+) -> Result<()> {
+    let mut txn = guard
+        .compares_only()
+        .delete(group_key(datasource, sequence));
+    for kv in store.range(&sequence_prefix(datasource, sequence)).await? {
+        txn = txn.delete(kv.key);
+    }
+    store.txn(txn).await?;
+    Ok(())
+}
+
+impl Overlord {
+    /// The allocation of `chunk` under `sequence`: the one stored there, or a new one
+    /// stored for the group's other replicas. Either way the chunk is locked for this
+    /// task at that version.
+    pub(super) async fn allocate_in_sequence(
+        &self,
+        guard: &Txn,
+        record: &TaskRecord,
+        task: &TaskSpec,
+        chunk: Interval,
+        sequence: &str,
+    ) -> Result<Allocation> {
+        let key = format!(
+            "{}{}_{}",
+            sequence_prefix(&record.datasource, sequence),
+            format_millis(chunk.start),
+            format_millis(chunk.end)
+        );
+        if let Some(kv) = self.store.get(&key).await? {
+            let stored: Allocation = decode(&key, &kv.value)?;
+            return self
+                .join_allocation(guard, record, task, chunk, stored)
+                .await;
+        }
+        let allocation = self.allocate(guard, record, task, chunk).await?;
+        let txn = guard
+            .compares_only()
+            .when_revision(key.clone(), 0)
+            .put(key.clone(), encode("an allocation", &allocation)?);
+        if self.store.txn(txn).await? {
+            return Ok(allocation);
+        }
+        // A replica stored its allocation first: the group takes that one.
+        match self.store.get(&key).await? {
+            Some(kv) => {
+                let stored: Allocation = decode(&key, &kv.value)?;
+                self.join_allocation(guard, record, task, chunk, stored)
+                    .await
+            }
+            None => Err(Error::Busy(format!(
+                "the allocation of {chunk} under {sequence} changed; try again"
+            ))),
+        }
+    }
+
+    /// Locks `chunk` for this replica at the version its group allocated.
+    async fn join_allocation(
+        &self,
+        guard: &Txn,
+        record: &TaskRecord,
+        task: &TaskSpec,
+        chunk: Interval,
+        stored: Allocation,
+    ) -> Result<Allocation> {
+        let lock = self
+            .lock_chunk(guard, record, task, chunk, true, &stored.version)
+            .await?;
+        if lock.version != stored.version {
+            return Err(Error::Busy(format!(
+                "task {} cannot lock {chunk} at its group's version {} (the chunk is at {})",
+                record.id, stored.version, lock.version
+            )));
+        }
+        Ok(stored)
+    }
+
+    /// A streaming task's checkpoint: where it is, whether it is paused, whether it
+    /// wants to end. Answers whether it reads on, pauses, or where it ends.
+    pub(super) async fn stream_checkpoint(
+        &self,
+        guard: &Txn,
+        record: &TaskRecord,
+        offsets: &BTreeMap<i32, i64>,
+        paused: bool,
+        want_end: bool,
+    ) -> Result<StreamControl> {
+        let task = StreamTask::from_payload(&record.payload)?;
+        let key = group_key(&record.datasource, &task.sequence);
+        let members =
+            match read_group(self.store.as_ref(), &record.datasource, &task.sequence).await? {
+                Some(state) => state.tasks,
+                None => Vec::new(),
+            };
+        // The replicas still running decide the end; one that died does not hold it up.
+        let mut live = BTreeSet::from([record.id.clone()]);
+        for member in &members {
+            if let Some((r, _)) = task_status::get(self.store.as_ref(), member).await?
+                && r.state == TaskState::Running
+            {
+                live.insert(member.clone());
+            }
+        }
+        compare_and_swap(
+            self.store.as_ref(),
+            guard,
+            &key,
+            "a stream group",
+            |current| {
+                let before: GroupState = match current {
+                    Some(kv) => decode(&key, &kv.value)?,
+                    None => GroupState::default(),
+                };
+                let mut state = before.clone();
+                if !state.tasks.contains(&record.id) {
+                    state.tasks.push(record.id.clone());
+                }
+                let answer = if let Some(end) = &state.end {
+                    StreamControl::End {
+                        offsets: end.clone(),
+                    }
+                } else {
+                    state.ending |= want_end;
+                    if state.ending && paused {
+                        state.paused.insert(record.id.clone(), offsets.clone());
+                    }
+                    if state.ending && live.iter().all(|t| state.paused.contains_key(t)) {
+                        let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+                        for (task, at) in &state.paused {
+                            if !live.contains(task) {
+                                continue;
+                            }
+                            for (p, o) in at {
+                                let e = end.entry(*p).or_insert(*o);
+                                *e = (*e).max(*o);
+                            }
+                        }
+                        state.end = Some(end.clone());
+                        StreamControl::End { offsets: end }
+                    } else if state.ending {
+                        StreamControl::Pause
+                    } else {
+                        StreamControl::Continue
+                    }
+                };
+                let ops = if state == before {
+                    Vec::new()
+                } else {
+                    Txn::default()
+                        .put(key.clone(), encode("a stream group", &state)?)
+                        .ops
+                };
+                Ok((ops, answer))
+            },
+        )
+        .await
+    }
+
+    /// Whether a publication's offsets are the task's own: its datasource, its topic,
+    /// its start.
+    pub(super) fn check_commit(record: &TaskRecord, commit: &OffsetCommit) -> Result<()> {
+        let task = StreamTask::from_payload(&record.payload)?;
+        if commit.datasource != record.datasource
+            || commit.topic != task.topic
+            || commit.start != task.start
+        {
+            return Err(Error::Invalid(format!(
+                "task {} may only commit offsets of {} in topic {:?} from {:?}",
+                record.id, record.datasource, task.topic, task.start
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether live historicals serve every one of `ids`.
+    pub(super) async fn segments_served(&self, ids: &[String]) -> Result<bool> {
+        let historicals: BTreeSet<String> = nodes::live(self.store.as_ref())
+            .await?
+            .into_iter()
+            .filter(|n| n.role == Role::Historical)
+            .map(|n| n.id)
+            .collect();
+        let served = assignments::served(self.store.as_ref()).await?;
+        Ok(ids.iter().all(|id| {
+            served
+                .iter()
+                .any(|(node, s)| historicals.contains(node) && s.contains_key(id))
+        }))
+    }
+}

@@ -1,0 +1,630 @@
+//! A streaming task (Druid's `index_kafka`): reads its partitions of a topic from the
+//! offsets its supervisor gave it, keeps what it read queryable, and hands it off.
+//!
+//! - Messages are read by explicit offset ([`KafkaReader`]), parsed with the spec's
+//!   input format and conformed with its dataSchema into an incremental index
+//!   ([`StreamIngest`]), whose pieces are written to disk at least every
+//!   [`PERSIST_EVERY`] and served at once: the peon's Flight endpoint reads them from
+//!   [`RealtimeSegments`], and the worker announces them ([`PeonMessage::Serving`]).
+//! - Every [`CHECKPOINT_EVERY`] the task tells its supervisor where it is
+//!   ([`TaskAction::StreamCheckpoint`]); it asks to end when it has read for
+//!   `taskDuration` or holds `maxRowsPerSegment` rows in a segment (or `maxTotalRows`).
+//!   The supervisor pauses every replica, takes the furthest offsets any has read as the
+//!   group's end, and each replica reads exactly up to that end: replicas build the
+//!   same rows.
+//! - At its end a task merges its pieces into one file per segment, stores them in
+//!   deep storage and publishes them with its offsets moving from start to end, in one
+//!   transaction that applies only if the stored offsets still stand at its start
+//!   (exactly once). It serves its segments until historicals do, then stops.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use grove_segment::format::Segment;
+use grove_segment::ingest::BuiltSegment;
+use grove_segment::ingest::incremental::StreamIngest;
+use grove_segment::spec::{KafkaSupervisorSpec, KafkaTopic};
+use grove_segment::{Interval, SegmentId};
+
+use super::RunnerReport;
+use super::actions::{StreamControl, TaskAction};
+use super::peon::{ActionAllocator, PeonLink, PeonMessage, call, publish, row_stats};
+use crate::deep_storage::DeepStorage;
+use crate::error::{Error, Result};
+use crate::kafka::KafkaReader;
+use crate::segments::SegmentDescriptor;
+use crate::stream_offsets::OffsetCommit;
+use crate::task::{self, TaskChunks};
+use crate::task_status::{IngestionReport, IngestionState, StreamProgress, TaskState};
+
+/// Druid's type of a Kafka streaming task.
+pub const KAFKA_TASK_TYPE: &str = "index_kafka";
+
+/// The longest rows wait in memory before they are written and served.
+pub const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// How often a task tells its supervisor where it is.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often a paused task asks whether its group's end is decided.
+const PAUSED_POLL: Duration = Duration::from_millis(50);
+/// How often progress goes to the worker.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How often a task that published asks whether historicals serve its segments.
+const HANDOFF_POLL: Duration = Duration::from_millis(250);
+/// The most bytes one fetch asks of a partition.
+const FETCH_BYTES: i32 = 4 << 20;
+/// The wait before fetching again after a fetch failed.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// The pieces of each segment a streaming task serves, by segment id: what its Flight
+/// endpoint reads.
+pub type RealtimeSegments = Arc<RwLock<BTreeMap<String, Vec<Arc<Segment>>>>>;
+
+/// The fields a task's `ioConfig` has beyond its supervisor's.
+const TASK_IO_FIELDS: [&str; 6] = [
+    "taskGroupId",
+    "baseSequenceName",
+    "startSequenceNumbers",
+    "useTransaction",
+    "minimumMessageTime",
+    "maximumMessageTime",
+];
+
+/// What a streaming task is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamTask {
+    pub id: String,
+    pub spec: KafkaSupervisorSpec,
+    pub topic: String,
+    pub task_group: u32,
+    /// Shared by the replicas of one group: their segments take the same ids.
+    pub sequence: String,
+    /// The next offset to read per partition: the task reads exactly these partitions.
+    pub start: BTreeMap<i32, i64>,
+    /// Rows whose time is outside are thrown away (the rejection periods).
+    pub window: Option<Interval>,
+}
+
+/// The dataSchema, ioConfig and tuningConfig of a supervisor spec, inside `spec` or
+/// beside it as older specs have them.
+pub fn spec_sections(spec: &Value) -> Value {
+    let inner = spec.get("spec").unwrap_or(spec);
+    let mut sections = serde_json::Map::new();
+    for name in ["dataSchema", "ioConfig", "tuningConfig"] {
+        if let Some(section) = inner.get(name) {
+            sections.insert(name.into(), section.clone());
+        }
+    }
+    Value::Object(sections)
+}
+
+impl StreamTask {
+    /// The task's payload, in the shape of Druid's `index_kafka` tasks: the supervisor
+    /// spec's sections, with the task's own fields in `ioConfig`.
+    pub fn payload(&self, supervisor_spec: &Value, group_id: &str) -> Value {
+        let sections = spec_sections(supervisor_spec);
+        let mut io = sections
+            .get("ioConfig")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let partitions: serde_json::Map<String, Value> = self
+            .start
+            .iter()
+            .map(|(p, o)| (p.to_string(), json!(o)))
+            .collect();
+        io["taskGroupId"] = json!(self.task_group);
+        io["baseSequenceName"] = json!(self.sequence);
+        io["startSequenceNumbers"] = json!({
+            "type": "start",
+            "stream": self.topic,
+            "partitionSequenceNumberMap": partitions,
+        });
+        io["useTransaction"] = json!(true);
+        if let Some(window) = self.window {
+            io["minimumMessageTime"] = json!(grove_segment::id::format_millis(window.start));
+            io["maximumMessageTime"] = json!(grove_segment::id::format_millis(window.end));
+        }
+        json!({
+            "type": KAFKA_TASK_TYPE,
+            "id": self.id,
+            "groupId": group_id,
+            "dataSource": self.spec.datasource,
+            "resource": {"availabilityGroup": group_id, "requiredCapacity": 1},
+            "dataSchema": sections.get("dataSchema"),
+            "ioConfig": io,
+            "tuningConfig": sections.get("tuningConfig").cloned().unwrap_or_else(|| json!({"type": "kafka"})),
+            "context": {"priority": crate::locks::REALTIME_PRIORITY},
+        })
+    }
+
+    /// Reads a task's payload back.
+    pub fn from_payload(payload: &Value) -> Result<StreamTask> {
+        let invalid = |what: &str| Error::Invalid(format!("streaming task payload: {what}"));
+        let id = payload
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("no id"))?
+            .to_string();
+        let mut io = payload
+            .get("ioConfig")
+            .cloned()
+            .ok_or_else(|| invalid("no ioConfig"))?;
+        let task_group = io
+            .get("taskGroupId")
+            .and_then(Value::as_u64)
+            .and_then(|g| u32::try_from(g).ok())
+            .ok_or_else(|| invalid("no ioConfig.taskGroupId"))?;
+        let sequence = io
+            .get("baseSequenceName")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("no ioConfig.baseSequenceName"))?
+            .to_string();
+        let start_map = io
+            .pointer("/startSequenceNumbers/partitionSequenceNumberMap")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                invalid("no ioConfig.startSequenceNumbers.partitionSequenceNumberMap")
+            })?;
+        let mut start = BTreeMap::new();
+        for (p, o) in start_map {
+            let p: i32 = p
+                .parse()
+                .map_err(|_| invalid("a partition is not a number"))?;
+            let o = o
+                .as_i64()
+                .ok_or_else(|| invalid("an offset is not a number"))?;
+            start.insert(p, o);
+        }
+        let time = |field: &str| -> Result<Option<i64>> {
+            match io.get(field).and_then(Value::as_str) {
+                None => Ok(None),
+                Some(text) => grove_segment::id::parse_instant(text)
+                    .map(Some)
+                    .map_err(|_| invalid(&format!("ioConfig.{field} is not a time"))),
+            }
+        };
+        let window = match (time("minimumMessageTime")?, time("maximumMessageTime")?) {
+            (None, None) => None,
+            (min, max) => Some(
+                Interval::new(
+                    min.unwrap_or(Interval::ETERNITY.start),
+                    max.unwrap_or(Interval::ETERNITY.end),
+                )
+                .map_err(|e| invalid(&e.to_string()))?,
+            ),
+        };
+        if let Some(io) = io.as_object_mut() {
+            for field in TASK_IO_FIELDS {
+                io.remove(field);
+            }
+        }
+        let supervisor = json!({
+            "type": "kafka",
+            "spec": {
+                "dataSchema": payload.get("dataSchema"),
+                "ioConfig": io,
+                "tuningConfig": payload.get("tuningConfig"),
+            }
+        });
+        let spec = KafkaSupervisorSpec::from_json(&supervisor.to_string())?;
+        let topic = match &spec.topic {
+            KafkaTopic::Name(name) => name.clone(),
+            KafkaTopic::Pattern(_) => return Err(invalid("a task reads one topic")),
+        };
+        Ok(StreamTask {
+            id,
+            spec,
+            topic,
+            task_group,
+            sequence,
+            start,
+            window,
+        })
+    }
+}
+
+/// Runs the streaming task in `payload` to its end. `serving` is what the peon's
+/// Flight endpoint at `flight_address` reads.
+pub async fn run_stream_task(
+    payload: &Value,
+    deep: &DeepStorage,
+    dir: &Path,
+    link: &dyn PeonLink,
+    serving: &RealtimeSegments,
+    flight_address: &str,
+) -> RunnerReport {
+    let mut report = IngestionReport {
+        state: IngestionState::BuildSegments,
+        ..IngestionReport::default()
+    };
+    let outcome = match StreamTask::from_payload(payload) {
+        Ok(task) => {
+            let mut run = Run {
+                task,
+                deep,
+                dir,
+                link,
+                serving,
+                flight_address,
+                report: &mut report,
+            };
+            run.run().await
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever happened, nothing is served any more.
+    stop_serving(serving, link, flight_address);
+    match outcome {
+        Ok(()) => {
+            report.state = IngestionState::Completed;
+            RunnerReport {
+                state: TaskState::Success,
+                report,
+                error_msg: None,
+                pushed: Vec::new(),
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::error!("task failed: {message}");
+            RunnerReport::failed(message, report)
+        }
+    }
+}
+
+fn stop_serving(serving: &RealtimeSegments, link: &dyn PeonLink, flight_address: &str) {
+    serving.write().unwrap_or_else(|e| e.into_inner()).clear();
+    let _ = link.send(&PeonMessage::Serving {
+        flight_address: flight_address.to_string(),
+        segments: Vec::new(),
+    });
+}
+
+struct Run<'a> {
+    task: StreamTask,
+    deep: &'a DeepStorage,
+    dir: &'a Path,
+    link: &'a dyn PeonLink,
+    serving: &'a RealtimeSegments,
+    flight_address: &'a str,
+    report: &'a mut IngestionReport,
+}
+
+/// Where reading stands.
+struct Position {
+    next: BTreeMap<i32, i64>,
+    latest: BTreeMap<i32, i64>,
+    end: Option<BTreeMap<i32, i64>>,
+    paused: bool,
+    error: Option<String>,
+}
+
+impl Position {
+    fn done(&self) -> bool {
+        self.end.as_ref().is_some_and(|end| {
+            end.iter()
+                .all(|(p, e)| self.next.get(p).is_some_and(|n| n >= e))
+        })
+    }
+
+    fn progress(&self) -> StreamProgress {
+        StreamProgress {
+            current: self.next.clone(),
+            latest: self.latest.clone(),
+            end: self.end.clone(),
+            paused: self.paused,
+            error: self.error.clone(),
+        }
+    }
+}
+
+impl Run<'_> {
+    async fn run(&mut self) -> Result<()> {
+        let task = self.task.clone();
+        tracing::info!(
+            "task {}: reading {} partitions {:?} of {:?} into {}",
+            task.id,
+            task.spec.bootstrap_servers,
+            task.start,
+            task.topic,
+            task.spec.datasource
+        );
+        let spec = task.spec.ingestion_spec(task.window);
+        let mut ingest = StreamIngest::new(&spec, &self.dir.join("pieces"))?;
+        let mut allocator = ActionAllocator::new(self.link, Some(task.sequence.clone()));
+        let mut at = Position {
+            next: task.start.clone(),
+            latest: BTreeMap::new(),
+            end: None,
+            paused: false,
+            error: None,
+        };
+        let started = Instant::now();
+        let duration = Duration::from_millis(task.spec.task_duration_ms.max(0) as u64);
+        let poll = Duration::from_millis(task.spec.poll_timeout_ms);
+        let mut reader: Option<KafkaReader> = None;
+        let mut last_persist = Instant::now();
+        let mut last_checkpoint: Option<Instant> = None;
+        let mut last_progress: Option<Instant> = None;
+        while !at.done() {
+            // Checkpoint: where it is, whether it wants to end.
+            let due = if at.paused {
+                PAUSED_POLL
+            } else {
+                CHECKPOINT_EVERY
+            };
+            if last_checkpoint.is_none_or(|t| t.elapsed() >= due) {
+                last_checkpoint = Some(Instant::now());
+                let full = ingest.index.largest_segment_rows() >= task.spec.max_rows_per_segment
+                    || ingest.index.total_rows() as u64 >= task.spec.max_total_rows;
+                let want_end = started.elapsed() >= duration || full;
+                let control: StreamControl = call(
+                    self.link,
+                    TaskAction::StreamCheckpoint {
+                        offsets: at.next.clone(),
+                        paused: at.paused,
+                        want_end,
+                    },
+                )?;
+                match control {
+                    StreamControl::Continue => at.paused = false,
+                    StreamControl::Pause => at.paused = true,
+                    StreamControl::End { offsets } => {
+                        if at.end.is_none() {
+                            tracing::info!("task {}: reading up to {offsets:?}", task.id);
+                        }
+                        check_end(&at.next, &offsets)?;
+                        at.end = Some(offsets);
+                        at.paused = false;
+                    }
+                }
+                if at.done() {
+                    break;
+                }
+            }
+            if at.paused {
+                tokio::time::sleep(PAUSED_POLL).await;
+            } else {
+                self.read(&mut reader, &mut ingest, &mut allocator, &mut at, poll)
+                    .await?;
+            }
+            if ingest.index.has_pending() && last_persist.elapsed() >= PERSIST_EVERY {
+                last_persist = Instant::now();
+                self.persist(&mut ingest, &allocator)?;
+            }
+            if last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                last_progress = Some(Instant::now());
+                self.progress(&ingest, &at);
+            }
+        }
+        self.persist(&mut ingest, &allocator)?;
+        self.progress(&ingest, &at);
+        let end = at.end.clone().unwrap_or_default();
+        self.hand_off(&mut ingest, &allocator, end).await
+    }
+
+    /// One round of fetches, every partition not at its end at once; the messages are
+    /// read in partition order.
+    async fn read(
+        &self,
+        reader: &mut Option<KafkaReader>,
+        ingest: &mut StreamIngest,
+        allocator: &mut ActionAllocator<'_>,
+        at: &mut Position,
+        poll: Duration,
+    ) -> Result<()> {
+        let task = &self.task;
+        if reader.is_none() {
+            match KafkaReader::connect(&task.spec.bootstrap_servers).await {
+                Ok(r) => *reader = Some(r),
+                Err(e) => {
+                    at.error = Some(e.to_string());
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    return Ok(());
+                }
+            }
+        }
+        let Some(kafka) = reader.as_ref() else {
+            return Ok(());
+        };
+        let wanted: Vec<(i32, i64)> = at
+            .next
+            .iter()
+            .filter(|(p, n)| {
+                at.end
+                    .as_ref()
+                    .is_none_or(|e| e.get(p).is_some_and(|e| *n < e))
+            })
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        let fetches = wanted
+            .iter()
+            .map(|(p, n)| kafka.fetch(&task.topic, *p, *n, FETCH_BYTES, poll));
+        let results = futures::future::join_all(fetches).await;
+        let mut failed = None;
+        for ((partition, _), result) in wanted.into_iter().zip(results) {
+            let fetched = match result {
+                Ok(f) => f,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    continue;
+                }
+            };
+            at.latest.insert(partition, fetched.high_watermark);
+            let end = at.end.as_ref().and_then(|e| e.get(&partition)).copied();
+            let within: Vec<(u64, Option<&[u8]>)> = fetched
+                .messages
+                .iter()
+                .filter(|m| end.is_none_or(|e| m.offset < e))
+                .map(|m| (m.offset as u64, m.value.as_deref()))
+                .collect();
+            if let Some((last, _)) = within.last() {
+                let source = format!("{} partition {partition}", task.topic);
+                ingest.read(&within, &source, allocator)?;
+                at.next.insert(partition, *last as i64 + 1);
+            }
+            // Nothing readable is left below the end: the partition is done.
+            if let Some(end) = end {
+                let beyond = fetched.messages.iter().any(|m| m.offset >= end);
+                let empty = fetched.messages.is_empty() && fetched.high_watermark >= end;
+                if beyond || empty {
+                    at.next.insert(partition, end);
+                }
+            }
+        }
+        match failed {
+            Some(e) => {
+                tracing::warn!("task {}: {e}", task.id);
+                at.error = Some(e);
+                // A broker that went away is found again.
+                *reader = None;
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            None => at.error = None,
+        }
+        Ok(())
+    }
+
+    /// Writes what was read since the last persist, and serves it.
+    fn persist(&self, ingest: &mut StreamIngest, allocator: &ActionAllocator<'_>) -> Result<()> {
+        if !ingest.index.persist()? {
+            return Ok(());
+        }
+        let snapshot = ingest.index.snapshot();
+        let mut announce = false;
+        {
+            let mut serving = self.serving.write().unwrap_or_else(|e| e.into_inner());
+            for (id, pieces) in &snapshot {
+                let id = id.to_string();
+                announce |= !serving.contains_key(&id);
+                serving.insert(id, pieces.clone());
+            }
+        }
+        if announce {
+            let segments = snapshot
+                .iter()
+                .map(|(id, pieces)| describe_in_progress(id, pieces, allocator))
+                .collect();
+            self.link.send(&PeonMessage::Serving {
+                flight_address: self.flight_address.to_string(),
+                segments,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, ingest: &StreamIngest, at: &Position) {
+        self.report.build_segments = row_stats(&ingest.progress);
+        self.report.stream = Some(at.progress());
+        let _ = self.link.send(&PeonMessage::Progress(self.report.clone()));
+    }
+
+    /// Merges, stores and publishes the segments with the offsets they were read
+    /// from, then serves them until historicals do.
+    async fn hand_off(
+        &mut self,
+        ingest: &mut StreamIngest,
+        allocator: &ActionAllocator<'_>,
+        end: BTreeMap<i32, i64>,
+    ) -> Result<()> {
+        let task = &self.task;
+        let built = ingest.index.finish(&self.dir.join("final"))?;
+        let descriptors = task::describe(&built, allocator, &task.id)?;
+        for (i, (b, d)) in built.iter().zip(&descriptors).enumerate() {
+            if let Err(e) = self.deep.store(&b.path, &d.path).await {
+                task::discard(self.deep, &descriptors[..i]).await;
+                return Err(e);
+            }
+        }
+        let commit = OffsetCommit {
+            datasource: task.spec.datasource.clone(),
+            topic: task.topic.clone(),
+            start: task.start.clone(),
+            end,
+        };
+        let rows: u64 = built
+            .iter()
+            .map(|b: &BuiltSegment| b.written.num_rows)
+            .sum();
+        tracing::info!(
+            "task {}: publishing {} segment(s) of {rows} rows with offsets {:?} to {:?}",
+            task.id,
+            descriptors.len(),
+            commit.start,
+            commit.end
+        );
+        let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+        publish(self.deep, self.link, descriptors, Some(commit)).await?;
+        self.report.state = IngestionState::SegmentAvailabilityWait;
+        let _ = self.link.send(&PeonMessage::Progress(self.report.clone()));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let waited = Instant::now();
+        let timeout = Duration::from_millis(task.spec.handoff_condition_timeout_ms);
+        loop {
+            let served: bool = call(self.link, TaskAction::SegmentsServed { ids: ids.clone() })?;
+            if served {
+                self.report.segment_availability_confirmed = true;
+                break;
+            }
+            if !timeout.is_zero() && waited.elapsed() >= timeout {
+                tracing::warn!(
+                    "task {}: historicals did not serve its segments within {timeout:?}; \
+                     it stops serving them",
+                    task.id
+                );
+                break;
+            }
+            tokio::time::sleep(HANDOFF_POLL).await;
+        }
+        self.report.segment_availability_wait_time_ms = waited.elapsed().as_millis() as u64;
+        Ok(())
+    }
+}
+
+/// What brokers learn of a segment in progress: its id, its chunk's core partitions
+/// and its columns.
+fn describe_in_progress(
+    id: &SegmentId,
+    pieces: &[Arc<Segment>],
+    allocator: &ActionAllocator<'_>,
+) -> SegmentDescriptor {
+    SegmentDescriptor {
+        id: id.clone(),
+        core_partitions: allocator
+            .appended_core(&(id.interval, id.version.clone()))
+            .unwrap_or(0),
+        size: pieces.iter().map(|p| p.size() as u64).sum(),
+        num_rows: pieces.iter().map(|p| p.num_rows() as u64).sum(),
+        crc32: 0,
+        path: String::new(),
+        columns: pieces
+            .first()
+            .map(|p| SegmentDescriptor::columns_of(p))
+            .unwrap_or_default(),
+        created: String::new(),
+        used: true,
+        commit: None,
+    }
+}
+
+/// An end must not lie behind what the task has read: replicas would differ.
+fn check_end(next: &BTreeMap<i32, i64>, end: &BTreeMap<i32, i64>) -> Result<()> {
+    for (p, n) in next {
+        match end.get(p) {
+            Some(e) if e >= n => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "the supervisor ended partition {p} at {:?}, behind offset {n} this task \
+                     has read",
+                    end.get(p)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
