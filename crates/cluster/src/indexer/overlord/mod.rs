@@ -25,9 +25,12 @@
 mod api;
 mod schedule;
 mod streams;
+mod supervise;
 mod task_actions;
 
-use std::collections::{BTreeSet, HashMap};
+pub use supervise::{GroupTask, SUPERVISE_EVERY, SupervisorStatus};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -100,6 +103,8 @@ pub struct Overlord {
     /// once per term (`loaded`), then its own submissions and ends keep the set true,
     /// so a pass reads the live tasks only, never the whole history.
     active: Mutex<Active>,
+    /// What the supervisors' last pass saw, by datasource.
+    statuses: Mutex<BTreeMap<String, SupervisorStatus>>,
 }
 
 /// How a task writes one time chunk.
@@ -141,11 +146,16 @@ impl Overlord {
             task_turns: Mutex::new(HashMap::new()),
             allocations: Mutex::new(HashMap::new()),
             active: Mutex::new(Active::default()),
+            statuses: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, Active> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn supervisor_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SupervisorStatus>> {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {
@@ -255,6 +265,16 @@ impl Overlord {
 
     pub(super) async fn lead(&self, session: &Session, fence: u64) {
         let guard = self.election.guard(fence);
+        tokio::select! {
+            () = self.schedule_forever(session, &guard) => {}
+            () = self.supervise_forever(&guard) => {}
+        }
+        self.supervisor_statuses().clear();
+    }
+
+    /// Scheduling passes until the leadership or the session is lost.
+    async fn schedule_forever(&self, session: &Session, guard: &Txn) {
+        let guard = guard.clone();
         loop {
             match self.store.txn(guard.compares_only()).await {
                 Ok(true) => {}

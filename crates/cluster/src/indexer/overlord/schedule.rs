@@ -77,6 +77,16 @@ impl Overlord {
         }
         self.release_stale_locks(guard, &by_id).await?;
 
+        // Where each group's tasks run: replicas go to different workers when they can.
+        let mut placed: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for r in &records {
+            if let (TaskState::Running, Some(worker)) = (r.state, &r.worker) {
+                placed
+                    .entry(r.group_id.clone())
+                    .or_default()
+                    .insert(worker.clone());
+            }
+        }
         let mut active: Vec<&TaskRecord> =
             records.iter().filter(|r| !r.state.is_complete()).collect();
         active.sort_by_key(|r| (r.created_time, r.id.clone()));
@@ -91,7 +101,10 @@ impl Overlord {
             };
             let outcome = match record.state {
                 TaskState::Waiting => self.try_lock(guard, &record).await,
-                TaskState::Pending => self.try_assign(guard, &record, &workers, &mut busy).await,
+                TaskState::Pending => {
+                    self.try_assign(guard, &record, &workers, &mut busy, &mut placed)
+                        .await
+                }
                 TaskState::Running => self.check_running(guard, &record, &workers, &reports).await,
                 TaskState::Success | TaskState::Failed => Ok(()),
             };
@@ -170,13 +183,16 @@ impl Overlord {
         Ok(())
     }
 
-    /// Pending: to the live worker (of the task's category) with the most free slots.
+    /// Pending: to the live worker (of the task's category) with the most free slots,
+    /// preferring one that runs no other task of the task's group (the replicas of a
+    /// streaming task group each on its own worker).
     pub(super) async fn try_assign(
         &self,
         guard: &Txn,
         record: &TaskRecord,
         workers: &BTreeMap<String, NodeInfo>,
         busy: &mut HashMap<String, u32>,
+        placed: &mut HashMap<String, BTreeSet<String>>,
     ) -> Result<()> {
         let category = task_spec(&record.payload).ok().and_then(|t| t.category);
         let free = |w: &NodeInfo| {
@@ -188,7 +204,12 @@ impl Overlord {
             .values()
             .filter(|w| category.is_none() || w.category == category)
             .filter(|w| free(w) > 0)
-            .max_by_key(|w| (free(w), std::cmp::Reverse(w.id.clone())))
+            .max_by_key(|w| {
+                let apart = placed
+                    .get(&record.group_id)
+                    .is_none_or(|p| !p.contains(&w.id));
+                (apart, free(w), std::cmp::Reverse(w.id.clone()))
+            })
         else {
             return Ok(());
         };
@@ -216,6 +237,10 @@ impl Overlord {
         })
         .await?;
         *busy.entry(worker.id.clone()).or_default() += 1;
+        placed
+            .entry(record.group_id.clone())
+            .or_default()
+            .insert(worker.id.clone());
         tracing::info!("task {} assigned to worker {}", record.id, worker.id);
         Ok(())
     }
