@@ -18,6 +18,46 @@ use crate::metastore::{MetaStore, Txn, compare_and_swap};
 
 const PREFIX: &str = "/grove/supervisors/";
 const HISTORY_PREFIX: &str = "/grove/supervisors-history/";
+const STATES_PREFIX: &str = "/grove/supervisor-states/";
+
+/// A supervisor's state as the leading overlord last wrote it, for readers that are not
+/// the overlord (`sys.supervisors` on brokers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisorState {
+    pub state: String,
+    pub detailed_state: String,
+    pub healthy: bool,
+}
+
+/// Writes a supervisor's state (inside the overlord's guard).
+pub async fn set_state(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    id: &str,
+    state: &SupervisorState,
+) -> Result<()> {
+    let txn = guard
+        .compares_only()
+        .put(format!("{STATES_PREFIX}{id}"), encode(state)?);
+    store.txn(txn).await?;
+    Ok(())
+}
+
+/// Every supervisor's last written state, by id.
+pub async fn states(
+    store: &dyn MetaStore,
+) -> Result<std::collections::BTreeMap<String, SupervisorState>> {
+    store
+        .range(STATES_PREFIX)
+        .await?
+        .iter()
+        .map(|kv| {
+            let id = kv.key[STATES_PREFIX.len()..].to_string();
+            Ok((id, decode(&kv.key, &kv.value)?))
+        })
+        .collect()
+}
 
 /// A supervisor as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -455,6 +455,7 @@ mod tests {
             error_msg: None,
             segment_availability_confirmed: false,
             segment_availability_wait_time_ms: 0,
+            stream: None,
         };
         let documented: Value = serde_json::from_str(
             r#"{

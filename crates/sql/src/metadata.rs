@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::nodes::{NodeInfo, Role};
 use grove_cluster::segments::{self, SegmentDescriptor};
+use grove_cluster::supervisors::{self, SupervisorRecord, SupervisorState};
 use grove_cluster::task_status::{self, TaskRecord};
 use grove_cluster::view::ClusterView;
 
@@ -67,6 +68,27 @@ pub trait Metadata: Send + Sync + std::fmt::Debug {
     fn servers(&self) -> Vec<ServerInfo>;
     /// The indexing service's tasks, read when asked (they are not kept).
     async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>>;
+    /// The supervisors that were not terminated, with the state the overlord last
+    /// wrote, read when asked.
+    async fn supervisors(
+        &self,
+    ) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>>;
+}
+
+/// The supervisors in `store` that were not terminated, with their states.
+async fn live_supervisors(
+    store: &dyn MetaStore,
+) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>> {
+    let mut states = supervisors::states(store).await?;
+    Ok(supervisors::list(store)
+        .await?
+        .into_iter()
+        .filter(|r| !r.terminated)
+        .map(|r| {
+            let state = states.remove(&r.id);
+            (r, state)
+        })
+        .collect())
 }
 
 #[derive(Debug)]
@@ -140,6 +162,12 @@ impl Metadata for DirectMetadata {
 
     async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>> {
         task_status::list(self.store.as_ref()).await
+    }
+
+    async fn supervisors(
+        &self,
+    ) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>> {
+        live_supervisors(self.store.as_ref()).await
     }
 }
 
@@ -218,5 +246,11 @@ impl Metadata for ViewMetadata {
 
     async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>> {
         task_status::list(self.view.store().as_ref()).await
+    }
+
+    async fn supervisors(
+        &self,
+    ) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>> {
+        live_supervisors(self.view.store().as_ref()).await
     }
 }

@@ -13,6 +13,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use grove_cluster::segments::SegmentDescriptor;
+use grove_cluster::supervisors::{SupervisorRecord, SupervisorState};
 use grove_cluster::task_status::TaskRecord;
 use grove_segment::id::format_millis;
 use grove_segment::timeline::Timeline;
@@ -107,7 +108,7 @@ impl SysSchema {
     }
 }
 
-const SYS_TABLES: [&str; 3] = ["segments", "servers", "tasks"];
+const SYS_TABLES: [&str; 4] = ["segments", "servers", "supervisors", "tasks"];
 
 #[async_trait]
 impl SchemaProvider for SysSchema {
@@ -126,6 +127,14 @@ impl SchemaProvider for SysSchema {
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 sys_tasks(&tasks)?
+            }
+            "supervisors" => {
+                let supervisors = self
+                    .metadata
+                    .supervisors()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                sys_supervisors(&supervisors)?
             }
             _ => return Ok(None),
         };
@@ -241,6 +250,56 @@ fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
         field("curr_size", DataType::Int64, true),
         field("max_size", DataType::Int64, true),
         field("start_time", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `sys.supervisors`: every supervisor that was not terminated, with Druid's columns.
+fn sys_supervisors(
+    supervisors: &[(SupervisorRecord, Option<SupervisorState>)],
+) -> Result<RecordBatch> {
+    let text = |f: &dyn Fn(&SupervisorRecord, Option<&SupervisorState>) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            supervisors.iter().map(|(r, s)| f(r, s.as_ref())),
+        ))
+    };
+    let state = |r: &SupervisorRecord, s: Option<&SupervisorState>| match s {
+        Some(s) => s.state.clone(),
+        None if r.suspended => "SUSPENDED".into(),
+        None => "PENDING".into(),
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r, _| r.id.clone()),
+        text(&state),
+        text(&|r, s| s.map_or_else(|| state(r, s), |s| s.detailed_state.clone())),
+        Arc::new(Int64Array::from_iter_values(
+            supervisors
+                .iter()
+                .map(|(_, s)| i64::from(s.as_ref().is_none_or(|s| s.healthy))),
+        )),
+        text(&|_, _| "kafka".into()),
+        text(&|r, _| {
+            r.spec
+                .pointer("/spec/ioConfig/topic")
+                .or_else(|| r.spec.pointer("/ioConfig/topic"))
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string()
+        }),
+        Arc::new(Int64Array::from_iter_values(
+            supervisors.iter().map(|(r, _)| i64::from(r.suspended)),
+        )),
+        text(&|r, _| r.spec.to_string()),
+    ];
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        field("supervisor_id", DataType::Utf8, false),
+        field("state", DataType::Utf8, false),
+        field("detailed_state", DataType::Utf8, false),
+        field("healthy", DataType::Int64, false),
+        field("type", DataType::Utf8, false),
+        field("source", DataType::Utf8, false),
+        field("suspended", DataType::Int64, false),
+        field("spec", DataType::Utf8, false),
     ]));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -58,11 +58,14 @@ pub fn routes(overlord: Arc<Overlord>) -> Router {
         )
         .route("/druid/indexer/v1/action", post(action))
         .route_layer(middleware::from_fn_with_state(api.clone(), to_leader));
+    let supervisors = super::supervisor_api::routes(api.overlord.clone())
+        .route_layer(middleware::from_fn_with_state(api.clone(), to_leader));
     Router::new()
         .route("/druid/indexer/v1/isLeader", get(is_leader))
         .route("/druid/indexer/v1/leader", get(leader))
         .merge(led)
         .with_state(api)
+        .merge(supervisors)
 }
 
 /// Lets requests through on the leader; elsewhere redirects them to it.

@@ -12,6 +12,7 @@ pub mod http;
 pub mod indexer_api;
 pub mod overlord;
 pub mod start;
+pub mod supervisor_api;
 pub mod tls_listener;
 pub mod worker;
 

@@ -34,7 +34,7 @@ use crate::indexer::{self, decode, encode};
 use crate::kafka::KafkaReader;
 use crate::metastore::{Txn, compare_and_swap};
 use crate::stream_offsets;
-use crate::supervisors::{self, SupervisorRecord};
+use crate::supervisors::{self, SupervisorRecord, SupervisorState};
 use crate::task_status::{self, RowStats, TaskRecord, TaskState};
 
 /// Time between two passes over the supervisors.
@@ -97,6 +97,8 @@ pub(super) struct Runner {
     status: SupervisorStatus,
     consecutive_failures: u32,
     kafka_error: Option<String>,
+    /// The state last written to the store.
+    written: Option<SupervisorState>,
 }
 
 impl Runner {
@@ -160,8 +162,19 @@ impl Overlord {
                 }
                 Err(e) => {
                     runner.error(e.to_string());
+                    runner.status.state = "UNHEALTHY_SUPERVISOR".into();
+                    runner.status.healthy = false;
                     kept.insert(record.id.clone());
                 }
+            }
+            let state = SupervisorState {
+                state: runner.status.state.clone(),
+                detailed_state: runner.status.state.clone(),
+                healthy: runner.status.healthy,
+            };
+            if runner.written.as_ref() != Some(&state) {
+                supervisors::set_state(self.store.as_ref(), guard, &record.id, &state).await?;
+                runner.written = Some(state);
             }
         }
         runners.retain(|id, _| kept.contains(id));
@@ -586,8 +599,38 @@ impl Overlord {
         Ok(())
     }
 
-    /// The statuses of the supervisors, as the last pass saw them.
+    /// The status of a supervisor, as the last pass saw it.
     pub fn supervisor_status(&self, id: &str) -> Option<SupervisorStatus> {
         self.supervisor_statuses().get(id).cloned()
+    }
+
+    /// `POST /druid/indexer/v1/supervisor`: stores the spec (replacing the
+    /// datasource's supervisor, whose reading tasks then end gracefully). Returns the
+    /// supervisor's id, its datasource.
+    pub async fn submit_supervisor(&self, spec: serde_json::Value) -> Result<String> {
+        let guard = self.guard()?;
+        let parsed = KafkaSupervisorSpec::from_json(&spec.to_string())?;
+        if let KafkaTopic::Pattern(_) = parsed.topic {
+            return Err(Error::Invalid(
+                "ioConfig.topicPattern: not supported; give one topic".into(),
+            ));
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let id = supervisors::submit(self.store.as_ref(), &guard, spec, &now).await?;
+        tracing::info!("supervisor {id}: spec submitted");
+        Ok(id)
+    }
+
+    /// Suspends (its reading tasks publish what they read) or resumes a supervisor.
+    pub async fn suspend_supervisor(&self, id: &str, suspended: bool) -> Result<SupervisorRecord> {
+        let guard = self.guard()?;
+        supervisors::set_suspended(self.store.as_ref(), &guard, id, suspended).await
+    }
+
+    /// Terminates a supervisor: its reading tasks publish what they read, and it runs
+    /// no more; its record stays for its history.
+    pub async fn terminate_supervisor(&self, id: &str) -> Result<SupervisorRecord> {
+        let guard = self.guard()?;
+        supervisors::terminate(self.store.as_ref(), &guard, id).await
     }
 }
