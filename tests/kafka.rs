@@ -29,7 +29,11 @@ fn partitions_are_read_from_any_offset_with_the_high_watermark() {
         assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
         for (m, i) in all.messages.iter().zip([0, 2, 4, 6, 8]) {
             let value: Value = serde_json::from_slice(m.value.as_deref().unwrap()).unwrap();
-            assert_eq!(value, json!({"i": i, "k": format!("k{}", i % 3), "v": i}));
+            let ts = format!("2024-01-01T00:00:{i:02}Z");
+            assert_eq!(
+                value,
+                json!({"ts": ts, "i": i, "k": format!("k{}", i % 3), "v": i})
+            );
             assert_eq!(m.key.as_deref(), Some(format!("key{i}").as_bytes()));
             assert_eq!(
                 m.headers.get("h").map(Vec::as_slice),

@@ -1,12 +1,15 @@
 """Produces to a Kafka-API broker with kafka-python, as a user's producer would.
 
-    kafka_client.py BOOTSTRAP TOPIC PARTITIONS MESSAGES
+    kafka_client.py BOOTSTRAP TOPIC PARTITIONS MESSAGES [FIRST]
 
-Creates TOPIC with PARTITIONS partitions, then sends MESSAGES JSON messages
-{"i": i, "k": "k{i%3}", "v": i} keyed "key{i}" with a header h=value{i}, message i to
-partition i % PARTITIONS, and prints {"sent": MESSAGES} once the broker has them all.
+Creates TOPIC with PARTITIONS partitions (unless FIRST is given: the topic exists),
+then sends MESSAGES JSON messages i = FIRST, FIRST+1, ... (FIRST defaults to 0):
+{"ts": 2024-01-01T00:00:00Z + i seconds, "i": i, "k": "k{i%3}", "v": i}, keyed "key{i}"
+with a header h=value{i}, message i to partition i % PARTITIONS, and prints
+{"sent": MESSAGES} once the broker has them all.
 """
 
+import datetime
 import json
 import sys
 
@@ -14,12 +17,16 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 bootstrap, topic, partitions, messages = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-admin.close()
+first = int(sys.argv[5]) if len(sys.argv) > 5 else None
+if first is None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    admin.close()
 producer = KafkaProducer(bootstrap_servers=bootstrap)
-for i in range(messages):
-    value = json.dumps({"i": i, "k": f"k{i % 3}", "v": i}).encode()
+epoch = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+for i in range(first or 0, (first or 0) + messages):
+    ts = (epoch + datetime.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = json.dumps({"ts": ts, "i": i, "k": f"k{i % 3}", "v": i}).encode()
     producer.send(
         topic,
         key=f"key{i}".encode(),

@@ -15,6 +15,10 @@ use rskafka::client::{Client, ClientBuilder};
 
 use crate::error::{Error, Result};
 
+/// How long the fetch behind [`KafkaReader::bounds`] waits: some brokers (tansu) answer
+/// a fetch that may not wait at all with no partition in it.
+const BOUNDS_WAIT: Duration = Duration::from_millis(10);
+
 /// One message of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -116,7 +120,7 @@ impl KafkaReader {
             Error::Busy(format!("topic {topic:?} partition {partition}: {e}"))
         })?;
         let fetched = self
-            .fetch(topic, partition, earliest, 1, Duration::ZERO)
+            .fetch(topic, partition, earliest, 1, BOUNDS_WAIT)
             .await?;
         Ok((earliest, fetched.high_watermark))
     }

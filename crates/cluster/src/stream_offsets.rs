@@ -29,8 +29,34 @@ pub struct StreamOffsets {
 pub struct OffsetCommit {
     pub datasource: String,
     pub topic: String,
+    #[serde(with = "partition_keys")]
     pub start: BTreeMap<i32, i64>,
+    #[serde(with = "partition_keys")]
     pub end: BTreeMap<i32, i64>,
+}
+
+/// Serde for offsets by partition that also reads them where serde buffers what it
+/// reads (inside internally tagged enums such as task actions), which leaves a JSON
+/// object's keys as strings that a plain `BTreeMap<i32, _>` refuses.
+pub mod partition_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
+        BTreeMap::<String, i64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| match k.parse::<i32>() {
+                Ok(p) => Ok((p, v)),
+                Err(_) => Err(D::Error::custom(format!("partition {k:?} is not a number"))),
+            })
+            .collect()
+    }
 }
 
 pub fn key(datasource: &str) -> String {

@@ -53,6 +53,7 @@ pub enum TaskAction {
     /// whether it is paused, and whether it wants to hand off (it has read enough);
     /// the answer is a [`StreamControl`].
     StreamCheckpoint {
+        #[serde(with = "crate::stream_offsets::partition_keys")]
         offsets: BTreeMap<i32, i64>,
         paused: bool,
         want_end: bool,
@@ -105,7 +106,10 @@ pub enum StreamControl {
     /// end is the furthest any replica has read.
     Pause,
     /// Read up to (not including) these offsets, then publish and hand off.
-    End { offsets: BTreeMap<i32, i64> },
+    End {
+        #[serde(with = "crate::stream_offsets::partition_keys")]
+        offsets: BTreeMap<i32, i64>,
+    },
 }
 
 /// The answer to [`TaskAction::SegmentAllocate`].
@@ -179,6 +183,41 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// Internally tagged enums buffer what they read, which leaves JSON keys as
+    /// strings: offsets by partition must read back all the same.
+    #[test]
+    fn stream_actions_and_answers_read_back_what_was_written() {
+        let offsets = BTreeMap::from([(0, 5), (3, 7)]);
+        let commit = OffsetCommit {
+            datasource: "ds".into(),
+            topic: "t".into(),
+            start: offsets.clone(),
+            end: BTreeMap::from([(0, 6), (3, 9)]),
+        };
+        let actions = [
+            TaskAction::StreamCheckpoint {
+                offsets: offsets.clone(),
+                paused: true,
+                want_end: false,
+            },
+            TaskAction::SegmentTransactionalInsert {
+                segments: Vec::new(),
+                offsets: Some(commit),
+            },
+        ];
+        for action in actions {
+            let text = serde_json::to_string(&action).unwrap();
+            assert_eq!(
+                serde_json::from_str::<TaskAction>(&text).unwrap(),
+                action,
+                "{text}"
+            );
+        }
+        let end = StreamControl::End { offsets };
+        let value = serde_json::to_value(&end).unwrap();
+        assert_eq!(serde_json::from_value::<StreamControl>(value).unwrap(), end);
+    }
     use crate::metastore::EmbeddedStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,8 +280,11 @@ impl Worker {
             };
             let message: PeonMessage = match serde_json::from_str(&line) {
                 Ok(m) => m,
-                Err(_) => {
-                    tracing::debug!("task {}: {line}", assignment.task_id);
+                Err(e) => {
+                    tracing::warn!(
+                        "task {}: unreadable message ({e}): {line}",
+                        assignment.task_id
+                    );
                     continue;
                 }
             };
