@@ -3,89 +3,12 @@
 //! test writes when it chooses, so that a task is caught running for sure.
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use grove_cluster::locks;
-use grove_e2e::Sandbox;
 use grove_e2e::cluster::TestCluster;
-use grove_e2e::start::agent;
-use grove_e2e::tasks::{TaskApi, feed, fifo, json_task, peons, rows};
-use grove_testkit::free_port;
+use grove_e2e::tasks::{Started, TaskApi, feed, fifo, grove_start, json_task, peons, rows, sql};
 use serde_json::{Value, json};
-
-/// `grove start` on a data directory of its own, with `extra` flags; killed when
-/// dropped.
-struct Started {
-    sandbox: Sandbox,
-    port: u16,
-    /// `http://127.0.0.1:PORT`.
-    base: String,
-    child: Child,
-}
-
-impl Started {
-    fn new(extra: &[&str]) -> Started {
-        let sandbox = Sandbox::default();
-        let port = free_port();
-        let child = grove_start(&sandbox, port, extra);
-        Started {
-            sandbox,
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `grove start` on `data` in `sandbox`, HTTP on `port`, with `extra` flags; waits
-/// until its overlord leads.
-fn grove_start(sandbox: &Sandbox, port: u16, extra: &[&str]) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(sandbox.path("start.log"))
-        .expect("log");
-    let child = Command::new(grove_e2e::grove_bin())
-        .args(["start", "--data-dir", &sandbox.arg("data")])
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .args(["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("HOME", sandbox.path(""))
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("grove start");
-    let api = TaskApi::new(format!("http://127.0.0.1:{port}"));
-    let began = Instant::now();
-    while api.get("/druid/indexer/v1/isLeader").0 != 200 {
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "grove start's overlord never led:\n{}",
-            std::fs::read_to_string(sandbox.path("start.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
-}
-
-fn sql(base: &str, query: &str) -> Vec<Value> {
-    let mut response = agent()
-        .post(&format!("{base}/druid/v2/sql"))
-        .send_json(json!({ "query": query }))
-        .expect("SQL answers");
-    let body: Value = response.body_mut().read_json().expect("SQL JSON");
-    body.as_array()
-        .unwrap_or_else(|| panic!("{query}: {body}"))
-        .clone()
-}
 
 /// The keys of Druid's `TaskStatusPlus`, as its documentation shows them.
 const STATUS_PLUS_KEYS: [&str; 13] = [

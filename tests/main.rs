@@ -11,4 +11,5 @@ mod indexing;
 mod kafka;
 mod postgres;
 mod s3_input;
+mod streaming;
 mod tpch;

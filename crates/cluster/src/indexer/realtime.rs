@@ -56,6 +56,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 const HANDOFF_POLL: Duration = Duration::from_millis(250);
 /// The most bytes one fetch asks of a partition.
 const FETCH_BYTES: i32 = 4 << 20;
+/// How much longer than its poll timeout a fetch may take before the broker counts as
+/// unreachable.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The wait before fetching again after a fetch failed.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -443,7 +446,22 @@ impl Run<'_> {
         let fetches = wanted
             .iter()
             .map(|(p, n)| kafka.fetch(&task.topic, *p, *n, FETCH_BYTES, poll));
-        let results = futures::future::join_all(fetches).await;
+        // A broker that stops answering must not stop the checkpoints.
+        let results =
+            match tokio::time::timeout(poll + FETCH_TIMEOUT, futures::future::join_all(fetches))
+                .await
+            {
+                Ok(results) => results,
+                Err(_) => {
+                    at.error = Some(format!(
+                        "Kafka at {} did not answer within {:?}",
+                        task.spec.bootstrap_servers,
+                        poll + FETCH_TIMEOUT
+                    ));
+                    *reader = None;
+                    return Ok(());
+                }
+            };
         let mut failed = None;
         for ((partition, _), result) in wanted.into_iter().zip(results) {
             let fetched = match result {

@@ -1,0 +1,368 @@
+//! Streaming ingestion from a real Kafka-API broker (tansu), produced to with a real
+//! Kafka client (kafka-python): Druid's supervisor API on `grove start`, rows
+//! queryable while their task reads, hand-offs under a running query loop, bad
+//! messages and a broker that stops answering.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use grove_e2e::start::{agent, python_client};
+use grove_e2e::tasks::{Started, TaskApi};
+use grove_testkit::Tansu;
+use serde_json::{Value, json};
+
+/// A supervisor spec for `datasource` reading `topic` from the start, handing off
+/// every `duration`.
+fn spec(bootstrap: &str, topic: &str, datasource: &str, duration: &str) -> Value {
+    json!({
+        "type": "kafka",
+        "spec": {
+            "dataSchema": {
+                "dataSource": datasource,
+                "timestampSpec": {"column": "ts", "format": "iso"},
+                "dimensionsSpec": {"dimensions": ["k", {"type": "long", "name": "v"}]},
+                "granularitySpec": {"segmentGranularity": "hour", "queryGranularity": "none", "rollup": false}
+            },
+            "ioConfig": {
+                "topic": topic,
+                "inputFormat": {"type": "json"},
+                "consumerProperties": {"bootstrap.servers": bootstrap},
+                "taskCount": 1,
+                "replicas": 1,
+                "taskDuration": duration,
+                "useEarliestOffset": true
+            },
+            "tuningConfig": {"type": "kafka"}
+        }
+    })
+}
+
+/// Creates `topic` with `partitions` partitions.
+fn create_topic(tansu: &Tansu, topic: &str, partitions: u32) {
+    let sent = python_client(
+        "kafka_client.py",
+        &[&tansu.bootstrap(), topic, &partitions.to_string(), "0"],
+    );
+    assert_eq!(sent, json!({"sent": 0}));
+}
+
+/// Produces messages `first..first + n` (values `v = i`), or as many unparseable ones.
+fn produce(tansu: &Tansu, topic: &str, partitions: u32, n: u64, first: u64, garbage: bool) {
+    let mut args = vec![
+        tansu.bootstrap(),
+        topic.to_string(),
+        partitions.to_string(),
+        n.to_string(),
+        first.to_string(),
+    ];
+    if garbage {
+        args.push("garbage".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(python_client("kafka_client.py", &args), json!({"sent": n}));
+}
+
+/// `(COUNT(*), COUNT(DISTINCT v), SUM(v))` of `datasource`; zeros before it exists.
+fn totals(base: &str, datasource: &str) -> (u64, u64, u64) {
+    let query =
+        format!("SELECT COUNT(*) AS n, COUNT(DISTINCT v) AS d, SUM(v) AS s FROM {datasource}");
+    let Ok(mut response) = agent()
+        .post(&format!("{base}/druid/v2/sql"))
+        .send_json(json!({ "query": query }))
+    else {
+        return (0, 0, 0);
+    };
+    let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+    let Some(row) = body.get(0) else {
+        let message = body.to_string();
+        assert!(
+            message.contains("not found"),
+            "a query failed while streaming: {message}"
+        );
+        return (0, 0, 0);
+    };
+    let n = |k: &str| row[k].as_u64().unwrap_or(0);
+    (n("n"), n("d"), n("s"))
+}
+
+/// Rows of a query, or an empty list while its table does not exist.
+fn rows(base: &str, query: &str) -> Vec<Value> {
+    let mut response = agent()
+        .post(&format!("{base}/druid/v2/sql"))
+        .send_json(json!({ "query": query }))
+        .expect("SQL answers");
+    let body: Value = response.body_mut().read_json().expect("SQL JSON");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits up to `timeout` for `holds`; the panic says `what` and shows `log`.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+    mut holds: impl FnMut() -> bool,
+) {
+    let began = Instant::now();
+    while !holds() {
+        assert!(
+            began.elapsed() < timeout,
+            "{what}: not within {timeout:?}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sum_below(n: u64) -> u64 {
+    n * n.saturating_sub(1) / 2
+}
+
+fn logs(grove: &Started) -> String {
+    let mut out = std::fs::read_to_string(grove.sandbox.path("start.log")).unwrap_or_default();
+    if let Ok(tasks) = std::fs::read_dir(grove.sandbox.path("data/tasks")) {
+        for task in tasks.flatten() {
+            let log = std::fs::read_to_string(task.path().join("log")).unwrap_or_default();
+            out.push_str(&format!("\n--- {}\n{log}", task.path().display()));
+        }
+    }
+    out
+}
+
+#[test]
+fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "events", 2);
+    let grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let (code, body) = api.post(
+        "/druid/indexer/v1/supervisor",
+        &spec(&tansu.bootstrap(), "events", "events", "PT3S"),
+    );
+    assert_eq!((code, body.as_str()), (200, r#"{"id":"events"}"#));
+
+    // A query loop runs across the hand-offs: COUNT(*) never goes down, never exceeds
+    // what was produced, and no row is ever counted twice.
+    let produced = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (produced, stop, base) = (produced.clone(), stop.clone(), base.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            let mut queries = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let bound = produced.load(Ordering::SeqCst);
+                let (n, distinct, _) = totals(&base, "events");
+                assert!(n >= last, "COUNT(*) went down from {last} to {n}");
+                assert_eq!(n, distinct, "a row was counted twice");
+                assert!(n <= bound, "{n} rows, but only {bound} were produced");
+                last = n;
+                queries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            queries
+        })
+    };
+    let batches = 8;
+    for batch in 0..batches {
+        produced.fetch_add(250, Ordering::SeqCst);
+        produce(&tansu, "events", 2, 250, batch * 250, false);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let all = batches * 250;
+    let log = || logs(&grove);
+    wait_for("every produced row", Duration::from_secs(60), &log, || {
+        totals(&base, "events") == (all, all, sum_below(all))
+    });
+    // Several tasks handed off, each publishing its rows with its offsets.
+    wait_for("two hand-offs", Duration::from_secs(60), &log, || {
+        let done = rows(
+            &base,
+            "SELECT COUNT(*) AS n FROM sys.tasks WHERE type = 'index_kafka' AND status = 'SUCCESS'",
+        );
+        done.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) >= 2
+    });
+    stop.store(true, Ordering::SeqCst);
+    let queries = watcher.join().expect("the query loop held");
+    assert!(queries > 20, "only {queries} queries ran");
+    let published = rows(
+        &base,
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+    );
+    let published = published.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+    assert!(
+        published > 0 && published <= all,
+        "{published} rows handed off"
+    );
+    assert_eq!(totals(&base, "events"), (all, all, sum_below(all)));
+
+    // The supervisor shows where it reads: caught up with the high watermarks.
+    wait_for("no lag", Duration::from_secs(30), &log, || {
+        let status = api.get_json("/druid/indexer/v1/supervisor/events/status");
+        let payload = &status["payload"];
+        payload["state"] == "RUNNING"
+            && payload["aggregateLag"] == 0
+            && payload["latestOffsets"] == json!({"0": all / 2, "1": all / 2})
+    });
+}
+
+#[test]
+fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "clicks", 1);
+    let grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let log = || logs(&grove);
+
+    // A spec with a field Grove does not know is refused by name; nothing is stored.
+    let mut broken = spec(&tansu.bootstrap(), "clicks", "clicks", "PT1H");
+    broken["spec"]["ioConfig"]["autoScalerConfig"] = json!({"enableTaskAutoScaler": true});
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &broken);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("spec.ioConfig.autoScalerConfig"), "{body}");
+    let (code, body) = api.get("/druid/indexer/v1/supervisor/clicks");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("[clicks] does not exist"), "{body}");
+    assert_eq!(api.get_json("/druid/indexer/v1/supervisor"), json!([]));
+
+    let mut good = spec(&tansu.bootstrap(), "clicks", "clicks", "PT1H");
+    good["spec"]["tuningConfig"]["maxParseExceptions"] = json!(100);
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &good);
+    assert_eq!((code, body.as_str()), (200, r#"{"id":"clicks"}"#));
+    assert_eq!(
+        api.get_json("/druid/indexer/v1/supervisor"),
+        json!(["clicks"])
+    );
+    let full = api.get_json("/druid/indexer/v1/supervisor?full");
+    assert_eq!(full[0]["id"], "clicks");
+    assert_eq!(full[0]["spec"]["spec"]["ioConfig"]["topic"], "clicks");
+    assert_eq!(full[0]["suspended"], false);
+
+    // Good rows and bad messages: the bad ones are counted and skipped.
+    produce(&tansu, "clicks", 1, 300, 0, false);
+    produce(&tansu, "clicks", 1, 7, 300, true);
+    produce(&tansu, "clicks", 1, 100, 307, false);
+    let good_sum = sum_below(407) - (300..307).sum::<u64>();
+    wait_for("the good rows", Duration::from_secs(30), &log, || {
+        totals(&base, "clicks") == (400, 400, good_sum)
+    });
+    wait_for(
+        "the bad messages counted",
+        Duration::from_secs(10),
+        &log,
+        || {
+            let stats = api.get_json("/druid/indexer/v1/supervisor/clicks/stats");
+            let tasks = stats["0"].as_object().cloned().unwrap_or_default();
+            tasks.values().any(|t| {
+                let rows = &t["totals"]["buildSegments"];
+                rows["unparseable"] == 7 && rows["processed"] == 400
+            })
+        },
+    );
+    let (code, body) = api.get("/druid/indexer/v1/supervisor/clicks/health");
+    assert_eq!((code, body.as_str()), (200, r#"{"healthy":true}"#));
+    let listed = rows(
+        &base,
+        "SELECT supervisor_id, type, source, suspended FROM sys.supervisors",
+    );
+    assert_eq!(
+        listed,
+        [json!({"supervisor_id": "clicks", "type": "kafka", "source": "clicks", "suspended": 0})]
+    );
+
+    // Suspended, its task publishes what it read and reading stops; resumed, it reads
+    // what came meanwhile.
+    let (code, body) = api.post("/druid/indexer/v1/supervisor/clicks/suspend", &json!({}));
+    assert_eq!(code, 200, "{body}");
+    let suspended: Value = serde_json::from_str(&body).expect("a spec");
+    assert_eq!(suspended["suspended"], true);
+    wait_for("the suspension", Duration::from_secs(30), &log, || {
+        let status = api.get_json("/druid/indexer/v1/supervisor/clicks/status");
+        status["payload"]["state"] == "SUSPENDED"
+            && status["payload"]["activeTasks"] == json!([])
+            && status["payload"]["publishingTasks"] == json!([])
+    });
+    let handed_off = rows(
+        &base,
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published",
+    );
+    assert_eq!(handed_off[0]["n"], 400);
+    produce(&tansu, "clicks", 1, 50, 407, false);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(totals(&base, "clicks").0, 400, "read while suspended");
+    let (code, body) = api.post("/druid/indexer/v1/supervisor/clicks/resume", &json!({}));
+    assert_eq!(code, 200, "{body}");
+    let all_sum = good_sum + (407..457).sum::<u64>();
+    wait_for(
+        "the rows produced while suspended",
+        Duration::from_secs(30),
+        &log,
+        || totals(&base, "clicks") == (450, 450, all_sum),
+    );
+
+    // Terminated, it is gone from the list and its history stays.
+    let (code, body) = api.post("/druid/indexer/v1/supervisor/clicks/terminate", &json!({}));
+    assert_eq!((code, body.as_str()), (200, r#"{"id":"clicks"}"#));
+    assert_eq!(api.get_json("/druid/indexer/v1/supervisor"), json!([]));
+    let history = api.get_json("/druid/indexer/v1/supervisor/clicks/history");
+    assert_eq!(history.as_array().map(Vec::len), Some(1));
+    wait_for("the last hand-off", Duration::from_secs(30), &log, || {
+        let published = rows(
+            &base,
+            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published",
+        );
+        published.first().and_then(|r| r["n"].as_u64()) == Some(450)
+    });
+    assert_eq!(totals(&base, "clicks"), (450, 450, all_sum));
+}
+
+#[test]
+fn a_broker_that_stops_answering_makes_the_supervisor_unhealthy_until_it_is_back() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "views", 1);
+    let grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let log = || logs(&grove);
+    let (code, _) = api.post(
+        "/druid/indexer/v1/supervisor",
+        &spec(&tansu.bootstrap(), "views", "views", "PT1H"),
+    );
+    assert_eq!(code, 200);
+    produce(&tansu, "views", 1, 100, 0, false);
+    wait_for("the first rows", Duration::from_secs(30), &log, || {
+        totals(&base, "views").0 == 100
+    });
+
+    tansu.freeze();
+    wait_for(
+        "an unhealthy supervisor",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/views/status");
+            let errors = status["payload"]["recentErrors"].to_string();
+            status["payload"]["state"] == "UNHEALTHY_SUPERVISOR"
+                && errors.contains(&tansu.bootstrap())
+        },
+    );
+    let (code, body) = api.get("/druid/indexer/v1/supervisor/views/health");
+    assert_eq!((code, body.as_str()), (503, r#"{"healthy":false}"#));
+    // What was read stays queryable meanwhile.
+    assert_eq!(totals(&base, "views").0, 100);
+
+    tansu.thaw();
+    produce(&tansu, "views", 1, 100, 100, false);
+    wait_for(
+        "a healthy supervisor reading again",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/views/status");
+            status["payload"]["state"] == "RUNNING"
+                && totals(&base, "views") == (200, 200, sum_below(200))
+        },
+    );
+}
