@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use grove_e2e::start::{agent, python_client};
-use grove_e2e::tasks::{Started, TaskApi};
+use grove_e2e::tasks::{Started, TaskApi, grove_start, peon_pids};
 use grove_testkit::Tansu;
 use serde_json::{Value, json};
 
@@ -365,4 +365,100 @@ fn a_broker_that_stops_answering_makes_the_supervisor_unhealthy_until_it_is_back
                 && totals(&base, "views") == (200, 200, sum_below(200))
         },
     );
+}
+
+/// A small random number generator, seeded from the clock; the seed is printed so a
+/// failing run can be told apart.
+struct Random(u64);
+
+impl Random {
+    fn new() -> Random {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("random seed {seed}");
+        Random(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn kill_9_of_tasks_and_of_grove_start_at_random_moments_loses_and_duplicates_nothing() {
+    let tansu = Arc::new(Tansu::start());
+    create_topic(&tansu, "orders", 2);
+    let mut grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let (code, _) = api.post(
+        "/druid/indexer/v1/supervisor",
+        &spec(&tansu.bootstrap(), "orders", "orders", "PT2S"),
+    );
+    assert_eq!(code, 200);
+
+    // Messages arrive in batches while tasks and the whole process are killed.
+    let batches = 16;
+    let producer = {
+        let tansu = tansu.clone();
+        std::thread::spawn(move || {
+            for batch in 0..batches {
+                produce(&tansu, "orders", 2, 100, batch * 100, false);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let mut random = Random::new();
+    let tasks_dir = grove.sandbox.path("data/tasks");
+    let mut kills = Vec::new();
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(700 + random.below(1500)));
+        if round % 3 == 2 {
+            // The whole process: its tasks die with it, and it starts again.
+            grove.child.kill().expect("kill -9 grove start");
+            let _ = grove.child.wait();
+            grove.child = grove_start(&grove.sandbox, grove.port, &[]);
+            kills.push("grove start".to_string());
+        } else {
+            let dir = tasks_dir.to_string_lossy().into_owned();
+            let pids = peon_pids(|args| args.iter().any(|a| a.starts_with(&dir)));
+            if let Some(pid) = pids.get(random.below(pids.len().max(1) as u64) as usize) {
+                let status = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status()
+                    .expect("kill runs");
+                assert!(status.success());
+                kills.push(format!("task process {pid}"));
+            }
+        }
+    }
+    producer.join().expect("the producer ran");
+    assert!(kills.len() >= 5, "only {} kills: {kills:?}", kills.len());
+    let all = batches * 100;
+    let log = || format!("kills: {kills:?}\n{}", logs(&grove));
+    wait_for(
+        "every produced row, once",
+        Duration::from_secs(120),
+        &log,
+        || totals(&base, "orders") == (all, all, sum_below(all)),
+    );
+    // Handed off in the end: the published segments hold every row once.
+    wait_for(
+        "every row handed off",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let published = rows(
+                &base,
+                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+            );
+            published.first().and_then(|r| r["n"].as_u64()) == Some(all)
+        },
+    );
+    assert_eq!(totals(&base, "orders"), (all, all, sum_below(all)));
 }

@@ -193,20 +193,26 @@ pub fn feed(path: &Path, text: String) -> std::thread::JoinHandle<()> {
 
 /// How many `grove peon` processes run now for task `id` (read from `/proc`).
 pub fn peons(id: &str) -> usize {
+    peon_pids(|args| args.iter().any(|a| a.ends_with(id))).len()
+}
+
+/// The process ids of running `grove peon` processes whose arguments `pick` accepts.
+pub fn peon_pids(pick: impl Fn(&[String]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     entries
         .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| {
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let args: Vec<String> = cmdline
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            args.get(1).is_some_and(|a| a == "peon") && args.iter().any(|a| a.ends_with(id))
+            (args.get(1).is_some_and(|a| a == "peon") && pick(&args)).then_some(pid)
         })
-        .count()
+        .collect()
 }
 
 /// `grove start` on a data directory of its own, with `extra` flags; killed when
