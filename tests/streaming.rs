@@ -114,6 +114,45 @@ fn wait_for(
     }
 }
 
+/// A query loop on another thread: `COUNT(*)` never goes down, never exceeds what was
+/// produced (as `produced` says before each batch is sent), and no row is ever counted
+/// twice; every query answers.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Watcher {
+    fn start(base: &str, datasource: &str, produced: Arc<AtomicU64>) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, base, datasource) = (stop.clone(), base.to_string(), datasource.to_string());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut queries = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let bound = produced.load(Ordering::SeqCst);
+                    let (n, distinct, _) = totals(&base, &datasource);
+                    assert!(n >= last, "COUNT(*) went down from {last} to {n}");
+                    assert_eq!(n, distinct, "a row was counted twice");
+                    assert!(n <= bound, "{n} rows, but only {bound} were produced");
+                    last = n;
+                    queries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                queries
+            })
+        };
+        Watcher { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let queries = self.thread.join().expect("the query loop held");
+        assert!(queries > 20, "only {queries} queries ran");
+    }
+}
+
 fn sum_below(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
 }
@@ -142,28 +181,9 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
     );
     assert_eq!((code, body.as_str()), (200, r#"{"id":"events"}"#));
 
-    // A query loop runs across the hand-offs: COUNT(*) never goes down, never exceeds
-    // what was produced, and no row is ever counted twice.
+    // A query loop runs across the hand-offs.
     let produced = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (produced, stop, base) = (produced.clone(), stop.clone(), base.clone());
-        std::thread::spawn(move || {
-            let mut last = 0;
-            let mut queries = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let bound = produced.load(Ordering::SeqCst);
-                let (n, distinct, _) = totals(&base, "events");
-                assert!(n >= last, "COUNT(*) went down from {last} to {n}");
-                assert_eq!(n, distinct, "a row was counted twice");
-                assert!(n <= bound, "{n} rows, but only {bound} were produced");
-                last = n;
-                queries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            queries
-        })
-    };
+    let watcher = Watcher::start(&base, "events", produced.clone());
     let batches = 8;
     for batch in 0..batches {
         produced.fetch_add(250, Ordering::SeqCst);
@@ -183,9 +203,7 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
         );
         done.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) >= 2
     });
-    stop.store(true, Ordering::SeqCst);
-    let queries = watcher.join().expect("the query loop held");
-    assert!(queries > 20, "only {queries} queries ran");
+    watcher.stop();
     let published = rows(
         &base,
         "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
@@ -461,4 +479,90 @@ fn kill_9_of_tasks_and_of_grove_start_at_random_moments_loses_and_duplicates_not
         },
     );
     assert_eq!(totals(&base, "orders"), (all, all, sum_below(all)));
+}
+
+#[test]
+fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "pairs", 2);
+    let grove = Started::new(&["--task-slots", "4"]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let log = || logs(&grove);
+    let mut two = spec(&tansu.bootstrap(), "pairs", "pairs", "PT4S");
+    two["spec"]["ioConfig"]["replicas"] = json!(2);
+    let (code, _) = api.post("/druid/indexer/v1/supervisor", &two);
+    assert_eq!(code, 200);
+    let produced = Arc::new(AtomicU64::new(0));
+    let watcher = Watcher::start(&base, "pairs", produced.clone());
+    let tasks_dir = grove
+        .sandbox
+        .path("data/tasks")
+        .to_string_lossy()
+        .into_owned();
+    let mut killed = None;
+    for batch in 0..8 {
+        produced.fetch_add(200, Ordering::SeqCst);
+        produce(&tansu, "pairs", 2, 200, batch * 200, false);
+        if batch == 1 {
+            // Both replicas serve the segment in progress, under one id.
+            wait_for(
+                "two replicas serving",
+                Duration::from_secs(30),
+                &log,
+                || {
+                    let served = rows(
+                        &base,
+                        "SELECT num_replicas FROM sys.segments WHERE is_realtime",
+                    );
+                    served.iter().any(|r| r["num_replicas"] == 2)
+                },
+            );
+        }
+        if batch == 3 {
+            // One replica dies: queries go on with the other, seeing no fewer rows.
+            let pids = peon_pids(|args| args.iter().any(|a| a.starts_with(&tasks_dir)));
+            let pid = *pids.first().expect("a replica runs");
+            let status = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+            killed = Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(killed.is_some());
+    let all = 1600;
+    wait_for("every produced row", Duration::from_secs(60), &log, || {
+        totals(&base, "pairs") == (all, all, sum_below(all))
+    });
+    // Groups whose replicas both lived end with both SUCCESS: one published, the
+    // other found its rows published.
+    wait_for(
+        "a group of two successful replicas",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let groups = rows(
+                &base,
+                "SELECT group_id, COUNT(*) AS n FROM sys.tasks \
+             WHERE type = 'index_kafka' AND status = 'SUCCESS' GROUP BY group_id",
+            );
+            groups.iter().any(|g| g["n"] == 2)
+        },
+    );
+    watcher.stop();
+    wait_for(
+        "every row handed off",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let published = rows(
+                &base,
+                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+            );
+            published.first().and_then(|r| r["n"].as_u64()) == Some(all)
+        },
+    );
 }

@@ -100,8 +100,13 @@ impl TaskAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "control", rename_all = "camelCase")]
 pub enum StreamControl {
-    /// Read on.
-    Continue,
+    /// Read on; rows of messages below `visible` (per partition) may be served: every
+    /// live replica of the group has read that far, so whichever replica a query
+    /// reads, it never sees fewer rows than an earlier query saw. Empty: unchanged.
+    Continue {
+        #[serde(default, with = "crate::stream_offsets::partition_keys")]
+        visible: BTreeMap<i32, i64>,
+    },
     /// Stop reading and report where you stopped: the task group is ending, and its
     /// end is the furthest any replica has read.
     Pause,

@@ -225,7 +225,14 @@ pub(super) async fn publish(
         offsets,
     };
     match tokio::task::block_in_place(|| link.call(action))? {
-        ActionReply::Ok(_) => Ok(()),
+        ActionReply::Ok(answer) => {
+            if answer.get("published") == Some(&Value::Bool(false)) {
+                // A replica's segments of the same rows were published: these files
+                // are never referenced.
+                task::discard(deep, &segments).await;
+            }
+            Ok(())
+        }
         ActionReply::Err { message, definite } => {
             if definite {
                 task::discard(deep, &segments).await;

@@ -17,7 +17,7 @@
 //!   transaction that applies only if the stored offsets still stand at its start
 //!   (exactly once). It serves its segments until historicals do, then stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use super::actions::{StreamControl, TaskAction};
 use super::peon::{ActionAllocator, PeonLink, PeonMessage, call, publish, row_stats};
 use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
-use crate::kafka::KafkaReader;
+use crate::kafka::{KafkaReader, Message};
 use crate::segments::SegmentDescriptor;
 use crate::stream_offsets::OffsetCommit;
 use crate::task::{self, TaskChunks};
@@ -298,19 +298,42 @@ struct Run<'a> {
 
 /// Where reading stands.
 struct Position {
+    /// The next offset to fetch, per partition.
     next: BTreeMap<i32, i64>,
     latest: BTreeMap<i32, i64>,
     end: Option<BTreeMap<i32, i64>>,
     paused: bool,
     error: Option<String>,
+    /// Messages fetched but not read into the index yet: those at or above `visible`.
+    held: BTreeMap<i32, VecDeque<Message>>,
+    /// Messages below these offsets may be served: every live replica has fetched them.
+    /// A task without replicas serves what it fetches at once.
+    visible: Option<BTreeMap<i32, i64>>,
 }
 
 impl Position {
     fn done(&self) -> bool {
-        self.end.as_ref().is_some_and(|end| {
+        let read = self.end.as_ref().is_some_and(|end| {
             end.iter()
                 .all(|(p, e)| self.next.get(p).is_some_and(|n| n >= e))
-        })
+        });
+        read && self.held.values().all(VecDeque::is_empty)
+    }
+
+    /// The held messages that may be served now, by partition, in offset order.
+    fn release(&mut self) -> Vec<(i32, Vec<Message>)> {
+        let mut out = Vec::new();
+        for (p, held) in &mut self.held {
+            let limit = match &self.visible {
+                None => i64::MAX,
+                Some(visible) => visible.get(p).copied().unwrap_or(i64::MIN),
+            };
+            let n = held.iter().take_while(|m| m.offset < limit).count();
+            if n > 0 {
+                out.push((*p, held.drain(..n).collect()));
+            }
+        }
+        out
     }
 
     fn progress(&self) -> StreamProgress {
@@ -344,6 +367,8 @@ impl Run<'_> {
             end: None,
             paused: false,
             error: None,
+            held: BTreeMap::new(),
+            visible: (task.spec.replicas > 1).then(|| task.start.clone()),
         };
         let started = Instant::now();
         let duration = Duration::from_millis(task.spec.task_duration_ms.max(0) as u64);
@@ -373,17 +398,28 @@ impl Run<'_> {
                     },
                 )?;
                 match control {
-                    StreamControl::Continue => at.paused = false,
+                    StreamControl::Continue { visible } => {
+                        at.paused = false;
+                        if let Some(mine) = &mut at.visible {
+                            for (p, o) in visible {
+                                let v = mine.entry(p).or_insert(o);
+                                *v = (*v).max(o);
+                            }
+                        }
+                    }
                     StreamControl::Pause => at.paused = true,
                     StreamControl::End { offsets } => {
                         if at.end.is_none() {
                             tracing::info!("task {}: reading up to {offsets:?}", task.id);
                         }
                         check_end(&at.next, &offsets)?;
+                        // Every replica reads exactly this far, and serves it all.
+                        at.visible = None;
                         at.end = Some(offsets);
                         at.paused = false;
                     }
                 }
+                self.ingest(&mut at, &mut ingest, &mut allocator)?;
                 if at.done() {
                     break;
                 }
@@ -473,26 +509,25 @@ impl Run<'_> {
             };
             at.latest.insert(partition, fetched.high_watermark);
             let end = at.end.as_ref().and_then(|e| e.get(&partition)).copied();
-            let within: Vec<(u64, Option<&[u8]>)> = fetched
+            let beyond = end.is_some_and(|e| fetched.messages.iter().any(|m| m.offset >= e));
+            let empty = fetched.messages.is_empty();
+            let within: Vec<Message> = fetched
                 .messages
-                .iter()
+                .into_iter()
                 .filter(|m| end.is_none_or(|e| m.offset < e))
-                .map(|m| (m.offset as u64, m.value.as_deref()))
                 .collect();
-            if let Some((last, _)) = within.last() {
-                let source = format!("{} partition {partition}", task.topic);
-                ingest.read(&within, &source, allocator)?;
-                at.next.insert(partition, *last as i64 + 1);
+            if let Some(last) = within.last() {
+                at.next.insert(partition, last.offset + 1);
             }
+            at.held.entry(partition).or_default().extend(within);
             // Nothing readable is left below the end: the partition is done.
-            if let Some(end) = end {
-                let beyond = fetched.messages.iter().any(|m| m.offset >= end);
-                let empty = fetched.messages.is_empty() && fetched.high_watermark >= end;
-                if beyond || empty {
-                    at.next.insert(partition, end);
-                }
+            if let Some(end) = end
+                && (beyond || (empty && fetched.high_watermark >= end))
+            {
+                at.next.insert(partition, end);
             }
         }
+        self.ingest(at, ingest, allocator)?;
         match failed {
             Some(e) => {
                 tracing::warn!("task {}: {e}", task.id);
@@ -502,6 +537,24 @@ impl Run<'_> {
                 tokio::time::sleep(RETRY_AFTER).await;
             }
             None => at.error = None,
+        }
+        Ok(())
+    }
+
+    /// Reads the messages that may be served now into the index.
+    fn ingest(
+        &self,
+        at: &mut Position,
+        ingest: &mut StreamIngest,
+        allocator: &mut ActionAllocator<'_>,
+    ) -> Result<()> {
+        for (partition, messages) in at.release() {
+            let values: Vec<(u64, Option<&[u8]>)> = messages
+                .iter()
+                .map(|m| (m.offset as u64, m.value.as_deref()))
+                .collect();
+            let source = format!("{} partition {partition}", self.task.topic);
+            ingest.read(&values, &source, allocator)?;
         }
         Ok(())
     }

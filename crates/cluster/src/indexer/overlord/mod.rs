@@ -105,7 +105,14 @@ pub struct Overlord {
     active: Mutex<Active>,
     /// What the supervisors' last pass saw, by datasource.
     statuses: Mutex<BTreeMap<String, SupervisorStatus>>,
+    /// Where each replica of each streaming task group last said it had read, by
+    /// sequence then task: kept in memory only (a new leader hears from every live
+    /// replica within a checkpoint).
+    positions: Mutex<HashMap<String, Positions>>,
 }
+
+/// Where each replica of one task group has read to.
+type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
 
 /// How a task writes one time chunk.
 #[derive(Debug, Clone)]
@@ -147,11 +154,16 @@ impl Overlord {
             allocations: Mutex::new(HashMap::new()),
             active: Mutex::new(Active::default()),
             statuses: Mutex::new(BTreeMap::new()),
+            positions: Mutex::new(HashMap::new()),
         }
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, Active> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stream_positions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Positions>> {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn supervisor_statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SupervisorStatus>> {

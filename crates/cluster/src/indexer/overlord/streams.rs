@@ -172,6 +172,23 @@ impl Overlord {
                 live.insert(member.clone());
             }
         }
+        // Where every live replica has read to: what all of them may serve.
+        let visible = {
+            let mut positions = self.stream_positions();
+            let group = positions.entry(task.sequence.clone()).or_default();
+            group.insert(record.id.clone(), offsets.clone());
+            group.retain(|t, _| live.contains(t));
+            let mut visible: BTreeMap<i32, i64> = BTreeMap::new();
+            if live.iter().all(|t| group.contains_key(t)) {
+                for at in group.values() {
+                    for (p, o) in at {
+                        let v = visible.entry(*p).or_insert(*o);
+                        *v = (*v).min(*o);
+                    }
+                }
+            }
+            visible
+        };
         compare_and_swap(
             self.store.as_ref(),
             guard,
@@ -211,7 +228,9 @@ impl Overlord {
                     } else if state.ending {
                         StreamControl::Pause
                     } else {
-                        StreamControl::Continue
+                        StreamControl::Continue {
+                            visible: visible.clone(),
+                        }
                     }
                 };
                 let ops = if state == before {
@@ -241,6 +260,37 @@ impl Overlord {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a replica published this commit already: the stored offsets stand at
+    /// its end, past its start, and segments of the same ids are published.
+    pub(super) async fn replica_published(
+        &self,
+        commit: &OffsetCommit,
+        segments: &[crate::segments::SegmentDescriptor],
+    ) -> Result<bool> {
+        if commit.start == commit.end {
+            return Ok(false);
+        }
+        let (stored, _) =
+            crate::stream_offsets::read(self.store.as_ref(), &commit.datasource).await?;
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        let at_end = stored.topic == commit.topic
+            && commit
+                .end
+                .iter()
+                .all(|(p, o)| stored.partitions.get(p) == Some(o));
+        if !at_end {
+            return Ok(false);
+        }
+        for d in segments {
+            if self.store.get(&d.key()).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether live historicals serve every one of `ids`.

@@ -215,6 +215,7 @@ impl Overlord {
                 runner.error(format!("task group {} failed: {why}", group.task_group));
             }
             forget_group(self.store.as_ref(), guard, ds, &group.sequence).await?;
+            self.stream_positions().remove(&group.sequence);
         }
         groups.retain(Group::running);
 

@@ -45,10 +45,16 @@ impl Overlord {
             TaskAction::SegmentTransactionalInsert { segments, offsets } => {
                 if let Some(commit) = offsets {
                     Overlord::check_commit(&record, commit)?;
+                    if self.replica_published(commit, segments).await? {
+                        // A replica of the task published the same rows first.
+                        let ids = segments.iter().map(|d| d.id.to_string()).collect();
+                        self.mark_published(&guard, &record, ids).await?;
+                        return Ok(json!({ "success": true, "published": false }));
+                    }
                 }
                 self.publish(&guard, &record, segments.clone(), offsets.as_ref())
                     .await?;
-                json!({ "success": true })
+                json!({ "success": true, "published": true })
             }
             TaskAction::StreamCheckpoint {
                 offsets,
