@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use grove_e2e::cluster::TestCluster;
 use grove_e2e::start::{agent, python_client};
 use grove_e2e::tasks::{Started, TaskApi, grove_start, peon_pids};
 use grove_testkit::Tansu;
@@ -565,4 +566,99 @@ fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
             published.first().and_then(|r| r["n"].as_u64()) == Some(all)
         },
     );
+}
+
+/// A worker of `c` named `name`, with `slots` task slots and the cluster's deep storage.
+fn worker(c: &mut TestCluster, name: &str, slots: u32) {
+    let dir = c.sandbox.arg(name);
+    let deep = c.deep_storage();
+    let slots = slots.to_string();
+    c.start(
+        "worker",
+        name,
+        &[
+            "--data-dir",
+            &dir,
+            "--deep-storage",
+            &deep,
+            "--capacity",
+            &slots,
+        ],
+    );
+}
+
+#[test]
+fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "stream", 2);
+    let mut c = TestCluster::new();
+    c.coordinator("c-1", &[]);
+    c.coordinator("c-2", &[]);
+    c.historical("h-1", "_default_tier", &[]);
+    c.historical("h-2", "_default_tier", &[]);
+    c.broker("b-1");
+    c.set_rules(
+        "c-1",
+        "_default",
+        r#"[{"type":"loadForever","tieredReplicants":{"_default_tier":2}}]"#,
+    );
+    c.start("overlord", "o-1", &[]);
+    c.start("overlord", "o-2", &[]);
+    worker(&mut c, "w-1", 4);
+    worker(&mut c, "w-2", 4);
+    let api = TaskApi::new(c.http("o-1"));
+    c.wait_until(Duration::from_secs(30), "an overlord leads", || {
+        api.get("/druid/indexer/v1/leader").0 == 200
+    });
+    let mut two = spec(&tansu.bootstrap(), "stream", "stream", "PT5S");
+    two["spec"]["ioConfig"]["replicas"] = json!(2);
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &two);
+    assert_eq!(code, 200, "{body}");
+
+    // Every query on the broker answers, sees no row twice, and never fewer rows than
+    // before, while one process after another is killed and started again.
+    let broker = c.http("b-1");
+    let produced = Arc::new(AtomicU64::new(0));
+    let watcher = Watcher::start(&broker, "stream", produced.clone());
+    let mut batch = 0;
+    let mut send = |produced: &AtomicU64| {
+        produced.fetch_add(200, Ordering::SeqCst);
+        produce(&tansu, "stream", 2, 200, batch * 200, false);
+        batch += 1;
+    };
+    send(&produced);
+    c.wait_until(Duration::from_secs(60), "the first rows", || {
+        totals(&broker, "stream").0 > 0
+    });
+    // The two replicas of a group run on different workers.
+    c.wait_until(Duration::from_secs(30), "replicas on two workers", || {
+        let groups = rows(
+            &broker,
+            "SELECT group_id, COUNT(DISTINCT location) AS n FROM sys.tasks \
+             WHERE type = 'index_kafka' AND status = 'RUNNING' GROUP BY group_id",
+        );
+        groups.iter().any(|g| g["n"] == 2)
+    });
+    for victim in ["w-1", "o-1", "h-1", "c-1", "w-2", "o-2", "h-2", "c-2"] {
+        send(&produced);
+        std::thread::sleep(Duration::from_millis(1000));
+        c.kill9(victim);
+        send(&produced);
+        std::thread::sleep(Duration::from_millis(1500));
+        c.restart(victim, &[]);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let all = batch * 200;
+    c.wait_until(Duration::from_secs(120), "every produced row once", || {
+        totals(&broker, "stream") == (all, all, sum_below(all))
+    });
+    watcher.stop();
+    c.wait_until(Duration::from_secs(120), "every row handed off", || {
+        let published = rows(
+            &broker,
+            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+        );
+        published.first().and_then(|r| r["n"].as_u64()) == Some(all)
+    });
+    assert_eq!(totals(&broker, "stream"), (all, all, sum_below(all)));
 }

@@ -389,16 +389,19 @@ impl Run<'_> {
                 let full = ingest.index.largest_segment_rows() >= task.spec.max_rows_per_segment
                     || ingest.index.total_rows() as u64 >= task.spec.max_total_rows;
                 let want_end = started.elapsed() >= duration || full;
-                let control: StreamControl = call(
-                    self.link,
-                    TaskAction::StreamCheckpoint {
-                        offsets: at.next.clone(),
-                        paused: at.paused,
-                        want_end,
-                    },
-                )?;
+                let checkpoint = TaskAction::StreamCheckpoint {
+                    offsets: at.next.clone(),
+                    paused: at.paused,
+                    want_end,
+                };
+                // An overlord that cannot answer now (a new leader is being elected)
+                // is asked again at the next checkpoint; reading goes on meanwhile.
+                let control = call::<StreamControl>(self.link, checkpoint)
+                    .inspect_err(|e| tracing::warn!("task {}: checkpoint: {e}", task.id));
                 match control {
-                    StreamControl::Continue { visible } => {
+                    // Unanswered: it goes on as it was, and asks again.
+                    Err(_) => {}
+                    Ok(StreamControl::Continue { visible }) => {
                         at.paused = false;
                         if let Some(mine) = &mut at.visible {
                             for (p, o) in visible {
@@ -407,8 +410,8 @@ impl Run<'_> {
                             }
                         }
                     }
-                    StreamControl::Pause => at.paused = true,
-                    StreamControl::End { offsets } => {
+                    Ok(StreamControl::Pause) => at.paused = true,
+                    Ok(StreamControl::End { offsets }) => {
                         if at.end.is_none() {
                             tracing::info!("task {}: reading up to {offsets:?}", task.id);
                         }
@@ -637,7 +640,12 @@ impl Run<'_> {
         let waited = Instant::now();
         let timeout = Duration::from_millis(task.spec.handoff_condition_timeout_ms);
         loop {
-            let served: bool = call(self.link, TaskAction::SegmentsServed { ids: ids.clone() })?;
+            let asked = call(self.link, TaskAction::SegmentsServed { ids: ids.clone() });
+            // Not knowing is not being served: asked again.
+            let served = asked.unwrap_or_else(|e| {
+                tracing::warn!("task {}: asking about hand-off: {e}", task.id);
+                false
+            });
             if served {
                 self.report.segment_availability_confirmed = true;
                 break;
