@@ -87,14 +87,16 @@ fn totals(base: &str, datasource: &str) -> (u64, u64, u64) {
     (n("n"), n("d"), n("s"))
 }
 
-/// Rows of a query, or an empty list while its table does not exist.
+/// The rows of a query.
 fn rows(base: &str, query: &str) -> Vec<Value> {
     let mut response = agent()
         .post(&format!("{base}/druid/v2/sql"))
         .send_json(json!({ "query": query }))
         .expect("SQL answers");
     let body: Value = response.body_mut().read_json().expect("SQL JSON");
-    body.as_array().cloned().unwrap_or_default()
+    body.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{query}: {body}"))
 }
 
 /// Waits up to `timeout` for `holds`; the panic says `what` and shows `log`.
@@ -282,6 +284,51 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
     );
     let (code, body) = api.get("/druid/indexer/v1/supervisor/clicks/health");
     assert_eq!((code, body.as_str()), (200, r#"{"healthy":true}"#));
+
+    // Druid's kafka input format: a second datasource from the same topic, each row
+    // with its record's key, header, topic and timestamp.
+    let mut records = spec(&tansu.bootstrap(), "clicks", "clicks_records", "PT1H");
+    records["spec"]["dataSchema"]["timestampSpec"] =
+        json!({"column": "kafka.timestamp", "format": "millis"});
+    records["spec"]["dataSchema"]["dimensionsSpec"]["dimensions"] =
+        json!(["kafka.key", "kafka.header.h", "kafka.topic", {"type": "long", "name": "v"}]);
+    records["spec"]["ioConfig"]["inputFormat"] = json!({
+        "type": "kafka",
+        "valueFormat": {"type": "json"},
+        "keyFormat": {"type": "csv", "columns": ["key"]},
+        "headerFormat": {"type": "string", "encoding": "UTF-8"}
+    });
+    records["spec"]["tuningConfig"]["maxParseExceptions"] = json!(100);
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &records);
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        "rows with their records' columns",
+        Duration::from_secs(30),
+        &log,
+        || totals(&base, "clicks_records").0 == 400,
+    );
+    let row = rows(
+        &base,
+        "SELECT \"kafka.key\" AS k, \"kafka.header.h\" AS h, \"kafka.topic\" AS t, \
+         CAST(EXTRACT(EPOCH FROM __time) AS BIGINT) AS at \
+         FROM clicks_records WHERE v = 321",
+    );
+    assert_eq!(row.len(), 1, "{row:?}");
+    assert_eq!(
+        (&row[0]["k"], &row[0]["h"], &row[0]["t"]),
+        (&json!("key321"), &json!("value321"), &json!("clicks"))
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock")
+        .as_secs() as i64;
+    let age = now - row[0]["at"].as_i64().expect("a time");
+    assert!((0..600).contains(&age), "the record's time is {age} s old");
+    let (code, _) = api.post(
+        "/druid/indexer/v1/supervisor/clicks_records/terminate",
+        &json!({}),
+    );
+    assert_eq!(code, 200);
     let listed = rows(
         &base,
         "SELECT supervisor_id, type, source, suspended FROM sys.supervisors",
@@ -305,7 +352,7 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
     });
     let handed_off = rows(
         &base,
-        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published",
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND datasource = 'clicks'",
     );
     assert_eq!(handed_off[0]["n"], 400);
     produce(&tansu, "clicks", 1, 50, 407, false);
@@ -330,7 +377,7 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
     wait_for("the last hand-off", Duration::from_secs(30), &log, || {
         let published = rows(
             &base,
-            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published",
+            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND datasource = 'clicks'",
         );
         published.first().and_then(|r| r["n"].as_u64()) == Some(450)
     });

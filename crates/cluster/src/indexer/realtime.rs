@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use grove_segment::format::Segment;
 use grove_segment::ingest::BuiltSegment;
-use grove_segment::ingest::incremental::StreamIngest;
+use grove_segment::ingest::incremental::{StreamIngest, StreamRecord};
 use grove_segment::spec::{KafkaSupervisorSpec, KafkaTopic};
 use grove_segment::{Interval, SegmentId};
 
@@ -359,7 +359,8 @@ impl Run<'_> {
             task.spec.datasource
         );
         let spec = task.spec.ingestion_spec(task.window);
-        let mut ingest = StreamIngest::new(&spec, &self.dir.join("pieces"))?;
+        let columns = task.spec.record_columns.clone();
+        let mut ingest = StreamIngest::new(&spec, columns, &self.dir.join("pieces"))?;
         let mut allocator = ActionAllocator::new(self.link, Some(task.sequence.clone()));
         let mut at = Position {
             next: task.start.clone(),
@@ -552,12 +553,19 @@ impl Run<'_> {
         allocator: &mut ActionAllocator<'_>,
     ) -> Result<()> {
         for (partition, messages) in at.release() {
-            let values: Vec<(u64, Option<&[u8]>)> = messages
+            let records: Vec<StreamRecord<'_>> = messages
                 .iter()
-                .map(|m| (m.offset as u64, m.value.as_deref()))
+                .map(|m| StreamRecord {
+                    offset: m.offset as u64,
+                    value: m.value.as_deref(),
+                    key: m.key.as_deref(),
+                    timestamp: m.timestamp,
+                    headers: &m.headers,
+                })
                 .collect();
-            let source = format!("{} partition {partition}", self.task.topic);
-            ingest.read(&values, &source, allocator)?;
+            let topic = &self.task.topic;
+            let source = format!("{topic} partition {partition}");
+            ingest.read(&records, topic, &source, allocator)?;
         }
         Ok(())
     }

@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, new_null_array};
 use arrow::compute::{cast, take_record_batch};
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field};
 
 use super::chunk::{BuiltSegment, ChunkBuilder, Layout, Output};
 use super::conform::{self, Conformer};
@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::format::Segment;
 use crate::granularity::Granularity;
 use crate::id::{Interval, SegmentId};
-use crate::spec::{IngestionSpec, InputFormat};
+use crate::spec::{IngestionSpec, InputFormat, KeyFormat, RecordColumns};
 
 /// How many pieces of about one size are merged into one.
 const MERGE_FAN_IN: usize = 4;
@@ -289,6 +289,17 @@ impl IncrementalIndex {
     }
 }
 
+/// One message of a stream partition, as a streaming task reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRecord<'a> {
+    pub offset: u64,
+    pub value: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub headers: &'a BTreeMap<String, Vec<u8>>,
+}
+
 /// Reads a stream's messages into an incremental index: what a streaming task does
 /// with each fetch. Rows are conformed as in batch ingestion (transforms, filter,
 /// intervals, rollup), and parse exceptions counted against `maxParseExceptions`.
@@ -296,13 +307,19 @@ pub struct StreamIngest {
     spec: IngestionSpec,
     conformer: Conformer,
     columns: Vec<String>,
+    record_columns: Option<RecordColumns>,
     pub index: IncrementalIndex,
     pub progress: Progress,
 }
 
 impl StreamIngest {
-    /// Reads as `spec` says (its input source is not used), into pieces under `dir`.
-    pub fn new(spec: &IngestionSpec, dir: &Path) -> Result<StreamIngest> {
+    /// Reads as `spec` says (its input source is not used), into pieces under `dir`;
+    /// with `record_columns` (Druid's `kafka` format), rows also get their record's.
+    pub fn new(
+        spec: &IngestionSpec,
+        record_columns: Option<RecordColumns>,
+        dir: &Path,
+    ) -> Result<StreamIngest> {
         if let InputFormat::Csv { columns: None, .. } = spec.format {
             return Err(Error::invalid(
                 "a stream's csv messages have no header: give inputFormat.columns",
@@ -318,17 +335,19 @@ impl StreamIngest {
         Ok(StreamIngest {
             spec: spec.clone(),
             columns: spec.input_columns(),
+            record_columns,
             conformer,
             index,
             progress: Progress::default(),
         })
     }
 
-    /// Reads `messages` (offset and value) of the partition named `source`; a new time
-    /// chunk takes its segment's name from `allocator`.
+    /// Reads `records` of `topic`'s partition named `source`; a new time chunk takes
+    /// its segment's name from `allocator`.
     pub fn read(
         &mut self,
-        messages: &[(u64, Option<&[u8]>)],
+        records: &[StreamRecord<'_>],
+        topic: &str,
         source: &str,
         allocator: &mut dyn Allocator,
     ) -> Result<()> {
@@ -339,13 +358,26 @@ impl StreamIngest {
             progress: &mut self.progress,
             allocator,
         };
-        match &self.spec.format {
-            InputFormat::Json => {
-                input::read_json_messages(messages, source, &self.columns, &mut sink)
+        let mut with_records;
+        let sink: &mut dyn InputSink = match &self.record_columns {
+            None => &mut sink,
+            Some(columns) => {
+                with_records = RecordSink {
+                    inner: &mut sink,
+                    columns,
+                    topic,
+                    records: records.iter().map(|r| (r.offset, *r)).collect(),
+                };
+                &mut with_records
             }
+        };
+        let values: Vec<(u64, Option<&[u8]>)> =
+            records.iter().map(|r| (r.offset, r.value)).collect();
+        match &self.spec.format {
+            InputFormat::Json => input::read_json_messages(&values, source, &self.columns, sink),
             InputFormat::Csv { columns, .. } => {
                 let header = columns.as_deref().unwrap_or_default();
-                input::read_csv_messages(messages, source, header, &self.columns, &mut sink)
+                input::read_csv_messages(&values, source, header, &self.columns, sink)
             }
             InputFormat::Parquet => Err(Error::invalid("a stream's messages cannot be parquet")),
         }
@@ -378,6 +410,110 @@ impl InputSink for StreamSink<'_> {
 
     fn read_type(&self, name: &str) -> DataType {
         self.conformer.read_type(name)
+    }
+}
+
+/// Gives each row the columns of its Kafka record (Druid's `kafka` input format),
+/// found by the offset the row was read from.
+struct RecordSink<'a, 'r> {
+    inner: &'a mut dyn InputSink,
+    columns: &'a RecordColumns,
+    topic: &'a str,
+    records: BTreeMap<u64, StreamRecord<'r>>,
+}
+
+impl RecordSink<'_, '_> {
+    /// What column `name` holds for `record`, if the record supplies that column.
+    fn supplies(&self, name: &str) -> bool {
+        let c = self.columns;
+        name == c.timestamp
+            || name == c.topic
+            || c.key.as_ref().is_some_and(|(key, _)| key == name)
+            || name.starts_with(&c.header_prefix)
+    }
+
+    fn value(&self, name: &str, record: &StreamRecord<'_>) -> Option<String> {
+        let c = self.columns;
+        if name == c.timestamp {
+            return Some(record.timestamp.to_string());
+        }
+        if name == c.topic {
+            return Some(self.topic.to_string());
+        }
+        if let Some((key, format)) = &c.key
+            && key == name
+        {
+            return record.key.and_then(|k| first_key_field(k, *format));
+        }
+        let header = name.strip_prefix(&c.header_prefix)?;
+        record
+            .headers
+            .get(header)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// The first field of a record's key, as `format` reads it.
+fn first_key_field(key: &[u8], format: KeyFormat) -> Option<String> {
+    match format {
+        KeyFormat::Delimited(d) => {
+            let end = key.iter().position(|b| *b == d).unwrap_or(key.len());
+            Some(String::from_utf8_lossy(&key[..end]).into_owned())
+        }
+        KeyFormat::Json => {
+            let value: serde_json::Value = serde_json::from_slice(key).ok()?;
+            let first = value.as_object()?.values().next()?.clone();
+            Some(match first {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+        }
+    }
+}
+
+impl InputSink for RecordSink<'_, '_> {
+    fn batch(&mut self, batch: InputBatch) -> Result<()> {
+        let offsets = match &batch.origin.rows {
+            input::RowNumbers::Offsets(offsets) => offsets.clone(),
+            _ => return self.inner.batch(batch),
+        };
+        let column = |name: &str, data_type: &DataType| -> Result<ArrayRef> {
+            let text: StringArray = offsets
+                .iter()
+                .map(|o| self.records.get(o).and_then(|r| self.value(name, r)))
+                .collect();
+            Ok(cast(&text, data_type)?)
+        };
+        let schema = batch.batch.schema();
+        let mut fields: Vec<Field> = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (field, array) in schema.fields().iter().zip(batch.batch.columns()) {
+            fields.push(field.as_ref().clone().with_nullable(true));
+            arrays.push(if self.supplies(field.name()) {
+                column(field.name(), field.data_type())?
+            } else {
+                Arc::clone(array)
+            });
+        }
+        let rows = batch.batch.num_rows();
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        let rebuilt = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            arrays,
+            &options,
+        )?;
+        self.inner.batch(InputBatch {
+            batch: rebuilt,
+            origin: batch.origin,
+        })
+    }
+
+    fn unreadable(&mut self, row: Unreadable) -> Result<()> {
+        self.inner.unreadable(row)
+    }
+
+    fn read_type(&self, name: &str) -> DataType {
+        self.inner.read_type(name)
     }
 }
 

@@ -56,7 +56,7 @@ use serde_json::{Map, Value};
 pub use dimensions::{DimensionKind, DimensionSpec};
 pub use input::{InputFormat, InputSource};
 pub use metrics::{Aggregator, MetricSpec};
-pub use stream::{KafkaSupervisorSpec, KafkaTopic};
+pub use stream::{KafkaSupervisorSpec, KafkaTopic, KeyFormat, RecordColumns};
 pub use timestamp::{TimestampFormat, TimestampSpec};
 pub use transform::RowFilter;
 

@@ -40,7 +40,10 @@ pub struct KafkaSupervisorSpec {
     pub query_granularity: Granularity,
     pub rollup: bool,
     pub filter: Option<RowFilter>,
+    /// How a message's value is read (`valueFormat`, for the `kafka` format).
     pub format: InputFormat,
+    /// With Druid's `kafka` input format: the columns a row gets from its record.
+    pub record_columns: Option<RecordColumns>,
     pub topic: KafkaTopic,
     /// `consumerProperties["bootstrap.servers"]`.
     pub bootstrap_servers: String,
@@ -77,6 +80,104 @@ pub struct KafkaSupervisorSpec {
     pub max_parse_exceptions: u64,
     /// Submitted suspended.
     pub suspended: bool,
+}
+
+/// The columns Druid's `kafka` input format adds to each row from its Kafka record:
+/// its timestamp (milliseconds), its topic, each header (as UTF-8 text), and, with a
+/// `keyFormat`, its key (the first field the key format reads from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordColumns {
+    /// `timestampColumnName`, default `kafka.timestamp`.
+    pub timestamp: String,
+    /// `topicColumnName`, default `kafka.topic`.
+    pub topic: String,
+    /// `headerColumnPrefix`, default `kafka.header.`.
+    pub header_prefix: String,
+    /// `keyColumnName` (default `kafka.key`) and how the key is read; none without a
+    /// `keyFormat`.
+    pub key: Option<(String, KeyFormat)>,
+}
+
+/// How a record's key is read: its first field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `csv` or `tsv`: the text up to the first delimiter.
+    Delimited(u8),
+    /// `json`: the first value of the object, as text.
+    Json,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawKafkaFormat {
+    value_format: Option<Value>,
+    timestamp_column_name: Option<String>,
+    topic_column_name: Option<String>,
+    header_column_prefix: Option<String>,
+    header_format: Option<Value>,
+    key_format: Option<Value>,
+    key_column_name: Option<String>,
+}
+
+/// A stream's `inputFormat`: a value format, or Druid's `kafka` format wrapping one.
+fn parse_stream_format(
+    value: Value,
+    path: &JsonPath,
+) -> Result<(InputFormat, Option<RecordColumns>)> {
+    if value.get("type").and_then(Value::as_str) != Some(KAFKA) {
+        return Ok((parse_input_format(value, path)?, None));
+    }
+    let mut map = match value {
+        Value::Object(map) => map,
+        _ => return Err(invalid_at(path, "must be an object")),
+    };
+    map.remove("type");
+    let raw: RawKafkaFormat = parse_object(Value::Object(map), path)?;
+    let value_path = path.field("valueFormat");
+    let format = parse_input_format(required(raw.value_format, &value_path)?, &value_path)?;
+    if let Some(header) = raw.header_format {
+        let kind = header.get("type").and_then(Value::as_str);
+        let encoding = header.get("encoding").and_then(Value::as_str);
+        let utf8 = encoding.is_none_or(|e| e.eq_ignore_ascii_case("UTF-8"));
+        if kind != Some("string") || !utf8 {
+            return Err(invalid_at(
+                &path.field("headerFormat"),
+                "only {\"type\": \"string\", \"encoding\": \"UTF-8\"} is supported",
+            ));
+        }
+    }
+    let key = match raw.key_format {
+        None => None,
+        Some(format) => {
+            let key_path = path.field("keyFormat");
+            let kind = match format.get("type").and_then(Value::as_str) {
+                Some("csv") => KeyFormat::Delimited(b','),
+                Some("tsv") => KeyFormat::Delimited(b'\t'),
+                Some("json") => KeyFormat::Json,
+                other => {
+                    return Err(invalid_at(
+                        &key_path.field("type"),
+                        format!("unsupported key format {other:?}: expected csv, tsv or json"),
+                    ));
+                }
+            };
+            let name = raw.key_column_name.unwrap_or_else(|| "kafka.key".into());
+            Some((name, kind))
+        }
+    };
+    let columns = RecordColumns {
+        timestamp: raw
+            .timestamp_column_name
+            .unwrap_or_else(|| "kafka.timestamp".into()),
+        topic: raw
+            .topic_column_name
+            .unwrap_or_else(|| "kafka.topic".into()),
+        header_prefix: raw
+            .header_column_prefix
+            .unwrap_or_else(|| "kafka.header.".into()),
+        key,
+    };
+    Ok((format, Some(columns)))
 }
 
 #[derive(Deserialize)]
@@ -225,7 +326,8 @@ fn parse_supervisor(value: Value) -> Result<KafkaSupervisorSpec> {
         _ => return Err(invalid_at(&io_path, "give topic (or topicPattern)")),
     };
     let format_path = io_path.field("inputFormat");
-    let format = parse_input_format(required(io.input_format, &format_path)?, &format_path)?;
+    let (format, record_columns) =
+        parse_stream_format(required(io.input_format, &format_path)?, &format_path)?;
     if format == InputFormat::Parquet {
         return Err(invalid_at(
             &format_path.field("type"),
@@ -289,6 +391,7 @@ fn parse_supervisor(value: Value) -> Result<KafkaSupervisorSpec> {
         rollup: schema.granularity.rollup,
         filter: schema.filter,
         format,
+        record_columns,
         topic,
         bootstrap_servers,
         task_count,
@@ -512,6 +615,56 @@ mod tests {
                 target[field] = value;
             });
             assert_contains(&message, expected);
+        }
+    }
+
+    #[test]
+    fn the_kafka_format_reads_values_with_its_format_and_names_record_columns() {
+        let mut spec = documented();
+        spec["spec"]["ioConfig"]["inputFormat"] = json!({
+            "type": "kafka",
+            "valueFormat": {"type": "json"},
+            "keyFormat": {"type": "tsv", "columns": ["k"]},
+            "headerColumnPrefix": "h."
+        });
+        let parsed = KafkaSupervisorSpec::from_json(&spec.to_string()).unwrap();
+        assert_eq!(parsed.format, InputFormat::Json);
+        assert_eq!(
+            parsed.record_columns,
+            Some(RecordColumns {
+                timestamp: "kafka.timestamp".into(),
+                topic: "kafka.topic".into(),
+                header_prefix: "h.".into(),
+                key: Some(("kafka.key".into(), KeyFormat::Delimited(b'\t'))),
+            })
+        );
+        // Without a key format there is no key column; a plain format has no record
+        // columns at all.
+        spec["spec"]["ioConfig"]["inputFormat"] =
+            json!({"type": "kafka", "valueFormat": {"type": "csv", "columns": ["a", "b"]}});
+        let parsed = KafkaSupervisorSpec::from_json(&spec.to_string()).unwrap();
+        assert_eq!(parsed.record_columns.and_then(|c| c.key), None);
+        let plain = KafkaSupervisorSpec::from_json(&documented().to_string()).unwrap();
+        assert_eq!(plain.record_columns, None);
+
+        for (format, named) in [
+            (json!({"type": "kafka"}), "valueFormat"),
+            (
+                json!({"type": "kafka", "valueFormat": {"type": "json"}, "headerFormat": {"type": "string", "encoding": "ISO-8859-1"}}),
+                "headerFormat",
+            ),
+            (
+                json!({"type": "kafka", "valueFormat": {"type": "json"}, "keyFormat": {"type": "avro"}}),
+                "keyFormat.type",
+            ),
+            (
+                json!({"type": "kafka", "valueFormat": {"type": "json"}, "valueSchema": {}}),
+                "valueSchema",
+            ),
+        ] {
+            spec["spec"]["ioConfig"]["inputFormat"] = format;
+            let refused = KafkaSupervisorSpec::from_json(&spec.to_string()).unwrap_err();
+            assert_contains(&refused.to_string(), named);
         }
     }
 }
