@@ -327,6 +327,11 @@ mod tests {
         assert_eq!(w.capacity, Some(4));
         assert_eq!(w.category, None);
         assert!(w.deep_storage.unwrap().url.unwrap().starts_with("file://"));
+        let supervisor =
+            grove_segment::spec::KafkaSupervisorSpec::from_json(&example("kafka-supervisor.json"))
+                .unwrap();
+        assert_eq!(supervisor.datasource, "clicks");
+        assert_eq!(supervisor.bootstrap_servers, "127.0.0.1:9092");
     }
 
     #[test]
