@@ -709,3 +709,47 @@ fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
     });
     assert_eq!(totals(&broker, "stream"), (all, all, sum_below(all)));
 }
+
+#[test]
+fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "resume", 1);
+    let mut grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let (code, _) = api.post(
+        "/druid/indexer/v1/supervisor",
+        &spec(&tansu.bootstrap(), "resume", "resume", "PT1H"),
+    );
+    assert_eq!(code, 200);
+    produce(&tansu, "resume", 1, 1000, 0, false);
+    wait_for(
+        "the first rows",
+        Duration::from_secs(30),
+        &|| logs(&grove),
+        || totals(&base, "resume").0 == 1000,
+    );
+    // Rows are served once persisted: the pieces on disk hold them all.
+    grove.child.kill().expect("kill -9 grove start");
+    let _ = grove.child.wait();
+    grove.child = grove_start(&grove.sandbox, grove.port, &[]);
+    produce(&tansu, "resume", 1, 200, 1000, false);
+    let log = || logs(&grove);
+    wait_for("every row once", Duration::from_secs(60), &log, || {
+        totals(&base, "resume") == (1200, 1200, sum_below(1200))
+    });
+    // The new task read only the new messages: the rest it took over from disk.
+    let running = rows(
+        &base,
+        "SELECT task_id FROM sys.tasks WHERE type = 'index_kafka' AND status = 'RUNNING'",
+    );
+    assert_eq!(running.len(), 1, "{running:?}");
+    let id = running[0]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let report = api.report(&id);
+    let processed = &report["rowStats"]["buildSegments"]["processed"];
+    assert_eq!(processed, 200, "{report}");
+    assert!(log().contains("took over 1000 rows"), "{}", log());
+}

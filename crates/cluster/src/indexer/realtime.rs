@@ -22,11 +22,12 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use grove_segment::format::Segment;
-use grove_segment::ingest::BuiltSegment;
 use grove_segment::ingest::incremental::{StreamIngest, StreamRecord};
+use grove_segment::ingest::{Allocator, BuiltSegment};
 use grove_segment::spec::{KafkaSupervisorSpec, KafkaTopic};
 use grove_segment::{Interval, SegmentId};
 
@@ -65,6 +66,61 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// The pieces of each segment a streaming task serves, by segment id: what its Flight
 /// endpoint reads.
 pub type RealtimeSegments = Arc<RwLock<BTreeMap<String, Vec<Arc<Segment>>>>>;
+
+/// Where a streaming task persists its pieces, under its directory.
+const PIECES: &str = "pieces";
+/// The manifest of the pieces, in that directory.
+const MANIFEST: &str = "manifest.json";
+
+/// What a streaming task has persisted: its pieces per segment, and the offsets up to
+/// which they hold the rows of its messages. Rewritten (atomically) at every persist.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    datasource: String,
+    /// The task's [`StreamTask::fingerprint`].
+    spec: String,
+    topic: String,
+    #[serde(with = "crate::stream_offsets::partition_keys")]
+    start: BTreeMap<i32, i64>,
+    #[serde(with = "crate::stream_offsets::partition_keys")]
+    ingested: BTreeMap<i32, i64>,
+    segments: Vec<ManifestSegment>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ManifestSegment {
+    interval: Interval,
+    /// Piece file names, in the pieces directory.
+    files: Vec<String>,
+}
+
+/// Locks a pieces directory (its `LOCK` file): held by the task writing there, so
+/// that only a dead task's pieces are taken over. `None` when another holds it.
+fn lock_pieces(dir: &Path) -> Option<std::fs::File> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
+impl Manifest {
+    fn read(dir: &Path) -> Option<Manifest> {
+        let text = std::fs::read(dir.join(MANIFEST)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_vec(self).map_err(|e| Error::Store(e.to_string()))?;
+        let temporary = dir.join("manifest.json.tmp");
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, dir.join(MANIFEST)))
+            .map_err(|e| Error::io(format!("writing the manifest in {}", dir.display()), e))
+    }
+}
 
 /// The fields a task's `ioConfig` has beyond its supervisor's.
 const TASK_IO_FIELDS: [&str; 6] = [
@@ -141,6 +197,17 @@ impl StreamTask {
             "tuningConfig": sections.get("tuningConfig").cloned().unwrap_or_else(|| json!({"type": "kafka"})),
             "context": {"priority": crate::locks::REALTIME_PRIORITY},
         })
+    }
+
+    /// The parts of a payload that decide what rows its messages make (dataSchema,
+    /// input format, tuning), as JSON text: a task takes over only pieces made alike.
+    pub fn fingerprint(payload: &Value) -> String {
+        json!({
+            "dataSchema": payload.get("dataSchema"),
+            "inputFormat": payload.pointer("/ioConfig/inputFormat"),
+            "tuningConfig": payload.get("tuningConfig"),
+        })
+        .to_string()
     }
 
     /// Reads a task's payload back.
@@ -247,6 +314,7 @@ pub async fn run_stream_task(
         Ok(task) => {
             let mut run = Run {
                 task,
+                fingerprint: StreamTask::fingerprint(payload),
                 deep,
                 dir,
                 link,
@@ -260,6 +328,12 @@ pub async fn run_stream_task(
     };
     // Whatever happened, nothing is served any more.
     stop_serving(serving, link, flight_address);
+    if outcome.is_ok() {
+        // In deep storage and served by historicals: the local copies go. A task that
+        // failed keeps its pieces for the next task from its start to take over.
+        let _ = std::fs::remove_dir_all(dir.join(PIECES));
+        let _ = std::fs::remove_dir_all(dir.join("final"));
+    }
     match outcome {
         Ok(()) => {
             report.state = IngestionState::Completed;
@@ -288,6 +362,8 @@ fn stop_serving(serving: &RealtimeSegments, link: &dyn PeonLink, flight_address:
 
 struct Run<'a> {
     task: StreamTask,
+    /// [`StreamTask::fingerprint`] of its payload.
+    fingerprint: String,
     deep: &'a DeepStorage,
     dir: &'a Path,
     link: &'a dyn PeonLink,
@@ -309,6 +385,9 @@ struct Position {
     /// Messages below these offsets may be served: every live replica has fetched them.
     /// A task without replicas serves what it fetches at once.
     visible: Option<BTreeMap<i32, i64>>,
+    /// The offset after the last message read into the index, per partition: its
+    /// pieces hold the rows of the messages from the start up to these.
+    ingested: BTreeMap<i32, i64>,
 }
 
 impl Position {
@@ -360,7 +439,10 @@ impl Run<'_> {
         );
         let spec = task.spec.ingestion_spec(task.window);
         let columns = task.spec.record_columns.clone();
-        let mut ingest = StreamIngest::new(&spec, columns, &self.dir.join("pieces"))?;
+        let mut ingest = StreamIngest::new(&spec, columns, &self.dir.join(PIECES))?;
+        // Held while the task lives: no other task takes these pieces over meanwhile.
+        let _mine = lock_pieces(&self.dir.join(PIECES))
+            .ok_or_else(|| Error::Busy(format!("the pieces of task {} are locked", task.id)))?;
         let mut allocator = ActionAllocator::new(self.link, Some(task.sequence.clone()));
         let mut at = Position {
             next: task.start.clone(),
@@ -370,7 +452,17 @@ impl Run<'_> {
             error: None,
             held: BTreeMap::new(),
             visible: (task.spec.replicas > 1).then(|| task.start.clone()),
+            ingested: task.start.clone(),
         };
+        // A task alone in its group takes over what a task of the same start that died
+        // on this worker persisted, instead of reading it again.
+        if task.spec.replicas == 1
+            && let Some(ingested) = self.adopt(&mut ingest, &mut allocator)?
+        {
+            at.next = ingested.clone();
+            at.ingested = ingested;
+            self.persist(&mut ingest, &allocator, &at, true)?;
+        }
         let started = Instant::now();
         let duration = Duration::from_millis(task.spec.task_duration_ms.max(0) as u64);
         let poll = Duration::from_millis(task.spec.poll_timeout_ms);
@@ -436,14 +528,14 @@ impl Run<'_> {
             }
             if ingest.index.has_pending() && last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
-                self.persist(&mut ingest, &allocator)?;
+                self.persist(&mut ingest, &allocator, &at, false)?;
             }
             if last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                 last_progress = Some(Instant::now());
                 self.progress(&ingest, &at);
             }
         }
-        self.persist(&mut ingest, &allocator)?;
+        self.persist(&mut ingest, &allocator, &at, false)?;
         self.progress(&ingest, &at);
         let end = at.end.clone().unwrap_or_default();
         self.hand_off(&mut ingest, &allocator, end).await
@@ -566,13 +658,23 @@ impl Run<'_> {
             let topic = &self.task.topic;
             let source = format!("{topic} partition {partition}");
             ingest.read(&records, topic, &source, allocator)?;
+            if let Some(last) = messages.last() {
+                at.ingested.insert(partition, last.offset + 1);
+            }
         }
         Ok(())
     }
 
-    /// Writes what was read since the last persist, and serves it.
-    fn persist(&self, ingest: &mut StreamIngest, allocator: &ActionAllocator<'_>) -> Result<()> {
-        if !ingest.index.persist()? {
+    /// Writes what was read since the last persist (or, `force`d, what the index
+    /// holds), serves it, and records it in the manifest.
+    fn persist(
+        &self,
+        ingest: &mut StreamIngest,
+        allocator: &ActionAllocator<'_>,
+        at: &Position,
+        force: bool,
+    ) -> Result<()> {
+        if !ingest.index.persist()? && !force {
             return Ok(());
         }
         let snapshot = ingest.index.snapshot();
@@ -595,7 +697,115 @@ impl Run<'_> {
                 segments,
             })?;
         }
-        Ok(())
+        let manifest = Manifest {
+            datasource: self.task.spec.datasource.clone(),
+            spec: self.fingerprint.clone(),
+            topic: self.task.topic.clone(),
+            start: self.task.start.clone(),
+            ingested: at.ingested.clone(),
+            segments: snapshot
+                .iter()
+                .map(|(id, pieces)| ManifestSegment {
+                    interval: id.interval,
+                    files: pieces
+                        .iter()
+                        .filter_map(|p| p.path().file_name())
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .collect(),
+                })
+                .collect(),
+        };
+        manifest.write(&self.dir.join(PIECES))
+    }
+
+    /// Takes over the pieces of a task of this worker that read from the same start
+    /// and died: their rows go into this task's index under its own segment ids, and
+    /// reading goes on from where they end. Returns where that is, if anything was
+    /// taken. The manifest taken is renamed first, so that no other task takes it too.
+    fn adopt(
+        &self,
+        ingest: &mut StreamIngest,
+        allocator: &mut ActionAllocator<'_>,
+    ) -> Result<Option<BTreeMap<i32, i64>>> {
+        let task = &self.task;
+        let Some(parent) = self.dir.parent() else {
+            return Ok(None);
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return Ok(None);
+        };
+        let mut best: Option<(std::path::PathBuf, Manifest)> = None;
+        for entry in entries.flatten() {
+            if entry.path() == self.dir {
+                continue;
+            }
+            let pieces = entry.path().join(PIECES);
+            let Some(manifest) = Manifest::read(&pieces) else {
+                continue;
+            };
+            let read: i64 = manifest.ingested.values().sum();
+            let fits = manifest.datasource == task.spec.datasource
+                && manifest.spec == self.fingerprint
+                && manifest.topic == task.topic
+                && manifest.start == task.start
+                && manifest.ingested != task.start;
+            let better = best
+                .as_ref()
+                .is_none_or(|(_, b)| read > b.ingested.values().sum::<i64>());
+            if fits && better {
+                best = Some((pieces, manifest));
+            }
+        }
+        let Some((pieces_dir, manifest)) = best else {
+            return Ok(None);
+        };
+        // Only a dead task's pieces: a live one holds its lock.
+        let Some(_theirs) = lock_pieces(&pieces_dir) else {
+            return Ok(None);
+        };
+        let claimed = pieces_dir.join("manifest.adopted");
+        if std::fs::rename(pieces_dir.join(MANIFEST), &claimed).is_err() {
+            return Ok(None);
+        }
+        // Every piece must open before any is taken: all or nothing.
+        let mut segments = Vec::new();
+        for segment in &manifest.segments {
+            let mut pieces = Vec::new();
+            for file in &segment.files {
+                match Segment::open(&pieces_dir.join(file)) {
+                    Ok(piece) => pieces.push(piece),
+                    Err(e) => {
+                        tracing::warn!(
+                            "task {}: not taking over {}: {e}",
+                            task.id,
+                            pieces_dir.display()
+                        );
+                        return Ok(None);
+                    }
+                }
+            }
+            segments.push((segment.interval, pieces));
+        }
+        let mut rows = 0;
+        for (interval, pieces) in segments {
+            let (version, partition) = allocator.allocate(interval)?;
+            let id = SegmentId {
+                datasource: task.spec.datasource.clone(),
+                interval,
+                version,
+                partition,
+            };
+            rows += ingest.index.adopt(id, &pieces)?;
+        }
+        tracing::info!(
+            "task {}: took over {rows} rows persisted in {}, read up to {:?}",
+            task.id,
+            pieces_dir.display(),
+            manifest.ingested
+        );
+        // Copied into this task's own pieces: the old ones are not needed any more.
+        let _ = std::fs::remove_dir_all(&pieces_dir);
+        Ok(Some(manifest.ingested))
     }
 
     fn progress(&mut self, ingest: &StreamIngest, at: &Position) {
@@ -640,6 +850,8 @@ impl Run<'_> {
         );
         let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
         publish(self.deep, self.link, descriptors, Some(commit)).await?;
+        // Published: nobody may take these rows over again.
+        let _ = std::fs::remove_file(self.dir.join(PIECES).join(MANIFEST));
         self.report.state = IngestionState::SegmentAvailabilityWait;
         let _ = self.link.send(&PeonMessage::Progress(self.report.clone()));
         if ids.is_empty() {

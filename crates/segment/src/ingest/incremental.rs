@@ -252,6 +252,34 @@ impl IncrementalIndex {
         )?)
     }
 
+    /// Takes in the rows of another task's pieces (persisted before it died, read from
+    /// the same offsets) as segment `id`, which must be a chunk this index has not
+    /// opened: they are merged into one piece of `id`.
+    pub fn adopt(&mut self, id: SegmentId, pieces: &[Arc<Segment>]) -> Result<usize> {
+        let start = self.granularity.truncate(id.interval.start);
+        if self.granularity.bucket(start) != id.interval || self.chunks.contains_key(&start) {
+            return Err(Error::invalid(format!(
+                "cannot adopt {id}: not a free time chunk of this index"
+            )));
+        }
+        let batches = pieces
+            .iter()
+            .map(|p| self.rows_of(p))
+            .collect::<Result<Vec<_>>>()?;
+        let piece = self.write(&id, true, &batches)?;
+        let rows = piece.num_rows();
+        self.chunks.insert(
+            start,
+            Chunk {
+                id,
+                pending: Vec::new(),
+                pending_rows: 0,
+                pieces: vec![piece],
+            },
+        );
+        Ok(rows)
+    }
+
     /// Each in-progress segment with its pieces as they are now.
     pub fn snapshot(&self) -> Vec<(SegmentId, Vec<Arc<Segment>>)> {
         self.chunks
