@@ -122,7 +122,7 @@ fn wait_for(
 /// twice; every query answers.
 struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
+    thread: std::thread::JoinHandle<Result<usize, String>>,
 }
 
 impl Watcher {
@@ -136,23 +136,39 @@ impl Watcher {
                 while !stop.load(Ordering::SeqCst) {
                     let bound = produced.load(Ordering::SeqCst);
                     let (n, distinct, _) = totals(&base, &datasource);
-                    assert!(n >= last, "COUNT(*) went down from {last} to {n}");
-                    assert_eq!(n, distinct, "a row was counted twice");
-                    assert!(n <= bound, "{n} rows, but only {bound} were produced");
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64() % 86_400.0);
+                    if n < last {
+                        return Err(format!(
+                            "COUNT(*) went down from {last} to {n} at {at:.3} s of the day (UTC)"
+                        ));
+                    }
+                    if n != distinct {
+                        return Err(format!(
+                            "{n} rows but {distinct} distinct at {at:.3} s of the day (UTC)"
+                        ));
+                    }
+                    if n > bound {
+                        return Err(format!("{n} rows, but only {bound} were produced"));
+                    }
                     last = n;
                     queries += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                queries
+                Ok(queries)
             })
         };
         Watcher { stop, thread }
     }
 
-    fn stop(self) {
+    /// Stops the loop; a violation it saw fails the test, with `log`.
+    fn stop(self, log: &dyn Fn() -> String) {
         self.stop.store(true, Ordering::SeqCst);
-        let queries = self.thread.join().expect("the query loop held");
-        assert!(queries > 20, "only {queries} queries ran");
+        match self.thread.join().expect("the query loop ran") {
+            Ok(queries) => assert!(queries > 20, "only {queries} queries ran"),
+            Err(violation) => panic!("{violation}\n{}", log()),
+        }
     }
 }
 
@@ -206,7 +222,7 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
         );
         done.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) >= 2
     });
-    watcher.stop();
+    watcher.stop(&log);
     let published = rows(
         &base,
         "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
@@ -491,8 +507,14 @@ fn kill_9_of_tasks_and_of_grove_start_at_random_moments_loses_and_duplicates_not
             grove.child = grove_start(&grove.sandbox, grove.port, &[]);
             kills.push("grove start".to_string());
         } else {
+            // A task process, once one runs (one may just be starting).
             let dir = tasks_dir.to_string_lossy().into_owned();
-            let pids = peon_pids(|args| args.iter().any(|a| a.starts_with(&dir)));
+            let began = Instant::now();
+            let mut pids = Vec::new();
+            while pids.is_empty() && began.elapsed() < Duration::from_secs(20) {
+                pids = peon_pids(|args| args.iter().any(|a| a.starts_with(&dir)));
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if let Some(pid) = pids.get(random.below(pids.len().max(1) as u64) as usize) {
                 let status = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
@@ -600,7 +622,7 @@ fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
             groups.iter().any(|g| g["n"] == 2)
         },
     );
-    watcher.stop();
+    watcher.stop(&log);
     wait_for(
         "every row handed off",
         Duration::from_secs(60),
@@ -699,7 +721,7 @@ fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
     c.wait_until(Duration::from_secs(120), "every produced row once", || {
         totals(&broker, "stream") == (all, all, sum_below(all))
     });
-    watcher.stop();
+    watcher.stop(&|| c.logs());
     c.wait_until(Duration::from_secs(120), "every row handed off", || {
         let published = rows(
             &broker,

@@ -55,6 +55,9 @@ pub enum TaskAction {
     StreamCheckpoint {
         #[serde(with = "crate::stream_offsets::partition_keys")]
         offsets: BTreeMap<i32, i64>,
+        /// What it serves: the messages below these are in its queryable pieces.
+        #[serde(default, with = "crate::stream_offsets::partition_keys")]
+        exposed: BTreeMap<i32, i64>,
         paused: bool,
         want_end: bool,
     },
@@ -100,9 +103,11 @@ impl TaskAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "control", rename_all = "camelCase")]
 pub enum StreamControl {
-    /// Read on; rows of messages below `visible` (per partition) may be served: every
-    /// live replica of the group has read that far, so whichever replica a query
-    /// reads, it never sees fewer rows than an earlier query saw. Empty: unchanged.
+    /// Read on; rows of messages below `visible` (per partition) may be served.
+    /// Replicas serve in the reverse of the order brokers ask them in (by task id):
+    /// the last replica serves what every live replica has fetched, each other one
+    /// only what every replica after it serves already, so the replica a query reads
+    /// never serves more than the one a query falls back to. Empty: unchanged.
     Continue {
         #[serde(default, with = "crate::stream_offsets::partition_keys")]
         visible: BTreeMap<i32, i64>,
@@ -110,10 +115,13 @@ pub enum StreamControl {
     /// Stop reading and report where you stopped: the task group is ending, and its
     /// end is the furthest any replica has read.
     Pause,
-    /// Read up to (not including) these offsets, then publish and hand off.
+    /// Read up to (not including) these offsets, then publish and hand off; serve
+    /// what is below `visible` (as in `Continue`) meanwhile.
     End {
         #[serde(with = "crate::stream_offsets::partition_keys")]
         offsets: BTreeMap<i32, i64>,
+        #[serde(default, with = "crate::stream_offsets::partition_keys")]
+        visible: BTreeMap<i32, i64>,
     },
 }
 
@@ -203,6 +211,7 @@ mod tests {
         let actions = [
             TaskAction::StreamCheckpoint {
                 offsets: offsets.clone(),
+                exposed: BTreeMap::from([(0, 4)]),
                 paused: true,
                 want_end: false,
             },
@@ -219,7 +228,10 @@ mod tests {
                 "{text}"
             );
         }
-        let end = StreamControl::End { offsets };
+        let end = StreamControl::End {
+            visible: offsets.clone(),
+            offsets,
+        };
         let value = serde_json::to_value(&end).unwrap();
         assert_eq!(serde_json::from_value::<StreamControl>(value).unwrap(), end);
     }

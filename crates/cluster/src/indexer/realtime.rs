@@ -388,6 +388,8 @@ struct Position {
     /// The offset after the last message read into the index, per partition: its
     /// pieces hold the rows of the messages from the start up to these.
     ingested: BTreeMap<i32, i64>,
+    /// What its pieces hold, as of the last persist: what it serves.
+    exposed: BTreeMap<i32, i64>,
 }
 
 impl Position {
@@ -397,6 +399,16 @@ impl Position {
                 .all(|(p, e)| self.next.get(p).is_some_and(|n| n >= e))
         });
         read && self.held.values().all(VecDeque::is_empty)
+    }
+
+    /// Lets more be served, never less.
+    fn raise_visible(&mut self, visible: BTreeMap<i32, i64>) {
+        if let Some(mine) = &mut self.visible {
+            for (p, o) in visible {
+                let v = mine.entry(p).or_insert(o);
+                *v = (*v).max(o);
+            }
+        }
     }
 
     /// The held messages that may be served now, by partition, in offset order.
@@ -453,6 +465,7 @@ impl Run<'_> {
             held: BTreeMap::new(),
             visible: (task.spec.replicas > 1).then(|| task.start.clone()),
             ingested: task.start.clone(),
+            exposed: task.start.clone(),
         };
         // A task alone in its group takes over what a task of the same start that died
         // on this worker persisted, instead of reading it again.
@@ -461,7 +474,7 @@ impl Run<'_> {
         {
             at.next = ingested.clone();
             at.ingested = ingested;
-            self.persist(&mut ingest, &allocator, &at, true)?;
+            self.persist(&mut ingest, &allocator, &mut at, true)?;
         }
         let started = Instant::now();
         let duration = Duration::from_millis(task.spec.task_duration_ms.max(0) as u64);
@@ -484,6 +497,7 @@ impl Run<'_> {
                 let want_end = started.elapsed() >= duration || full;
                 let checkpoint = TaskAction::StreamCheckpoint {
                     offsets: at.next.clone(),
+                    exposed: at.exposed.clone(),
                     paused: at.paused,
                     want_end,
                 };
@@ -496,21 +510,16 @@ impl Run<'_> {
                     Err(_) => {}
                     Ok(StreamControl::Continue { visible }) => {
                         at.paused = false;
-                        if let Some(mine) = &mut at.visible {
-                            for (p, o) in visible {
-                                let v = mine.entry(p).or_insert(o);
-                                *v = (*v).max(o);
-                            }
-                        }
+                        at.raise_visible(visible);
                     }
                     Ok(StreamControl::Pause) => at.paused = true,
-                    Ok(StreamControl::End { offsets }) => {
+                    Ok(StreamControl::End { offsets, visible }) => {
                         if at.end.is_none() {
                             tracing::info!("task {}: reading up to {offsets:?}", task.id);
                         }
                         check_end(&at.next, &offsets)?;
-                        // Every replica reads exactly this far, and serves it all.
-                        at.visible = None;
+                        // Every replica reads exactly this far.
+                        at.raise_visible(visible);
                         at.end = Some(offsets);
                         at.paused = false;
                     }
@@ -526,17 +535,28 @@ impl Run<'_> {
                 self.read(&mut reader, &mut ingest, &mut allocator, &mut at, poll)
                     .await?;
             }
-            if ingest.index.has_pending() && last_persist.elapsed() >= PERSIST_EVERY {
+            if last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
-                self.persist(&mut ingest, &allocator, &at, false)?;
+                self.persist(&mut ingest, &allocator, &mut at, false)?;
             }
             if last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                 last_progress = Some(Instant::now());
                 self.progress(&ingest, &at);
             }
         }
-        self.persist(&mut ingest, &allocator, &at, false)?;
+        self.persist(&mut ingest, &allocator, &mut at, false)?;
         self.progress(&ingest, &at);
+        if task.spec.replicas > 1 {
+            // The replicas before this one serve their last rows once it says it
+            // serves them (best effort: one that dies stops holding them up anyway).
+            let last = TaskAction::StreamCheckpoint {
+                offsets: at.next.clone(),
+                exposed: at.exposed.clone(),
+                paused: false,
+                want_end: false,
+            };
+            let _ = call::<StreamControl>(self.link, last);
+        }
         let end = at.end.clone().unwrap_or_default();
         self.hand_off(&mut ingest, &allocator, end).await
     }
@@ -671,10 +691,13 @@ impl Run<'_> {
         &self,
         ingest: &mut StreamIngest,
         allocator: &ActionAllocator<'_>,
-        at: &Position,
+        at: &mut Position,
         force: bool,
     ) -> Result<()> {
-        if !ingest.index.persist()? && !force {
+        let wrote = ingest.index.persist()?;
+        // Whatever was read into the index is in its pieces now, and served.
+        at.exposed = at.ingested.clone();
+        if !wrote && !force {
             return Ok(());
         }
         let snapshot = ingest.index.snapshot();

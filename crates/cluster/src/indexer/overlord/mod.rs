@@ -111,8 +111,17 @@ pub struct Overlord {
     positions: Mutex<HashMap<String, Positions>>,
 }
 
-/// Where each replica of one task group has read to.
-type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
+/// Where each replica of one task group is, by task.
+type Positions = BTreeMap<String, ReplicaAt>;
+
+/// Where a replica of a streaming task group is, as its last checkpoint said.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ReplicaAt {
+    /// The next offset it fetches, per partition.
+    pub fetched: BTreeMap<i32, i64>,
+    /// What it serves: messages below these are in its queryable pieces.
+    pub exposed: BTreeMap<i32, i64>,
+}
 
 /// How a task writes one time chunk.
 #[derive(Debug, Clone)]

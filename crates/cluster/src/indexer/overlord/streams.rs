@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use grove_segment::Interval;
 use grove_segment::id::format_millis;
 
-use super::{Overlord, TaskSpec};
+use super::{Overlord, ReplicaAt, TaskSpec};
 use crate::assignments;
 use crate::error::{Error, Result};
 use crate::indexer::actions::{Allocation, StreamControl};
@@ -22,6 +22,7 @@ use crate::indexer::realtime::StreamTask;
 use crate::indexer::{decode, encode};
 use crate::metastore::{MetaStore, Txn, compare_and_swap};
 use crate::nodes::{self, Role};
+use crate::rules;
 use crate::stream_offsets::OffsetCommit;
 use crate::task_status::{self, TaskRecord, TaskState};
 
@@ -78,6 +79,18 @@ pub(crate) async fn forget_group(
     }
     store.txn(txn).await?;
     Ok(())
+}
+
+/// The least offset of each partition over `all` (empty when `all` is).
+fn least<'a>(all: impl Iterator<Item = &'a BTreeMap<i32, i64>>) -> BTreeMap<i32, i64> {
+    let mut out: BTreeMap<i32, i64> = BTreeMap::new();
+    for at in all {
+        for (p, o) in at {
+            let v = out.entry(*p).or_insert(*o);
+            *v = (*v).min(*o);
+        }
+    }
+    out
 }
 
 impl Overlord {
@@ -152,10 +165,11 @@ impl Overlord {
         &self,
         guard: &Txn,
         record: &TaskRecord,
-        offsets: &BTreeMap<i32, i64>,
+        at: ReplicaAt,
         paused: bool,
         want_end: bool,
     ) -> Result<StreamControl> {
+        let offsets = &at.fetched.clone();
         let task = StreamTask::from_payload(&record.payload)?;
         let key = group_key(&record.datasource, &task.sequence);
         let members =
@@ -172,22 +186,28 @@ impl Overlord {
                 live.insert(member.clone());
             }
         }
-        // Where every live replica has read to: what all of them may serve.
-        let visible = {
+        // What this replica may serve: the replica brokers ask first (the least task
+        // id) serves last. The last replica in that order may serve what every live
+        // replica has fetched; every other one what all replicas after it serve.
+        let (visible, last) = {
             let mut positions = self.stream_positions();
             let group = positions.entry(task.sequence.clone()).or_default();
-            group.insert(record.id.clone(), offsets.clone());
+            group.insert(record.id.clone(), at);
             group.retain(|t, _| live.contains(t));
-            let mut visible: BTreeMap<i32, i64> = BTreeMap::new();
-            if live.iter().all(|t| group.contains_key(t)) {
-                for at in group.values() {
-                    for (p, o) in at {
-                        let v = visible.entry(*p).or_insert(*o);
-                        *v = (*v).min(*o);
-                    }
-                }
-            }
-            visible
+            let later: Vec<&String> = live.iter().filter(|t| **t > record.id).collect();
+            let visible = if !live.iter().all(|t| group.contains_key(t)) {
+                BTreeMap::new()
+            } else if later.is_empty() {
+                least(group.values().map(|r| &r.fetched))
+            } else {
+                least(
+                    later
+                        .iter()
+                        .filter_map(|t| group.get(*t))
+                        .map(|r| &r.exposed),
+                )
+            };
+            (visible, later.is_empty())
         };
         compare_and_swap(
             self.store.as_ref(),
@@ -203,10 +223,16 @@ impl Overlord {
                 if !state.tasks.contains(&record.id) {
                     state.tasks.push(record.id.clone());
                 }
-                let answer = if let Some(end) = &state.end {
+                // At the end the last replica serves all it reads.
+                let at_end = |end: &BTreeMap<i32, i64>| {
+                    let visible = if last { end.clone() } else { visible.clone() };
                     StreamControl::End {
                         offsets: end.clone(),
+                        visible,
                     }
+                };
+                let answer = if let Some(end) = &state.end {
+                    at_end(end)
                 } else {
                     state.ending |= want_end;
                     if state.ending && paused {
@@ -223,8 +249,9 @@ impl Overlord {
                                 *e = (*e).max(*o);
                             }
                         }
-                        state.end = Some(end.clone());
-                        StreamControl::End { offsets: end }
+                        let answer = at_end(&end);
+                        state.end = Some(end);
+                        answer
                     } else if state.ending {
                         StreamControl::Pause
                     } else {
@@ -293,19 +320,69 @@ impl Overlord {
         Ok(true)
     }
 
-    /// Whether live historicals serve every one of `ids`.
-    pub(super) async fn segments_served(&self, ids: &[String]) -> Result<bool> {
-        let historicals: BTreeSet<String> = nodes::live(self.store.as_ref())
+    /// Whether live historicals serve every one of `ids` (segments of `datasource`) as
+    /// fully as the rules ask and the live historicals allow: a task stops serving a
+    /// segment only when losing one historical would not lose it.
+    pub(super) async fn segments_served(&self, datasource: &str, ids: &[String]) -> Result<bool> {
+        let store = self.store.as_ref();
+        let historicals: BTreeMap<String, String> = nodes::live(store)
             .await?
             .into_iter()
             .filter(|n| n.role == Role::Historical)
-            .map(|n| n.id)
+            .map(|n| (n.id.clone(), n.tier().to_string()))
             .collect();
-        let served = assignments::served(self.store.as_ref()).await?;
-        Ok(ids.iter().all(|id| {
-            served
+        let served = assignments::served(store).await?;
+        let descriptors: BTreeMap<String, crate::segments::SegmentDescriptor> =
+            crate::segments::load(store, Some(datasource))
+                .await?
+                .into_iter()
+                .map(|d| (d.id.to_string(), d))
+                .collect();
+        let all_rules = rules::all(store).await?;
+        let builtin = rules::builtin_default();
+        let mut in_force = rules::effective(&all_rules, datasource);
+        if in_force.is_empty() {
+            in_force = builtin.iter().collect();
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        for id in ids {
+            let Some(d) = descriptors.get(id) else {
+                return Ok(false);
+            };
+            // Tier -> live historicals of it serving the segment.
+            let mut serving: BTreeMap<&str, usize> = BTreeMap::new();
+            for (node, segments) in &served {
+                if let Some(tier) = historicals.get(node)
+                    && segments.contains_key(id)
+                {
+                    *serving.entry(tier.as_str()).or_default() += 1;
+                }
+            }
+            let live_in = |tier: &str| historicals.values().filter(|t| *t == tier).count();
+            let wanted: Vec<(String, usize)> =
+                match in_force.iter().find(|r| r.applies(&d.id.interval, now)) {
+                    Some(rule) => match rule.decision() {
+                        rules::Decision::Load(tiers) => tiers
+                            .iter()
+                            .map(|(tier, n)| (tier.clone(), (*n as usize).min(live_in(tier))))
+                            .collect(),
+                        rules::Decision::Broadcast => {
+                            let tiers: BTreeSet<&String> = historicals.values().collect();
+                            tiers.into_iter().map(|t| (t.clone(), live_in(t))).collect()
+                        }
+                        // Dropped at once: there is nothing to wait for.
+                        rules::Decision::Drop => continue,
+                    },
+                    None => continue,
+                };
+            let total: usize = serving.values().sum();
+            let enough = wanted
                 .iter()
-                .any(|(node, s)| historicals.contains(node) && s.contains_key(id))
-        }))
+                .all(|(tier, n)| serving.get(tier.as_str()).copied().unwrap_or(0) >= *n);
+            if total == 0 || !enough {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }

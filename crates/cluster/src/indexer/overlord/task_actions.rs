@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use grove_segment::timeline::Timeline;
 use grove_segment::{Interval, SegmentId};
 
-use super::{ChunkAllocation, Overlord, TaskSpec, constant_time_eq, task_spec};
+use super::{ChunkAllocation, Overlord, ReplicaAt, TaskSpec, constant_time_eq, task_spec};
 use crate::error::{Error, Result};
 use crate::indexer::actions::{
     ActionRequest, Allocation, SubTaskState, TaskAction, next_partition,
@@ -58,15 +58,22 @@ impl Overlord {
             }
             TaskAction::StreamCheckpoint {
                 offsets,
+                exposed,
                 paused,
                 want_end,
             } => {
+                let at = ReplicaAt {
+                    fetched: offsets.clone(),
+                    exposed: exposed.clone(),
+                };
                 let control = self
-                    .stream_checkpoint(&guard, &record, offsets, *paused, *want_end)
+                    .stream_checkpoint(&guard, &record, at, *paused, *want_end)
                     .await?;
                 serde_json::to_value(control).map_err(|e| Error::Store(e.to_string()))?
             }
-            TaskAction::SegmentsServed { ids } => json!(self.segments_served(ids).await?),
+            TaskAction::SegmentsServed { ids } => {
+                json!(self.segments_served(&record.datasource, ids).await?)
+            }
             TaskAction::SubTaskSubmit { index, spec } => {
                 let id = self
                     .submit_sub_task(&guard, &record, *index, spec.clone())
