@@ -58,6 +58,9 @@ pub enum TaskAction {
         /// What it serves: the messages below these are in its queryable pieces.
         #[serde(default, with = "crate::stream_offsets::partition_keys")]
         exposed: BTreeMap<i32, i64>,
+        /// The segments it announces.
+        #[serde(default)]
+        announced: Vec<String>,
         paused: bool,
         want_end: bool,
     },
@@ -111,6 +114,11 @@ pub enum StreamControl {
     Continue {
         #[serde(default, with = "crate::stream_offsets::partition_keys")]
         visible: BTreeMap<i32, i64>,
+        /// The segments it may announce besides those it does: those every replica
+        /// before it announces already (brokers ask the first one first, so a segment
+        /// appears with the replica that serves least). `None`: any.
+        #[serde(default)]
+        announce: Option<Vec<String>>,
     },
     /// Stop reading and report where you stopped: the task group is ending, and its
     /// end is the furthest any replica has read.
@@ -122,6 +130,8 @@ pub enum StreamControl {
         offsets: BTreeMap<i32, i64>,
         #[serde(default, with = "crate::stream_offsets::partition_keys")]
         visible: BTreeMap<i32, i64>,
+        #[serde(default)]
+        announce: Option<Vec<String>>,
     },
 }
 
@@ -212,6 +222,7 @@ mod tests {
             TaskAction::StreamCheckpoint {
                 offsets: offsets.clone(),
                 exposed: BTreeMap::from([(0, 4)]),
+                announced: vec!["s".into()],
                 paused: true,
                 want_end: false,
             },
@@ -231,6 +242,7 @@ mod tests {
         let end = StreamControl::End {
             visible: offsets.clone(),
             offsets,
+            announce: Some(vec!["s".into()]),
         };
         let value = serde_json::to_value(&end).unwrap();
         assert_eq!(serde_json::from_value::<StreamControl>(value).unwrap(), end);

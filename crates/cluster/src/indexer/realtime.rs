@@ -17,7 +17,7 @@
 //!   transaction that applies only if the stored offsets still stand at its start
 //!   (exactly once). It serves its segments until historicals do, then stops.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -390,6 +390,10 @@ struct Position {
     ingested: BTreeMap<i32, i64>,
     /// What its pieces hold, as of the last persist: what it serves.
     exposed: BTreeMap<i32, i64>,
+    /// The segments its worker announces for it.
+    announced: BTreeSet<String>,
+    /// The segments it may announce (besides those it does); `None`: any.
+    may_announce: Option<BTreeSet<String>>,
 }
 
 impl Position {
@@ -399,6 +403,18 @@ impl Position {
                 .all(|(p, e)| self.next.get(p).is_some_and(|n| n >= e))
         });
         read && self.held.values().all(VecDeque::is_empty)
+    }
+
+    /// Widens what it may announce: `None` lets it announce anything.
+    fn allow_announcing(&mut self, announce: Option<Vec<String>>) {
+        match announce {
+            None => self.may_announce = None,
+            Some(ids) => {
+                if let Some(allowed) = &mut self.may_announce {
+                    allowed.extend(ids);
+                }
+            }
+        }
     }
 
     /// Lets more be served, never less.
@@ -466,6 +482,8 @@ impl Run<'_> {
             visible: (task.spec.replicas > 1).then(|| task.start.clone()),
             ingested: task.start.clone(),
             exposed: task.start.clone(),
+            announced: BTreeSet::new(),
+            may_announce: (task.spec.replicas > 1).then(BTreeSet::new),
         };
         // A task alone in its group takes over what a task of the same start that died
         // on this worker persisted, instead of reading it again.
@@ -498,6 +516,7 @@ impl Run<'_> {
                 let checkpoint = TaskAction::StreamCheckpoint {
                     offsets: at.next.clone(),
                     exposed: at.exposed.clone(),
+                    announced: at.announced.iter().cloned().collect(),
                     paused: at.paused,
                     want_end,
                 };
@@ -508,12 +527,18 @@ impl Run<'_> {
                 match control {
                     // Unanswered: it goes on as it was, and asks again.
                     Err(_) => {}
-                    Ok(StreamControl::Continue { visible }) => {
+                    Ok(StreamControl::Continue { visible, announce }) => {
                         at.paused = false;
                         at.raise_visible(visible);
+                        at.allow_announcing(announce);
                     }
                     Ok(StreamControl::Pause) => at.paused = true,
-                    Ok(StreamControl::End { offsets, visible }) => {
+                    Ok(StreamControl::End {
+                        offsets,
+                        visible,
+                        announce,
+                    }) => {
+                        at.allow_announcing(announce);
                         if at.end.is_none() {
                             tracing::info!("task {}: reading up to {offsets:?}", task.id);
                         }
@@ -525,6 +550,7 @@ impl Run<'_> {
                     }
                 }
                 self.ingest(&mut at, &mut ingest, &mut allocator)?;
+                self.announce(&ingest, &allocator, &mut at)?;
                 if at.done() {
                     break;
                 }
@@ -552,6 +578,7 @@ impl Run<'_> {
             let last = TaskAction::StreamCheckpoint {
                 offsets: at.next.clone(),
                 exposed: at.exposed.clone(),
+                announced: at.announced.iter().cloned().collect(),
                 paused: false,
                 want_end: false,
             };
@@ -701,25 +728,13 @@ impl Run<'_> {
             return Ok(());
         }
         let snapshot = ingest.index.snapshot();
-        let mut announce = false;
         {
             let mut serving = self.serving.write().unwrap_or_else(|e| e.into_inner());
             for (id, pieces) in &snapshot {
-                let id = id.to_string();
-                announce |= !serving.contains_key(&id);
-                serving.insert(id, pieces.clone());
+                serving.insert(id.to_string(), pieces.clone());
             }
         }
-        if announce {
-            let segments = snapshot
-                .iter()
-                .map(|(id, pieces)| describe_in_progress(id, pieces, allocator))
-                .collect();
-            self.link.send(&PeonMessage::Serving {
-                flight_address: self.flight_address.to_string(),
-                segments,
-            })?;
-        }
+        self.announce(ingest, allocator, at)?;
         let manifest = Manifest {
             datasource: self.task.spec.datasource.clone(),
             spec: self.fingerprint.clone(),
@@ -739,6 +754,41 @@ impl Run<'_> {
                 .collect(),
         };
         manifest.write(&self.dir.join(PIECES))
+    }
+
+    /// Has the worker announce the segments it serves that it may announce, when
+    /// there are new ones.
+    fn announce(
+        &self,
+        ingest: &StreamIngest,
+        allocator: &ActionAllocator<'_>,
+        at: &mut Position,
+    ) -> Result<()> {
+        let snapshot = ingest.index.snapshot();
+        let allowed: Vec<&(SegmentId, Vec<Arc<Segment>>)> = snapshot
+            .iter()
+            .filter(|(id, _)| {
+                let id = id.to_string();
+                at.announced.contains(&id)
+                    || at.may_announce.as_ref().is_none_or(|a| a.contains(&id))
+            })
+            .collect();
+        if allowed
+            .iter()
+            .all(|(id, _)| at.announced.contains(&id.to_string()))
+        {
+            return Ok(());
+        }
+        let segments = allowed
+            .iter()
+            .map(|(id, pieces)| describe_in_progress(id, pieces, allocator))
+            .collect();
+        self.link.send(&PeonMessage::Serving {
+            flight_address: self.flight_address.to_string(),
+            segments,
+        })?;
+        at.announced = allowed.iter().map(|(id, _)| id.to_string()).collect();
+        Ok(())
     }
 
     /// Takes over the pieces of a task of this worker that read from the same start

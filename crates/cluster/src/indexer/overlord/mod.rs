@@ -121,6 +121,8 @@ pub(super) struct ReplicaAt {
     pub fetched: BTreeMap<i32, i64>,
     /// What it serves: messages below these are in its queryable pieces.
     pub exposed: BTreeMap<i32, i64>,
+    /// The segments it announces.
+    pub announced: BTreeSet<String>,
 }
 
 /// How a task writes one time chunk.

@@ -189,7 +189,7 @@ impl Overlord {
         // What this replica may serve: the replica brokers ask first (the least task
         // id) serves last. The last replica in that order may serve what every live
         // replica has fetched; every other one what all replicas after it serve.
-        let (visible, last) = {
+        let (visible, last, announce) = {
             let mut positions = self.stream_positions();
             let group = positions.entry(task.sequence.clone()).or_default();
             group.insert(record.id.clone(), at);
@@ -207,7 +207,20 @@ impl Overlord {
                         .map(|r| &r.exposed),
                 )
             };
-            (visible, later.is_empty())
+            // A segment appears first with the replica brokers ask first.
+            let earlier: Vec<&String> = live.iter().filter(|t| **t < record.id).collect();
+            let announce = if earlier.is_empty() {
+                None
+            } else {
+                let mut sets = earlier.iter().map(|t| group.get(*t).map(|r| &r.announced));
+                let first = sets.next().flatten().cloned().unwrap_or_default();
+                let common = sets.fold(first, |all, s| match s {
+                    Some(s) => all.intersection(s).cloned().collect(),
+                    None => BTreeSet::new(),
+                });
+                Some(common.into_iter().collect::<Vec<String>>())
+            };
+            (visible, later.is_empty(), announce)
         };
         compare_and_swap(
             self.store.as_ref(),
@@ -229,6 +242,7 @@ impl Overlord {
                     StreamControl::End {
                         offsets: end.clone(),
                         visible,
+                        announce: announce.clone(),
                     }
                 };
                 let answer = if let Some(end) = &state.end {
@@ -257,6 +271,7 @@ impl Overlord {
                     } else {
                         StreamControl::Continue {
                             visible: visible.clone(),
+                            announce: announce.clone(),
                         }
                     }
                 };

@@ -59,12 +59,14 @@ impl Overlord {
             TaskAction::StreamCheckpoint {
                 offsets,
                 exposed,
+                announced,
                 paused,
                 want_end,
             } => {
                 let at = ReplicaAt {
                     fetched: offsets.clone(),
                     exposed: exposed.clone(),
+                    announced: announced.iter().cloned().collect(),
                 };
                 let control = self
                     .stream_checkpoint(&guard, &record, at, *paused, *want_end)
