@@ -345,6 +345,32 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
         &json!({}),
     );
     assert_eq!(code, 200);
+
+    // Messages older than lateMessageRejectionPeriod (these are of 2024) are dropped
+    // and counted as thrown away.
+    let mut late = spec(&tansu.bootstrap(), "clicks", "clicks_late", "PT1H");
+    late["spec"]["ioConfig"]["lateMessageRejectionPeriod"] = json!("PT1H");
+    late["spec"]["tuningConfig"]["maxParseExceptions"] = json!(100);
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &late);
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        "late messages thrown away",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let stats = api.get_json("/druid/indexer/v1/supervisor/clicks_late/stats");
+            let tasks = stats["0"].as_object().cloned().unwrap_or_default();
+            tasks.values().any(|t| {
+                let rows = &t["totals"]["buildSegments"];
+                rows["thrownAway"] == 400 && rows["unparseable"] == 7 && rows["processed"] == 0
+            })
+        },
+    );
+    let (code, _) = api.post(
+        "/druid/indexer/v1/supervisor/clicks_late/terminate",
+        &json!({}),
+    );
+    assert_eq!(code, 200);
     let listed = rows(
         &base,
         "SELECT supervisor_id, type, source, suspended FROM sys.supervisors",

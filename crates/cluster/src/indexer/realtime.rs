@@ -182,9 +182,14 @@ impl StreamTask {
             "partitionSequenceNumberMap": partitions,
         });
         io["useTransaction"] = json!(true);
+        // An open end of the window is left out, as Druid leaves it out.
         if let Some(window) = self.window {
-            io["minimumMessageTime"] = json!(grove_segment::id::format_millis(window.start));
-            io["maximumMessageTime"] = json!(grove_segment::id::format_millis(window.end));
+            if window.start != Interval::ETERNITY.start {
+                io["minimumMessageTime"] = json!(grove_segment::id::format_millis(window.start));
+            }
+            if window.end != Interval::ETERNITY.end {
+                io["maximumMessageTime"] = json!(grove_segment::id::format_millis(window.end));
+            }
         }
         json!({
             "type": KAFKA_TASK_TYPE,

@@ -41,6 +41,10 @@ pub struct GroupState {
     pub paused: BTreeMap<String, BTreeMap<i32, i64>>,
     /// The end, once every live replica has paused: the furthest any of them read.
     pub end: Option<BTreeMap<i32, i64>>,
+    /// When the end was decided (ms): publishing must be done within the
+    /// supervisor's `completionTimeout` of it.
+    #[serde(default)]
+    pub ended_at: Option<i64>,
 }
 
 pub(crate) fn group_key(datasource: &str, sequence: &str) -> String {
@@ -265,6 +269,7 @@ impl Overlord {
                         }
                         let answer = at_end(&end);
                         state.end = Some(end);
+                        state.ended_at = Some(chrono::Utc::now().timestamp_millis());
                         answer
                     } else if state.ending {
                         StreamControl::Pause

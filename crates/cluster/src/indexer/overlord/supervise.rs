@@ -103,6 +103,7 @@ pub(super) struct Runner {
 
 impl Runner {
     fn error(&mut self, message: String) {
+        tracing::warn!("supervisor {}: {message}", self.status.id);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let errors = &mut self.status.recent_errors;
         if errors.first().is_none_or(|(_, m)| *m != message) {
@@ -219,6 +220,35 @@ impl Overlord {
         }
         groups.retain(Group::running);
 
+        // A group that has not published within completionTimeout of its end fails:
+        // its tasks stop, and the messages are read again from the stored offsets.
+        let now = chrono::Utc::now().timestamp_millis();
+        for group in groups.iter().filter(|g| !g.reading()) {
+            let late = group
+                .state
+                .ended_at
+                .is_some_and(|at| now - at > spec.completion_timeout_ms);
+            let waiting = group
+                .tasks
+                .iter()
+                .any(|t| !t.state.is_complete() && t.published.is_empty());
+            if late && waiting {
+                let message = format!(
+                    "task group {} did not publish within completionTimeout ({} ms): stopping it",
+                    group.task_group, spec.completion_timeout_ms
+                );
+                runner.error(message);
+                // One that published only waits for hand-off, which its own timeout
+                // bounds.
+                let unpublished = group
+                    .tasks
+                    .iter()
+                    .filter(|t| !t.state.is_complete() && t.published.is_empty());
+                for task in unpublished {
+                    self.shutdown(&task.id).await?;
+                }
+            }
+        }
         let stopping = record.suspended || record.terminated;
         for group in groups.iter().filter(|g| g.reading()) {
             let stale = group
@@ -289,7 +319,6 @@ impl Overlord {
                          offsets {stored:?}: stopping it",
                         group.start
                     );
-                    tracing::warn!("supervisor {ds}: {message}");
                     runner.error(message);
                     for task in &group.tasks {
                         self.shutdown(&task.id).await?;
