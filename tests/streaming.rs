@@ -473,6 +473,23 @@ fn a_broker_that_stops_answering_makes_the_supervisor_unhealthy_until_it_is_back
                 && totals(&base, "views") == (200, 200, sum_below(200))
         },
     );
+
+    // A topic deleted under it: unhealthy, naming the topic.
+    let deleted = python_client("kafka_client.py", &[&tansu.bootstrap(), "views", "delete"]);
+    assert_eq!(deleted, json!({"deleted": "views"}));
+    wait_for(
+        "the deleted topic named",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/views/status");
+            let errors = status["payload"]["recentErrors"].to_string();
+            status["payload"]["state"] == "UNHEALTHY_SUPERVISOR"
+                && errors.contains("topic \\\"views\\\" does not exist")
+        },
+    );
+    // What was read stays queryable.
+    assert_eq!(totals(&base, "views"), (200, 200, sum_below(200)));
 }
 
 /// A small random number generator, seeded from the clock; the seed is printed so a
@@ -800,4 +817,48 @@ fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
     let processed = &report["rowStats"]["buildSegments"]["processed"];
     assert_eq!(processed, 200, "{report}");
     assert!(log().contains("took over 1000 rows"), "{}", log());
+}
+
+#[test]
+fn a_task_hands_off_when_a_segment_reaches_max_rows_per_segment() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "bulk", 1);
+    let grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let log = || logs(&grove);
+    let mut small = spec(&tansu.bootstrap(), "bulk", "bulk", "PT1H");
+    small["spec"]["tuningConfig"]["maxRowsPerSegment"] = json!(250);
+    let (code, _) = api.post("/druid/indexer/v1/supervisor", &small);
+    assert_eq!(code, 200);
+    for batch in 0..4 {
+        produce(&tansu, "bulk", 1, 250, batch * 250, false);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Long before taskDuration, full segments were handed off by several tasks.
+    wait_for(
+        "full segments handed off",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let published = rows(
+                &base,
+                "SELECT COUNT(*) AS segments, SUM(num_rows) AS n FROM sys.segments \
+             WHERE is_published AND NOT is_realtime",
+            );
+            published
+                .first()
+                .is_some_and(|r| r["segments"].as_u64() >= Some(2) && r["n"].as_u64() >= Some(500))
+        },
+    );
+    wait_for("every row once", Duration::from_secs(60), &log, || {
+        totals(&base, "bulk") == (1000, 1000, sum_below(1000))
+    });
+    wait_for("two tasks done", Duration::from_secs(60), &log, || {
+        let done = rows(
+            &base,
+            "SELECT COUNT(*) AS n FROM sys.tasks WHERE type = 'index_kafka' AND status = 'SUCCESS'",
+        );
+        done[0]["n"].as_u64() >= Some(2)
+    });
 }
