@@ -1,10 +1,10 @@
 """Time from produce to queryable: how long after a Kafka producer's send is acknowledged
 a query through Grove's broker sees the message's row.
 
-    freshness.py BOOTSTRAP GROVE_URL PROBES RATE
+    freshness.py BOOTSTRAP GROVE_URL PROBES RATE [REPLICAS]
 
 Creates topic `fresh` (2 partitions) and a supervisor reading it into datasource
-`fresh`, then sends background messages at RATE per second and, every 200 ms, one probe
+`fresh` with REPLICAS replicas (default 1), then sends background messages at RATE per second and, every 200 ms, one probe
 message with a unique `v`; for each probe it polls `SELECT COUNT(*) FROM fresh WHERE
 v = ...` on GROVE_URL every 5 ms until the row is there. Prints one JSON line with the
 latencies' percentiles in milliseconds.
@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 bootstrap, grove, probes, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+replicas = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 
 
 def post(path, body):
@@ -59,6 +60,7 @@ post(
                 "consumerProperties": {"bootstrap.servers": bootstrap},
                 "useEarliestOffset": True,
                 "taskDuration": "PT30S",
+                "replicas": replicas,
             },
         },
     },
@@ -106,4 +108,4 @@ def pct(p):
     return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
 
 
-print(json.dumps({"probes": probes, "rate": rate, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": round(latencies[-1], 1)}))
+print(json.dumps({"probes": probes, "rate": rate, "replicas": replicas, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": round(latencies[-1], 1)}))

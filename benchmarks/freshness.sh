@@ -3,7 +3,7 @@
 # being queryable through `grove start` (release build), with a tansu broker and a
 # steady background stream. Prints p50/p90/p99 in milliseconds.
 #
-#   benchmarks/freshness.sh [PROBES] [RATE]      # default 200 probes, 1000 messages/s
+#   benchmarks/freshness.sh [PROBES] [RATE] [REPLICAS]   # default 200, 1000 messages/s, 1
 #
 # GROVE_BIN=path measures that grove binary instead of this tree's.
 set -euo pipefail
@@ -12,6 +12,7 @@ scripts/deps.sh test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grove-target}"
 probes="${1:-200}"
 rate="${2:-1000}"
+replicas="${3:-1}"
 cargo build --quiet --release --bin grove
 grove="${GROVE_BIN:-$CARGO_TARGET_DIR/release/grove}"
 python="${GROVE_VENV:-$HOME/.cache/grove-venv}/bin/python"
@@ -28,10 +29,10 @@ kafka_port="$(free_port)"
 pids+=($!)
 http_port="$(free_port)"
 "$grove" start --data-dir "$work/data" --http-addr "127.0.0.1:$http_port" \
-  --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 >"$work/grove.log" 2>&1 &
+  --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 --task-slots 4 >"$work/grove.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do
   curl -sf "http://127.0.0.1:$http_port/druid/indexer/v1/isLeader" >/dev/null && break
   sleep 0.1
 done
-"$python" benchmarks/freshness.py "127.0.0.1:$kafka_port" "http://127.0.0.1:$http_port" "$probes" "$rate"
+"$python" benchmarks/freshness.py "127.0.0.1:$kafka_port" "http://127.0.0.1:$http_port" "$probes" "$rate" "$replicas"

@@ -862,3 +862,54 @@ fn a_task_hands_off_when_a_segment_reaches_max_rows_per_segment() {
         done[0]["n"].as_u64() >= Some(2)
     });
 }
+
+#[test]
+fn a_reset_forgets_the_offsets_and_reading_starts_where_use_earliest_offset_says() {
+    let tansu = Tansu::start();
+    create_topic(&tansu, "again", 1);
+    produce(&tansu, "again", 1, 100, 0, false);
+    let grove = Started::new(&[]);
+    let base = grove.base.clone();
+    let api = TaskApi::new(base.clone());
+    let log = || logs(&grove);
+    // From the latest offset: what was there before is not read.
+    let mut latest = spec(&tansu.bootstrap(), "again", "again", "PT1H");
+    latest["spec"]["ioConfig"]["useEarliestOffset"] = json!(false);
+    let (code, _) = api.post("/druid/indexer/v1/supervisor", &latest);
+    assert_eq!(code, 200);
+    wait_for(
+        "a task reading from the latest offset",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/again/status");
+            status["payload"]["activeTasks"][0]["startingOffsets"] == json!({"0": 100})
+        },
+    );
+    produce(&tansu, "again", 1, 50, 100, false);
+    wait_for("the new rows", Duration::from_secs(30), &log, || {
+        totals(&base, "again") == (50, 50, (100..150).sum())
+    });
+    // Reset: its task is stopped (publishing nothing) and the next one starts at the
+    // latest offset again.
+    let (code, body) = api.post("/druid/indexer/v1/supervisor/again/reset", &json!({}));
+    assert_eq!((code, body.as_str()), (200, r#"{"id":"again"}"#));
+    let (code, _) = api.post("/druid/indexer/v1/supervisor/nobody/reset", &json!({}));
+    assert_eq!(code, 404);
+    wait_for(
+        "a task reading from the new latest offset",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/again/status");
+            status["payload"]["activeTasks"][0]["startingOffsets"] == json!({"0": 150})
+        },
+    );
+    produce(&tansu, "again", 1, 30, 150, false);
+    wait_for(
+        "only the rows after the reset",
+        Duration::from_secs(30),
+        &log,
+        || totals(&base, "again") == (30, 30, (150..180).sum()),
+    );
+}

@@ -555,6 +555,12 @@ impl Run<'_> {
                     }
                 }
                 self.ingest(&mut at, &mut ingest, &mut allocator)?;
+                if task.spec.replicas > 1 {
+                    // What the other replicas serve already is served here at once:
+                    // queries ask this one first.
+                    last_persist = Instant::now();
+                    self.persist(&mut ingest, &allocator, &mut at, false)?;
+                }
                 self.announce(&ingest, &allocator, &mut at)?;
                 if at.done() {
                     break;
@@ -821,6 +827,24 @@ impl Run<'_> {
             let Some(manifest) = Manifest::read(&pieces) else {
                 continue;
             };
+            // Pieces of a dead task from before this task's start can never be taken
+            // over (offsets only move on): they go.
+            let passed = manifest.datasource == task.spec.datasource
+                && manifest.topic == task.topic
+                && manifest.start.keys().eq(task.start.keys())
+                && manifest
+                    .start
+                    .iter()
+                    .all(|(p, o)| task.start.get(p).is_some_and(|s| o < s));
+            if passed && let Some(_dead) = lock_pieces(&pieces) {
+                tracing::info!(
+                    "task {}: removing the stale pieces in {}",
+                    task.id,
+                    pieces.display()
+                );
+                let _ = std::fs::remove_dir_all(&pieces);
+                continue;
+            }
             let read: i64 = manifest.ingested.values().sum();
             let fits = manifest.datasource == task.spec.datasource
                 && manifest.spec == self.fingerprint
