@@ -89,14 +89,16 @@ fn totals(base: &str, datasource: &str) -> (u64, u64, u64) {
 
 /// The rows of a query.
 fn rows(base: &str, query: &str) -> Vec<Value> {
-    let mut response = agent()
-        .post(&format!("{base}/druid/v2/sql"))
-        .send_json(json!({ "query": query }))
-        .expect("SQL answers");
-    let body: Value = response.body_mut().read_json().expect("SQL JSON");
-    body.as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("{query}: {body}"))
+    grove_e2e::tasks::sql(base, query)
+}
+
+/// Rows in published segments historicals serve (handed off).
+fn handed_off(base: &str) -> Option<u64> {
+    let published = rows(
+        base,
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+    );
+    published.first().and_then(|r| r["n"].as_u64())
 }
 
 /// Waits up to `timeout` for `holds`; the panic says `what` and shows `log`.
@@ -583,13 +585,7 @@ fn kill_9_of_tasks_and_of_grove_start_at_random_moments_loses_and_duplicates_not
         "every row handed off",
         Duration::from_secs(60),
         &log,
-        || {
-            let published = rows(
-                &base,
-                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
-            );
-            published.first().and_then(|r| r["n"].as_u64()) == Some(all)
-        },
+        || handed_off(&base) == Some(all),
     );
     assert_eq!(totals(&base, "orders"), (all, all, sum_below(all)));
 }
@@ -670,13 +666,7 @@ fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
         "every row handed off",
         Duration::from_secs(60),
         &log,
-        || {
-            let published = rows(
-                &base,
-                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
-            );
-            published.first().and_then(|r| r["n"].as_u64()) == Some(all)
-        },
+        || handed_off(&base) == Some(all),
     );
 }
 
@@ -766,11 +756,7 @@ fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
     });
     watcher.stop(&|| c.logs());
     c.wait_until(Duration::from_secs(120), "every row handed off", || {
-        let published = rows(
-            &broker,
-            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
-        );
-        published.first().and_then(|r| r["n"].as_u64()) == Some(all)
+        handed_off(&broker) == Some(all)
     });
     assert_eq!(totals(&broker, "stream"), (all, all, sum_below(all)));
 }

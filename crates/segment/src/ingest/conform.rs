@@ -79,6 +79,35 @@ pub fn times(batch: &RecordBatch) -> &[i64] {
         .values()
 }
 
+/// The rows of a conformed batch by the time chunk of `granularity` they fall in
+/// (each chunk's start), in chunk order; the batch itself when all fall in one.
+pub fn split_by_chunk(
+    batch: &RecordBatch,
+    granularity: crate::granularity::Granularity,
+) -> Result<Vec<(i64, RecordBatch)>> {
+    let mut rows_of: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for (row, t) in times(batch).iter().enumerate() {
+        rows_of
+            .entry(granularity.truncate(*t))
+            .or_default()
+            .push(row as u32);
+    }
+    if rows_of.len() == 1 {
+        return Ok(rows_of
+            .into_keys()
+            .map(|start| (start, batch.clone()))
+            .collect());
+    }
+    rows_of
+        .into_iter()
+        .map(|(start, rows)| {
+            let part =
+                arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?;
+            Ok((start, part))
+        })
+        .collect()
+}
+
 impl Conformer {
     pub fn new(spec: &IngestionSpec) -> Self {
         Conformer {

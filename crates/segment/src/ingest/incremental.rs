@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, new_null_array};
-use arrow::compute::{cast, take_record_batch};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::compute::cast;
 
 use arrow::datatypes::{DataType, Field};
 
@@ -99,20 +99,7 @@ impl IncrementalIndex {
 
     /// Adds conformed rows; `allocator` names the segment of each chunk they open.
     pub fn add(&mut self, batch: RecordBatch, allocator: &mut dyn Allocator) -> Result<()> {
-        let mut rows_of: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (row, t) in conform::times(&batch).iter().enumerate() {
-            rows_of
-                .entry(self.granularity.truncate(*t))
-                .or_default()
-                .push(row as u32);
-        }
-        let whole = rows_of.len() == 1;
-        for (start, rows) in rows_of {
-            let part = if whole {
-                batch.clone()
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(rows))?
-            };
+        for (start, part) in conform::split_by_chunk(&batch, self.granularity)? {
             let chunk = match self.chunks.entry(start) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {

@@ -11,8 +11,7 @@ pub mod input;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::RecordBatch;
 
 pub use chunk::BuiltSegment;
 use chunk::{ChunkBuilder, Layout, Output};
@@ -168,20 +167,7 @@ impl Build<'_> {
     /// Sends each row of a conformed batch to the builder of its time chunk.
     fn route(&mut self, batch: RecordBatch) -> Result<()> {
         let granularity = self.spec.segment_granularity;
-        let mut rows_of: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (row, t) in conform::times(&batch).iter().enumerate() {
-            rows_of
-                .entry(granularity.truncate(*t))
-                .or_default()
-                .push(row as u32);
-        }
-        let whole = rows_of.len() == 1;
-        for (start, rows) in rows_of {
-            let part = if whole {
-                batch.clone()
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(rows))?
-            };
+        for (start, part) in conform::split_by_chunk(&batch, granularity)? {
             if !self.chunks.contains_key(&start) {
                 let interval = granularity.bucket(start);
                 let chunk = ChunkBuilder::new(&self.spec.datasource, interval, &self.layout)?;
