@@ -324,21 +324,7 @@ fn indexing_cluster(overlords: &[&str], workers: &[(&str, u32)]) -> TestCluster 
         c.start("overlord", o, &[]);
     }
     for (w, slots) in workers {
-        let dir = c.sandbox.arg(w);
-        let deep = c.deep_storage();
-        let slots = slots.to_string();
-        c.start(
-            "worker",
-            w,
-            &[
-                "--data-dir",
-                &dir,
-                "--deep-storage",
-                &deep,
-                "--capacity",
-                &slots,
-            ],
-        );
+        c.worker(w, *slots);
     }
     c
 }

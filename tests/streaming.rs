@@ -13,6 +13,33 @@ use grove_e2e::tasks::{Started, TaskApi, grove_start, peon_pids};
 use grove_testkit::Tansu;
 use serde_json::{Value, json};
 
+/// A Kafka-API broker with one topic, and `grove start`.
+struct Streaming {
+    tansu: Tansu,
+    grove: Started,
+    /// `grove start`'s HTTP base URL.
+    base: String,
+    api: TaskApi,
+}
+
+impl Streaming {
+    /// tansu with `topic` of `partitions` partitions, and `grove start` with `extra`
+    /// flags.
+    fn start(topic: &str, partitions: u32, extra: &[&str]) -> Streaming {
+        let tansu = Tansu::start();
+        create_topic(&tansu, topic, partitions);
+        let grove = Started::new(extra);
+        let base = grove.base.clone();
+        let api = TaskApi::new(base.clone());
+        Streaming {
+            tansu,
+            grove,
+            base,
+            api,
+        }
+    }
+}
+
 /// A supervisor spec for `datasource` reading `topic` from the start, handing off
 /// every `duration`.
 fn spec(bootstrap: &str, topic: &str, datasource: &str, duration: &str) -> Value {
@@ -191,11 +218,12 @@ fn logs(grove: &Started) -> String {
 
 #[test]
 fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "events", 2);
-    let grove = Started::new(&[]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("events", 2, &[]);
     let (code, body) = api.post(
         "/druid/indexer/v1/supervisor",
         &spec(&tansu.bootstrap(), "events", "events", "PT3S"),
@@ -248,11 +276,12 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
 
 #[test]
 fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "clicks", 1);
-    let grove = Started::new(&[]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("clicks", 1, &[]);
     let log = || logs(&grove);
 
     // A spec with a field Grove does not know is refused by name; nothing is stored.
@@ -430,11 +459,12 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
 
 #[test]
 fn a_broker_that_stops_answering_makes_the_supervisor_unhealthy_until_it_is_back() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "views", 1);
-    let grove = Started::new(&[]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("views", 1, &[]);
     let log = || logs(&grove);
     let (code, _) = api.post(
         "/druid/indexer/v1/supervisor",
@@ -592,11 +622,12 @@ fn kill_9_of_tasks_and_of_grove_start_at_random_moments_loses_and_duplicates_not
 
 #[test]
 fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "pairs", 2);
-    let grove = Started::new(&["--task-slots", "4"]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("pairs", 2, &["--task-slots", "4"]);
     let log = || logs(&grove);
     let mut two = spec(&tansu.bootstrap(), "pairs", "pairs", "PT4S");
     two["spec"]["ioConfig"]["replicas"] = json!(2);
@@ -670,25 +701,6 @@ fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
     );
 }
 
-/// A worker of `c` named `name`, with `slots` task slots and the cluster's deep storage.
-fn worker(c: &mut TestCluster, name: &str, slots: u32) {
-    let dir = c.sandbox.arg(name);
-    let deep = c.deep_storage();
-    let slots = slots.to_string();
-    c.start(
-        "worker",
-        name,
-        &[
-            "--data-dir",
-            &dir,
-            "--deep-storage",
-            &deep,
-            "--capacity",
-            &slots,
-        ],
-    );
-}
-
 #[test]
 fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
     let tansu = Tansu::start();
@@ -706,8 +718,8 @@ fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
     );
     c.start("overlord", "o-1", &[]);
     c.start("overlord", "o-2", &[]);
-    worker(&mut c, "w-1", 4);
-    worker(&mut c, "w-2", 4);
+    c.worker("w-1", 4);
+    c.worker("w-2", 4);
     let api = TaskApi::new(c.http("o-1"));
     c.wait_until(Duration::from_secs(30), "an overlord leads", || {
         api.get("/druid/indexer/v1/leader").0 == 200
@@ -763,11 +775,12 @@ fn a_cluster_streams_with_two_replicas_while_one_process_at_a_time_is_killed() {
 
 #[test]
 fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "resume", 1);
-    let mut grove = Started::new(&[]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        mut grove,
+        base,
+        api,
+    } = Streaming::start("resume", 1, &[]);
     let (code, _) = api.post(
         "/druid/indexer/v1/supervisor",
         &spec(&tansu.bootstrap(), "resume", "resume", "PT1H"),
@@ -807,11 +820,12 @@ fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
 
 #[test]
 fn a_task_hands_off_when_a_segment_reaches_max_rows_per_segment() {
-    let tansu = Tansu::start();
-    create_topic(&tansu, "bulk", 1);
-    let grove = Started::new(&[]);
-    let base = grove.base.clone();
-    let api = TaskApi::new(base.clone());
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("bulk", 1, &[]);
     let log = || logs(&grove);
     let mut small = spec(&tansu.bootstrap(), "bulk", "bulk", "PT1H");
     small["spec"]["tuningConfig"]["maxRowsPerSegment"] = json!(250);

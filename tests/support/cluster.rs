@@ -179,6 +179,26 @@ impl TestCluster {
         self.start("historical", name, &args);
     }
 
+    /// A worker with `slots` task slots, a data directory of its own and the cluster's
+    /// deep storage.
+    pub fn worker(&mut self, name: &str, slots: u32) {
+        let dir = self.sandbox.arg(name);
+        let deep = self.deep_storage();
+        let slots = slots.to_string();
+        self.start(
+            "worker",
+            name,
+            &[
+                "--data-dir",
+                &dir,
+                "--deep-storage",
+                &deep,
+                "--capacity",
+                &slots,
+            ],
+        );
+    }
+
     pub fn broker(&mut self, name: &str) {
         self.start(
             "broker",
