@@ -12,6 +12,12 @@
 //!   The supervisor pauses every replica, takes the furthest offsets any has read as the
 //!   group's end, and each replica reads exactly up to that end: replicas build the
 //!   same rows.
+//! - With replicas, a task reads into its index only the messages the overlord's
+//!   checkpoint answers let it serve, and announces a segment only once the replicas
+//!   before it do (see [`StreamControl::Continue`]): the replica brokers read first
+//!   never serves more than one they fall back to.
+//! - Its pieces are listed in a manifest at every persist; a task alone in its group
+//!   takes over a dead task's pieces of the same start on its worker.
 //! - At its end a task merges its pieces into one file per segment, stores them in
 //!   deep storage and publishes them with its offsets moving from start to end, in one
 //!   transaction that applies only if the stored offsets still stand at its start
