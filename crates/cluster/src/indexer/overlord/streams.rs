@@ -68,6 +68,36 @@ pub(crate) async fn read_group(
     }
 }
 
+/// Edits the state of the group at `key` with a compare-and-swap inside `guard`,
+/// writing it only when `edit` changed it. A group with no state yet starts from the
+/// default when `create`; otherwise it is left alone and the answer is `None`.
+pub(crate) async fn edit_group<T>(
+    store: &dyn MetaStore,
+    guard: &Txn,
+    key: &str,
+    create: bool,
+    mut edit: impl FnMut(&mut GroupState) -> T,
+) -> Result<Option<T>> {
+    compare_and_swap(store, guard, key, "a stream group", |current| {
+        let before: GroupState = match current {
+            Some(kv) => decode(key, &kv.value)?,
+            None if create => GroupState::default(),
+            None => return Ok((Vec::new(), None)),
+        };
+        let mut state = before.clone();
+        let answer = edit(&mut state);
+        let ops = if state == before {
+            Vec::new()
+        } else {
+            Txn::default()
+                .put(key.to_string(), encode("a stream group", &state)?)
+                .ops
+        };
+        Ok((ops, Some(answer)))
+    })
+    .await
+}
+
 /// Forgets a group and its sequence's allocations: it has ended.
 pub(crate) async fn forget_group(
     store: &dyn MetaStore,
@@ -226,71 +256,53 @@ impl Overlord {
             };
             (visible, later.is_empty(), announce)
         };
-        compare_and_swap(
-            self.store.as_ref(),
-            guard,
-            &key,
-            "a stream group",
-            |current| {
-                let before: GroupState = match current {
-                    Some(kv) => decode(&key, &kv.value)?,
-                    None => GroupState::default(),
-                };
-                let mut state = before.clone();
-                if !state.tasks.contains(&record.id) {
-                    state.tasks.push(record.id.clone());
+        let answer = edit_group(self.store.as_ref(), guard, &key, true, |state| {
+            if !state.tasks.contains(&record.id) {
+                state.tasks.push(record.id.clone());
+            }
+            // At the end the last replica serves all it reads.
+            let at_end = |end: &BTreeMap<i32, i64>| {
+                let visible = if last { end.clone() } else { visible.clone() };
+                StreamControl::End {
+                    offsets: end.clone(),
+                    visible,
+                    announce: announce.clone(),
                 }
-                // At the end the last replica serves all it reads.
-                let at_end = |end: &BTreeMap<i32, i64>| {
-                    let visible = if last { end.clone() } else { visible.clone() };
-                    StreamControl::End {
-                        offsets: end.clone(),
-                        visible,
+            };
+            if let Some(end) = &state.end {
+                at_end(end)
+            } else {
+                state.ending |= want_end;
+                if state.ending && paused {
+                    state.paused.insert(record.id.clone(), offsets.clone());
+                }
+                if state.ending && live.iter().all(|t| state.paused.contains_key(t)) {
+                    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+                    for (task, at) in &state.paused {
+                        if !live.contains(task) {
+                            continue;
+                        }
+                        for (p, o) in at {
+                            let e = end.entry(*p).or_insert(*o);
+                            *e = (*e).max(*o);
+                        }
+                    }
+                    let answer = at_end(&end);
+                    state.end = Some(end);
+                    state.ended_at = Some(chrono::Utc::now().timestamp_millis());
+                    answer
+                } else if state.ending {
+                    StreamControl::Pause
+                } else {
+                    StreamControl::Continue {
+                        visible: visible.clone(),
                         announce: announce.clone(),
                     }
-                };
-                let answer = if let Some(end) = &state.end {
-                    at_end(end)
-                } else {
-                    state.ending |= want_end;
-                    if state.ending && paused {
-                        state.paused.insert(record.id.clone(), offsets.clone());
-                    }
-                    if state.ending && live.iter().all(|t| state.paused.contains_key(t)) {
-                        let mut end: BTreeMap<i32, i64> = BTreeMap::new();
-                        for (task, at) in &state.paused {
-                            if !live.contains(task) {
-                                continue;
-                            }
-                            for (p, o) in at {
-                                let e = end.entry(*p).or_insert(*o);
-                                *e = (*e).max(*o);
-                            }
-                        }
-                        let answer = at_end(&end);
-                        state.end = Some(end);
-                        state.ended_at = Some(chrono::Utc::now().timestamp_millis());
-                        answer
-                    } else if state.ending {
-                        StreamControl::Pause
-                    } else {
-                        StreamControl::Continue {
-                            visible: visible.clone(),
-                            announce: announce.clone(),
-                        }
-                    }
-                };
-                let ops = if state == before {
-                    Vec::new()
-                } else {
-                    Txn::default()
-                        .put(key.clone(), encode("a stream group", &state)?)
-                        .ops
-                };
-                Ok((ops, answer))
-            },
-        )
-        .await
+                }
+            }
+        })
+        .await?;
+        answer.ok_or_else(|| Error::Store(format!("{key} was not created")))
     }
 
     /// Whether a publication's offsets are the task's own: its datasource, its topic,

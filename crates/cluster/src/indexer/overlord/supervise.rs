@@ -27,12 +27,12 @@ use grove_segment::Interval;
 use grove_segment::spec::{KafkaSupervisorSpec, KafkaTopic};
 
 use super::Overlord;
-use super::streams::{GROUPS_PREFIX, GroupState, forget_group, group_key};
+use super::streams::{GROUPS_PREFIX, GroupState, edit_group, forget_group, group_key};
 use crate::error::{Error, Result};
 use crate::indexer::realtime::{KAFKA_TASK_TYPE, StreamTask};
 use crate::indexer::{self, decode, encode};
 use crate::kafka::KafkaReader;
-use crate::metastore::{Txn, compare_and_swap};
+use crate::metastore::Txn;
 use crate::stream_offsets;
 use crate::supervisors::{self, SupervisorRecord, SupervisorState};
 use crate::task_status::{self, RowStats, TaskRecord, TaskState};
@@ -398,27 +398,11 @@ impl Overlord {
     /// Tells a group's replicas to end: they pause, agree on an end, and publish.
     async fn end_group(&self, guard: &Txn, datasource: &str, sequence: &str) -> Result<()> {
         let key = group_key(datasource, sequence);
-        compare_and_swap(
-            self.store.as_ref(),
-            guard,
-            &key,
-            "a stream group",
-            |current| {
-                let Some(kv) = current else {
-                    return Ok((Vec::new(), ()));
-                };
-                let mut state: GroupState = decode(&key, &kv.value)?;
-                if state.ending {
-                    return Ok((Vec::new(), ()));
-                }
-                state.ending = true;
-                let ops = Txn::default()
-                    .put(key.clone(), encode("a stream group", &state)?)
-                    .ops;
-                Ok((ops, ()))
-            },
-        )
-        .await
+        edit_group(self.store.as_ref(), guard, &key, false, |state| {
+            state.ending = true;
+        })
+        .await?;
+        Ok(())
     }
 
     /// Starts `replicas` tasks of group `g` reading from `start`.
