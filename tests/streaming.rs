@@ -119,6 +119,17 @@ fn rows(base: &str, query: &str) -> Vec<Value> {
     grove_e2e::tasks::sql(base, query)
 }
 
+/// How many streaming tasks have ended with `status` (SUCCESS, FAILED).
+fn kafka_tasks(base: &str, status: &str) -> u64 {
+    let query = format!(
+        "SELECT COUNT(*) AS n FROM sys.tasks WHERE type = 'index_kafka' AND status = '{status}'"
+    );
+    rows(base, &query)
+        .first()
+        .and_then(|r| r["n"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Rows in published segments historicals serve (handed off).
 fn handed_off(base: &str) -> Option<u64> {
     let published = rows(
@@ -246,11 +257,7 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
     });
     // Several tasks handed off, each publishing its rows with its offsets.
     wait_for("two hand-offs", Duration::from_secs(60), &log, || {
-        let done = rows(
-            &base,
-            "SELECT COUNT(*) AS n FROM sys.tasks WHERE type = 'index_kafka' AND status = 'SUCCESS'",
-        );
-        done.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) >= 2
+        kafka_tasks(&base, "SUCCESS") >= 2
     });
     watcher.stop(&log);
     let published = rows(
@@ -855,11 +862,7 @@ fn a_task_hands_off_when_a_segment_reaches_max_rows_per_segment() {
         totals(&base, "bulk") == (1000, 1000, sum_below(1000))
     });
     wait_for("two tasks done", Duration::from_secs(60), &log, || {
-        let done = rows(
-            &base,
-            "SELECT COUNT(*) AS n FROM sys.tasks WHERE type = 'index_kafka' AND status = 'SUCCESS'",
-        );
-        done[0]["n"].as_u64() >= Some(2)
+        kafka_tasks(&base, "SUCCESS") >= 2
     });
 }
 
@@ -912,4 +915,119 @@ fn a_reset_forgets_the_offsets_and_reading_starts_where_use_earliest_offset_says
         &log,
         || totals(&base, "again") == (30, 30, (150..180).sum()),
     );
+}
+
+#[test]
+fn a_topic_pattern_reads_every_topic_it_matches_and_those_created_later() {
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("metrics-eu", 2, &[]);
+    create_topic(&tansu, "metrics-us", 3);
+    // Matches the pattern only in part: not read.
+    create_topic(&tansu, "metrics-eu-old", 1);
+    let log = || logs(&grove);
+    let mut pattern = spec(&tansu.bootstrap(), "unused", "metrics", "PT3S");
+    let io = &mut pattern["spec"]["ioConfig"];
+    io.as_object_mut().unwrap().remove("topic");
+    io["topicPattern"] = json!("metrics-(eu|us|ap)");
+    io["taskCount"] = json!(2);
+    io["useEarliestOffset"] = json!(false);
+    io["inputFormat"] = json!({"type": "kafka", "valueFormat": {"type": "json"}});
+    pattern["spec"]["dataSchema"]["dimensionsSpec"]["dimensions"] =
+        json!(["kafka.topic", {"type": "long", "name": "v"}]);
+    let (code, body) = api.post("/druid/indexer/v1/supervisor", &pattern);
+    assert_eq!((code, body.as_str()), (200, r#"{"id":"metrics"}"#));
+    // Both groups read from the latest offsets of the five partitions, named as Druid
+    // names the partitions of several topics.
+    wait_for(
+        "tasks reading every matching partition",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/metrics/status");
+            let tasks = status["payload"]["activeTasks"].as_array().cloned();
+            let mut read: Vec<String> = tasks
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t["startingOffsets"].as_object())
+                .flat_map(|o| o.keys().cloned())
+                .collect();
+            read.sort();
+            read == [
+                "metrics-eu:0",
+                "metrics-eu:1",
+                "metrics-us:0",
+                "metrics-us:1",
+                "metrics-us:2",
+            ]
+        },
+    );
+
+    // (topic, partitions, first value, messages) of what is produced.
+    let mut produced: Vec<(&str, u32, u64, u64)> = Vec::new();
+    produce(&tansu, "metrics-eu-old", 1, 50, 50_000, false);
+    for round in 0..3 {
+        for (topic, partitions, base_value) in [("metrics-eu", 2, 0), ("metrics-us", 3, 10_000)] {
+            // A multiple of the partitions: every partition gets as many.
+            let first = base_value + round * 300;
+            produce(&tansu, topic, partitions, 300, first, false);
+            produced.push((topic, partitions, first, 300));
+        }
+        if round == 1 {
+            // A topic created while it runs is read from its first message on.
+            create_topic(&tansu, "metrics-ap", 2);
+            produce(&tansu, "metrics-ap", 2, 100, 20_000, false);
+            produced.push(("metrics-ap", 2, 20_000, 100));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    let all: u64 = produced.iter().map(|p| p.3).sum();
+    let sum: u64 = produced.iter().map(|p| (p.2..p.2 + p.3).sum::<u64>()).sum();
+    wait_for("every produced row", Duration::from_secs(90), &log, || {
+        totals(&base, "metrics") == (all, all, sum)
+    });
+    let mut by_topic: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (topic, _, first, n) in &produced {
+        let t = by_topic.entry(topic).or_default();
+        t.0 += n;
+        t.1 += (*first..first + n).sum::<u64>();
+    }
+    let expected: Vec<Value> = by_topic
+        .iter()
+        .map(|(t, (n, s))| json!({"t": t, "n": n, "s": s}))
+        .collect();
+    let found = rows(
+        &base,
+        "SELECT \"kafka.topic\" AS t, COUNT(*) AS n, SUM(v) AS s FROM metrics \
+         GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(found, expected);
+
+    // Task groups handed off, publishing their own partitions' offsets side by side.
+    wait_for(
+        "hand-offs of both groups",
+        Duration::from_secs(60),
+        &log,
+        || kafka_tasks(&base, "SUCCESS") >= 4,
+    );
+    assert_eq!(kafka_tasks(&base, "FAILED"), 0, "{}", log());
+    let mut latest = serde_json::Map::new();
+    for (topic, partitions, _, n) in &produced {
+        for p in 0..*partitions {
+            let key = format!("{topic}:{p}");
+            let at = latest.get(&key).and_then(Value::as_u64).unwrap_or(0);
+            latest.insert(key, json!(at + n / u64::from(*partitions)));
+        }
+    }
+    wait_for("no lag", Duration::from_secs(30), &log, || {
+        let status = api.get_json("/druid/indexer/v1/supervisor/metrics/status");
+        let payload = &status["payload"];
+        payload["stream"] == "metrics-(eu|us|ap)"
+            && payload["aggregateLag"] == 0
+            && payload["latestOffsets"] == Value::Object(latest.clone())
+    });
 }

@@ -72,19 +72,17 @@ impl KafkaReader {
         })
     }
 
-    /// The partition numbers of `topic`, in order; an error if the topic does not
-    /// exist.
-    pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+    /// The topics with their partition numbers, in order.
+    pub async fn topics(&self) -> Result<BTreeMap<String, Vec<i32>>> {
         let topics = self
             .client
             .list_topics()
             .await
             .map_err(|e| unreachable(&self.bootstrap, e))?;
-        topics
+        Ok(topics
             .into_iter()
-            .find(|t| t.name == topic)
-            .map(|t| t.partitions.into_iter().collect())
-            .ok_or_else(|| Error::Invalid(format!("topic {topic:?} does not exist")))
+            .map(|t| (t.name, t.partitions.into_iter().collect()))
+            .collect())
     }
 
     fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<PartitionClient>>> {

@@ -9,54 +9,124 @@
 //! the transaction leaves the offsets where they were, and the messages are read again.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use grove_segment::spec::KafkaTopic;
 
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn};
 
 const PREFIX: &str = "/grove/datasource-meta/";
 
+/// A partition of a topic: what stream offsets are kept by. Written `topic:partition`
+/// (Kafka topic names have no colon).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Offsets by partition: the next to read, or where reading ends.
+pub type Offsets = BTreeMap<TopicPartition, i64>;
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+
+    /// Druid's name of the partition: its number when the supervisor reads one topic,
+    /// `topic:partition` when it reads the topics of a `topicPattern`.
+    pub fn druid_key(&self, topic: &KafkaTopic) -> String {
+        if topic.is_pattern() {
+            self.to_string()
+        } else {
+            self.partition.to_string()
+        }
+    }
+
+    /// Reads Druid's name of a partition back: a bare number is a partition of the
+    /// supervisor's one topic.
+    pub fn from_druid_key(key: &str, topic: &KafkaTopic) -> Result<TopicPartition> {
+        match (topic, key.parse::<i32>()) {
+            (KafkaTopic::Name(name), Ok(partition)) => Ok(TopicPartition::new(name, partition)),
+            _ => key.parse(),
+        }
+    }
+
+    /// The task group that reads it, of `task_count` (Druid's rule: the partition
+    /// number modulo the count for one topic; for a pattern's topics, the topic's
+    /// Java hash code joins in, so that every topic's partition 0 does not land in
+    /// the same group).
+    pub fn task_group(&self, topic: &KafkaTopic, task_count: u32) -> u32 {
+        let count = task_count.max(1);
+        if !topic.is_pattern() {
+            return self.partition.unsigned_abs() % count;
+        }
+        let hash = self
+            .topic
+            .encode_utf16()
+            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+        hash.wrapping_mul(31)
+            .wrapping_add(self.partition)
+            .unsigned_abs()
+            % count
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.topic, self.partition)
+    }
+}
+
+impl std::str::FromStr for TopicPartition {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<TopicPartition> {
+        text.rsplit_once(':')
+            .filter(|(topic, _)| !topic.is_empty())
+            .and_then(|(topic, p)| Some(TopicPartition::new(topic, p.parse().ok()?)))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{text:?} names no partition of a topic (topic:partition)"
+                ))
+            })
+    }
+}
+
+impl Serialize for TopicPartition {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicPartition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 /// Where a datasource's stream stands: the next offset to read in each partition.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StreamOffsets {
-    pub topic: String,
-    pub partitions: BTreeMap<i32, i64>,
+    /// The topic, or the `topicPattern`, read.
+    pub stream: String,
+    pub partitions: Offsets,
 }
 
-/// What one publication moves: partitions of `topic` from `start` to `end`.
+/// What one publication moves: partitions of `stream` from `start` to `end`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetCommit {
     pub datasource: String,
-    pub topic: String,
-    #[serde(with = "partition_keys")]
-    pub start: BTreeMap<i32, i64>,
-    #[serde(with = "partition_keys")]
-    pub end: BTreeMap<i32, i64>,
-}
-
-/// Serde for offsets by partition that also reads them where serde buffers what it
-/// reads (inside internally tagged enums such as task actions), which leaves a JSON
-/// object's keys as strings that a plain `BTreeMap<i32, _>` refuses.
-pub mod partition_keys {
-    use std::collections::BTreeMap;
-
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<i32, i64>, s: S) -> Result<S::Ok, S::Error> {
-        map.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, i64>, D::Error> {
-        BTreeMap::<String, i64>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| match k.parse::<i32>() {
-                Ok(p) => Ok((p, v)),
-                Err(_) => Err(D::Error::custom(format!("partition {k:?} is not a number"))),
-            })
-            .collect()
-    }
+    pub stream: String,
+    pub start: Offsets,
+    pub end: Offsets,
 }
 
 pub fn key(datasource: &str) -> String {
@@ -99,15 +169,15 @@ impl OffsetCommit {
             )));
         }
         let mut next = match stored {
-            Some(stored) if stored.topic != self.topic => {
+            Some(stored) if stored.stream != self.stream => {
                 return Err(mismatch(format!(
-                    "{} reads topic {:?}, not {:?}",
-                    self.datasource, stored.topic, self.topic
+                    "{} reads {:?}, not {:?}",
+                    self.datasource, stored.stream, self.stream
                 )));
             }
             Some(stored) => stored.clone(),
             None => StreamOffsets {
-                topic: self.topic.clone(),
+                stream: self.stream.clone(),
                 partitions: BTreeMap::new(),
             },
         };
@@ -116,13 +186,12 @@ impl OffsetCommit {
                 && at != start
             {
                 return Err(mismatch(format!(
-                    "partition {partition} of {:?} stands at {at}, not at {start}",
-                    self.topic
+                    "partition {partition} stands at {at}, not at {start}"
                 )));
             }
         }
         next.partitions
-            .extend(self.end.iter().map(|(p, o)| (*p, *o)));
+            .extend(self.end.iter().map(|(p, o)| (p.clone(), *o)));
         let value = serde_json::to_vec(&next).map_err(|e| Error::Store(e.to_string()))?;
         let key = key(&self.datasource);
         Ok(txn.when_revision(key.clone(), revision).put(key, value))
@@ -169,12 +238,18 @@ mod tests {
             .collect()
     }
 
+    fn offsets(at: &[(i32, i64)]) -> Offsets {
+        at.iter()
+            .map(|(p, o)| (TopicPartition::new("clicks", *p), *o))
+            .collect()
+    }
+
     fn commit(start: &[(i32, i64)], end: &[(i32, i64)]) -> OffsetCommit {
         OffsetCommit {
             datasource: "clicks".into(),
-            topic: "clicks".into(),
-            start: start.iter().copied().collect(),
-            end: end.iter().copied().collect(),
+            stream: "clicks".into(),
+            start: offsets(start),
+            end: offsets(end),
         }
     }
 
@@ -191,10 +266,7 @@ mod tests {
             .await
             .unwrap();
         let (stored, _) = read(&store, "clicks").await.unwrap();
-        assert_eq!(
-            stored.unwrap().partitions,
-            BTreeMap::from([(0, 10), (1, 7)])
-        );
+        assert_eq!(stored.unwrap().partitions, offsets(&[(0, 10), (1, 7)]));
 
         // The same messages again (a replica, or a task restarted from old offsets):
         // refused, and its segments are not there.
@@ -204,7 +276,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            refused.contains("partition 0 of \"clicks\" stands at 10, not at 0"),
+            refused.contains("partition clicks:0 stands at 10, not at 0"),
             "{refused}"
         );
         assert_eq!(published(&store).await, 2);
@@ -233,10 +305,7 @@ mod tests {
             .unwrap();
         assert_eq!(published(&store).await, 2 + many as usize);
         let (stored, _) = read(&store, "clicks").await.unwrap();
-        assert_eq!(
-            stored.unwrap().partitions,
-            BTreeMap::from([(0, 10), (1, 12)])
-        );
+        assert_eq!(stored.unwrap().partitions, offsets(&[(0, 10), (1, 12)]));
 
         // Offsets never move back, nor to another topic.
         let back = commit(&[(0, 10)], &[(0, 4)]);
@@ -247,7 +316,7 @@ mod tests {
                 .is_err()
         );
         let other = OffsetCommit {
-            topic: "views".into(),
+            stream: "views".into(),
             ..commit(&[(0, 10)], &[(0, 11)])
         };
         let refused = task::publish(&store, &none, &mut segments, "e", Some(&other))
@@ -255,10 +324,138 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            refused.contains("reads topic \"clicks\", not \"views\""),
+            refused.contains("reads \"clicks\", not \"views\""),
             "{refused}"
         );
         assert_eq!(published(&store).await, 2 + many as usize);
+    }
+
+    #[test]
+    fn partitions_take_druids_names_and_task_groups() {
+        let one = KafkaTopic::Name("clicks".into());
+        let pattern = KafkaTopic::Pattern("metrics-.*".into());
+        let p = TopicPartition::new("clicks", 3);
+        assert_eq!(p.druid_key(&one), "3");
+        assert_eq!(p.druid_key(&pattern), "clicks:3");
+        assert_eq!(TopicPartition::from_druid_key("3", &one).unwrap(), p);
+        assert_eq!(
+            TopicPartition::from_druid_key("clicks:3", &pattern).unwrap(),
+            p
+        );
+        assert!(TopicPartition::from_druid_key("3", &pattern).is_err());
+        assert!(TopicPartition::from_druid_key("clicks:x", &pattern).is_err());
+        assert_eq!(
+            serde_json::to_string(&offsets(&[(3, 9)])).unwrap(),
+            r#"{"clicks:3":9}"#
+        );
+
+        // One topic: the partition number modulo the count.
+        assert_eq!(p.task_group(&one, 2), 1);
+        assert_eq!(TopicPartition::new("x", 8).task_group(&one, 3), 2);
+        // Several: |31 * hashCode(topic) + partition| modulo the count, with Java's
+        // String.hashCode ("ab": 97 * 31 + 98 = 3105; "metrics-us": -609707032,
+        // whose product wraps to -1721048806 with partition 2).
+        assert_eq!(TopicPartition::new("ab", 1).task_group(&pattern, 3), 1);
+        assert_eq!(TopicPartition::new("ab", 1).task_group(&pattern, 4), 0);
+        let us = TopicPartition::new("metrics-us", 2);
+        assert_eq!(us.task_group(&pattern, 4), 2);
+        assert_eq!(us.task_group(&pattern, 3), 1);
+        assert_eq!(
+            TopicPartition::new("metrics-eu-west", 5).task_group(&pattern, 4),
+            3
+        );
+    }
+
+    /// A store in which another task group publishes its partitions just before the
+    /// next transaction: between a publication's read of the offsets and its write.
+    #[derive(Debug)]
+    struct OtherGroupFirst {
+        inner: EmbeddedStore,
+        others: std::sync::Mutex<Vec<OffsetCommit>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetaStore for OtherGroupFirst {
+        async fn get(&self, key: &str) -> Result<Option<crate::metastore::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn snapshot(&self, prefix: &str) -> Result<crate::metastore::Snapshot> {
+            self.inner.snapshot(prefix).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64> {
+            self.inner.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool> {
+            self.inner.delete(key).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<bool> {
+            let other = self.others.lock().unwrap().pop();
+            if let Some(other) = other {
+                let (stored, revision) = read(&self.inner, "clicks").await?;
+                let first = other.apply(stored.as_ref(), revision, Txn::default())?;
+                assert!(self.inner.txn(first).await?);
+            }
+            self.inner.txn(txn).await
+        }
+        async fn grant_lease(&self, ttl: std::time::Duration) -> Result<crate::metastore::LeaseId> {
+            self.inner.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: crate::metastore::LeaseId) -> Result<bool> {
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: crate::metastore::LeaseId) -> Result<()> {
+            self.inner.revoke_lease(lease).await
+        }
+        async fn watch(&self, prefix: &str, from: u64) -> Result<crate::metastore::WatchStream> {
+            self.inner.watch(prefix, from).await
+        }
+    }
+
+    /// Task groups publish their own partitions independently: a commit applies
+    /// although another group moved the stored offsets of other partitions while it
+    /// was written, but not when its own partitions moved.
+    #[tokio::test]
+    async fn a_publication_applies_after_another_group_published_other_partitions() {
+        let store = OtherGroupFirst {
+            inner: EmbeddedStore::in_memory(),
+            others: std::sync::Mutex::new(Vec::new()),
+        };
+        let none = Txn::default();
+        let first = commit(&[(0, 0), (1, 0)], &[(0, 5), (1, 5)]);
+        task::publish(&store, &none, &mut descriptors("a", 1), "a", Some(&first))
+            .await
+            .unwrap();
+
+        // One transaction, and several (the last moves the offsets).
+        for (task, count, p) in [("b", 1, 0), ("c", SEGMENTS_PER_TXN as u32 + 1, 0)] {
+            let other = 1 - p;
+            let at = if task == "b" { 5 } else { 10 };
+            *store.others.lock().unwrap() = vec![commit(&[(other, at)], &[(other, at + 5)])];
+            let mine = commit(&[(p, at)], &[(p, at + 5)]);
+            task::publish(
+                &store,
+                &none,
+                &mut descriptors(task, count),
+                task,
+                Some(&mine),
+            )
+            .await
+            .unwrap();
+            assert!(store.others.lock().unwrap().is_empty());
+        }
+        let (stored, _) = read(&store, "clicks").await.unwrap();
+        assert_eq!(stored.unwrap().partitions, offsets(&[(0, 15), (1, 15)]));
+        assert_eq!(published(&store).await, 1 + 1 + SEGMENTS_PER_TXN + 1);
+
+        // Its own partition moved meanwhile (a replica published it): refused.
+        *store.others.lock().unwrap() = vec![commit(&[(0, 15)], &[(0, 20)])];
+        let mine = commit(&[(0, 15)], &[(0, 20)]);
+        let refused = task::publish(&store, &none, &mut descriptors("d", 1), "d", Some(&mine))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("stands at 20, not at 15"), "{refused}");
+        assert_eq!(published(&store).await, 1 + 1 + SEGMENTS_PER_TXN + 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +484,6 @@ mod tests {
         assert_eq!(applied, 1);
         assert_eq!(published(store.as_ref()).await, 1);
         let (stored, _) = read(store.as_ref(), "clicks").await.unwrap();
-        assert_eq!(stored.unwrap().partitions, BTreeMap::from([(0, 50)]));
+        assert_eq!(stored.unwrap().partitions, offsets(&[(0, 50)]));
     }
 }

@@ -16,7 +16,7 @@ use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn};
 use crate::segments::{self, SegmentDescriptor};
-use crate::stream_offsets::{self, OffsetCommit};
+use crate::stream_offsets::{self, OffsetCommit, StreamOffsets};
 
 pub struct IngestOutcome {
     pub progress: Progress,
@@ -193,7 +193,7 @@ pub async fn publish(
     offsets: Option<&OffsetCommit>,
 ) -> Result<()> {
     // The offsets as they stand, checked before anything is written.
-    let stored = match offsets {
+    let mut stored = match offsets {
         Some(commit) => {
             let (stored, revision) = stream_offsets::read(store, &commit.datasource).await?;
             commit.apply(stored.as_ref(), revision, Txn::default())?;
@@ -201,23 +201,15 @@ pub async fn publish(
         }
         None => None,
     };
-    let last = |txn: Txn| -> Result<Txn> {
-        match (offsets, &stored) {
-            (Some(commit), Some((stored, revision))) => {
-                commit.apply(stored.as_ref(), *revision, txn)
-            }
-            _ => Ok(txn),
-        }
-    };
-    let refused = || refusal(store, guard, offsets, stored.as_ref().map(|s| s.1));
     if descriptors.is_empty() {
         // Nothing was read that made a row: the offsets move on alone.
-        return match offsets {
-            Some(_) => match store.txn(last(guard.compares_only())?).await? {
-                true => Ok(()),
-                false => Err(refused().await),
-            },
-            None => Ok(()),
+        if offsets.is_none() {
+            return Ok(());
+        }
+        let txn = guard.compares_only();
+        return match with_offsets(store, txn, None, offsets, &mut stored).await? {
+            true => Ok(()),
+            false => Err(refusal(store, guard, offsets, stored.as_ref().map(|s| s.1)).await),
         };
     }
     let single = descriptors.len() <= SEGMENTS_PER_TXN;
@@ -232,14 +224,15 @@ pub async fn publish(
             let value = serde_json::to_vec(d).map_err(|e| Error::Store(e.to_string()))?;
             txn = txn.create(d.key(), value);
         }
-        if single {
-            txn = last(txn)?;
-        }
         let probe = chunk[0].key();
         let value = serde_json::to_vec(&chunk[0]).map_err(|e| Error::Store(e.to_string()))?;
-        outcome = match applied(store, txn, &probe, &value).await {
+        let done = match single {
+            true => with_offsets(store, txn, Some((&probe, &value)), offsets, &mut stored).await,
+            false => applied(store, txn, &probe, &value).await,
+        };
+        outcome = match done {
             Ok(true) => Ok(()),
-            Ok(false) => Err(refused().await),
+            Ok(false) => Err(refusal(store, guard, offsets, stored.as_ref().map(|s| s.1)).await),
             Err(e) => Err(e),
         };
         if outcome.is_err() {
@@ -251,10 +244,11 @@ pub async fn publish(
         let marker = serde_json::json!({ "status": "published", "segments": descriptors.len() });
         let marker = marker.to_string().into_bytes();
         let key = segments::commit_key(task_id);
-        let txn = last(guard.compares_only().create(key.clone(), marker.clone()))?;
-        outcome = match applied(store, txn, &key, &marker).await {
+        let txn = guard.compares_only().create(key.clone(), marker.clone());
+        outcome = match with_offsets(store, txn, Some((&key, &marker)), offsets, &mut stored).await
+        {
             Ok(true) => Ok(()),
-            Ok(false) => Err(refused().await),
+            Ok(false) => Err(refusal(store, guard, offsets, stored.as_ref().map(|s| s.1)).await),
             Err(e) => Err(e),
         };
     }
@@ -265,6 +259,51 @@ pub async fn publish(
         }
     }
     outcome
+}
+
+/// How often a publication is tried again because other partitions' offsets moved
+/// while it was written.
+const OFFSET_RETRIES: usize = 16;
+
+/// Applies `txn` (which creates `probe`'s key, if given) together with the `offsets`
+/// commit, compared against the offsets `stored` at their revision. Task groups that
+/// read different partitions publish independently, but their commits compare the
+/// same key: when only their publication moved the offsets meanwhile, and this
+/// commit's own partitions still stand at its start, it is tried again against the
+/// offsets as they stand now. False when it does not apply.
+async fn with_offsets(
+    store: &dyn MetaStore,
+    txn: Txn,
+    probe: Option<(&str, &[u8])>,
+    offsets: Option<&OffsetCommit>,
+    stored: &mut Option<(Option<StreamOffsets>, u64)>,
+) -> Result<bool> {
+    for _ in 0..OFFSET_RETRIES {
+        let full = match (offsets, stored.as_ref()) {
+            (Some(commit), Some((now, revision))) => {
+                commit.apply(now.as_ref(), *revision, txn.clone())?
+            }
+            _ => txn.clone(),
+        };
+        let done = match probe {
+            Some((key, value)) => applied(store, full, key, value).await?,
+            None => store.txn(full).await?,
+        };
+        let Some(commit) = offsets.filter(|_| !done) else {
+            return Ok(done);
+        };
+        let (now, revision) = stream_offsets::read(store, &commit.datasource).await?;
+        let moved = stored.as_ref().is_none_or(|(_, r)| *r != revision);
+        if !moved
+            || commit
+                .apply(now.as_ref(), revision, Txn::default())
+                .is_err()
+        {
+            return Ok(false);
+        }
+        *stored = Some((now, revision));
+    }
+    Ok(false)
 }
 
 /// Why a publishing transaction did not apply: the guard failed (the task lost a lock,

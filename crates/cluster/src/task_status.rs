@@ -13,8 +13,6 @@
 //! (an overlord passes its election fence), so no update is lost and a deposed leader
 //! changes nothing.
 
-use std::collections::BTreeMap;
-
 use rand::Rng;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +23,7 @@ use grove_segment::id::format_millis;
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn, compare_and_swap, guard_lost};
 use crate::segments::SegmentDescriptor;
+use crate::stream_offsets::Offsets;
 
 pub const TASKS_PREFIX: &str = "/grove/indexer/tasks/";
 
@@ -233,12 +232,12 @@ pub struct IngestionReport {
 #[serde(rename_all = "camelCase")]
 pub struct StreamProgress {
     /// The next offset it reads, per partition.
-    pub current: BTreeMap<i32, i64>,
+    pub current: Offsets,
     /// Each partition's high watermark when last fetched.
-    pub latest: BTreeMap<i32, i64>,
+    pub latest: Offsets,
     /// Where it stops, once its supervisor said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<BTreeMap<i32, i64>>,
+    pub end: Option<Offsets>,
     pub paused: bool,
     /// Why its last fetch failed, if it did (the broker is down, the topic is gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]

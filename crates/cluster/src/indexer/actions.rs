@@ -11,8 +11,6 @@
 //! version, never take the same segment id, and a version's partitions are numbered
 //! densely from 0 (from above the published ones, for an append).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,7 +21,7 @@ use super::{decode, encode};
 use crate::error::{Error, Result};
 use crate::metastore::{MetaStore, Txn, compare_and_swap};
 use crate::segments::SegmentDescriptor;
-use crate::stream_offsets::OffsetCommit;
+use crate::stream_offsets::{OffsetCommit, Offsets};
 
 const ALLOCATIONS_PREFIX: &str = "/grove/indexer/allocations/";
 
@@ -53,11 +51,10 @@ pub enum TaskAction {
     /// whether it is paused, and whether it wants to hand off (it has read enough);
     /// the answer is a [`StreamControl`].
     StreamCheckpoint {
-        #[serde(with = "crate::stream_offsets::partition_keys")]
-        offsets: BTreeMap<i32, i64>,
+        offsets: Offsets,
         /// What it serves: the messages below these are in its queryable pieces.
-        #[serde(default, with = "crate::stream_offsets::partition_keys")]
-        exposed: BTreeMap<i32, i64>,
+        #[serde(default)]
+        exposed: Offsets,
         /// The segments it announces.
         #[serde(default)]
         announced: Vec<String>,
@@ -112,8 +109,8 @@ pub enum StreamControl {
     /// only what every replica after it serves already, so the replica a query reads
     /// never serves more than the one a query falls back to. Empty: unchanged.
     Continue {
-        #[serde(default, with = "crate::stream_offsets::partition_keys")]
-        visible: BTreeMap<i32, i64>,
+        #[serde(default)]
+        visible: Offsets,
         /// The segments it may announce besides those it does: those every replica
         /// before it announces already (brokers ask the first one first, so a segment
         /// appears with the replica that serves least). `None`: any.
@@ -126,10 +123,9 @@ pub enum StreamControl {
     /// Read up to (not including) these offsets, then publish and hand off; serve
     /// what is below `visible` (as in `Continue`) meanwhile.
     End {
-        #[serde(with = "crate::stream_offsets::partition_keys")]
-        offsets: BTreeMap<i32, i64>,
-        #[serde(default, with = "crate::stream_offsets::partition_keys")]
-        visible: BTreeMap<i32, i64>,
+        offsets: Offsets,
+        #[serde(default)]
+        visible: Offsets,
         #[serde(default)]
         announce: Option<Vec<String>>,
     },
@@ -206,22 +202,29 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::stream_offsets::TopicPartition;
 
     /// Internally tagged enums buffer what they read, which leaves JSON keys as
     /// strings: offsets by partition must read back all the same.
     #[test]
     fn stream_actions_and_answers_read_back_what_was_written() {
-        let offsets = BTreeMap::from([(0, 5), (3, 7)]);
+        let at = |offsets: &[(&str, i32, i64)]| -> Offsets {
+            offsets
+                .iter()
+                .map(|(t, p, o)| (TopicPartition::new(t, *p), *o))
+                .collect()
+        };
+        let offsets = at(&[("t-1", 0, 5), ("t-2", 3, 7)]);
         let commit = OffsetCommit {
             datasource: "ds".into(),
-            topic: "t".into(),
+            stream: "t-.*".into(),
             start: offsets.clone(),
-            end: BTreeMap::from([(0, 6), (3, 9)]),
+            end: at(&[("t-1", 0, 6), ("t-2", 3, 9)]),
         };
         let actions = [
             TaskAction::StreamCheckpoint {
                 offsets: offsets.clone(),
-                exposed: BTreeMap::from([(0, 4)]),
+                exposed: at(&[("t-1", 0, 4)]),
                 announced: vec!["s".into()],
                 paused: true,
                 want_end: false,

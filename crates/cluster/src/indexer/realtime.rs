@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use grove_segment::format::Segment;
 use grove_segment::ingest::incremental::{StreamIngest, StreamRecord};
 use grove_segment::ingest::{Allocator, BuiltSegment};
-use grove_segment::spec::{KafkaSupervisorSpec, KafkaTopic};
+use grove_segment::spec::KafkaSupervisorSpec;
 use grove_segment::{Interval, SegmentId};
 
 use super::RunnerReport;
@@ -44,7 +44,7 @@ use crate::deep_storage::DeepStorage;
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaReader, Message};
 use crate::segments::SegmentDescriptor;
-use crate::stream_offsets::OffsetCommit;
+use crate::stream_offsets::{OffsetCommit, Offsets, TopicPartition};
 use crate::task::{self, TaskChunks};
 use crate::task_status::{IngestionReport, IngestionState, StreamProgress, TaskState};
 
@@ -85,11 +85,10 @@ struct Manifest {
     datasource: String,
     /// The task's [`StreamTask::fingerprint`].
     spec: String,
-    topic: String,
-    #[serde(with = "crate::stream_offsets::partition_keys")]
-    start: BTreeMap<i32, i64>,
-    #[serde(with = "crate::stream_offsets::partition_keys")]
-    ingested: BTreeMap<i32, i64>,
+    /// The topic, or the topicPattern.
+    stream: String,
+    start: Offsets,
+    ingested: Offsets,
     segments: Vec<ManifestSegment>,
 }
 
@@ -143,12 +142,11 @@ const TASK_IO_FIELDS: [&str; 6] = [
 pub struct StreamTask {
     pub id: String,
     pub spec: KafkaSupervisorSpec,
-    pub topic: String,
     pub task_group: u32,
     /// Shared by the replicas of one group: their segments take the same ids.
     pub sequence: String,
     /// The next offset to read per partition: the task reads exactly these partitions.
-    pub start: BTreeMap<i32, i64>,
+    pub start: Offsets,
     /// Rows whose time is outside are thrown away (the rejection periods).
     pub window: Option<Interval>,
 }
@@ -178,13 +176,13 @@ impl StreamTask {
         let partitions: serde_json::Map<String, Value> = self
             .start
             .iter()
-            .map(|(p, o)| (p.to_string(), json!(o)))
+            .map(|(p, o)| (p.druid_key(&self.spec.topic), json!(o)))
             .collect();
         io["taskGroupId"] = json!(self.task_group);
         io["baseSequenceName"] = json!(self.sequence);
         io["startSequenceNumbers"] = json!({
             "type": "start",
-            "stream": self.topic,
+            "stream": self.spec.topic.stream(),
             "partitionSequenceNumberMap": partitions,
         });
         io["useTransaction"] = json!(true);
@@ -246,19 +244,10 @@ impl StreamTask {
         let start_map = io
             .pointer("/startSequenceNumbers/partitionSequenceNumberMap")
             .and_then(Value::as_object)
+            .cloned()
             .ok_or_else(|| {
                 invalid("no ioConfig.startSequenceNumbers.partitionSequenceNumberMap")
             })?;
-        let mut start = BTreeMap::new();
-        for (p, o) in start_map {
-            let p: i32 = p
-                .parse()
-                .map_err(|_| invalid("a partition is not a number"))?;
-            let o = o
-                .as_i64()
-                .ok_or_else(|| invalid("an offset is not a number"))?;
-            start.insert(p, o);
-        }
         let time = |field: &str| -> Result<Option<i64>> {
             match io.get(field).and_then(Value::as_str) {
                 None => Ok(None),
@@ -291,14 +280,18 @@ impl StreamTask {
             }
         });
         let spec = KafkaSupervisorSpec::from_json(&supervisor.to_string())?;
-        let topic = match &spec.topic {
-            KafkaTopic::Name(name) => name.clone(),
-            KafkaTopic::Pattern(_) => return Err(invalid("a task reads one topic")),
-        };
+        let mut start = Offsets::new();
+        for (p, o) in start_map {
+            let p = TopicPartition::from_druid_key(&p, &spec.topic)
+                .map_err(|e| invalid(&e.to_string()))?;
+            let o = o
+                .as_i64()
+                .ok_or_else(|| invalid("an offset is not a number"))?;
+            start.insert(p, o);
+        }
         Ok(StreamTask {
             id,
             spec,
-            topic,
             task_group,
             sequence,
             start,
@@ -386,21 +379,21 @@ struct Run<'a> {
 /// Where reading stands.
 struct Position {
     /// The next offset to fetch, per partition.
-    next: BTreeMap<i32, i64>,
-    latest: BTreeMap<i32, i64>,
-    end: Option<BTreeMap<i32, i64>>,
+    next: Offsets,
+    latest: Offsets,
+    end: Option<Offsets>,
     paused: bool,
     error: Option<String>,
     /// Messages fetched but not read into the index yet: those at or above `visible`.
-    held: BTreeMap<i32, VecDeque<Message>>,
+    held: BTreeMap<TopicPartition, VecDeque<Message>>,
     /// Messages below these offsets may be served: every live replica has fetched them.
     /// A task without replicas serves what it fetches at once.
-    visible: Option<BTreeMap<i32, i64>>,
+    visible: Option<Offsets>,
     /// The offset after the last message read into the index, per partition: its
     /// pieces hold the rows of the messages from the start up to these.
-    ingested: BTreeMap<i32, i64>,
+    ingested: Offsets,
     /// What its pieces hold, as of the last persist: what it serves.
-    exposed: BTreeMap<i32, i64>,
+    exposed: Offsets,
     /// The segments its worker announces for it.
     announced: BTreeSet<String>,
     /// The segments it may announce (besides those it does); `None`: any.
@@ -429,7 +422,7 @@ impl Position {
     }
 
     /// Lets more be served, never less.
-    fn raise_visible(&mut self, visible: BTreeMap<i32, i64>) {
+    fn raise_visible(&mut self, visible: Offsets) {
         if let Some(mine) = &mut self.visible {
             for (p, o) in visible {
                 let v = mine.entry(p).or_insert(o);
@@ -439,7 +432,7 @@ impl Position {
     }
 
     /// The held messages that may be served now, by partition, in offset order.
-    fn release(&mut self) -> Vec<(i32, Vec<Message>)> {
+    fn release(&mut self) -> Vec<(TopicPartition, Vec<Message>)> {
         let mut out = Vec::new();
         for (p, held) in &mut self.held {
             let limit = match &self.visible {
@@ -448,7 +441,7 @@ impl Position {
             };
             let n = held.iter().take_while(|m| m.offset < limit).count();
             if n > 0 {
-                out.push((*p, held.drain(..n).collect()));
+                out.push((p.clone(), held.drain(..n).collect()));
             }
         }
         out
@@ -469,11 +462,10 @@ impl Run<'_> {
     async fn run(&mut self) -> Result<()> {
         let task = self.task.clone();
         tracing::info!(
-            "task {}: reading {} partitions {:?} of {:?} into {}",
+            "task {}: reading {} partitions {:?} into {}",
             task.id,
             task.spec.bootstrap_servers,
             task.start,
-            task.topic,
             task.spec.datasource
         );
         let spec = task.spec.ingestion_spec(task.window);
@@ -629,7 +621,7 @@ impl Run<'_> {
         let Some(kafka) = reader.as_ref() else {
             return Ok(());
         };
-        let wanted: Vec<(i32, i64)> = at
+        let wanted: Vec<(TopicPartition, i64)> = at
             .next
             .iter()
             .filter(|(p, n)| {
@@ -637,11 +629,11 @@ impl Run<'_> {
                     .as_ref()
                     .is_none_or(|e| e.get(p).is_some_and(|e| *n < e))
             })
-            .map(|(p, n)| (*p, *n))
+            .map(|(p, n)| (p.clone(), *n))
             .collect();
         let fetches = wanted
             .iter()
-            .map(|(p, n)| kafka.fetch(&task.topic, *p, *n, FETCH_BYTES, poll));
+            .map(|(p, n)| kafka.fetch(&p.topic, p.partition, *n, FETCH_BYTES, poll));
         // A broker that stops answering must not stop the checkpoints.
         let results =
             match tokio::time::timeout(poll + FETCH_TIMEOUT, futures::future::join_all(fetches))
@@ -667,7 +659,7 @@ impl Run<'_> {
                     continue;
                 }
             };
-            at.latest.insert(partition, fetched.high_watermark);
+            at.latest.insert(partition.clone(), fetched.high_watermark);
             let end = at.end.as_ref().and_then(|e| e.get(&partition)).copied();
             let beyond = end.is_some_and(|e| fetched.messages.iter().any(|m| m.offset >= e));
             let empty = fetched.messages.is_empty();
@@ -677,9 +669,9 @@ impl Run<'_> {
                 .filter(|m| end.is_none_or(|e| m.offset < e))
                 .collect();
             if let Some(last) = within.last() {
-                at.next.insert(partition, last.offset + 1);
+                at.next.insert(partition.clone(), last.offset + 1);
             }
-            at.held.entry(partition).or_default().extend(within);
+            at.held.entry(partition.clone()).or_default().extend(within);
             // Nothing readable is left below the end: the partition is done.
             if let Some(end) = end
                 && (beyond || (empty && fetched.high_watermark >= end))
@@ -719,9 +711,8 @@ impl Run<'_> {
                     headers: &m.headers,
                 })
                 .collect();
-            let topic = &self.task.topic;
-            let source = format!("{topic} partition {partition}");
-            ingest.read(&records, topic, &source, allocator)?;
+            let source = format!("{} partition {}", partition.topic, partition.partition);
+            ingest.read(&records, &partition.topic, &source, allocator)?;
             if let Some(last) = messages.last() {
                 at.ingested.insert(partition, last.offset + 1);
             }
@@ -755,7 +746,7 @@ impl Run<'_> {
         let manifest = Manifest {
             datasource: self.task.spec.datasource.clone(),
             spec: self.fingerprint.clone(),
-            topic: self.task.topic.clone(),
+            stream: self.task.spec.topic.stream().to_string(),
             start: self.task.start.clone(),
             ingested: at.ingested.clone(),
             segments: snapshot
@@ -816,7 +807,7 @@ impl Run<'_> {
         &self,
         ingest: &mut StreamIngest,
         allocator: &mut ActionAllocator<'_>,
-    ) -> Result<Option<BTreeMap<i32, i64>>> {
+    ) -> Result<Option<Offsets>> {
         let task = &self.task;
         let Some(parent) = self.dir.parent() else {
             return Ok(None);
@@ -835,8 +826,9 @@ impl Run<'_> {
             };
             // Pieces of a dead task from before this task's start can never be taken
             // over (offsets only move on): they go.
+            let stream = task.spec.topic.stream();
             let passed = manifest.datasource == task.spec.datasource
-                && manifest.topic == task.topic
+                && manifest.stream == stream
                 && manifest.start.keys().eq(task.start.keys())
                 && manifest
                     .start
@@ -854,7 +846,7 @@ impl Run<'_> {
             let read: i64 = manifest.ingested.values().sum();
             let fits = manifest.datasource == task.spec.datasource
                 && manifest.spec == self.fingerprint
-                && manifest.topic == task.topic
+                && manifest.stream == stream
                 && manifest.start == task.start
                 && manifest.ingested != task.start;
             let better = best
@@ -928,7 +920,7 @@ impl Run<'_> {
         &mut self,
         ingest: &mut StreamIngest,
         allocator: &ActionAllocator<'_>,
-        end: BTreeMap<i32, i64>,
+        end: Offsets,
     ) -> Result<()> {
         let task = &self.task;
         let built = ingest.index.finish(&self.dir.join("final"))?;
@@ -941,7 +933,7 @@ impl Run<'_> {
         }
         let commit = OffsetCommit {
             datasource: task.spec.datasource.clone(),
-            topic: task.topic.clone(),
+            stream: task.spec.topic.stream().to_string(),
             start: task.start.clone(),
             end,
         };
@@ -1020,7 +1012,7 @@ fn describe_in_progress(
 }
 
 /// An end must not lie behind what the task has read: replicas would differ.
-fn check_end(next: &BTreeMap<i32, i64>, end: &BTreeMap<i32, i64>) -> Result<()> {
+fn check_end(next: &Offsets, end: &Offsets) -> Result<()> {
     for (p, n) in next {
         match end.get(p) {
             Some(e) if e >= n => {}

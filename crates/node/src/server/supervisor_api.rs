@@ -2,7 +2,6 @@
 //! and JSON shapes as Druid's documentation gives them. Answered by the leader, like
 //! the task API: [`super::indexer_api`] redirects other requests to it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use grove_cluster::Error;
 use grove_cluster::indexer::overlord::{Overlord, SupervisorStatus};
+use grove_cluster::stream_offsets::Offsets;
 use grove_cluster::supervisors::{self, SupervisorRecord};
+use grove_segment::spec::KafkaTopic;
 use serde_json::{Value, json};
 
 use super::http::error;
@@ -162,17 +163,18 @@ async fn spec(State(api): State<Api>, Path(id): Path<String>) -> Response {
     }
 }
 
-/// Partition-keyed offsets, as Druid writes them (`{"0": 12}`).
-fn by_partition(offsets: &BTreeMap<i32, i64>) -> Value {
+/// Partition-keyed offsets, as Druid writes them: `{"0": 12}` for one topic,
+/// `{"topic:0": 12}` for the topics of a pattern.
+fn by_partition(offsets: &Offsets, topic: &KafkaTopic) -> Value {
     Value::Object(
         offsets
             .iter()
-            .map(|(p, o)| (p.to_string(), json!(o)))
+            .map(|(p, o)| (p.druid_key(topic), json!(o)))
             .collect(),
     )
 }
 
-fn task_entries(status: &SupervisorStatus, publishing: bool) -> Vec<Value> {
+fn task_entries(status: &SupervisorStatus, topic: &KafkaTopic, publishing: bool) -> Vec<Value> {
     let tasks = if publishing {
         &status.publishing_tasks
     } else {
@@ -181,22 +183,22 @@ fn task_entries(status: &SupervisorStatus, publishing: bool) -> Vec<Value> {
     tasks
         .iter()
         .map(|t| {
-            let lag: BTreeMap<i32, i64> = t
+            let lag: Offsets = t
                 .current_offsets
                 .iter()
                 .map(|(p, o)| {
                     let latest = status.latest_offsets.get(p).copied().unwrap_or(*o);
-                    (*p, (latest - o).max(0))
+                    (p.clone(), (latest - o).max(0))
                 })
                 .collect();
             json!({
                 "id": t.id,
-                "startingOffsets": by_partition(&t.starting_offsets),
+                "startingOffsets": by_partition(&t.starting_offsets, topic),
                 "startTime": t.start_time,
                 "remainingSeconds": null,
                 "type": if publishing { "PUBLISHING" } else { "ACTIVE" },
-                "currentOffsets": by_partition(&t.current_offsets),
-                "lag": by_partition(&lag),
+                "currentOffsets": by_partition(&t.current_offsets, topic),
+                "lag": by_partition(&lag, topic),
             })
         })
         .collect()
@@ -211,12 +213,8 @@ async fn status(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let s = api.overlord.supervisor_status(&id).unwrap_or_default();
     let topic = record
         .parsed()
-        .ok()
-        .map(|p| match p.topic {
-            grove_segment::spec::KafkaTopic::Name(t) => t,
-            grove_segment::spec::KafkaTopic::Pattern(p) => p,
-        })
-        .unwrap_or_default();
+        .map(|p| p.topic)
+        .unwrap_or_else(|_| KafkaTopic::Name(String::new()));
     let errors: Vec<Value> = s
         .recent_errors
         .iter()
@@ -224,16 +222,16 @@ async fn status(State(api): State<Api>, Path(id): Path<String>) -> Response {
         .collect();
     let payload = json!({
         "dataSource": record.id,
-        "stream": topic,
-        "topic": topic,
+        "stream": topic.stream(),
+        "topic": topic.stream(),
         "partitions": s.partitions.len(),
         "replicas": s.replicas,
         "durationSeconds": s.duration_seconds,
-        "activeTasks": task_entries(&s, false),
-        "publishingTasks": task_entries(&s, true),
-        "latestOffsets": by_partition(&s.latest_offsets),
-        "currentOffsets": by_partition(&s.current_offsets),
-        "minimumLag": by_partition(&s.lag),
+        "activeTasks": task_entries(&s, &topic, false),
+        "publishingTasks": task_entries(&s, &topic, true),
+        "latestOffsets": by_partition(&s.latest_offsets, &topic),
+        "currentOffsets": by_partition(&s.current_offsets, &topic),
+        "minimumLag": by_partition(&s.lag, &topic),
         "aggregateLag": s.aggregate_lag,
         "offsetsLastUpdated": s.offsets_last_updated,
         "suspended": record.suspended,

@@ -25,8 +25,41 @@ const KAFKA: &str = "kafka";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KafkaTopic {
     Name(String),
-    /// A Java-style regular expression over topic names (`topicPattern`).
+    /// A regular expression that a whole topic name must match (`topicPattern`), as
+    /// Java's `Pattern.matches` reads it.
     Pattern(String),
+}
+
+impl KafkaTopic {
+    /// The topic, or the pattern: Druid's `stream`.
+    pub fn stream(&self) -> &str {
+        match self {
+            KafkaTopic::Name(name) | KafkaTopic::Pattern(name) => name,
+        }
+    }
+
+    /// Whether a supervisor of this may read several topics: its partitions are then
+    /// named `topic:partition` where Druid names them.
+    pub fn is_pattern(&self) -> bool {
+        matches!(self, KafkaTopic::Pattern(_))
+    }
+
+    /// The names among `topics` this reads, in the order given.
+    pub fn select<'a>(&self, topics: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        match self {
+            KafkaTopic::Name(name) => topics.into_iter().filter(|t| t == name).collect(),
+            KafkaTopic::Pattern(pattern) => match whole_match(pattern) {
+                Ok(regex) => topics.into_iter().filter(|t| regex.is_match(t)).collect(),
+                // Checked when the spec was read.
+                Err(_) => Vec::new(),
+            },
+        }
+    }
+}
+
+/// `pattern` anchored at both ends: a topic matches only as a whole.
+fn whole_match(pattern: &str) -> std::result::Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
 }
 
 /// A validated Kafka supervisor spec, Druid's defaults filled in.
@@ -319,7 +352,15 @@ fn parse_supervisor(value: Value) -> Result<KafkaSupervisorSpec> {
     check_section_type(io.kind.as_deref(), KAFKA, &io_path.field("type"))?;
     let topic = match (io.topic, io.topic_pattern) {
         (Some(t), None) if !t.is_empty() => KafkaTopic::Name(t),
-        (None, Some(p)) if !p.is_empty() => KafkaTopic::Pattern(p),
+        (None, Some(p)) if !p.is_empty() => match whole_match(&p) {
+            Ok(_) => KafkaTopic::Pattern(p),
+            Err(e) => {
+                return Err(invalid_at(
+                    &io_path.field("topicPattern"),
+                    format!("not a regular expression: {e}"),
+                ));
+            }
+        },
         (Some(_), Some(_)) => {
             return Err(invalid_at(&io_path, "give topic or topicPattern, not both"));
         }
@@ -616,6 +657,37 @@ mod tests {
             });
             assert_contains(&message, expected);
         }
+    }
+
+    #[test]
+    fn a_topic_pattern_selects_whole_topic_names() {
+        let mut spec = documented();
+        let io = spec["spec"]["ioConfig"].as_object_mut().unwrap();
+        io.remove("topic");
+        io.insert("topicPattern".into(), json!("metrics-(eu|us)"));
+        let spec = KafkaSupervisorSpec::from_json(&spec.to_string()).unwrap();
+        assert!(spec.topic.is_pattern());
+        assert_eq!(spec.topic.stream(), "metrics-(eu|us)");
+        let topics = [
+            "metrics-eu",
+            "metrics-us",
+            "metrics-eu-old",
+            "old-metrics-us",
+            "x",
+        ];
+        assert_eq!(spec.topic.select(topics), ["metrics-eu", "metrics-us"]);
+        let one = KafkaTopic::Name("x".into());
+        assert_eq!(one.select(topics), ["x"]);
+
+        let message = error_of(|spec| {
+            let io = spec["spec"]["ioConfig"].as_object_mut().unwrap();
+            io.remove("topic");
+            io.insert("topicPattern".into(), json!("metrics-(eu"));
+        });
+        assert_contains(
+            &message,
+            "spec.ioConfig.topicPattern: not a regular expression",
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ use crate::locks::{BATCH_PRIORITY, REALTIME_PRIORITY};
 use crate::metastore::{MetaStore, Txn};
 use crate::nodes::{self, NodeInfo, Role};
 use crate::session::{Session, SessionWork, keep_session};
+use crate::stream_offsets::Offsets;
 
 /// Druid's message for a task stopped through the API.
 pub const SHUTDOWN_MESSAGE: &str = "Shutdown request from user";
@@ -118,9 +119,9 @@ type Positions = BTreeMap<String, ReplicaAt>;
 #[derive(Debug, Clone, Default)]
 pub(super) struct ReplicaAt {
     /// The next offset it fetches, per partition.
-    pub fetched: BTreeMap<i32, i64>,
+    pub fetched: Offsets,
     /// What it serves: messages below these are in its queryable pieces.
-    pub exposed: BTreeMap<i32, i64>,
+    pub exposed: Offsets,
     /// The segments it announces.
     pub announced: BTreeSet<String>,
 }

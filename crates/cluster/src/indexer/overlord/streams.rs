@@ -23,7 +23,7 @@ use crate::indexer::{decode, encode};
 use crate::metastore::{MetaStore, Txn, compare_and_swap};
 use crate::nodes::{self, Role};
 use crate::rules;
-use crate::stream_offsets::OffsetCommit;
+use crate::stream_offsets::{OffsetCommit, Offsets};
 use crate::task_status::{self, TaskRecord, TaskState};
 
 const SEQUENCES_PREFIX: &str = "/grove/indexer/sequences/";
@@ -38,9 +38,9 @@ pub struct GroupState {
     /// A replica asked to end (or the supervisor ends the group): replicas pause.
     pub ending: bool,
     /// Where each paused replica stopped.
-    pub paused: BTreeMap<String, BTreeMap<i32, i64>>,
+    pub paused: BTreeMap<String, Offsets>,
     /// The end, once every live replica has paused: the furthest any of them read.
-    pub end: Option<BTreeMap<i32, i64>>,
+    pub end: Option<Offsets>,
     /// When the end was decided (ms): publishing must be done within the
     /// supervisor's `completionTimeout` of it.
     #[serde(default)]
@@ -116,11 +116,11 @@ pub(crate) async fn forget_group(
 }
 
 /// The least offset of each partition over `all` (empty when `all` is).
-fn least<'a>(all: impl Iterator<Item = &'a BTreeMap<i32, i64>>) -> BTreeMap<i32, i64> {
-    let mut out: BTreeMap<i32, i64> = BTreeMap::new();
+fn least<'a>(all: impl Iterator<Item = &'a Offsets>) -> Offsets {
+    let mut out = Offsets::new();
     for at in all {
         for (p, o) in at {
-            let v = out.entry(*p).or_insert(*o);
+            let v = out.entry(p.clone()).or_insert(*o);
             *v = (*v).min(*o);
         }
     }
@@ -261,7 +261,7 @@ impl Overlord {
                 state.tasks.push(record.id.clone());
             }
             // At the end the last replica serves all it reads.
-            let at_end = |end: &BTreeMap<i32, i64>| {
+            let at_end = |end: &Offsets| {
                 let visible = if last { end.clone() } else { visible.clone() };
                 StreamControl::End {
                     offsets: end.clone(),
@@ -277,13 +277,13 @@ impl Overlord {
                     state.paused.insert(record.id.clone(), offsets.clone());
                 }
                 if state.ending && live.iter().all(|t| state.paused.contains_key(t)) {
-                    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+                    let mut end = Offsets::new();
                     for (task, at) in &state.paused {
                         if !live.contains(task) {
                             continue;
                         }
                         for (p, o) in at {
-                            let e = end.entry(*p).or_insert(*o);
+                            let e = end.entry(p.clone()).or_insert(*o);
                             *e = (*e).max(*o);
                         }
                     }
@@ -305,17 +305,18 @@ impl Overlord {
         answer.ok_or_else(|| Error::Store(format!("{key} was not created")))
     }
 
-    /// Whether a publication's offsets are the task's own: its datasource, its topic,
-    /// its start.
+    /// Whether a publication's offsets are the task's own: its datasource, its
+    /// stream, its start.
     pub(super) fn check_commit(record: &TaskRecord, commit: &OffsetCommit) -> Result<()> {
         let task = StreamTask::from_payload(&record.payload)?;
+        let stream = task.spec.topic.stream();
         if commit.datasource != record.datasource
-            || commit.topic != task.topic
+            || commit.stream != stream
             || commit.start != task.start
         {
             return Err(Error::Invalid(format!(
-                "task {} may only commit offsets of {} in topic {:?} from {:?}",
-                record.id, record.datasource, task.topic, task.start
+                "task {} may only commit offsets of {} in {stream:?} from {:?}",
+                record.id, record.datasource, task.start
             )));
         }
         Ok(())
@@ -336,7 +337,7 @@ impl Overlord {
         let Some(stored) = stored else {
             return Ok(false);
         };
-        let at_end = stored.topic == commit.topic
+        let at_end = stored.stream == commit.stream
             && commit
                 .end
                 .iter()

@@ -1,12 +1,17 @@
 //! The streaming supervisors, run by the leading overlord (Druid's
 //! `KafkaSupervisor`): for each datasource with a Kafka supervisor, every
 //! [`SUPERVISE_EVERY`], it
-//! - finds the topic's partitions and their high watermarks (`latestOffsets`);
-//! - keeps one *reading* task group per `taskGroupId` (partition `p` belongs to group
-//!   `p % taskCount`), of `replicas` tasks that share a sequence: a new group starts
-//!   where the group publishing before it ends, or else at the stored offsets, or else
-//!   (for a partition never read) at the earliest or latest offset as
-//!   `useEarliestOffset` says;
+//! - finds the partitions of its topic (or of every topic its `topicPattern` matches
+//!   as a whole) and their high watermarks (`latestOffsets`);
+//! - keeps one *reading* task group per `taskGroupId` (Druid's assignment: partition
+//!   `p` of one topic belongs to group `p % taskCount`; see
+//!   [`TopicPartition::task_group`]), of `replicas` tasks that share a sequence: a new
+//!   group starts where the group publishing before it ends, or else at the stored
+//!   offsets, or else (for a partition never read) at the earliest or latest offset as
+//!   `useEarliestOffset` says, but at the earliest for a partition that appeared while
+//!   the supervisor ran;
+//! - ends a reading group early when its partitions grew, so the next group reads the
+//!   new ones;
 //! - stops a reading group whose start no longer follows from the stored offsets (a
 //!   group before it failed): it could never publish;
 //! - ends reading groups gracefully (their tasks publish what they read) when the
@@ -33,7 +38,7 @@ use crate::indexer::realtime::{KAFKA_TASK_TYPE, StreamTask};
 use crate::indexer::{self, decode, encode};
 use crate::kafka::KafkaReader;
 use crate::metastore::Txn;
-use crate::stream_offsets;
+use crate::stream_offsets::{self, Offsets, TopicPartition};
 use crate::supervisors::{self, SupervisorRecord, SupervisorState};
 use crate::task_status::{self, RowStats, TaskRecord, TaskState};
 
@@ -58,16 +63,16 @@ pub struct SupervisorStatus {
     pub state: String,
     pub healthy: bool,
     pub suspended: bool,
-    pub partitions: Vec<i32>,
+    pub partitions: Vec<TopicPartition>,
     pub task_count: u32,
     pub replicas: u32,
     pub duration_seconds: i64,
     /// High watermark per partition.
-    pub latest_offsets: BTreeMap<i32, i64>,
+    pub latest_offsets: Offsets,
     /// Where reading stands per partition: the furthest a reading task is, else the
     /// stored offset.
-    pub current_offsets: BTreeMap<i32, i64>,
-    pub lag: BTreeMap<i32, i64>,
+    pub current_offsets: Offsets,
+    pub lag: Offsets,
     pub aggregate_lag: i64,
     pub offsets_last_updated: Option<String>,
     pub active_tasks: Vec<GroupTask>,
@@ -84,8 +89,8 @@ pub struct SupervisorStatus {
 pub struct GroupTask {
     pub id: String,
     pub task_group: u32,
-    pub starting_offsets: BTreeMap<i32, i64>,
-    pub current_offsets: BTreeMap<i32, i64>,
+    pub starting_offsets: Offsets,
+    pub current_offsets: Offsets,
     /// When it started (ISO-8601).
     pub start_time: Option<String>,
 }
@@ -97,6 +102,12 @@ pub(super) struct Runner {
     status: SupervisorStatus,
     consecutive_failures: u32,
     kafka_error: Option<String>,
+    /// The partitions Kafka had when this leader first asked.
+    seen: Option<BTreeSet<TopicPartition>>,
+    /// Partitions that appeared later (a new topic matching the pattern, or partitions
+    /// added to a topic): read from their earliest offset whatever `useEarliestOffset`
+    /// says, since their messages came after the supervisor started.
+    discovered: BTreeSet<TopicPartition>,
     /// The state last written to the store.
     written: Option<SupervisorState>,
 }
@@ -118,7 +129,7 @@ struct Group {
     sequence: String,
     state: GroupState,
     task_group: u32,
-    start: BTreeMap<i32, i64>,
+    start: Offsets,
     tasks: Vec<TaskRecord>,
 }
 
@@ -190,14 +201,6 @@ impl Overlord {
         runner: &mut Runner,
     ) -> Result<bool> {
         let spec = record.parsed()?;
-        let topic = match &spec.topic {
-            KafkaTopic::Name(name) => name.clone(),
-            KafkaTopic::Pattern(pattern) => {
-                return Err(Error::Invalid(format!(
-                    "topicPattern {pattern:?}: a supervisor reads one topic"
-                )));
-            }
-        };
         let ds = &record.id;
         let mut groups = self.groups(ds).await?;
         // Groups whose tasks all ended are forgotten; one that published nothing
@@ -266,13 +269,13 @@ impl Overlord {
         }
 
         let stored = stream_offsets::read(self.store.as_ref(), ds).await?.0;
-        let stored: BTreeMap<i32, i64> = stored
-            .filter(|s| s.topic == topic)
+        let stored: Offsets = stored
+            .filter(|s| s.stream == spec.topic.stream())
             .map(|s| s.partitions)
             .unwrap_or_default();
-        let kafka = self.refresh_kafka(runner, &spec, &topic).await;
-        self.fill_status(runner, record, &spec, &topic, &groups, &stored);
-        let (partitions, earliest) = match kafka {
+        let kafka = self.refresh_kafka(runner, &spec).await;
+        self.fill_status(runner, record, &spec, &groups, &stored);
+        let bounds = match kafka {
             Ok(found) => found,
             Err(e) => {
                 runner.kafka_error = Some(e.to_string());
@@ -287,19 +290,18 @@ impl Overlord {
             return Ok(true);
         }
         for g in 0..spec.task_count {
-            let mine: Vec<i32> = partitions
-                .iter()
-                .copied()
-                .filter(|p| (*p as u32) % spec.task_count == g)
+            let mine: Vec<&TopicPartition> = bounds
+                .keys()
+                .filter(|p| p.task_group(&spec.topic, spec.task_count) == g)
                 .collect();
             if mine.is_empty() {
                 continue;
             }
-            let publishing_end: BTreeMap<i32, i64> = groups
+            let publishing_end: Offsets = groups
                 .iter()
                 .filter(|x| x.task_group == g && !x.reading())
                 .filter_map(|x| x.state.end.clone())
-                .fold(BTreeMap::new(), |mut all, end| {
+                .fold(Offsets::new(), |mut all, end| {
                     for (p, o) in end {
                         let e = all.entry(p).or_insert(o);
                         *e = (*e).max(o);
@@ -313,6 +315,16 @@ impl Overlord {
                 });
                 if follows {
                     reading = true;
+                    // A partition that appeared since it started is read by the
+                    // group after it: this one ends now rather than at taskDuration.
+                    let added = mine.iter().any(|p| !group.start.contains_key(*p));
+                    if added && !group.state.ending {
+                        tracing::info!(
+                            "supervisor {ds}: task group {g} has new partitions; \
+                             ending its tasks so that the next ones read them"
+                        );
+                        self.end_group(guard, ds, &group.sequence).await?;
+                    }
                 } else {
                     let message = format!(
                         "task group {g} started at {:?}, which no longer follows the stored \
@@ -328,26 +340,25 @@ impl Overlord {
             if reading {
                 continue;
             }
-            let start: BTreeMap<i32, i64> = mine
+            let start: Offsets = mine
                 .iter()
                 .map(|p| {
                     let at = publishing_end
-                        .get(p)
-                        .or_else(|| stored.get(p))
+                        .get(*p)
+                        .or_else(|| stored.get(*p))
                         .copied()
                         .unwrap_or_else(|| {
-                            let (first, latest) = earliest.get(p).copied().unwrap_or((0, 0));
-                            if spec.use_earliest_offset {
+                            let (first, latest) = bounds.get(*p).copied().unwrap_or((0, 0));
+                            if spec.use_earliest_offset || runner.discovered.contains(*p) {
                                 first
                             } else {
                                 latest
                             }
                         });
-                    (*p, at)
+                    ((*p).clone(), at)
                 })
                 .collect();
-            self.start_group(guard, record, &spec, &topic, g, start)
-                .await?;
+            self.start_group(guard, record, &spec, g, start).await?;
         }
         runner.status.state = if runner.consecutive_failures >= UNHEALTHY_AFTER {
             "UNHEALTHY_TASKS".into()
@@ -411,9 +422,8 @@ impl Overlord {
         guard: &Txn,
         record: &SupervisorRecord,
         spec: &KafkaSupervisorSpec,
-        topic: &str,
         g: u32,
-        start: BTreeMap<i32, i64>,
+        start: Offsets,
     ) -> Result<()> {
         let ds = &record.id;
         let nonce: u32 = rand::Rng::random(&mut rand::rng());
@@ -458,7 +468,6 @@ impl Overlord {
             let task = StreamTask {
                 id: id.clone(),
                 spec: spec.clone(),
-                topic: topic.to_string(),
                 task_group: g,
                 sequence: sequence.clone(),
                 start: start.clone(),
@@ -471,13 +480,13 @@ impl Overlord {
         Ok(())
     }
 
-    /// The topic's partitions with their earliest offsets and high watermarks.
+    /// The partitions of the topics read, with their earliest offsets and high
+    /// watermarks. The one topic of a spec must exist; a pattern may match none.
     async fn refresh_kafka(
         &self,
         runner: &mut Runner,
         spec: &KafkaSupervisorSpec,
-        topic: &str,
-    ) -> Result<(Vec<i32>, BTreeMap<i32, (i64, i64)>)> {
+    ) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
         let bootstrap = &spec.bootstrap_servers;
         let timed_out = || Error::Busy(format!("Kafka at {bootstrap} did not answer in time"));
         if runner.reader.as_ref().is_none_or(|(b, _)| b != bootstrap) {
@@ -490,23 +499,38 @@ impl Overlord {
             return Err(timed_out());
         };
         let found = tokio::time::timeout(KAFKA_TIMEOUT, async {
-            let partitions = reader.partitions(topic).await?;
-            let mut bounds = BTreeMap::new();
-            for p in &partitions {
-                bounds.insert(*p, reader.bounds(topic, *p).await?);
+            let topics = reader.topics().await?;
+            let names = spec.topic.select(topics.keys().map(String::as_str));
+            if let KafkaTopic::Name(name) = &spec.topic
+                && names.is_empty()
+            {
+                return Err(Error::Invalid(format!("topic {name:?} does not exist")));
             }
-            Ok::<_, Error>((partitions, bounds))
+            let mut bounds = BTreeMap::new();
+            for name in names {
+                for p in topics.get(name).into_iter().flatten() {
+                    let bound = reader.bounds(name, *p).await?;
+                    bounds.insert(TopicPartition::new(name, *p), bound);
+                }
+            }
+            Ok::<_, Error>(bounds)
         })
         .await
         .map_err(|_| timed_out())
         .and_then(|r| r);
         match found {
-            Ok((partitions, bounds)) => {
-                runner.status.partitions = partitions.clone();
-                runner.status.latest_offsets = bounds.iter().map(|(p, b)| (*p, b.1)).collect();
+            Ok(bounds) => {
+                let now: BTreeSet<TopicPartition> = bounds.keys().cloned().collect();
+                if let Some(seen) = &runner.seen {
+                    runner.discovered.extend(now.difference(seen).cloned());
+                }
+                runner.seen = Some(now);
+                runner.status.partitions = bounds.keys().cloned().collect();
+                runner.status.latest_offsets =
+                    bounds.iter().map(|(p, b)| (p.clone(), b.1)).collect();
                 runner.status.offsets_last_updated =
                     Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-                Ok((partitions, bounds))
+                Ok(bounds)
             }
             Err(e) => {
                 // Connect again next time: the broker may have moved or restarted.
@@ -522,13 +546,12 @@ impl Overlord {
         runner: &mut Runner,
         record: &SupervisorRecord,
         spec: &KafkaSupervisorSpec,
-        topic: &str,
         groups: &[Group],
-        stored: &BTreeMap<i32, i64>,
+        stored: &Offsets,
     ) {
         let status = &mut runner.status;
         status.id = record.id.clone();
-        status.topic = topic.to_string();
+        status.topic = spec.topic.stream().to_string();
         status.suspended = record.suspended;
         status.task_count = spec.task_count;
         status.replicas = spec.replicas;
@@ -546,7 +569,7 @@ impl Overlord {
                     .map(|s| s.current.clone())
                     .unwrap_or_else(|| group.start.clone());
                 for (p, o) in &at {
-                    let c = current.entry(*p).or_insert(*o);
+                    let c = current.entry(p.clone()).or_insert(*o);
                     *c = (*c).max(*o);
                 }
                 let listed = GroupTask {
@@ -571,7 +594,10 @@ impl Overlord {
         status.lag = status
             .latest_offsets
             .iter()
-            .map(|(p, latest)| (*p, (latest - current.get(p).copied().unwrap_or(0)).max(0)))
+            .map(|(p, latest)| {
+                let lag = latest - current.get(p).copied().unwrap_or(0);
+                (p.clone(), lag.max(0))
+            })
             .collect();
         status.aggregate_lag = status.lag.values().sum();
         status.current_offsets = current;
@@ -623,12 +649,7 @@ impl Overlord {
     /// supervisor's id, its datasource.
     pub async fn submit_supervisor(&self, spec: serde_json::Value) -> Result<String> {
         let guard = self.guard()?;
-        let parsed = KafkaSupervisorSpec::from_json(&spec.to_string())?;
-        if let KafkaTopic::Pattern(_) = parsed.topic {
-            return Err(Error::Invalid(
-                "ioConfig.topicPattern: not supported; give one topic".into(),
-            ));
-        }
+        KafkaSupervisorSpec::from_json(&spec.to_string())?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let id = supervisors::submit(self.store.as_ref(), &guard, spec, &now).await?;
         tracing::info!("supervisor {id}: spec submitted");
