@@ -1031,3 +1031,96 @@ fn a_topic_pattern_reads_every_topic_it_matches_and_those_created_later() {
             && payload["latestOffsets"] == Value::Object(latest.clone())
     });
 }
+
+/// A process stopped with SIGSTOP; killed when dropped, whatever the test did.
+struct Frozen(u32);
+
+impl Frozen {
+    fn stop(pid: u32) -> Frozen {
+        signal("-STOP", pid);
+        Frozen(pid)
+    }
+
+    fn alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.0)).exists()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn signal(which: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+#[test]
+fn a_task_that_hangs_is_stopped_after_completion_timeout_and_its_messages_read_again() {
+    let Streaming {
+        tansu,
+        grove,
+        base,
+        api,
+    } = Streaming::start("hang", 1, &[]);
+    let mut hang = spec(&tansu.bootstrap(), "hang", "hang", "PT3S");
+    hang["spec"]["ioConfig"]["completionTimeout"] = json!("PT2S");
+    let (code, _) = api.post("/druid/indexer/v1/supervisor", &hang);
+    assert_eq!(code, 200);
+    produce(&tansu, "hang", 1, 100, 0, false);
+    let log = || logs(&grove);
+    wait_for("the first rows", Duration::from_secs(30), &log, || {
+        totals(&base, "hang").0 == 100
+    });
+    // Its process stops: the task neither reads on nor asks to end at taskDuration.
+    let dir = grove
+        .sandbox
+        .path("data/tasks")
+        .to_string_lossy()
+        .into_owned();
+    let pids = peon_pids(|args| args.iter().any(|a| a.starts_with(&dir)));
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let frozen = Frozen::stop(pids[0]);
+    produce(&tansu, "hang", 1, 50, 100, false);
+    // The supervisor ends its group at taskDuration; it never pauses, and after
+    // completionTimeout it is stopped, having published nothing.
+    wait_for(
+        "the hung task stopped",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let status = api.get_json("/druid/indexer/v1/supervisor/hang/status");
+            let errors = status["payload"]["recentErrors"].to_string();
+            errors.contains("did not publish within completionTimeout (2000 ms)")
+                && kafka_tasks(&base, "FAILED") == 1
+        },
+    );
+    let failed = rows(
+        &base,
+        "SELECT task_id FROM sys.tasks WHERE type = 'index_kafka' AND status = 'FAILED'",
+    );
+    let failed = failed[0]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    // Its worker withdraws what it served, then kills it.
+    wait_for("the hung task gone", Duration::from_secs(30), &log, || {
+        let listed = rows(&base, "SELECT server FROM sys.servers");
+        !listed.iter().any(|r| r["server"] == failed.as_str()) && !frozen.alive()
+    });
+    // The next task reads its messages again from the stored offsets: every row once.
+    wait_for("every row once", Duration::from_secs(60), &log, || {
+        totals(&base, "hang") == (150, 150, sum_below(150))
+    });
+    wait_for("a hand-off", Duration::from_secs(60), &log, || {
+        kafka_tasks(&base, "SUCCESS") >= 1 && handed_off(&base).is_some_and(|n| n > 0)
+    });
+    assert_eq!(totals(&base, "hang"), (150, 150, sum_below(150)));
+}

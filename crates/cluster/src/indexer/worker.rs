@@ -264,9 +264,11 @@ impl Worker {
             let line = tokio::select! {
                 line = lines.next_line() => line,
                 _ = &mut killed => {
+                    // Its segments leave brokers' views before its process goes, so
+                    // that no query is sent to it dead.
+                    self.unannounce(&assignment.task_id, &mut announced).await;
                     let _ = child.start_kill();
                     let _ = child.wait().await;
-                    self.unannounce(&assignment.task_id, &mut announced).await;
                     return None;
                 }
             };

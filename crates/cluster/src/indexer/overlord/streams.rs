@@ -37,14 +37,24 @@ pub struct GroupState {
     pub tasks: Vec<String>,
     /// A replica asked to end (or the supervisor ends the group): replicas pause.
     pub ending: bool,
+    /// When it began ending (ms): its tasks must have published within the
+    /// supervisor's `completionTimeout` of it.
+    #[serde(default)]
+    pub ending_since: Option<i64>,
     /// Where each paused replica stopped.
     pub paused: BTreeMap<String, Offsets>,
     /// The end, once every live replica has paused: the furthest any of them read.
     pub end: Option<Offsets>,
-    /// When the end was decided (ms): publishing must be done within the
-    /// supervisor's `completionTimeout` of it.
-    #[serde(default)]
-    pub ended_at: Option<i64>,
+}
+
+impl GroupState {
+    /// Has the group's replicas pause to end.
+    pub(crate) fn begin_ending(&mut self) {
+        if !self.ending {
+            self.ending = true;
+            self.ending_since = Some(chrono::Utc::now().timestamp_millis());
+        }
+    }
 }
 
 pub(crate) fn group_key(datasource: &str, sequence: &str) -> String {
@@ -272,7 +282,9 @@ impl Overlord {
             if let Some(end) = &state.end {
                 at_end(end)
             } else {
-                state.ending |= want_end;
+                if want_end {
+                    state.begin_ending();
+                }
                 if state.ending && paused {
                     state.paused.insert(record.id.clone(), offsets.clone());
                 }
@@ -289,7 +301,6 @@ impl Overlord {
                     }
                     let answer = at_end(&end);
                     state.end = Some(end);
-                    state.ended_at = Some(chrono::Utc::now().timestamp_millis());
                     answer
                 } else if state.ending {
                     StreamControl::Pause

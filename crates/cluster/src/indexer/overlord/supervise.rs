@@ -14,8 +14,12 @@
 //!   new ones;
 //! - stops a reading group whose start no longer follows from the stored offsets (a
 //!   group before it failed): it could never publish;
-//! - ends reading groups gracefully (their tasks publish what they read) when the
-//!   supervisor is suspended, terminated, or its spec replaced;
+//! - ends reading groups gracefully (their tasks publish what they read) at
+//!   `taskDuration`, and when the supervisor is suspended, terminated, or its spec
+//!   replaced;
+//! - stops the tasks of a group that has not published within `completionTimeout`
+//!   of when it began ending (a task that hangs, or cannot publish): the next group
+//!   reads their messages again from the stored offsets;
 //! - forgets groups whose tasks have all ended, counting groups that published
 //!   nothing as failures.
 //!
@@ -223,13 +227,14 @@ impl Overlord {
         }
         groups.retain(Group::running);
 
-        // A group that has not published within completionTimeout of its end fails:
-        // its tasks stop, and the messages are read again from the stored offsets.
+        // A group that has not published within completionTimeout of when it began
+        // ending (a task that hangs, or cannot publish) fails: its tasks stop, and the
+        // messages are read again from the stored offsets.
         let now = chrono::Utc::now().timestamp_millis();
-        for group in groups.iter().filter(|g| !g.reading()) {
+        for group in &groups {
             let late = group
                 .state
-                .ended_at
+                .ending_since
                 .is_some_and(|at| now - at > spec.completion_timeout_ms);
             let waiting = group
                 .tasks
@@ -260,7 +265,15 @@ impl Overlord {
                 .and_then(|t| t.payload.get("supervisorVersion"))
                 .and_then(|v| v.as_str())
                 .is_some_and(|v| v != record.version);
-            if stopping || stale {
+            // Ended at taskDuration whether or not its tasks ask to (one that hangs
+            // never would), as Druid's supervisor ends them.
+            let overdue = group
+                .tasks
+                .iter()
+                .filter_map(|t| t.started)
+                .min()
+                .is_some_and(|at| now - at >= spec.task_duration_ms);
+            if stopping || stale || overdue {
                 self.end_group(guard, ds, &group.sequence).await?;
             }
         }
@@ -409,9 +422,13 @@ impl Overlord {
     /// Tells a group's replicas to end: they pause, agree on an end, and publish.
     async fn end_group(&self, guard: &Txn, datasource: &str, sequence: &str) -> Result<()> {
         let key = group_key(datasource, sequence);
-        edit_group(self.store.as_ref(), guard, &key, false, |state| {
-            state.ending = true;
-        })
+        edit_group(
+            self.store.as_ref(),
+            guard,
+            &key,
+            false,
+            GroupState::begin_ending,
+        )
         .await?;
         Ok(())
     }
