@@ -809,6 +809,19 @@ fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
     wait_for("every row once", Duration::from_secs(60), &log, || {
         totals(&base, "resume") == (1200, 1200, sum_below(1200))
     });
+    // What the segment in progress holds shows in sys.segments as it grows.
+    wait_for(
+        "the rows in sys.segments",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let listed = rows(
+                &base,
+                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_realtime",
+            );
+            listed.first().is_some_and(|r| r["n"] == 1200)
+        },
+    );
     // The new task read only the new messages: the rest it took over from disk.
     let running = rows(
         &base,

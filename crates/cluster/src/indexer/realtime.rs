@@ -59,6 +59,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const PAUSED_POLL: Duration = Duration::from_millis(50);
 /// How often progress goes to the worker.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How often the announcements of segments in progress are renewed when their rows
+/// grew (`sys.segments.num_rows`, `size`): each renewal is a metadata write.
+const SIZES_EVERY: Duration = Duration::from_secs(2);
 /// How often a task that published asks whether historicals serve its segments.
 const HANDOFF_POLL: Duration = Duration::from_millis(250);
 /// The most bytes one fetch asks of a partition.
@@ -396,6 +399,8 @@ struct Position {
     exposed: Offsets,
     /// The segments its worker announces for it.
     announced: BTreeSet<String>,
+    /// Their rows when last announced, and when that was.
+    announced_rows: (u64, Option<Instant>),
     /// The segments it may announce (besides those it does); `None`: any.
     may_announce: Option<BTreeSet<String>>,
 }
@@ -486,6 +491,7 @@ impl Run<'_> {
             ingested: task.start.clone(),
             exposed: task.start.clone(),
             announced: BTreeSet::new(),
+            announced_rows: (0, None),
             may_announce: (task.spec.replicas > 1).then(BTreeSet::new),
         };
         // A task alone in its group takes over what a task of the same start that died
@@ -781,21 +787,25 @@ impl Run<'_> {
                     || at.may_announce.as_ref().is_none_or(|a| a.contains(&id))
             })
             .collect();
-        if allowed
-            .iter()
-            .all(|(id, _)| at.announced.contains(&id.to_string()))
-        {
-            return Ok(());
-        }
-        let segments = allowed
+        let segments: Vec<SegmentDescriptor> = allowed
             .iter()
             .map(|(id, pieces)| describe_in_progress(id, pieces, allocator))
             .collect();
+        let rows: u64 = segments.iter().map(|d| d.num_rows).sum();
+        let same = allowed
+            .iter()
+            .all(|(id, _)| at.announced.contains(&id.to_string()));
+        let (last_rows, last) = at.announced_rows;
+        let grown = rows != last_rows && last.is_none_or(|t| t.elapsed() >= SIZES_EVERY);
+        if same && !grown {
+            return Ok(());
+        }
         self.link.send(&PeonMessage::Serving {
             flight_address: self.flight_address.to_string(),
             segments,
         })?;
         at.announced = allowed.iter().map(|(id, _)| id.to_string()).collect();
+        at.announced_rows = (rows, Some(Instant::now()));
         Ok(())
     }
 
