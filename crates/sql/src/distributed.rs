@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -25,7 +27,7 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs,
 };
 use futures::StreamExt;
 use grove_segment::Interval;
@@ -81,6 +83,11 @@ const CONCURRENT_FRAGMENTS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct RemoteSegment {
     pub id: String,
+    /// The segment's own interval.
+    pub interval: Interval,
+    /// The rows its descriptor counts.
+    pub rows: usize,
+    /// Where it is visible (parts of `interval`).
     pub intervals: Vec<Interval>,
     /// Replicas that take fragments, in the order to try them after the chosen one.
     pub replicas: Vec<Replica>,
@@ -213,6 +220,35 @@ impl DistributedScanExec {
         !self.is_open()
     }
 
+    /// Row counts from the segments' descriptors: exact when whole published
+    /// segments are read unfiltered, unlimited and with nothing above the scan,
+    /// estimates (upper bounds) otherwise. The join planner sizes its sides by them.
+    fn statistics_of(&self, partition: Option<usize>) -> Statistics {
+        let segments: Vec<&RemoteSegment> = match partition {
+            Some(p) => self.groups.get(p).map(|(_, s)| s.iter().collect()),
+            None => Some(self.groups.iter().flat_map(|(_, s)| s).collect()),
+        }
+        .unwrap_or_default();
+        let whole = self.filter.is_none()
+            && self.limit.is_none()
+            && self.top.is_none()
+            && segments
+                .iter()
+                .all(|s| !s.realtime && s.intervals.iter().any(|iv| iv.covers(&s.interval)));
+        let rows = segments
+            .iter()
+            .map(|s| s.rows)
+            .sum::<usize>()
+            .min(self.limit.unwrap_or(usize::MAX));
+        let mut stats = Statistics::new_unknown(&self.schema());
+        stats.num_rows = if whole {
+            Precision::Exact(rows)
+        } else {
+            Precision::Inexact(rows)
+        };
+        stats
+    }
+
     fn request(&self, segments: &[&RemoteSegment]) -> ScanRequest {
         ScanRequest {
             table_schema: self.table_schema.clone(),
@@ -300,6 +336,14 @@ impl ExecutionPlan for DistributedScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _inputs: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(self.statistics_of(args.partition())))
     }
 
     fn execute(
@@ -753,6 +797,8 @@ mod tests {
         let segments: Vec<RemoteSegment> = (0..4)
             .map(|i| RemoteSegment {
                 id: format!("s{i}"),
+                interval: Interval::ETERNITY,
+                rows: 1,
                 intervals: Vec::new(),
                 replicas: if i == 0 {
                     vec![streaming("task-a"), replica("historical-1", 0)]
@@ -779,10 +825,65 @@ mod tests {
     }
 
     #[test]
+    fn row_counts_come_from_descriptors_exact_only_for_whole_unfiltered_segments() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let hour = Interval::new(0, 3_600_000).unwrap();
+        let segment = |id: &str, rows: usize, visible: Interval| RemoteSegment {
+            id: id.into(),
+            interval: hour,
+            rows,
+            intervals: vec![visible],
+            replicas: vec![replica(if id == "a" { "h-1" } else { "h-2" }, 0)],
+            realtime: false,
+        };
+        let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(1)));
+        let scan = |segments, filter, limit| {
+            DistributedScanExec::new(
+                schema.clone(),
+                vec![0],
+                segments,
+                filter,
+                limit,
+                client.clone(),
+            )
+            .unwrap()
+        };
+        let whole = scan(
+            vec![segment("a", 700, hour), segment("b", 300, hour)],
+            None,
+            None,
+        );
+        assert_eq!(whole.statistics_of(None).num_rows, Precision::Exact(1000));
+        // Per partition: each historical's segments.
+        assert_eq!(whole.statistics_of(Some(1)).num_rows, Precision::Exact(300));
+        // Part of a segment visible (overshadowed), a filter, a limit: upper bounds.
+        let part = Interval::new(0, 60_000).unwrap();
+        let partial = scan(vec![segment("a", 700, part)], None, None);
+        assert_eq!(
+            partial.statistics_of(None).num_rows,
+            Precision::Inexact(700)
+        );
+        let filter = Some(IndexFilter::Eq {
+            column: "k".into(),
+            value: "x".into(),
+        });
+        let filtered = scan(vec![segment("a", 700, hour)], filter, None);
+        assert_eq!(
+            filtered.statistics_of(None).num_rows,
+            Precision::Inexact(700)
+        );
+        let limited = scan(vec![segment("a", 700, hour)], None, Some(10));
+        assert_eq!(limited.statistics_of(None).num_rows, Precision::Inexact(10));
+    }
+
+    #[test]
     fn replicas_are_chosen_by_priority_then_least_outstanding_work() {
         let segments: Vec<RemoteSegment> = (0..6)
             .map(|i| RemoteSegment {
                 id: format!("s{i}"),
+                interval: Interval::ETERNITY,
+                rows: 1,
                 intervals: Vec::new(),
                 replicas: vec![
                     replica("cold-1", 0),
@@ -804,6 +905,8 @@ mod tests {
         let only_cold = place(
             vec![RemoteSegment {
                 id: "s".into(),
+                interval: Interval::ETERNITY,
+                rows: 1,
                 intervals: Vec::new(),
                 replicas: vec![replica("cold-1", 0)],
                 realtime: false,

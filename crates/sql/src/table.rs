@@ -157,7 +157,7 @@ impl DatasourceTable {
     fn remote(&self, time: Interval) -> Vec<RemoteSegment> {
         let mut by_id: BTreeMap<String, RemoteSegment> = BTreeMap::new();
         for chunk in self.datasource.timeline.lookup(time) {
-            for (id, _) in chunk.segments {
+            for (id, descriptor) in chunk.segments {
                 let id = id.to_string();
                 let replicas = self
                     .datasource
@@ -169,6 +169,8 @@ impl DatasourceTable {
                     .entry(id.clone())
                     .or_insert_with(|| RemoteSegment {
                         realtime: self.datasource.realtime.contains(&id),
+                        interval: descriptor.id.interval,
+                        rows: usize::try_from(descriptor.num_rows).unwrap_or(usize::MAX),
                         id,
                         intervals: Vec::new(),
                         replicas,
