@@ -51,6 +51,7 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
         http_address: "in-process".into(),
         fragment_deadline: crate::server::FRAGMENT_DEADLINE,
         cache_bytes: crate::server::RESULT_CACHE_BYTES,
+        fragments_in_process: true,
     };
     let cluster = LocalCluster::start(target.store, dir.deep_storage()?, data_dir, options).await?;
     let loading = Instant::now();

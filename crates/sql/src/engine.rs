@@ -67,8 +67,13 @@ impl Engine {
         if cache_bytes > 0 {
             client = client.with_cache(cache_bytes);
         }
-        let reader = Reader::Remote(Arc::new(client));
-        Self::new(Arc::new(ViewMetadata::new(view)), reader)
+        Self::broker_with(view, Arc::new(client))
+    }
+
+    /// A broker whose fragments go through `client` (which may run some in this
+    /// process).
+    pub fn broker_with(view: Arc<ClusterView>, client: Arc<FragmentClient>) -> Self {
+        Self::new(Arc::new(ViewMetadata::new(view)), Reader::Remote(client))
     }
 
     pub fn new(metadata: Arc<dyn Metadata>, reader: Reader) -> Self {

@@ -1,7 +1,9 @@
 //! Every role in one process: a coordinator, historicals that serve plan fragments on
 //! loopback Flight ports of their own, and a broker's engine, sharing one metadata
-//! store. Each runs the same code as in a cluster. `grove start` serves this over
-//! HTTP; tests run SQL against it as against a cluster.
+//! store. Each runs the same code as in a cluster; the broker may hand its fragments to
+//! the historicals' services directly and take their batches as they are, without
+//! Flight's encoding ([`LocalOptions::fragments_in_process`], as `grove start` does). `grove start` serves this over HTTP; tests run SQL
+//! against it as against a cluster.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::Engine;
 use crate::fragment::{self, FragmentService, LoadedSource};
+use crate::remote::FragmentClient;
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -35,6 +38,9 @@ pub struct LocalOptions {
     pub fragment_deadline: Duration,
     /// The broker's result cache (0: none).
     pub cache_bytes: usize,
+    /// Whether the broker runs the historicals' fragments in this process, taking
+    /// their batches as they are; otherwise over their Flight ports, as in a cluster.
+    pub fragments_in_process: bool,
 }
 
 /// Every role, running in this process.
@@ -91,6 +97,10 @@ impl LocalCluster {
         tasks.push(tokio::spawn(coordinator.run(rx.clone())));
         let mut historicals = Vec::new();
         let mut running_fragments = Vec::new();
+        let mut client = FragmentClient::new(options.fragment_deadline);
+        if options.cache_bytes > 0 {
+            client = client.with_cache(options.cache_bytes);
+        }
         for i in 1..=options.historicals {
             let id = format!("historical-{i}");
             let settings = HistoricalSettings {
@@ -114,6 +124,10 @@ impl LocalCluster {
             historicals.push(historical.status());
             let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())));
             running_fragments.push(service.running());
+            // The port serves any other client.
+            if options.fragments_in_process {
+                client.in_process(&flight_addr.to_string(), service.clone());
+            }
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
@@ -131,11 +145,7 @@ impl LocalCluster {
         )));
         let view = ClusterView::start(store.clone());
         view.wait_synced(Duration::from_secs(30)).await?;
-        let engine = Arc::new(Engine::broker(
-            view.clone(),
-            options.fragment_deadline,
-            options.cache_bytes,
-        ));
+        let engine = Arc::new(Engine::broker_with(view.clone(), Arc::new(client)));
         Ok(LocalCluster {
             store,
             view,

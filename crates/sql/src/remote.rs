@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
@@ -26,7 +26,7 @@ use grove_segment::scan::{IndexFilter, SegmentScanExec};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cache::ResultCache;
-use crate::fragment::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
+use crate::fragment::{FragmentService, MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// A scan of segments named by id: what a fragment's leaf asks a historical to read.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,9 +166,11 @@ impl std::error::Error for FragmentError {}
 
 /// Flight connections to historicals, one channel per address, reused; and how much
 /// work each historical has from this broker right now, for choosing replicas.
-#[derive(Debug)]
 pub struct FragmentClient {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Historicals in this process, by the Flight address they also serve: their
+    /// fragments run without Flight.
+    in_process: RwLock<HashMap<String, FragmentService>>,
     /// Per Flight address: segments in fragments sent and not yet answered, over all
     /// queries.
     outstanding: Mutex<HashMap<String, usize>>,
@@ -181,6 +183,7 @@ impl FragmentClient {
     pub fn new(deadline: Duration) -> Self {
         FragmentClient {
             channels: Mutex::new(HashMap::new()),
+            in_process: RwLock::new(HashMap::new()),
             outstanding: Mutex::new(HashMap::new()),
             deadline,
             cache: None,
@@ -191,6 +194,14 @@ impl FragmentClient {
     pub fn with_cache(mut self, bytes: usize) -> Self {
         self.cache = Some(ResultCache::new(bytes));
         self
+    }
+
+    /// Runs the fragments for `address` on `service`, a historical in this process:
+    /// its batches are taken as they are, not encoded for Flight and decoded again.
+    pub fn in_process(&self, address: &str, service: FragmentService) {
+        if let Ok(mut m) = self.in_process.write() {
+            m.insert(address.to_string(), service);
+        }
     }
 
     pub fn cache(&self) -> Option<&ResultCache> {
@@ -250,6 +261,21 @@ impl FragmentClient {
         ticket: &Ticket,
     ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
         let _working = self.working(address, ticket.segments.len());
+        let local = self
+            .in_process
+            .read()
+            .ok()
+            .and_then(|m| m.get(address).cloned());
+        if let Some(service) = local {
+            let call = async {
+                let stream = service.execute(ticket).map_err(classify_status)?;
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| FragmentError::Unavailable(format!("{address}: {e}")))
+            };
+            return self.within_deadline(address, call).await;
+        }
         let channel = self.channel(address)?;
         let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -262,6 +288,14 @@ impl FragmentClient {
                 .map_err(classify)?;
             stream.try_collect::<Vec<_>>().await.map_err(classify)
         };
+        self.within_deadline(address, call).await
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        address: &str,
+        call: impl Future<Output = std::result::Result<T, FragmentError>>,
+    ) -> std::result::Result<T, FragmentError> {
         match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(FragmentError::Unavailable(format!(
@@ -269,6 +303,15 @@ impl FragmentClient {
                 self.deadline
             ))),
         }
+    }
+}
+
+impl fmt::Debug for FragmentClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FragmentClient")
+            .field("deadline", &self.deadline)
+            .field("outstanding", &self.outstanding())
+            .finish()
     }
 }
 
@@ -294,24 +337,28 @@ impl Drop for Working<'_> {
 
 fn classify(error: FlightError) -> FragmentError {
     match error {
-        FlightError::Tonic(status) => match status.code() {
-            tonic::Code::NotFound => {
-                let ids = status
-                    .metadata()
-                    .get(MISSING_SEGMENTS)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
-                match ids {
-                    Some(ids) => FragmentError::Missing(ids),
-                    None => FragmentError::Unavailable(status.message().to_string()),
-                }
-            }
-            tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
-                FragmentError::Rejected(status.message().to_string())
-            }
-            _ => FragmentError::Unavailable(status.message().to_string()),
-        },
+        FlightError::Tonic(status) => classify_status(*status),
         other => FragmentError::Unavailable(other.to_string()),
+    }
+}
+
+fn classify_status(status: tonic::Status) -> FragmentError {
+    match status.code() {
+        tonic::Code::NotFound => {
+            let ids = status
+                .metadata()
+                .get(MISSING_SEGMENTS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
+            match ids {
+                Some(ids) => FragmentError::Missing(ids),
+                None => FragmentError::Unavailable(status.message().to_string()),
+            }
+        }
+        tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
+            FragmentError::Rejected(status.message().to_string())
+        }
+        _ => FragmentError::Unavailable(status.message().to_string()),
     }
 }
 

@@ -50,7 +50,8 @@ enum Deployment {
     /// One process reading the segments itself.
     Direct(Box<Engine>),
     /// A broker over two historicals, all in this process, fragments over loopback
-    /// Flight: the cluster's query path.
+    /// Flight (the cluster's query path) or handed over in the process (`grove
+    /// start`'s).
     Cluster(LocalCluster),
 }
 
@@ -79,7 +80,7 @@ impl GroveDb {
         }
     }
 
-    async fn cluster() -> Self {
+    async fn cluster(in_process: bool) -> Self {
         let (dir, store, deep) = Self::storage();
         let options = LocalOptions {
             historicals: 2,
@@ -88,6 +89,7 @@ impl GroveDb {
             http_address: "in-process".into(),
             fragment_deadline: Duration::from_secs(60),
             cache_bytes: 16 << 20,
+            fragments_in_process: in_process,
         };
         let cluster = LocalCluster::start(store.clone(), deep.clone(), dir.path(), options)
             .await
@@ -325,12 +327,17 @@ async fn run_file(name: &str) {
         .await
         .unwrap_or_else(|e| panic!("reference run of {name}: {e}"));
 
-    for (label, cluster) in [("direct", false), ("cluster", true)] {
+    // (label, its run, a broker with historicals: over Flight or in process)
+    let deployments = [
+        ("direct", "direct", None),
+        ("cluster", "cluster over Flight", Some(false)),
+        ("cluster", "cluster in process", Some(true)),
+    ];
+    for (label, run, cluster) in deployments {
         let mut grove = Runner::new(move || async move {
-            Ok(if cluster {
-                GroveDb::cluster().await
-            } else {
-                GroveDb::direct()
+            Ok(match cluster {
+                Some(in_process) => GroveDb::cluster(in_process).await,
+                None => GroveDb::direct(),
             })
         });
         grove.add_label("grove");
@@ -338,7 +345,7 @@ async fn run_file(name: &str) {
         grove
             .run_file_async(&path)
             .await
-            .unwrap_or_else(|e| panic!("grove ({label}) run of {name}: {e}"));
+            .unwrap_or_else(|e| panic!("grove ({run}) run of {name}: {e}"));
     }
 }
 

@@ -197,6 +197,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         http_address: addr.to_string(),
         fragment_deadline: super::FRAGMENT_DEADLINE,
         cache_bytes: super::RESULT_CACHE_BYTES,
+        fragments_in_process: true,
     };
     let task_slots = args.task_slots.or(file.task_slots).unwrap_or(2);
     let cluster = LocalCluster::start(store, deep.clone(), &data_dir, options).await?;

@@ -1,6 +1,8 @@
 //! Plan fragments over Arrow Flight: the [`Ticket`] a broker sends, and the
 //! [`FragmentService`] a historical runs, whose `do_get` decodes the fragment,
-//! executes it over the segments it serves and streams the result back.
+//! executes it over the segments it serves and streams the result back. A broker in
+//! the same process (`grove start`) calls [`FragmentService::execute`] instead and
+//! takes the batches as they are, with every check the same.
 //!
 //! Ticket format, version 1 (`docs/architecture.md`):
 //!
@@ -39,7 +41,9 @@ use arrow_flight::{
 use arrow_select::dictionary::garbage_collect_any_dictionary;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
@@ -130,7 +134,8 @@ impl Ticket {
     }
 }
 
-/// A historical's Flight endpoint for plan fragments.
+/// A historical's Flight endpoint for plan fragments. Cloning it shares it.
+#[derive(Clone)]
 pub struct FragmentService {
     source: Arc<dyn SegmentSource>,
     ctx: SessionContext,
@@ -150,6 +155,56 @@ impl FragmentService {
     /// until its stream ends or is dropped (the client finished or went away).
     pub fn running(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.running)
+    }
+
+    /// Decodes, admits and starts a fragment: its batches as they come, counted in
+    /// [`running`](Self::running) while the stream lives. Flight's `do_get` serves
+    /// this, and a broker in the same process reads it directly, without encoding
+    /// the batches; the checks are the same.
+    pub fn execute(&self, ticket: &Ticket) -> Result<SendableRecordBatchStream, Status> {
+        let absent: Vec<String> = ticket
+            .segments
+            .iter()
+            .filter(|id| self.source.segment(id).is_none())
+            .cloned()
+            .collect();
+        if !absent.is_empty() {
+            return Err(missing(absent));
+        }
+        let codec = GroveCodec::new(self.source.clone());
+        let task = self.ctx.task_ctx();
+        // A hostile plan must not take the process down.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            physical_plan_from_bytes_with_extension_codec(&ticket.plan, &task, &codec)
+        }))
+        .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not decode"))?;
+        let plan = match decoded {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(if let Some(m) = MissingSegments::find(&e) {
+                    missing(m.0.clone())
+                } else if let Some(refused) = Refused::find(&e) {
+                    permission_denied(ticket, refused)
+                } else {
+                    Status::invalid_argument(format!("invalid ticket: {e}"))
+                });
+            }
+        };
+        admit(&plan, &ticket.segments, task.as_ref())
+            .map_err(|refused| permission_denied(ticket, &refused))?;
+        let schema = plan.schema();
+        // An operator may still assert on what a hostile plan set up; that must not
+        // take the process down either.
+        let stream =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_stream(plan, task)))
+                .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not start"))?
+                .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
+        let running = Running::start(&self.running);
+        let counted = stream.map(move |batch| {
+            let _running = &running;
+            batch
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
     }
 }
 
@@ -205,43 +260,8 @@ impl FlightService for FragmentService {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = Ticket::decode(&request.into_inner().ticket)
             .map_err(|e| Status::invalid_argument(format!("invalid ticket: {e}")))?;
-        let absent: Vec<String> = ticket
-            .segments
-            .iter()
-            .filter(|id| self.source.segment(id).is_none())
-            .cloned()
-            .collect();
-        if !absent.is_empty() {
-            return Err(missing(absent));
-        }
-        let codec = GroveCodec::new(self.source.clone());
-        let task = self.ctx.task_ctx();
-        // A hostile plan must not take the process down.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            physical_plan_from_bytes_with_extension_codec(&ticket.plan, &task, &codec)
-        }))
-        .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not decode"))?;
-        let plan = match decoded {
-            Ok(plan) => plan,
-            Err(e) => {
-                return Err(if let Some(m) = MissingSegments::find(&e) {
-                    missing(m.0.clone())
-                } else if let Some(refused) = Refused::find(&e) {
-                    permission_denied(&ticket, refused)
-                } else {
-                    Status::invalid_argument(format!("invalid ticket: {e}"))
-                });
-            }
-        };
-        admit(&plan, &ticket.segments, task.as_ref())
-            .map_err(|refused| permission_denied(&ticket, &refused))?;
-        let schema = plan.schema();
-        // An operator may still assert on what a hostile plan set up; that must not
-        // take the process down either.
-        let stream =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_stream(plan, task)))
-                .map_err(|_| Status::invalid_argument("invalid ticket: the plan does not start"))?
-                .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
+        let stream = self.execute(&ticket)?;
+        let schema = stream.schema();
         let batches = stream
             .map(|batch| batch.and_then(|b| compact_dictionaries(b).map_err(Into::into)))
             .map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
@@ -250,11 +270,6 @@ impl FlightService for FragmentService {
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches)
             .map_err(|e| Status::internal(e.to_string()));
-        let running = Running::start(&self.running);
-        let flight = flight.map(move |message| {
-            let _running = &running;
-            message
-        });
         Ok(Response::new(flight.boxed()))
     }
 
