@@ -15,10 +15,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions,
+    new_null_array,
 };
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use datafusion::arrow::compute::{cast, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{
     ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics, stats::Precision,
@@ -508,10 +509,15 @@ impl PartitionReader {
         let Some(index) = segment.footer().column_index(field.name()) else {
             return Ok(new_null_array(field.data_type(), rows.len()));
         };
-        let array = segment
+        let mut array = segment
             .column(index)
             .map_err(to_df)?
             .slice(rows.start, rows.len());
+        if let Some(dictionary) = array.as_any().downcast_ref::<DictionaryArray<Int32Type>>()
+            && dictionary.values().len() > rows.len()
+        {
+            array = compact_dictionary(dictionary)?;
+        }
         if array.data_type() == field.data_type() {
             Ok(array)
         } else {
@@ -520,6 +526,64 @@ impl PartitionReader {
     }
 }
 
+/// The rows of a dictionary column with a dictionary of only the values they use,
+/// still sorted, the keys remapped. A segment's dictionary may hold a value per row
+/// (comments, ids), and operators above the scan that work on a dictionary (`LIKE`,
+/// string functions) go over all of its values for every batch: for a batch of 8K
+/// rows of a 200K-value column, 25 times the work.
+fn compact_dictionary(array: &DictionaryArray<Int32Type>) -> Result<ArrayRef> {
+    let keys = array.keys();
+    let mut used: Vec<i32> = keys.iter().flatten().collect();
+    if used.is_empty() {
+        return Ok(Arc::new(array.clone()));
+    }
+    used.sort_unstable();
+    used.dedup();
+    let values = take(
+        array.values().as_ref(),
+        &Int32Array::from(used.clone()),
+        None,
+    )?;
+    // A NULL row keeps some in-range key: its value is never read.
+    let remapped = keys.unary::<_, Int32Type>(|k| used.binary_search(&k).unwrap_or(0) as i32);
+    Ok(Arc::new(DictionaryArray::try_new(remapped, values)?))
+}
+
 fn to_df(e: crate::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn a_compacted_dictionary_keeps_the_values_its_rows_use_in_order() {
+        let values = StringArray::from(vec!["a", "b", "c", "d", "e"]);
+        let keys = Int32Array::from(vec![Some(3), None, Some(1), Some(3), Some(4)]);
+        let all = DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        // Rows 1 to 3 (NULL, "b", "d") of the five.
+        let rows = all.slice(1, 3);
+        let compacted = compact_dictionary(&rows).unwrap();
+        let compacted = compacted.as_dictionary::<Int32Type>();
+        let kept: Vec<&str> = compacted
+            .values()
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(kept, ["b", "d"]);
+        let read: Vec<Option<String>> = cast(compacted, &DataType::Utf8)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect();
+        assert_eq!(read, [None, Some("b".into()), Some("d".into())]);
+        // Only NULLs: nothing to keep, the rows as they are.
+        let nulls = all.slice(1, 1);
+        assert_eq!(compact_dictionary(&nulls).unwrap().len(), 1);
+    }
 }
