@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use grove_segment::SegmentId;
-use grove_segment::format::{ColumnKind, Segment};
+use grove_segment::format::{ColumnKind, Segment, Stat};
+use grove_segment::scan::stats::ColumnFacts;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -22,6 +23,31 @@ pub fn commit_key(task: &str) -> String {
 pub struct ColumnSchema {
     pub name: String,
     pub kind: ColumnKind,
+    /// What the segment's footer records of the column, for a broker's planner
+    /// (absent in descriptors written before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Stat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Stat>,
+    /// Distinct values of a string column (its dictionary's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<u64>,
+}
+
+impl ColumnSchema {
+    /// What the planner learns of the column; `None` when the descriptor predates
+    /// column statistics.
+    pub fn facts(&self) -> Option<ColumnFacts<'_>> {
+        Some(ColumnFacts {
+            kind: self.kind,
+            null_count: self.null_count?,
+            min: self.min.as_ref(),
+            max: self.max.as_ref(),
+            distinct: self.distinct,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,9 +84,16 @@ impl SegmentDescriptor {
             .footer()
             .columns
             .iter()
-            .map(|c| ColumnSchema {
-                name: c.name.clone(),
-                kind: c.kind,
+            .map(|c| {
+                let facts = ColumnFacts::of(c);
+                ColumnSchema {
+                    name: c.name.clone(),
+                    kind: c.kind,
+                    null_count: Some(facts.null_count),
+                    min: facts.min.cloned(),
+                    max: facts.max.cloned(),
+                    distinct: facts.distinct,
+                }
             })
             .collect()
     }

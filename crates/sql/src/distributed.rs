@@ -14,10 +14,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::Statistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -30,8 +31,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs,
 };
 use futures::StreamExt;
+use grove_cluster::segments::ColumnSchema;
 use grove_segment::Interval;
 use grove_segment::scan::IndexFilter;
+use grove_segment::scan::stats::column_statistics;
 
 use crate::codec::GroveCodec;
 use crate::fragment::Ticket;
@@ -76,6 +79,23 @@ fn place(
     groups.into_iter().collect()
 }
 
+/// The statistics of `field` over `segments`, if every descriptor records them.
+fn column_statistics_of(
+    segments: &[&RemoteSegment],
+    field: &Field,
+    whole: bool,
+) -> Option<ColumnStatistics> {
+    let mut facts = Vec::with_capacity(segments.len());
+    for segment in segments {
+        match segment.columns.iter().find(|c| c.name == *field.name()) {
+            // Lacking the column, the segment reads as NULL there.
+            None => facts.push((segment.rows, None)),
+            Some(column) => facts.push((segment.rows, Some(column.facts()?))),
+        }
+    }
+    Some(column_statistics(field, whole, facts))
+}
+
 /// How many fragments one partition has in flight at once.
 const CONCURRENT_FRAGMENTS: usize = 8;
 
@@ -87,6 +107,8 @@ pub struct RemoteSegment {
     pub interval: Interval,
     /// The rows its descriptor counts.
     pub rows: usize,
+    /// Its columns, with what its descriptor records of them.
+    pub columns: Vec<ColumnSchema>,
     /// Where it is visible (parts of `interval`).
     pub intervals: Vec<Interval>,
     /// Replicas that take fragments, in the order to try them after the chosen one.
@@ -220,9 +242,10 @@ impl DistributedScanExec {
         !self.is_open()
     }
 
-    /// Row counts from the segments' descriptors: exact when whole published
-    /// segments are read unfiltered, unlimited and with nothing above the scan,
-    /// estimates (upper bounds) otherwise. The join planner sizes its sides by them.
+    /// Row counts and column statistics from the segments' descriptors: exact when
+    /// whole published segments are read unfiltered, unlimited and with nothing above
+    /// the scan, estimates (upper bounds) otherwise. The join planner sizes its sides
+    /// by them.
     fn statistics_of(&self, partition: Option<usize>) -> Statistics {
         let segments: Vec<&RemoteSegment> = match partition {
             Some(p) => self.groups.get(p).map(|(_, s)| s.iter().collect()),
@@ -246,6 +269,14 @@ impl DistributedScanExec {
         } else {
             Precision::Inexact(rows)
         };
+        if self.top.is_none() {
+            let fields = self.projection.iter().map(|&i| self.table_schema.field(i));
+            for (out, field) in stats.column_statistics.iter_mut().zip(fields) {
+                if let Some(column) = column_statistics_of(&segments, field, whole) {
+                    *out = column;
+                }
+            }
+        }
         stats
     }
 
@@ -799,6 +830,7 @@ mod tests {
                 id: format!("s{i}"),
                 interval: Interval::ETERNITY,
                 rows: 1,
+                columns: Vec::new(),
                 intervals: Vec::new(),
                 replicas: if i == 0 {
                     vec![streaming("task-a"), replica("historical-1", 0)]
@@ -833,6 +865,7 @@ mod tests {
             id: id.into(),
             interval: hour,
             rows,
+            columns: Vec::new(),
             intervals: vec![visible],
             replicas: vec![replica(if id == "a" { "h-1" } else { "h-2" }, 0)],
             realtime: false,
@@ -875,6 +908,56 @@ mod tests {
         );
         let limited = scan(vec![segment("a", 700, hour)], None, Some(10));
         assert_eq!(limited.statistics_of(None).num_rows, Precision::Inexact(10));
+
+        // Column statistics merge what each descriptor records.
+        use grove_cluster::segments::ColumnSchema;
+        use grove_segment::format::{ColumnKind, Stat};
+        let column = |nulls: Option<u64>, min: i64, max: i64| ColumnSchema {
+            name: "v".into(),
+            kind: ColumnKind::Long,
+            null_count: nulls,
+            min: Some(Stat::Int(min)),
+            max: Some(Stat::Int(max)),
+            distinct: None,
+        };
+        let with = |id: &str, rows, c: Option<ColumnSchema>| RemoteSegment {
+            columns: c.into_iter().collect(),
+            ..segment(id, rows, hour)
+        };
+        let both = scan(
+            vec![
+                with("a", 700, Some(column(Some(0), 1, 5))),
+                with("b", 300, Some(column(Some(10), -3, 2))),
+            ],
+            None,
+            None,
+        );
+        let v = &both.statistics_of(None).column_statistics[0];
+        assert_eq!(
+            v.min_value,
+            Precision::Exact(datafusion::common::ScalarValue::Int64(Some(-3)))
+        );
+        assert_eq!(
+            v.max_value,
+            Precision::Exact(datafusion::common::ScalarValue::Int64(Some(5)))
+        );
+        assert_eq!(v.null_count, Precision::Exact(10));
+        // A segment without the column: NULL in all its rows.
+        let lacking = scan(
+            vec![
+                with("a", 700, Some(column(Some(0), 1, 5))),
+                with("b", 300, None),
+            ],
+            None,
+            None,
+        );
+        let v = &lacking.statistics_of(None).column_statistics[0];
+        assert_eq!(v.null_count, Precision::Exact(300));
+        // A descriptor that records nothing of it: unknown.
+        let older = scan(vec![with("a", 700, Some(column(None, 1, 5)))], None, None);
+        let v = &older.statistics_of(None).column_statistics[0];
+        assert_eq!(v.min_value, Precision::Absent);
+        assert_eq!(v.null_count, Precision::Absent);
     }
 
     #[test]
@@ -884,6 +967,7 @@ mod tests {
                 id: format!("s{i}"),
                 interval: Interval::ETERNITY,
                 rows: 1,
+                columns: Vec::new(),
                 intervals: Vec::new(),
                 replicas: vec![
                     replica("cold-1", 0),
@@ -907,6 +991,7 @@ mod tests {
                 id: "s".into(),
                 interval: Interval::ETERNITY,
                 rows: 1,
+                columns: Vec::new(),
                 intervals: Vec::new(),
                 replicas: vec![replica("cold-1", 0)],
                 realtime: false,

@@ -171,6 +171,7 @@ impl DatasourceTable {
                         realtime: self.datasource.realtime.contains(&id),
                         interval: descriptor.id.interval,
                         rows: usize::try_from(descriptor.num_rows).unwrap_or(usize::MAX),
+                        columns: descriptor.columns,
                         id,
                         intervals: Vec::new(),
                         replicas,

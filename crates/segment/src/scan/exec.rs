@@ -19,11 +19,9 @@ use datafusion::arrow::array::{
     new_null_array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Int32Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{
-    ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics, stats::Precision,
-};
+use datafusion::common::{ColumnStatistics, DataFusionError, Result, Statistics, stats::Precision};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -38,7 +36,8 @@ use datafusion::physical_plan::{
 use roaring::RoaringBitmap;
 
 use super::filter::IndexFilter;
-use crate::format::{Segment, Stat};
+use super::stats::{ColumnFacts, column_statistics};
+use crate::format::Segment;
 use crate::id::Interval;
 
 /// One segment to scan and the parts of its interval to read.
@@ -292,91 +291,15 @@ impl SegmentScanExec {
     }
 
     fn column_statistics(&self, indexes: &[usize], field: &Field, whole: bool) -> ColumnStatistics {
-        let mut stats = ColumnStatistics::new_unknown();
-        let mut nulls = 0usize;
-        let mut bounds_known = true;
-        let mut exact = whole;
-        let (mut min, mut max): (Option<Stat>, Option<Stat>) = (None, None);
-        for &i in indexes {
+        let facts = indexes.iter().map(|&i| {
             let segment = &self.segments[i].segment;
             let footer = segment.footer();
-            let Some(column) = footer
+            let column = footer
                 .column_index(field.name())
-                .map(|c| &footer.columns[c])
-            else {
-                // A column the segment lacks reads as NULL there.
-                nulls += segment.num_rows();
-                continue;
-            };
-            nulls += column.null_count as usize;
-            if column.kind.data_type() != *field.data_type() {
-                // Stored as another type and cast when read: values that do not convert
-                // become NULLs the footer does not count, and bounds are in other units.
-                exact = false;
-                bounds_known = false;
-                continue;
-            }
-            // No min/max with non-NULL values means they were not recorded (NaN, infinities).
-            let has_values = (column.null_count as usize) < segment.num_rows();
-            if has_values && (column.min.is_none() || column.max.is_none()) {
-                bounds_known = false;
-            }
-            min = merge_stat(min, column.min.clone(), std::cmp::Ordering::Less);
-            max = merge_stat(max, column.max.clone(), std::cmp::Ordering::Greater);
-        }
-        stats.null_count = precision(exact, nulls);
-        if bounds_known {
-            let scalar = |s: Option<Stat>| s.and_then(|s| stat_scalar(s, field.data_type()));
-            if let (Some(lo), Some(hi)) = (scalar(min), scalar(max)) {
-                stats.min_value = precision(exact, lo);
-                stats.max_value = precision(exact, hi);
-            }
-        }
-        stats
-    }
-}
-
-fn precision<T: std::fmt::Debug + Clone + PartialEq + Eq + PartialOrd>(
-    exact: bool,
-    value: T,
-) -> Precision<T> {
-    if exact {
-        Precision::Exact(value)
-    } else {
-        Precision::Inexact(value)
-    }
-}
-
-/// A footer statistic as a value of the table column's type, if it converts exactly.
-fn stat_scalar(stat: Stat, data_type: &DataType) -> Option<ScalarValue> {
-    let utc = || Some(Arc::from("UTC"));
-    Some(match (stat, data_type) {
-        (Stat::Int(v), DataType::Int64) => ScalarValue::Int64(Some(v)),
-        (Stat::Int(v), DataType::Date32) => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
-        (Stat::Int(v), DataType::Timestamp(TimeUnit::Millisecond, _)) => {
-            ScalarValue::TimestampMillisecond(Some(v), utc())
-        }
-        (Stat::Float(v), DataType::Float64) => ScalarValue::Float64(Some(v)),
-        (Stat::Float(v), DataType::Float32) => ScalarValue::Float32(Some(v as f32)),
-        (Stat::Str(v), DataType::Dictionary(key, value)) if **value == DataType::Utf8 => {
-            ScalarValue::Dictionary(key.clone(), Box::new(ScalarValue::Utf8(Some(v))))
-        }
-        _ => return None,
-    })
-}
-
-fn merge_stat(a: Option<Stat>, b: Option<Stat>, keep: std::cmp::Ordering) -> Option<Stat> {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            let order = match (&a, &b) {
-                (Stat::Int(x), Stat::Int(y)) => x.cmp(y),
-                (Stat::Float(x), Stat::Float(y)) => x.total_cmp(y),
-                (Stat::Str(x), Stat::Str(y)) => x.cmp(y),
-                _ => return None,
-            };
-            Some(if order == keep { a } else { b })
-        }
-        (a, b) => a.or(b),
+                .map(|c| ColumnFacts::of(&footer.columns[c]));
+            (segment.num_rows(), column)
+        });
+        column_statistics(field, whole, facts)
     }
 }
 
@@ -556,6 +479,7 @@ fn to_df(e: crate::Error) -> DataFusionError {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
 
     use super::*;
 
