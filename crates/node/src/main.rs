@@ -18,6 +18,11 @@
 //! - [`sample`]: the deterministic sample dataset and its ingestion spec.
 //! - [`quickstart`]: generate, ingest and query the sample in one go.
 
+/// mimalloc rather than glibc's allocator: queries allocate and free many short-lived
+/// buffers across threads, where glibc's arenas cost a fifth of the time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod config;
 mod data_dir;
