@@ -242,10 +242,10 @@ impl DistributedScanExec {
         !self.is_open()
     }
 
-    /// Row counts and column statistics from the segments' descriptors: exact when
-    /// whole published segments are read unfiltered, unlimited and with nothing above
-    /// the scan, estimates (upper bounds) otherwise. The join planner sizes its sides
-    /// by them.
+    /// Row counts and column statistics from the segments' descriptors. Column
+    /// statistics are exact when whole published segments are read unfiltered,
+    /// unlimited and with nothing above the scan, estimates (bounds) otherwise; row
+    /// counts are always estimates. The join planner sizes its sides by them.
     fn statistics_of(&self, partition: Option<usize>) -> Statistics {
         let segments: Vec<&RemoteSegment> = match partition {
             Some(p) => self.groups.get(p).map(|(_, s)| s.iter().collect()),
@@ -264,11 +264,10 @@ impl DistributedScanExec {
             .sum::<usize>()
             .min(self.limit.unwrap_or(usize::MAX));
         let mut stats = Statistics::new_unknown(&self.schema());
-        stats.num_rows = if whole {
-            Precision::Exact(rows)
-        } else {
-            Precision::Inexact(rows)
-        };
+        // An estimate even when exact: DataFusion runs an input it knows to be small
+        // in one partition, without the repartitions whose tasks and channels let a
+        // cancel or a timeout stop a query that loops without reading (a cross join).
+        stats.num_rows = Precision::Inexact(rows);
         if self.top.is_none() {
             let fields = self.projection.iter().map(|&i| self.table_schema.field(i));
             for (out, field) in stats.column_statistics.iter_mut().zip(fields) {
@@ -720,6 +719,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
         use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+        use datafusion::physical_plan::coop::CooperativeExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
         let plan = plan.transform_up(push_row_local)?.data;
         plan.transform_down(|node| {
@@ -738,9 +738,19 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
             {
                 return Ok(Transformed::no(node));
             }
+            // Repartitions, and the wrapper that makes a leaf yield to the scheduler,
+            // lie between the aggregate and the scan.
             let mut below = aggregate.input().clone();
-            while let Some(repartition) = below.downcast_ref::<RepartitionExec>() {
-                below = repartition.input().clone();
+            let mut cooperative = false;
+            loop {
+                if let Some(repartition) = below.downcast_ref::<RepartitionExec>() {
+                    below = repartition.input().clone();
+                } else if let Some(wrapper) = below.downcast_ref::<CooperativeExec>() {
+                    cooperative = true;
+                    below = wrapper.input().clone();
+                } else {
+                    break;
+                }
             }
             let Some(scan) = below.downcast_ref::<DistributedScanExec>() else {
                 return Ok(Transformed::no(node));
@@ -766,6 +776,9 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
                     Ok(Arc::new(partial))
                 })?;
                 let mut input: Arc<dyn ExecutionPlan> = Arc::new(pushed);
+                if cooperative {
+                    input = Arc::new(CooperativeExec::new(input));
+                }
                 if input.properties().partitioning.partition_count() > 1 {
                     input = Arc::new(CoalescePartitionsExec::new(input));
                 }
@@ -857,7 +870,7 @@ mod tests {
     }
 
     #[test]
-    fn row_counts_come_from_descriptors_exact_only_for_whole_unfiltered_segments() {
+    fn statistics_come_from_descriptors_exact_only_for_whole_unfiltered_segments() {
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
         let hour = Interval::new(0, 3_600_000).unwrap();
@@ -887,9 +900,12 @@ mod tests {
             None,
             None,
         );
-        assert_eq!(whole.statistics_of(None).num_rows, Precision::Exact(1000));
+        assert_eq!(whole.statistics_of(None).num_rows, Precision::Inexact(1000));
         // Per partition: each historical's segments.
-        assert_eq!(whole.statistics_of(Some(1)).num_rows, Precision::Exact(300));
+        assert_eq!(
+            whole.statistics_of(Some(1)).num_rows,
+            Precision::Inexact(300)
+        );
         // Part of a segment visible (overshadowed), a filter, a limit: upper bounds.
         let part = Interval::new(0, 60_000).unwrap();
         let partial = scan(vec![segment("a", 700, part)], None, None);
@@ -942,6 +958,20 @@ mod tests {
             Precision::Exact(datafusion::common::ScalarValue::Int64(Some(5)))
         );
         assert_eq!(v.null_count, Precision::Exact(10));
+        // Part of a segment visible: bounds, no longer exact.
+        let part_of = scan(
+            vec![RemoteSegment {
+                intervals: vec![part],
+                ..with("a", 700, Some(column(Some(0), 1, 5)))
+            }],
+            None,
+            None,
+        );
+        let v = &part_of.statistics_of(None).column_statistics[0];
+        assert_eq!(
+            v.max_value,
+            Precision::Inexact(datafusion::common::ScalarValue::Int64(Some(5)))
+        );
         // A segment without the column: NULL in all its rows.
         let lacking = scan(
             vec![

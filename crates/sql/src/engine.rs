@@ -38,6 +38,7 @@ use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
 use crate::settings::GroveSettings;
 use crate::table::Reader;
+use crate::yielding::YieldingJoins;
 
 const CATALOG: &str = "datafusion";
 const DEFAULT_SCHEMA: &str = "public";
@@ -94,6 +95,7 @@ impl Engine {
         if matches!(reader, Reader::Remote(_)) {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
         }
+        template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
         Engine {
             template: template.build(),
             datasources: Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),

@@ -27,6 +27,7 @@
 //! - [`tls`]: TLS for the front ends.
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
+//! - [`yielding`]: joins that loop without reading yield to the scheduler.
 
 pub mod auth;
 pub mod cache;
@@ -48,5 +49,6 @@ pub mod schema;
 pub mod settings;
 pub mod table;
 pub mod tls;
+pub mod yielding;
 
 pub use engine::{Engine, Session};

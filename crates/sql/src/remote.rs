@@ -12,6 +12,7 @@ use arrow_flight::FlightClient;
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -20,7 +21,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, SegmentScanExec};
 use tonic::transport::{Channel, Endpoint};
@@ -268,11 +269,28 @@ impl FragmentClient {
             .and_then(|m| m.get(address).cloned());
         if let Some(service) = local {
             let call = async {
-                let stream = service.execute(ticket).map_err(classify_status)?;
-                stream
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| FragmentError::Unavailable(format!("{address}: {e}")))
+                let mut stream = service.execute(ticket).map_err(classify_status)?;
+                // On a task of its own, as a historical serves Flight: fragments run
+                // side by side, this task stays free to notice a cancel, and once it
+                // stops listening (or is dropped) the fragment stops.
+                let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+                let _running = SpawnedTask::spawn(async move {
+                    while let Some(batch) = stream.next().await {
+                        if sender.send(batch).await.is_err() {
+                            break;
+                        }
+                        // Between batches others run, as between a historical's
+                        // Flight messages: a batch may take long to make.
+                        tokio::task::yield_now().await;
+                    }
+                });
+                let mut batches = Vec::new();
+                while let Some(batch) = receiver.recv().await {
+                    batches.push(
+                        batch.map_err(|e| FragmentError::Unavailable(format!("{address}: {e}")))?,
+                    );
+                }
+                Ok(batches)
             };
             return self.within_deadline(address, call).await;
         }

@@ -24,7 +24,8 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ColumnStatistics, DataFusionError, Result, Statistics, stats::Precision};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -84,7 +85,8 @@ impl SegmentScanExec {
             Partitioning::UnknownPartitioning(count),
             EmissionType::Incremental,
             Boundedness::Bounded,
-        );
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
         Ok(SegmentScanExec {
             table_schema,
             projection,
@@ -220,10 +222,13 @@ impl ExecutionPlan for SegmentScanExec {
             counters,
         };
         let schema = self.schema();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        // Reading never waits: each batch spends a unit of the task's scheduling budget,
+        // so that whatever runs on the task yields now and then (a cancel is seen, an
+        // abort takes effect), wherever the plan runs.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(reader),
-        )))
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
