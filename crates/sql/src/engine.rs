@@ -96,8 +96,10 @@ impl Engine {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
         }
         template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
+        let mut template = template.build();
+        crate::functions::register(&mut template);
         Engine {
-            template: template.build(),
+            template,
             datasources: Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),
             sys: Arc::new(SysSchema::new(metadata.clone())),
             metadata,

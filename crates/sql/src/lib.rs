@@ -14,6 +14,8 @@
 //! - [`fragment`]: the Flight ticket for fragments, and the historical's service.
 //! - [`remote`]: the broker's side of fragments: segment references and the client.
 //! - [`local`]: every role in one process (`grove start`, and tests).
+//! - [`functions`]: Grove's versions of DataFusion functions (`date_part`), registered
+//!   everywhere a plan runs.
 //! - [`literals`]: decimal literals compared with DOUBLE columns as the doubles they
 //!   denote.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
@@ -37,6 +39,7 @@ pub mod distributed;
 pub mod engine;
 pub mod flight_sql;
 pub mod fragment;
+pub mod functions;
 pub mod guard;
 pub mod literals;
 pub mod local;

@@ -42,6 +42,7 @@ use arrow_select::dictionary::garbage_collect_any_dictionary;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
@@ -144,9 +145,11 @@ pub struct FragmentService {
 
 impl FragmentService {
     pub fn new(source: Arc<dyn SegmentSource>) -> Self {
+        let mut state = SessionStateBuilder::new().with_default_features().build();
+        crate::functions::register(&mut state);
         FragmentService {
             source,
-            ctx: SessionContext::new(),
+            ctx: SessionContext::new_with_state(state),
             running: Arc::new(AtomicUsize::new(0)),
         }
     }
