@@ -274,7 +274,9 @@ mod tests {
     #[test]
     fn one_value_answers_a_batch_in_one_period_and_only_then() {
         let udf = RangeDatePart {
-            inner: datafusion::functions::datetime::date_part().as_ref().clone(),
+            inner: datafusion::functions::datetime::date_part()
+                .as_ref()
+                .clone(),
         };
         let call = |part: &str, days: Vec<Option<i32>>| {
             let n = days.len();
@@ -304,7 +306,10 @@ mod tests {
             ColumnarValue::Scalar(ScalarValue::Int32(Some(3)))
         ));
         // Several days, a NULL, a part that is not a calendar field: row by row.
-        assert!(matches!(call("day", march.clone()), ColumnarValue::Array(_)));
+        assert!(matches!(
+            call("day", march.clone()),
+            ColumnarValue::Array(_)
+        ));
         assert!(matches!(
             call("year", vec![Some(19783), None]),
             ColumnarValue::Array(_)
