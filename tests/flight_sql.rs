@@ -155,6 +155,57 @@ fn a_session_kept_by_its_cookie_keeps_views_and_settings_for_that_client_only() 
     assert_eq!(got["other_batch_size"], json!("8192"));
 }
 
+/// A statement is planned once, at GetFlightInfo, in the session it was asked in: its
+/// first DoGet (by the same user, whatever the session) runs that plan; a later one
+/// plans the text again, in its own session.
+#[test]
+fn the_first_fetch_runs_the_plan_made_for_the_flight_info() {
+    let g = GroveStart::new(1_000);
+    let mobile = csv_rows(&g)
+        .iter()
+        .filter(|r| r["device"] == "mobile")
+        .count();
+    runtime().block_on(async {
+        // A view in a session of its own, kept by its cookie.
+        let mut owner = client(&g).await;
+        let created = owner
+            .inner_mut()
+            .get_flight_info(statement(
+                "CREATE VIEW mine AS SELECT * FROM events WHERE device = 'mobile'",
+            ))
+            .await
+            .unwrap();
+        let cookie = created
+            .metadata()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("the session's cookie")
+            .to_string();
+        owner.add_header("cookie", &cookie).unwrap();
+        let info = owner
+            .get_flight_info(statement("SELECT COUNT(*) AS n FROM mine"))
+            .await
+            .unwrap();
+
+        // Another client, without the cookie: its session has no view `mine`, yet
+        // the first fetch answers, from the plan made in the owner's session.
+        let mut other = client(&g).await;
+        let (_, batches) = fetch(&mut other, &info).await;
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("a count")
+            .value(0);
+        assert_eq!(n as usize, mobile);
+        // The plan is used once: fetched again, the text is planned in the fetching
+        // session, which has no such view.
+        let again = other.do_get(ticket(&info)).await.map(|_| ()).unwrap_err();
+        let again = status(again);
+        assert!(again.message().contains("mine"), "{again:?}");
+    });
+}
+
 #[test]
 fn the_flight_info_schema_is_the_schema_the_rows_come_with() {
     let g = GroveStart::new(1_000);

@@ -3,8 +3,9 @@
 //!
 //! - A statement is planned at `GetFlightInfo`, whose schema is the schema of the
 //!   physical plan, the one the rows are sent with. Its ticket carries the SQL text
-//!   (or the prepared statement's handle) and a random query id; `DoGet` plans it
-//!   again and streams the rows. A statement that returns no rows (`SET`, `CREATE
+//!   (or the prepared statement's handle) and a random query id; its first `DoGet` by
+//!   the same user runs the plan made then (with the session's settings of then), a
+//!   later one plans the text again, and each streams the rows. A statement that returns no rows (`SET`, `CREATE
 //!   VIEW`) takes effect at `GetFlightInfo`, and its ticket reads nothing.
 //! - Prepared statements take `?` placeholders; their parameters are bound with
 //!   `DoPut`, one row of values.
@@ -72,7 +73,7 @@ use crate::auth::Users;
 use crate::engine::returns_rows;
 use crate::guard::{Guard, Halt};
 use crate::{Engine, Session};
-use registry::{Cancelled, IDLE, MOST, Registry, Running, random_id};
+use registry::{Cancelled, IDLE, MOST, Planned, Registry, Running, random_id};
 
 /// The cookie that names a kept session, as Arrow Flight clients send it back.
 const SESSION_COOKIE: &str = "arrow_flight_session_id";
@@ -300,27 +301,35 @@ impl FlightSql {
         plan: LogicalPlan,
         rows: Rows,
         guard: &Guard,
+        user: &Option<String>,
     ) -> Result<(FlightInfo, bool), Status> {
-        let (schema, rows, changed) = if !returns_rows(&plan) {
+        let (schema, rows, changed, physical) = if !returns_rows(&plan) {
             guard
                 .run(async { session.run_plan(plan).await?.collect().await })
                 .await
                 .map_err(halt)?;
-            (Schema::empty(), Rows::Nothing, true)
+            (Schema::empty(), Rows::Nothing, true, None)
         } else {
             let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
             let physical = guard
                 .run(frame.create_physical_plan())
                 .await
                 .map_err(halt)?;
-            (physical.schema().as_ref().clone(), rows, false)
+            let schema = physical.schema().as_ref().clone();
+            (schema, rows, false, Some(physical))
         };
         let handle = Handle {
             id: random_id(),
             rows,
         };
-        if !matches!(handle.rows, Rows::Nothing) {
-            self.running.register(&handle.id);
+        if let Some(plan) = physical {
+            // Its DoGet runs this plan rather than planning the statement again.
+            let planned = Planned {
+                plan,
+                task: session.context().task_ctx(),
+                user: user.clone(),
+            };
+            self.running.register(&handle.id, planned);
         }
         let ticket = TicketStatementQuery {
             statement_handle: serde_json::to_vec(&handle)
@@ -357,25 +366,30 @@ impl FlightSql {
         sql: &str,
         parameters: Vec<ScalarValue>,
         timeout: Option<Duration>,
+        user: &Option<String>,
     ) -> Result<DoGetStream, Status> {
         let fetch = self
             .running
             .start(id)
             .ok_or_else(|| Status::cancelled("the query was cancelled"))?;
         let guard = Guard::new(fetch.token.clone(), timeout);
-        let plan = guard
-            .run(plan(session, sql, parameters))
-            .await
-            .map_err(halt)?;
-        let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
-        let physical = guard
-            .run(frame.create_physical_plan())
-            .await
-            .map_err(halt)?;
+        let (physical, task) = match self.running.take_plan(id, user) {
+            Some(planned) => (planned.plan, planned.task),
+            None => {
+                let plan = guard
+                    .run(plan(session, sql, parameters))
+                    .await
+                    .map_err(halt)?;
+                let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
+                let physical = guard
+                    .run(frame.create_physical_plan())
+                    .await
+                    .map_err(halt)?;
+                (physical, session.context().task_ctx())
+            }
+        };
         let schema = physical.schema();
-        let batches =
-            datafusion::physical_plan::execute_stream(physical, session.context().task_ctx())
-                .map_err(status)?;
+        let batches = datafusion::physical_plan::execute_stream(physical, task).map_err(status)?;
         let batches = guard.batches(batches).map(move |batch| {
             // The fetch is registered for as long as its rows stream.
             let _running = &fetch;
@@ -739,7 +753,9 @@ impl FlightSqlService for FlightSql {
             .await
             .map_err(halt)?;
         let rows = Rows::Sql { sql: query.query };
-        let (info, changed) = self.flight_info(&call.session, plan, rows, &guard).await?;
+        let (info, changed) = self
+            .flight_info(&call.session, plan, rows, &guard, &call.user)
+            .await?;
         let mut response = Response::new(info);
         if changed && !call.kept {
             self.keep(&call.user, &call.session, &mut response);
@@ -767,7 +783,7 @@ impl FlightSqlService for FlightSql {
             parameters: encoded,
         };
         let (info, changed) = self
-            .flight_info(&prepared.session, plan, rows, &guard)
+            .flight_info(&prepared.session, plan, rows, &guard, &user)
             .await?;
         let mut response = Response::new(info);
         if changed && !prepared.kept.swap(true, Ordering::Relaxed) {
@@ -841,16 +857,30 @@ impl FlightSqlService for FlightSql {
             }
             Rows::Sql { sql } => {
                 let call = self.call(metadata)?;
-                self.rows(&id, &call.session, &sql, Vec::new(), call.timeout)
-                    .await?
+                self.rows(
+                    &id,
+                    &call.session,
+                    &sql,
+                    Vec::new(),
+                    call.timeout,
+                    &call.user,
+                )
+                .await?
             }
             Rows::Prepared { handle, parameters } => {
                 let user = self.user(metadata)?;
                 let prepared = self.prepared(handle.as_bytes(), &user)?;
                 let parameters = decode_parameters(&parameters)?;
                 let timeout = self.timeout(metadata);
-                self.rows(&id, &prepared.session, &prepared.sql, parameters, timeout)
-                    .await?
+                self.rows(
+                    &id,
+                    &prepared.session,
+                    &prepared.sql,
+                    parameters,
+                    timeout,
+                    &user,
+                )
+                .await?
             }
         };
         Ok(Response::new(stream))

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 use tokio_util::sync::CancellationToken;
 
 /// How long an unused token, session or prepared statement is kept.
@@ -98,11 +100,21 @@ pub(super) struct Running {
 
 struct Query {
     token: CancellationToken,
+    /// The physical plan made for its FlightInfo, for its first fetch.
+    planned: Option<Planned>,
     /// Fetches sending its rows now.
     fetches: usize,
     /// Whether a fetch has run to its end.
     done: bool,
     used: Instant,
+}
+
+/// A statement planned at `GetFlightInfo`, kept for its `DoGet`.
+pub(super) struct Planned {
+    pub(super) plan: Arc<dyn ExecutionPlan>,
+    /// The session's context it runs with.
+    pub(super) task: Arc<TaskContext>,
+    pub(super) user: Option<String>,
 }
 
 /// What a cancel request did.
@@ -132,7 +144,7 @@ impl Default for Running {
 impl Running {
     /// Remembers the query of a FlightInfo handed out, so that it can be cancelled
     /// before its rows are fetched.
-    pub(super) fn register(&self, id: &str) {
+    pub(super) fn register(&self, id: &str, planned: Planned) {
         let now = Instant::now();
         let Ok(mut queries) = self.queries.lock() else {
             return;
@@ -148,7 +160,20 @@ impl Running {
                 queries.remove(&oldest);
             }
         }
-        queries.insert(id.to_string(), Query::new(now));
+        let mut query = Query::new(now);
+        query.planned = Some(planned);
+        queries.insert(id.to_string(), query);
+    }
+
+    /// The plan made for query `id`'s FlightInfo, for the first fetch of the user it
+    /// was made for: a second fetch, or another user's, plans again.
+    pub(super) fn take_plan(&self, id: &str, user: &Option<String>) -> Option<Planned> {
+        let mut queries = self.queries.lock().ok()?;
+        let query = queries.get_mut(id)?;
+        match &query.planned {
+            Some(planned) if planned.user == *user => query.planned.take(),
+            _ => None,
+        }
     }
 
     /// Registers a fetch of query `id` (fetches of one ticket share its token);
@@ -203,6 +228,7 @@ impl Query {
     fn new(now: Instant) -> Query {
         Query {
             token: CancellationToken::new(),
+            planned: None,
             fetches: 0,
             done: false,
             used: now,
@@ -225,6 +251,16 @@ impl Drop for Fetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plan that reads nothing, as a FlightInfo would have left it.
+    fn planned() -> Planned {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+        Planned {
+            plan: Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema)),
+            task: Arc::new(TaskContext::default()),
+            user: None,
+        }
+    }
 
     #[test]
     fn entries_are_forgotten_when_removed_or_idle_too_long() {
@@ -265,10 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_goes_to_the_first_fetch_of_its_user_only() {
+        let running = Running::default();
+        let mut mine = planned();
+        mine.user = Some("ann".into());
+        running.register("q", mine);
+        assert!(running.take_plan("q", &Some("bob".into())).is_none());
+        assert!(running.take_plan("q", &None).is_none());
+        assert!(running.take_plan("q", &Some("ann".into())).is_some());
+        assert!(running.take_plan("q", &Some("ann".into())).is_none());
+        assert!(running.take_plan("unknown", &None).is_none());
+    }
+
+    #[test]
     fn a_cancel_reaches_every_fetch_of_a_query_and_stops_later_ones() {
         let running = Arc::new(Running::default());
         assert_eq!(running.cancel("q"), Cancelled::TooLate);
-        running.register("q");
+        running.register("q", planned());
         let first = running.start("q").unwrap();
         let second = running.start("q").unwrap();
         assert_eq!(running.len(), 1);
@@ -287,10 +336,10 @@ mod tests {
     #[test]
     fn a_query_cancelled_before_its_fetch_never_runs_and_a_finished_one_is_too_late() {
         let running = Arc::new(Running::default());
-        running.register("pending");
+        running.register("pending", planned());
         assert_eq!(running.cancel("pending"), Cancelled::Yes);
         assert!(running.start("pending").is_none());
-        running.register("finished");
+        running.register("finished", planned());
         drop(running.start("finished").unwrap());
         assert_eq!(running.cancel("finished"), Cancelled::TooLate);
         assert_eq!(running.len(), 0);
