@@ -5,8 +5,9 @@
 //!   physical plan, the one the rows are sent with. Its ticket carries the SQL text
 //!   (or the prepared statement's handle) and a random query id; its first `DoGet` by
 //!   the same user runs the plan made then (with the session's settings of then), a
-//!   later one plans the text again, and each streams the rows. A statement that returns no rows (`SET`, `CREATE
-//!   VIEW`) takes effect at `GetFlightInfo`, and its ticket reads nothing.
+//!   later one plans the text again, and each streams the rows. A statement that
+//!   returns no rows (`SET`, `CREATE VIEW`) takes effect at `GetFlightInfo`, and its
+//!   ticket reads nothing.
 //! - Prepared statements take `?` placeholders; their parameters are bound with
 //!   `DoPut`, one row of values.
 //! - `GetCatalogs`, `GetDbSchemas`, `GetTables`, `GetTableTypes` and `GetSqlInfo`
@@ -310,11 +311,7 @@ impl FlightSql {
                 .map_err(halt)?;
             (Schema::empty(), Rows::Nothing, true, None)
         } else {
-            let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
-            let physical = guard
-                .run(frame.create_physical_plan())
-                .await
-                .map_err(halt)?;
+            let physical = physical_plan(session, plan, guard).await?;
             let schema = physical.schema().as_ref().clone();
             (schema, rows, false, Some(physical))
         };
@@ -380,11 +377,7 @@ impl FlightSql {
                     .run(plan(session, sql, parameters))
                     .await
                     .map_err(halt)?;
-                let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
-                let physical = guard
-                    .run(frame.create_physical_plan())
-                    .await
-                    .map_err(halt)?;
+                let physical = physical_plan(session, plan, &guard).await?;
                 (physical, session.context().task_ctx())
             }
         };
@@ -451,6 +444,16 @@ impl FlightSql {
     pub fn running_queries(&self) -> usize {
         self.running.len()
     }
+}
+
+/// The physical plan of a statement's logical plan, under `guard`.
+async fn physical_plan(
+    session: &Session,
+    plan: LogicalPlan,
+    guard: &Guard,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, Status> {
+    let frame = guard.run(session.run_plan(plan)).await.map_err(halt)?;
+    guard.run(frame.create_physical_plan()).await.map_err(halt)
 }
 
 /// Parses and plans `sql`, with `parameters` bound to its placeholders, each cast to
