@@ -12,8 +12,8 @@ use grove_cluster::indexer::RunnerReport;
 use grove_cluster::indexer::peon::{PeonLink, PeonMessage, StdioLink, run_task};
 use grove_cluster::indexer::realtime::{KAFKA_TASK_TYPE, RealtimeSegments, run_stream_task};
 use grove_cluster::task_status::IngestionReport;
-use grove_sql::codec::SegmentSource;
-use grove_sql::fragment::{self, FragmentService};
+use grove_sql::distributed::SegmentSource;
+use grove_sql::distributed::{self, FragmentService};
 
 use crate::CliResult;
 
@@ -74,7 +74,7 @@ async fn serve_stream(
     let segments = RealtimeSegments::default();
     let service = FragmentService::new(Arc::new(InProgress(segments.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(fragment::serve(listener, service, async {
+    let serving = tokio::spawn(distributed::serve(listener, service, async {
         let _ = stopped.await;
     }));
     let report = run_stream_task(payload, deep, dir, link, &segments, &address.to_string()).await;

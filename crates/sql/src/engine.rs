@@ -31,10 +31,9 @@ use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
 
 use crate::catalog::SegmentCache;
-use crate::distributed::PushPartialAggregate;
+use crate::distributed::{FragmentClient, PushPartialAggregate};
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
-use crate::remote::FragmentClient;
 use crate::schema::{DatasourceSchema, SysSchema};
 use crate::settings::GroveSettings;
 use crate::table::Reader;

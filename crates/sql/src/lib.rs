@@ -32,13 +32,10 @@
 //! - [`yielding`]: joins that loop without reading yield to the scheduler.
 
 pub mod auth;
-pub mod cache;
 pub mod catalog;
-pub mod codec;
 pub mod distributed;
 pub mod engine;
 pub mod flight_sql;
-pub mod fragment;
 pub mod functions;
 pub mod guard;
 pub mod literals;
@@ -46,7 +43,6 @@ pub mod local;
 pub mod metadata;
 pub mod output;
 pub mod postgres;
-pub mod remote;
 pub mod repl;
 pub mod schema;
 pub mod settings;

@@ -24,8 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
-use crate::fragment::{self, FragmentService, LoadedSource};
-use crate::remote::FragmentClient;
+use crate::distributed::{self, FragmentClient, FragmentService, LoadedSource};
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -131,7 +130,7 @@ impl LocalCluster {
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
-                if let Err(e) = fragment::serve(flight, service, stopped).await {
+                if let Err(e) = distributed::serve(flight, service, stopped).await {
                     tracing::warn!("historical Flight service: {e}");
                 }
             }));

@@ -20,8 +20,7 @@ use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, Pushed, ScanSegment, SegmentScanExec, classify};
 
 use crate::catalog::{Datasource, SegmentCache};
-use crate::distributed::{DistributedScanExec, RemoteSegment};
-use crate::remote::FragmentClient;
+use crate::distributed::{DistributedScanExec, FragmentClient, RemoteSegment};
 
 pub struct DatasourceTable {
     datasource: Arc<Datasource>,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use clap::Args;
 use grove_cluster::historical::{Historical, HistoricalSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
-use grove_sql::fragment::{FragmentService, LoadedSource};
+use grove_sql::distributed::{FragmentService, LoadedSource};
 
 use super::http;
 use crate::CliResult;

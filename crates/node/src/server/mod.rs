@@ -24,7 +24,7 @@ use std::time::Duration;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
 use grove_cluster::nodes::{self, NodeInfo, Role};
-use grove_sql::fragment::{self, FragmentService};
+use grove_sql::distributed::{self, FragmentService};
 use grove_sql::tls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -170,7 +170,7 @@ pub fn serve_fragments(
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<CliResult<()>> {
     let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
-    tokio::spawn(async move { Ok(fragment::serve(listener, service, stopped).await?) })
+    tokio::spawn(async move { Ok(distributed::serve(listener, service, stopped).await?) })
 }
 
 pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {

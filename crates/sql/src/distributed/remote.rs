@@ -1,146 +1,22 @@
-//! The broker's side of fragments: [`SegmentRefsExec`], the leaf of a fragment the
-//! broker builds without having any segment (it names them by id and encodes exactly
-//! like the `SegmentScanExec` a historical decodes it into), and [`FragmentClient`],
-//! which runs a fragment on one historical over Flight with a deadline.
+//! The broker's side of fragments: [`FragmentClient`], which runs a fragment on one
+//! historical over Flight with a deadline, or on a [`FragmentService`] in the same
+//! process.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::runtime::SpawnedTask;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
 use futures::{StreamExt, TryStreamExt};
-use grove_segment::Interval;
-use grove_segment::scan::{IndexFilter, SegmentScanExec};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cache::ResultCache;
-use crate::fragment::{FragmentService, MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
-
-/// A scan of segments named by id: what a fragment's leaf asks a historical to read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScanRequest {
-    /// The datasource's schema; `projection` indexes it.
-    pub table_schema: SchemaRef,
-    pub projection: Vec<usize>,
-    /// Segment ids with the parts of their intervals to read.
-    pub segments: Vec<(String, Vec<Interval>)>,
-    pub filter: Option<IndexFilter>,
-    pub limit: Option<usize>,
-    /// Parallelism on the historical.
-    pub partitions: usize,
-}
-
-impl ScanRequest {
-    /// What `scan` reads, by segment id.
-    pub fn of(scan: &SegmentScanExec) -> ScanRequest {
-        ScanRequest {
-            table_schema: scan.table_schema().clone(),
-            projection: scan.projection().to_vec(),
-            segments: scan
-                .segments()
-                .iter()
-                .map(|s| (s.segment.id().to_string(), s.intervals.clone()))
-                .collect(),
-            filter: scan.filter().cloned(),
-            limit: scan.limit(),
-            partitions: scan.partition_count(),
-        }
-    }
-}
-
-/// The broker-side stand-in for a historical's `SegmentScanExec`: it only travels.
-#[derive(Debug)]
-pub struct SegmentRefsExec {
-    request: ScanRequest,
-    properties: Arc<PlanProperties>,
-}
-
-impl SegmentRefsExec {
-    pub fn new(request: ScanRequest) -> Result<Self> {
-        let schema = Arc::new(request.table_schema.project(&request.projection)?);
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(request.partitions.max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Ok(SegmentRefsExec {
-            request,
-            properties: Arc::new(properties),
-        })
-    }
-
-    pub fn request(&self) -> &ScanRequest {
-        &self.request
-    }
-}
-
-impl DisplayAs for SegmentRefsExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "SegmentRefsExec: segments={}",
-            self.request.segments.len()
-        )
-    }
-}
-
-impl ExecutionPlan for SegmentRefsExec {
-    fn name(&self) -> &str {
-        "SegmentRefsExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "SegmentRefsExec has no children".into(),
-            ))
-        }
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        Err(DataFusionError::Internal(
-            "segment references are executed by historicals, not here".into(),
-        ))
-    }
-}
+use super::cache::ResultCache;
+use super::fragment::FragmentService;
+use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// Why a fragment did not run on a historical.
 #[derive(Debug)]
@@ -382,6 +258,8 @@ fn classify_status(status: tonic::Status) -> FragmentError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// A historical that takes the connection and never answers: the fragment's

@@ -1,16 +1,8 @@
-//! Plan fragments over Arrow Flight: the [`Ticket`] a broker sends, and the
-//! [`FragmentService`] a historical runs, whose `do_get` decodes the fragment,
-//! executes it over the segments it serves and streams the result back. A broker in
-//! the same process (`grove start`) calls [`FragmentService::execute`] instead and
-//! takes the batches as they are, with every check the same.
-//!
-//! Ticket format, version 1 (`docs/architecture.md`):
-//!
-//! ```text
-//! b"GROVEFRG" | version: u8 = 1 | header length: u32 LE | header: JSON | plan
-//! header = {"query_id": "...", "segments": ["segment id", ...]}
-//! plan   = a datafusion-proto PhysicalPlanNode, Grove's scan via GroveCodec
-//! ```
+//! The historical's side of fragments: [`FragmentService`], whose `do_get` decodes a
+//! [`Ticket`], executes its fragment over the segments it serves and streams the
+//! result back. A broker in the same process (`grove start`) calls
+//! [`FragmentService::execute`] instead and takes the batches as they are, with every
+//! check the same.
 //!
 //! A ticket that does not parse is `InvalidArgument`; segments the historical does not
 //! serve are `NotFound`, listed in the `grove-missing-segments` metadata (a JSON
@@ -19,13 +11,6 @@
 //! nothing else; otherwise `PermissionDenied`, before anything executes. Nothing
 //! panics on a hostile ticket. When the client goes away the response stream is
 //! dropped, and with it the execution.
-
-mod admit;
-
-pub use admit::{
-    MAX_FIXED_WIDTH, MAX_FRAGMENT_FETCH, MAX_PARTITIONS, Refused, admit, check_type, fetch_allowed,
-    unregistered,
-};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,94 +31,13 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
-};
+use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::codec::{GroveCodec, MissingSegments, SegmentSource};
-
-const MAGIC: &[u8; 8] = b"GROVEFRG";
-pub const TICKET_VERSION: u8 = 1;
-/// The metadata key listing segments a historical does not serve.
-pub const MISSING_SEGMENTS: &str = "grove-missing-segments";
-
-/// What a broker asks a historical to run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ticket {
-    pub query_id: String,
-    /// The segments the fragment reads: all must be served, or none is read.
-    pub segments: Vec<String>,
-    /// The fragment, serialized with datafusion-proto and [`GroveCodec`].
-    pub plan: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Header {
-    query_id: String,
-    segments: Vec<String>,
-}
-
-impl Ticket {
-    /// Serializes `plan`, whose scans name `segments`.
-    pub fn new(
-        query_id: impl Into<String>,
-        segments: Vec<String>,
-        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        codec: &GroveCodec,
-    ) -> datafusion::error::Result<Ticket> {
-        Ok(Ticket {
-            query_id: query_id.into(),
-            segments,
-            plan: physical_plan_to_bytes_with_extension_codec(plan, codec)?.to_vec(),
-        })
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let header = serde_json::to_vec(&Header {
-            query_id: self.query_id.clone(),
-            segments: self.segments.clone(),
-        })
-        .unwrap_or_default();
-        let mut out = Vec::with_capacity(13 + header.len() + self.plan.len());
-        out.extend_from_slice(MAGIC);
-        out.push(TICKET_VERSION);
-        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&self.plan);
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Ticket, String> {
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or("not a Grove fragment ticket (bad magic)")?;
-        let (&version, rest) = rest.split_first().ok_or("truncated ticket")?;
-        if version != TICKET_VERSION {
-            return Err(format!(
-                "ticket version {version} (this build reads {TICKET_VERSION})"
-            ));
-        }
-        if rest.len() < 4 {
-            return Err("truncated ticket".into());
-        }
-        let (len, rest) = rest.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if rest.len() < len {
-            return Err("truncated ticket header".into());
-        }
-        let (header, plan) = rest.split_at(len);
-        let header: Header =
-            serde_json::from_slice(header).map_err(|e| format!("ticket header: {e}"))?;
-        Ok(Ticket {
-            query_id: header.query_id,
-            segments: header.segments,
-            plan: plan.to_vec(),
-        })
-    }
-}
+use super::admit::{Refused, admit};
+use super::codec::{GroveCodec, MissingSegments, SegmentSource};
+use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// A historical's Flight endpoint for plan fragments. Cloning it shares it.
 #[derive(Clone)]
@@ -390,9 +294,6 @@ impl SegmentSource for LoadedSource {
         self.0.read().ok()?.get(id).map(|s| vec![s.segment.clone()])
     }
 }
-
-/// The largest Flight message accepted or sent (a batch of wide rows can be large).
-pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// Serves fragments on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -61,12 +61,22 @@ impl Refused {
     /// The refusal behind `error`, if that is what it is (decoding wraps the
     /// codec's errors in context).
     pub fn find(error: &DataFusionError) -> Option<&Refused> {
-        crate::codec::find_external(error)
+        find_external(error)
     }
 
     /// The refusal as a DataFusion error, for the codec to return while decoding.
     pub fn into_error(self) -> DataFusionError {
         DataFusionError::External(Box::new(self))
+    }
+}
+
+/// The error of type `T` that a codec returned inside `error`, through the context
+/// decoding adds around it.
+pub(crate) fn find_external<T: std::error::Error + 'static>(error: &DataFusionError) -> Option<&T> {
+    match error {
+        DataFusionError::External(e) => e.downcast_ref::<T>(),
+        DataFusionError::Context(_, inner) => find_external(inner),
+        _ => None,
     }
 }
 

@@ -1,0 +1,653 @@
+//! Fragments end to end: encoded by a broker, sent over Flight or handed over in
+//! process, admitted and run by a historical.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{
+    AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use grove_cluster::deep_storage::DeepStorage;
+use grove_cluster::segments::SegmentDescriptor;
+use grove_segment::SegmentId;
+use grove_segment::format::{ColumnRole, TIME_COLUMN, write_segment};
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
+use grove_segment::Interval;
+use grove_segment::format::Segment;
+use grove_segment::scan::SegmentScanExec;
+
+use super::codec::{GroveCodec, MissingSegments, SegmentSource};
+use crate::catalog::{SegmentCache, datasource};
+use crate::table::DatasourceTable;
+
+#[derive(Debug, Default)]
+struct Served(HashMap<String, Arc<Segment>>);
+
+impl SegmentSource for Served {
+    fn segment(&self, id: &str) -> Option<Vec<Arc<Segment>>> {
+        self.0.get(id).map(|s| vec![s.clone()])
+    }
+}
+
+/// Three one-day segments of 1000 rows, in `deep`, with their descriptors.
+fn segments(deep: &std::path::Path) -> Vec<SegmentDescriptor> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            TIME_COLUMN,
+            DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                Some("UTC".into()),
+            ),
+            false,
+        ),
+        Field::new("k", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    (0..3i64)
+        .map(|day| {
+            let id = SegmentId {
+                datasource: "t".into(),
+                interval: Interval::new(day * 86_400_000, (day + 1) * 86_400_000).unwrap(),
+                version: "v1".into(),
+                partition: 0,
+            };
+            let times = (0..1000).map(|i| day * 86_400_000 + i * 60_000);
+            let keys = (0..1000).map(|i| ["a", "b", "c", "d"][(i + day as usize) % 4]);
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(
+                        TimestampMillisecondArray::from_iter_values(times).with_timezone("UTC"),
+                    ),
+                    Arc::new(StringArray::from_iter_values(keys)),
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..1000).map(|i| i * (day + 1)),
+                    )),
+                ],
+            )
+            .unwrap();
+            let path = format!("t/{day}.grove");
+            std::fs::create_dir_all(deep.join("t")).unwrap();
+            let roles = [ColumnRole::Time, ColumnRole::Dimension, ColumnRole::Metric];
+            let written = write_segment(&deep.join(&path), &id, &batch, &roles).unwrap();
+            let segment = Segment::open(&deep.join(&path)).unwrap();
+            SegmentDescriptor {
+                id,
+                core_partitions: 1,
+                size: written.size,
+                num_rows: written.num_rows,
+                crc32: written.crc32,
+                path,
+                columns: SegmentDescriptor::columns_of(&segment),
+                created: String::new(),
+                used: true,
+                commit: None,
+            }
+        })
+        .collect()
+}
+
+/// A source serving `descriptors`, opened through `cache`.
+async fn serving(
+    cache: &SegmentCache,
+    descriptors: &[SegmentDescriptor],
+) -> Arc<dyn SegmentSource> {
+    let mut served = Served::default();
+    for d in descriptors {
+        served
+            .0
+            .insert(d.id.to_string(), cache.get(d).await.unwrap());
+    }
+    Arc::new(served)
+}
+
+/// The three segments, their cache, and a session with them as table `t`.
+fn fixture(dir: &std::path::Path) -> (Vec<SegmentDescriptor>, Arc<SegmentCache>, SessionContext) {
+    let descriptors = segments(dir);
+    let deep = DeepStorage::local(dir).unwrap();
+    let cache = Arc::new(SegmentCache::new(deep));
+    let ctx = SessionContext::new();
+    register(&ctx, &descriptors, &cache);
+    (descriptors, cache, ctx)
+}
+
+fn register(ctx: &SessionContext, descriptors: &[SegmentDescriptor], cache: &Arc<SegmentCache>) {
+    let table = datasource("t".into(), descriptors.to_vec(), |_| true).unwrap();
+    let table = DatasourceTable::new(Arc::new(table), cache.clone());
+    ctx.register_table("t", Arc::new(table)).unwrap();
+}
+
+#[tokio::test]
+async fn a_partial_aggregate_over_segments_round_trips_and_names_missing_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let plan = ctx
+        .sql(
+            "SELECT k, COUNT(*) AS c, SUM(n) AS s FROM t \
+             WHERE __time >= TIMESTAMP '1970-01-01T12:00:00Z' AND k IN ('a', 'b') \
+             GROUP BY k ORDER BY k",
+        )
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let codec = GroveCodec::new(serving(&cache, &descriptors).await);
+    let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
+    let task = ctx.task_ctx();
+    let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &task, &codec).unwrap();
+    let expected = pretty_format_batches(&collect(plan, task.clone()).await.unwrap())
+        .unwrap()
+        .to_string();
+    let got = pretty_format_batches(&collect(decoded, task.clone()).await.unwrap())
+        .unwrap()
+        .to_string();
+    assert_eq!(got, expected);
+    // Computed here: day 0 from 12:00 (rows 720..1000), days 1 and 2 whole.
+    let (mut count_a, mut sum_a) = (0i64, 0i64);
+    for day in 0..3i64 {
+        let first = if day == 0 { 720 } else { 0 };
+        for i in first..1000i64 {
+            if (i + day) % 4 == 0 {
+                count_a += 1;
+                sum_a += i * (day + 1);
+            }
+        }
+    }
+    assert!(
+        got.contains(&format!("| a | {count_a} | {sum_a} |")),
+        "{got}"
+    );
+
+    // A decoder without one of the segments names it.
+    let partial = serving(&cache, &descriptors[1..]).await;
+    let err =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &task, &GroveCodec::new(partial))
+            .unwrap_err();
+    let missing = MissingSegments::find(&err).expect("a MissingSegments error");
+    assert_eq!(missing.0, vec![descriptors[0].id.to_string()]);
+
+    // Garbage is an error, never a panic.
+    let err = physical_plan_from_bytes_with_extension_codec(b"\x08\xff\x01garbage", &task, &codec);
+    assert!(err.is_err());
+    let err = codec.try_decode(
+        b"{\"version\":99}",
+        &[],
+        &task,
+        &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+    );
+    assert!(err.is_err());
+}
+
+/// Runs `service` on a loopback port until the test ends; its address.
+async fn on_loopback(service: super::fragment::FragmentService) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(super::fragment::serve(
+        listener,
+        service,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A Flight client connected to `addr`.
+async fn flight_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    arrow_flight::FlightClient::new(channel)
+}
+
+/// The physical plan of `sql` in `ctx`.
+async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
+/// Every batch the Flight server behind `client` answers to `ticket`.
+async fn fetched(
+    client: &mut arrow_flight::FlightClient,
+    ticket: &super::ticket::Ticket,
+) -> Vec<RecordBatch> {
+    use futures::TryStreamExt;
+    client
+        .do_get(arrow_flight::Ticket::new(ticket.encode()))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// The gRPC status of a call that must fail.
+fn refused<T>(result: Result<T, arrow_flight::error::FlightError>) -> tonic::Status {
+    match result {
+        Ok(_) => panic!("the call must be refused"),
+        Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
+        Err(other) => panic!("not a gRPC status: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_historical_runs_a_fragment_ticket_over_flight() {
+    use super::ticket::{MISSING_SEGMENTS, Ticket};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let frame = ctx
+        .sql("SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k")
+        .await
+        .unwrap();
+    let plan = frame.create_physical_plan().await.unwrap();
+    let expected = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+    // The historical serves the first two segments only.
+    let served = serving(&cache, &descriptors[..2]).await;
+    let addr = on_loopback(super::fragment::FragmentService::new(served.clone())).await;
+    let mut client = flight_client(addr).await;
+    let codec = GroveCodec::new(served);
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+
+    // All three segments: the third is reported, nothing is read.
+    let ticket = Ticket::new("q1", ids.clone(), plan.clone(), &codec).unwrap();
+    let status = refused(
+        client
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await,
+    );
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let listed = status
+        .metadata()
+        .get(MISSING_SEGMENTS)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(listed).unwrap(),
+        vec![ids[2].clone()]
+    );
+
+    // The same query over the two served segments, planned and run remotely,
+    // equals the local run restricted to them.
+    let two = SessionContext::new();
+    register(&two, &descriptors[..2], &cache);
+    let plan = physical(
+        &two,
+        "SELECT k, COUNT(*) AS c FROM t WHERE k <> 'd' GROUP BY k ORDER BY k",
+    )
+    .await;
+    let local = collect(plan.clone(), two.task_ctx()).await.unwrap();
+    let ticket = Ticket::new("q2", ids[..2].to_vec(), plan, &codec).unwrap();
+    let remote: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
+    assert_eq!(
+        pretty_format_batches(&remote).unwrap().to_string(),
+        pretty_format_batches(&local).unwrap().to_string()
+    );
+    assert_ne!(
+        pretty_format_batches(&remote).unwrap().to_string(),
+        pretty_format_batches(&expected).unwrap().to_string(),
+        "the third segment is not in the remote answer"
+    );
+
+    // Garbage tickets are refused, and the server keeps serving.
+    for garbage in [
+        b"".to_vec(),
+        b"GROVEFRG\x02".to_vec(),
+        b"GROVEFRG\x01\xff\xff\xff\x7f{".to_vec(),
+    ] {
+        let status = refused(client.do_get(arrow_flight::Ticket::new(garbage)).await);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    }
+    let mut bad_plan = ticket.clone();
+    bad_plan.plan = vec![0x0a, 0xff, 0x13, 0x37];
+    let status = refused(
+        client
+            .do_get(arrow_flight::Ticket::new(bad_plan.encode()))
+            .await,
+    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let again: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
+    assert_eq!(again.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+
+    // Raw rows keep their dictionary-encoded strings across Flight.
+    let raw = physical(&two, "SELECT k, n FROM t").await;
+    let ticket = Ticket::new("q3", ids[..2].to_vec(), raw, &codec).unwrap();
+    let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
+    for batch in &rows {
+        let k = batch.schema().field_with_name("k").unwrap().clone();
+        assert!(
+            matches!(k.data_type(), DataType::Dictionary(..)),
+            "{k:?} lost its dictionary"
+        );
+    }
+    // Each batch carries only the dictionary values its rows use: one row, one
+    // value, not the segment's four.
+    let one = physical(&two, "SELECT k FROM t LIMIT 1").await;
+    let ticket = Ticket::new("q4", ids[..2].to_vec(), one, &codec).unwrap();
+    let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
+    let values: Vec<usize> = rows
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_any_dictionary().values().len())
+        .collect();
+    assert_eq!(values, [1], "dictionary values per batch");
+}
+
+#[tokio::test]
+async fn a_broker_built_fragment_runs_through_the_client_and_failures_are_classified() {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+
+    use super::refs::{ScanRequest, SegmentRefsExec};
+    use super::remote::{FragmentClient, FragmentError};
+    use super::ticket::Ticket;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let plan = physical(&ctx, "SELECT k, SUM(n) AS s FROM t GROUP BY k").await;
+    // The fragment: the Partial aggregate, with the scan replaced by references,
+    // as a broker has no segments to put in it.
+    let mut partial: Option<Arc<dyn ExecutionPlan>> = None;
+    plan.apply(|node| {
+        if let Some(agg) = node.downcast_ref::<AggregateExec>()
+            && *agg.mode() == AggregateMode::Partial
+        {
+            partial = Some(node.clone());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    let partial = partial.expect("a partial aggregate");
+    let local = collect(partial.clone(), ctx.task_ctx()).await.unwrap();
+    let fragment = partial
+        .transform_up(|node| {
+            Ok(match node.downcast_ref::<SegmentScanExec>() {
+                Some(scan) => {
+                    Transformed::yes(Arc::new(SegmentRefsExec::new(ScanRequest::of(scan))?)
+                        as Arc<dyn ExecutionPlan>)
+                }
+                None => Transformed::no(node),
+            })
+        })
+        .unwrap()
+        .data;
+
+    let served = serving(&cache, &descriptors).await;
+    let addr = on_loopback(super::fragment::FragmentService::new(served.clone()))
+        .await
+        .to_string();
+    let codec = GroveCodec::new(served);
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let ticket = Ticket::new("q", ids, fragment, &codec).unwrap();
+    let client = FragmentClient::new(std::time::Duration::from_secs(10));
+    let remote = client.run(&addr, &ticket).await.unwrap();
+    let sorted = |batches: &[RecordBatch]| {
+        let text = pretty_format_batches(batches).unwrap().to_string();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&remote),
+        sorted(&local),
+        "partial aggregate rows match"
+    );
+
+    // Unknown segments, a dead address, and a broken plan each say what they are.
+    let mut unknown = ticket.clone();
+    unknown.segments.push("t_nope".into());
+    match client.run(&addr, &unknown).await {
+        Err(FragmentError::Missing(ids)) => assert_eq!(ids, vec!["t_nope".to_string()]),
+        other => panic!("{other:?}"),
+    }
+    let dead = format!("127.0.0.1:{}", unused_port());
+    assert!(matches!(
+        client.run(&dead, &ticket).await,
+        Err(FragmentError::Unavailable(_))
+    ));
+    let mut broken = ticket.clone();
+    broken.plan = vec![1, 2, 3];
+    assert!(matches!(
+        client.run(&addr, &broken).await,
+        Err(FragmentError::Rejected(_))
+    ));
+}
+
+/// A client that reads one batch of a long fragment and goes away: the historical
+/// stops executing it.
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_stops_the_fragment() {
+    use futures::StreamExt;
+
+    use super::fragment::FragmentService;
+    use super::ticket::Ticket;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    // 3000 rows of 30 KB each: far more than flow control lets through unread.
+    let plan = physical(&ctx, "SELECT k, n, repeat(k, 30000) AS wide FROM t").await;
+    let served = serving(&cache, &descriptors).await;
+    let service = FragmentService::new(served.clone());
+    let running = service.running();
+    let addr = on_loopback(service).await;
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let ticket = Ticket::new("slow", ids, plan, &GroveCodec::new(served)).unwrap();
+    let mut client = flight_client(addr).await;
+    let mut stream = client
+        .do_get(arrow_flight::Ticket::new(ticket.encode()))
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    // Not read, the stream waits on flow control: still running, not finished.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(running.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    drop(stream);
+    let began = std::time::Instant::now();
+    while running.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "the fragment still runs after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Registers `exfiltrate(n)` in `ctx`: a function a broker's session may have and a
+/// historical's does not.
+fn register_exfiltrate(ctx: &SessionContext) {
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    ctx.register_udf(create_udf(
+        "exfiltrate",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+    ));
+}
+
+/// Fragments a broker never sends, each refused with `PermissionDenied` naming
+/// what it holds, and the historical serving the next good ticket. (File scans
+/// and sinks are refused in the end-to-end tests, forged as an outsider would.)
+#[tokio::test]
+async fn fragments_brokers_do_not_send_are_refused_before_they_run() {
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+
+    use super::fragment::FragmentService;
+    use super::ticket::Ticket;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let served = serving(&cache, &descriptors).await;
+    let addr = on_loopback(FragmentService::new(served.clone())).await;
+    let mut client = flight_client(addr).await;
+    let codec = GroveCodec::new(served);
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let ticket = |plan: Arc<dyn ExecutionPlan>, ids: &[String]| {
+        Ticket::new("forged", ids.to_vec(), plan, &codec).unwrap()
+    };
+
+    register_exfiltrate(&ctx);
+    let udf = physical(&ctx, "SELECT exfiltrate(n) FROM t").await;
+    // The scan reads all three segments; the ticket lists two.
+    let unlisted = physical(&ctx, "SELECT k FROM t").await;
+    // Joins are not pushed (yet).
+    let join = physical(&ctx, "SELECT a.k FROM t a CROSS JOIN t b").await;
+    // A repartition into more partitions than a scan may have.
+    let wide: Arc<dyn ExecutionPlan> = Arc::new(
+        RepartitionExec::try_new(unlisted.clone(), Partitioning::RoundRobinBatch(100_000)).unwrap(),
+    );
+    for (plan, listed, named) in [
+        (udf, &ids[..], "function exfiltrate is not registered"),
+        (
+            unlisted.clone(),
+            &ids[..2],
+            "which the ticket does not list",
+        ),
+        (join, &ids[..], "CrossJoinExec is not an operator"),
+        (wide, &ids[..], "RepartitionExec into 100000 partitions"),
+    ] {
+        let forged = ticket(plan, listed);
+        let status = refused(
+            client
+                .do_get(arrow_flight::Ticket::new(forged.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        assert!(status.message().contains(named), "{status}");
+    }
+
+    let good = ticket(unlisted, &ids);
+    let rows: Vec<RecordBatch> = fetched(&mut client, &good).await;
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+}
+
+/// The checks of [`super::admit::admit`] on plans that decoding alone would let
+/// through: functions hidden in a dynamic filter or looked up in a registry that
+/// lacks them, top-Ns and limited aggregates too large or empty to run, and values
+/// too wide to allocate.
+#[tokio::test]
+async fn admission_checks_what_decoding_does_not() {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, Literal};
+    use datafusion::physical_plan::aggregates::{AggregateExec, LimitOptions};
+    use datafusion::physical_plan::displayable;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+
+    use super::admit::{MAX_FRAGMENT_FETCH, admit};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, _cache, ctx) = fixture(dir.path());
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let historical = SessionContext::new().task_ctx();
+    let refusal = |plan: Arc<dyn ExecutionPlan>| match admit(&plan, &ids, historical.as_ref()) {
+        Ok(()) => panic!("admitted:\n{}", displayable(plan.as_ref()).indent(true)),
+        Err(refused) => refused.to_string(),
+    };
+    let find = |plan: &Arc<dyn ExecutionPlan>, name: &str| {
+        let mut found = None;
+        plan.apply(|node| {
+            if node.name() == name && found.is_none() {
+                found = Some(node.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        found
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", displayable(plan.as_ref()).indent(true)))
+    };
+
+    register_exfiltrate(&ctx);
+    // A plan with the function, judged by a registry without it.
+    let filtered = physical(&ctx, "SELECT k FROM t WHERE exfiltrate(n) > 0").await;
+    assert!(refusal(filtered.clone()).contains("function exfiltrate is not registered"));
+    // The same predicate inside a dynamic filter with no declared children.
+    let filter = find(&filtered, "FilterExec");
+    let filter = filter.downcast_ref::<FilterExec>().unwrap();
+    let hidden = Arc::new(DynamicFilterPhysicalExpr::new(
+        vec![],
+        filter.predicate().clone(),
+    ));
+    let scan = filter.input().clone();
+    let plan = Arc::new(FilterExec::try_new(hidden, scan.clone()).unwrap());
+    assert!(refusal(plan).contains("function exfiltrate is not registered"));
+
+    // Top-Ns and limited aggregates of no rows or of more than historicals keep.
+    let top = physical(&ctx, "SELECT n FROM t ORDER BY n DESC LIMIT 3").await;
+    let sort = find(&top, "SortExec(TopK)");
+    let sort = sort.downcast_ref::<SortExec>().unwrap();
+    for fetch in [0, MAX_FRAGMENT_FETCH + 1] {
+        let plan = Arc::new(sort.with_fetch(Some(fetch)));
+        assert!(refusal(plan).contains(&format!("SortExec keeping {fetch} rows")));
+    }
+    let grouped = physical(&ctx, "SELECT k, COUNT(*) FROM t GROUP BY k").await;
+    let aggregate = find(&grouped, "AggregateExec");
+    let aggregate = aggregate.downcast_ref::<AggregateExec>().unwrap().clone();
+    let huge = LimitOptions {
+        limit: 1 << 40,
+        descending: None,
+    };
+    let plan = Arc::new(aggregate.with_limit_options(Some(huge)));
+    assert!(refusal(plan).contains("AggregateExec keeping 1099511627776 rows"));
+
+    // A null 2 GiB wide per row.
+    let wide = datafusion::scalar::ScalarValue::FixedSizeBinary(i32::MAX, None);
+    let projection = ProjectionExec::try_new(
+        vec![(Arc::new(Literal::new(wide)) as _, "w".to_string())],
+        scan,
+    )
+    .unwrap();
+    assert!(refusal(Arc::new(projection)).contains("FixedSizeBinary(2147483647)"));
+
+    // Plans of the operators brokers push pass.
+    for sql in [
+        "SELECT k, COUNT(*) FROM t GROUP BY k",
+        "SELECT n FROM t ORDER BY n DESC LIMIT 3",
+        "SELECT k, n * 2 FROM t WHERE n > 10 AND k IN ('a', 'b') LIMIT 5",
+    ] {
+        let plan = physical(&ctx, sql).await;
+        assert!(admit(&plan, &ids, historical.as_ref()).is_ok(), "{sql}");
+    }
+
+    // A scan whose declared schema has such a type is refused at decode.
+    let node = br#"{"version":1,"schema":[{"name":"w","data_type":"FixedSizeBinary(2147483647)","nullable":true}],"projection":[0],"segments":[],"filter":null,"limit":null,"partitions":1}"#;
+    let err = GroveCodec::for_encoding()
+        .try_decode(
+            node,
+            &[],
+            historical.as_ref(),
+            &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+        )
+        .unwrap_err();
+    assert!(super::admit::Refused::find(&err).is_some(), "{err}");
+}
+
+/// A loopback port nothing listens on.
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
