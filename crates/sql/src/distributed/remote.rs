@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
@@ -41,17 +41,27 @@ impl fmt::Display for FragmentError {
 
 impl std::error::Error for FragmentError {}
 
-/// Flight connections to historicals, one channel per address, reused; and how much
-/// work each historical has from this broker right now, for choosing replicas.
+/// Idle Flight connections kept per historical for the next fragment.
+const IDLE_CONNECTIONS: usize = 16;
+
+/// Flight connections to historicals, and how much work each historical has from
+/// this broker right now, for choosing replicas.
+///
+/// A fragment's answer has a connection of its own while it streams, taken from the
+/// idle ones or opened, and given back when the answer ends: an answer the query is
+/// not reading (the probe side of a join while its build side is read) holds back
+/// nothing but itself. Sharing one HTTP/2 connection, its unread frames would hold the
+/// connection's flow-control window and stall every other answer on it.
 pub struct FragmentClient {
-    channels: Mutex<HashMap<String, Channel>>,
+    idle: Arc<Mutex<HashMap<String, Vec<Channel>>>>,
     /// Historicals in this process, by the Flight address they also serve: their
     /// fragments run without Flight.
     in_process: RwLock<HashMap<String, FragmentService>>,
     /// Per Flight address: segments in fragments sent and not yet answered, over all
     /// queries.
-    outstanding: Mutex<HashMap<String, usize>>,
-    /// The longest a fragment may take, connection included.
+    outstanding: Arc<Mutex<HashMap<String, usize>>>,
+    /// The longest a historical may take to send a fragment's next batch (the first
+    /// one with the connection included) while the broker waits for it.
     deadline: Duration,
     cache: Option<ResultCache>,
 }
@@ -59,9 +69,9 @@ pub struct FragmentClient {
 impl FragmentClient {
     pub fn new(deadline: Duration) -> Self {
         FragmentClient {
-            channels: Mutex::new(HashMap::new()),
+            idle: Arc::default(),
             in_process: RwLock::new(HashMap::new()),
-            outstanding: Mutex::new(HashMap::new()),
+            outstanding: Arc::default(),
             deadline,
             cache: None,
         }
@@ -93,111 +103,136 @@ impl FragmentClient {
             .unwrap_or_default()
     }
 
+    /// Flight connections open to `address`, idle ones only.
+    pub fn idle_connections(&self, address: &str) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.get(address).map_or(0, Vec::len))
+            .unwrap_or_default()
+    }
+
     /// Counts `segments` as outstanding at `address` until the guard is dropped.
-    fn working(&self, address: &str, segments: usize) -> Working<'_> {
+    fn working(&self, address: &str, segments: usize) -> Working {
         if let Ok(mut m) = self.outstanding.lock() {
             *m.entry(address.to_string()).or_default() += segments;
         }
         Working {
-            client: self,
+            outstanding: self.outstanding.clone(),
             address: address.to_string(),
             segments,
         }
     }
 
-    fn channel(&self, address: &str) -> std::result::Result<Channel, FragmentError> {
-        if let Some(c) = self
-            .channels
+    /// A connection to `address` for one answer: an idle one, or a new one.
+    fn connection(&self, address: &str) -> std::result::Result<Lease, FragmentError> {
+        let idle = self
+            .idle
             .lock()
             .ok()
-            .and_then(|m| m.get(address).cloned())
-        {
-            return Ok(c);
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| FragmentError::Rejected(format!("address {address}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
-        // Connects on first use; a dead address fails that call, not this one.
-        let channel = endpoint.connect_lazy();
-        if let Ok(mut m) = self.channels.lock() {
-            m.insert(address.to_string(), channel.clone());
-        }
-        Ok(channel)
+            .and_then(|mut m| m.get_mut(address).and_then(Vec::pop));
+        let channel = match idle {
+            Some(channel) => channel,
+            None => Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|e| FragmentError::Rejected(format!("address {address}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
+                // Connects on first use; a dead address fails that call, not this one.
+                .connect_lazy(),
+        };
+        Ok(Lease {
+            idle: self.idle.clone(),
+            address: address.to_string(),
+            channel,
+        })
     }
 
-    /// Runs `ticket` on the historical at `address` and returns all of its batches,
-    /// or nothing: a fragment that fails halfway gives no rows, so that it can be
-    /// run again elsewhere without counting anything twice.
-    pub async fn run(
+    /// Starts `ticket` on the historical at `address`; its batches come as the
+    /// historical sends them, each within the deadline.
+    pub async fn open(
         &self,
         address: &str,
         ticket: &Ticket,
-    ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
-        let _working = self.working(address, ticket.segments.len());
+    ) -> std::result::Result<FragmentStream, FragmentError> {
+        let working = self.working(address, ticket.segments.len());
         let local = self
             .in_process
             .read()
             .ok()
             .and_then(|m| m.get(address).cloned());
         if let Some(service) = local {
-            let call = async {
-                let mut stream = service.execute(ticket).map_err(classify_status)?;
-                // On a task of its own, as a historical serves Flight: fragments run
-                // side by side, this task stays free to notice a cancel, and once it
-                // stops listening (or is dropped) the fragment stops.
-                let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
-                let _running = SpawnedTask::spawn(async move {
-                    while let Some(batch) = stream.next().await {
-                        if sender.send(batch).await.is_err() {
-                            break;
-                        }
-                        // Between batches others run, as between a historical's
-                        // Flight messages: a batch may take long to make.
-                        tokio::task::yield_now().await;
+            let mut stream = service.execute(ticket).map_err(classify_status)?;
+            // On a task of its own, as a historical serves Flight: fragments run side
+            // by side, and once the broker stops listening the fragment stops.
+            let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+            let task = SpawnedTask::spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    if sender.send(batch).await.is_err() {
+                        break;
                     }
-                });
-                let mut batches = Vec::new();
-                while let Some(batch) = receiver.recv().await {
-                    batches.push(
-                        batch.map_err(|e| FragmentError::Unavailable(format!("{address}: {e}")))?,
-                    );
+                    // Between batches others run, as between a historical's Flight
+                    // messages: a batch may take long to make.
+                    tokio::task::yield_now().await;
                 }
-                Ok(batches)
-            };
-            return self.within_deadline(address, call).await;
+            });
+            let failed = address.to_string();
+            let batches = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+                .map(move |b| b.map_err(|e| FragmentError::Unavailable(format!("{failed}: {e}"))))
+                .boxed();
+            return Ok(FragmentStream {
+                address: address.to_string(),
+                deadline: self.deadline,
+                batches,
+                _working: working,
+                _task: Some(task),
+                connection: None,
+            });
         }
-        let channel = self.channel(address)?;
-        let client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let lease = self.connection(address)?;
+        let client =
+            arrow_flight::flight_service_client::FlightServiceClient::new(lease.channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
         let mut client = FlightClient::new_from_inner(client);
-        let call = async {
-            let stream = client
-                .do_get(arrow_flight::Ticket::new(ticket.encode()))
-                .await
-                .map_err(classify)?;
-            stream.try_collect::<Vec<_>>().await.map_err(classify)
+        let call = client.do_get(arrow_flight::Ticket::new(ticket.encode()));
+        let batches = match tokio::time::timeout(self.deadline, call).await {
+            Ok(answer) => answer.map_err(classify)?,
+            Err(_) => return Err(self.silent(address)),
         };
-        self.within_deadline(address, call).await
+        Ok(FragmentStream {
+            address: address.to_string(),
+            deadline: self.deadline,
+            batches: batches.map_err(classify).boxed(),
+            _working: working,
+            _task: None,
+            connection: Some(lease),
+        })
     }
 
-    async fn within_deadline<T>(
+    /// Runs `ticket` on the historical at `address` and returns all of its batches,
+    /// or nothing: a fragment that fails halfway gives no rows.
+    pub async fn run(
         &self,
         address: &str,
-        call: impl Future<Output = std::result::Result<T, FragmentError>>,
-    ) -> std::result::Result<T, FragmentError> {
-        match tokio::time::timeout(self.deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(FragmentError::Unavailable(format!(
-                "{address} did not finish within {:?}",
-                self.deadline
-            ))),
+        ticket: &Ticket,
+    ) -> std::result::Result<Vec<RecordBatch>, FragmentError> {
+        let mut stream = self.open(address, ticket).await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
         }
+        Ok(batches)
     }
+
+    fn silent(&self, address: &str) -> FragmentError {
+        silent(address, self.deadline)
+    }
+}
+
+fn silent(address: &str, deadline: Duration) -> FragmentError {
+    FragmentError::Unavailable(format!("{address} sent nothing within {deadline:?}"))
 }
 
 impl fmt::Debug for FragmentClient {
@@ -209,16 +244,70 @@ impl fmt::Debug for FragmentClient {
     }
 }
 
+/// A fragment's answer, batch by batch as the historical sends it. Dropping it
+/// stops the fragment.
+pub struct FragmentStream {
+    address: String,
+    deadline: Duration,
+    batches: futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FragmentError>>,
+    _working: Working,
+    /// The in-process fragment's task, stopped when this is dropped.
+    _task: Option<SpawnedTask<()>>,
+    /// The answer's Flight connection, idle again once the answer has ended well.
+    connection: Option<Lease>,
+}
+
+impl FragmentStream {
+    /// The next batch; a historical that sends nothing within the deadline while it
+    /// is waited for is unavailable.
+    pub async fn next(&mut self) -> Option<std::result::Result<RecordBatch, FragmentError>> {
+        let next = match tokio::time::timeout(self.deadline, self.batches.next()).await {
+            Ok(next) => next,
+            Err(_) => Some(Err(silent(&self.address, self.deadline))),
+        };
+        match &next {
+            None => {
+                if let Some(lease) = self.connection.take() {
+                    lease.release();
+                }
+            }
+            // A connection that failed is not used again.
+            Some(Err(_)) => self.connection = None,
+            Some(Ok(_)) => {}
+        }
+        next
+    }
+}
+
+/// A Flight connection lent to one answer.
+struct Lease {
+    idle: Arc<Mutex<HashMap<String, Vec<Channel>>>>,
+    address: String,
+    channel: Channel,
+}
+
+impl Lease {
+    /// Gives the connection back for the next answer (dropping it closes it).
+    fn release(self) {
+        if let Ok(mut m) = self.idle.lock() {
+            let idle = m.entry(self.address).or_default();
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(self.channel);
+            }
+        }
+    }
+}
+
 /// Outstanding work at one address, taken back when the fragment ends in any way.
-struct Working<'a> {
-    client: &'a FragmentClient,
+struct Working {
+    outstanding: Arc<Mutex<HashMap<String, usize>>>,
     address: String,
     segments: usize,
 }
 
-impl Drop for Working<'_> {
+impl Drop for Working {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.client.outstanding.lock()
+        if let Ok(mut m) = self.outstanding.lock()
             && let Some(count) = m.get_mut(&self.address)
         {
             *count = count.saturating_sub(self.segments);
@@ -258,8 +347,6 @@ fn classify_status(status: tonic::Status) -> FragmentError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     /// A historical that takes the connection and never answers: the fragment's

@@ -6,8 +6,13 @@
 //! index filter, time intervals, limit) to the historical over Flight. When the
 //! historical is unreachable, or answers that it does not serve some segments, those
 //! segments are tried on their other replicas within the same query; the query fails
-//! only when a segment has no replica left, naming the segments. A fragment's rows
-//! are taken all or nothing, so a retry never counts a row twice.
+//! only when a segment has no replica left, naming the segments.
+//!
+//! A fragment's batches are passed on as they arrive, with bounded memory: a few
+//! batches per partition, each fragment on a Flight connection of its own. Its first
+//! 8 MiB are held back, so a fragment that fails before it has passed anything on
+//! (every small answer, such as a partial aggregate's) is retried elsewhere, and one
+//! that fails after fails the query rather than count a row twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -26,7 +31,9 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs,
 };
@@ -35,7 +42,9 @@ use grove_cluster::segments::ColumnSchema;
 use grove_segment::Interval;
 use grove_segment::scan::IndexFilter;
 use grove_segment::scan::stats::column_statistics;
+use tokio::sync::mpsc::Sender;
 
+use super::cache::ResultCache;
 use super::codec::GroveCodec;
 use super::refs::{ScanRequest, SegmentRefsExec};
 use super::remote::{FragmentClient, FragmentError};
@@ -98,6 +107,10 @@ fn column_statistics_of(
 
 /// How many fragments one partition has in flight at once.
 const CONCURRENT_FRAGMENTS: usize = 8;
+
+/// Bytes of a fragment's answer held back before any is passed on (see
+/// [`Run::fragment`]).
+const HELD_BACK: usize = 8 << 20;
 
 /// One segment to read remotely.
 #[derive(Debug, Clone)]
@@ -413,11 +426,10 @@ impl ExecutionPlan for DistributedScanExec {
             first: node,
             segments,
         };
-        let batches = futures::stream::once(run.all()).flat_map(|result| match result {
-            Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-            Err(e) => futures::stream::iter([Err(e)]).boxed(),
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        let mut answer = RecordBatchReceiverStreamBuilder::new(schema, 2);
+        let sender = answer.tx();
+        answer.spawn(run.all(sender));
+        Ok(answer.build())
     }
 }
 
@@ -459,8 +471,9 @@ impl Run {
         Ticket::new("", ids, plan, &GroveCodec::for_encoding())
     }
 
-    async fn all(self) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
+    /// Runs the partition's fragments, passing their batches to `out` as they come.
+    async fn all(self, out: Sender<Result<RecordBatch>>) -> Result<()> {
+        let out = &out;
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
         // fetched and cached per segment, unless the query says otherwise. Rows
@@ -481,7 +494,9 @@ impl Run {
                 match cache.get(&ticket.plan) {
                     Some(batches) => {
                         self.counters.cache_hits.add(1);
-                        out.extend(batches);
+                        for batch in batches {
+                            pass(out, batch).await?;
+                        }
                     }
                     None => {
                         prepared.insert(segment.id.clone(), ticket);
@@ -550,30 +565,19 @@ impl Run {
                         None => this.ticket(&segments)?,
                     };
                     this.counters.fragments.add(1);
-                    let result = this.client.run(&address, &ticket).await;
-                    Ok::<_, DataFusionError>((node, segments, ticket, result))
+                    let cacheable = populate.filter(|_| segments.iter().all(|s| !s.realtime));
+                    let failed = this.fragment(&address, &ticket, cacheable, out).await?;
+                    Ok::<_, DataFusionError>((node, segments, ticket, failed))
                 });
             let answers: Vec<Result<_>> = futures::stream::iter(calls)
                 .buffer_unordered(CONCURRENT_FRAGMENTS)
                 .collect()
                 .await;
             for answer in answers {
-                let (node, segments, ticket, result) = answer?;
-                let ids = ticket.segments.clone();
-                match result {
-                    Ok(batches) => {
-                        for b in &batches {
-                            self.counters.rows.add(b.num_rows());
-                            self.counters.bytes.add(b.get_array_memory_size());
-                        }
-                        if let Some(cache) = populate
-                            && segments.iter().all(|s| !s.realtime)
-                        {
-                            cache.put(ticket.plan, batches.clone());
-                        }
-                        out.extend(batches);
-                    }
-                    Err(FragmentError::Missing(missing)) => {
+                let (node, segments, ticket, failed) = answer?;
+                match failed {
+                    None => {}
+                    Some(FragmentError::Missing(missing)) => {
                         self.counters.retries.add(1);
                         errors.push(format!("{node} does not serve {}", missing.join(", ")));
                         for id in &missing {
@@ -582,22 +586,86 @@ impl Run {
                         // Only the missing ones go elsewhere; the rest is asked again.
                         pending.extend(segments);
                     }
-                    Err(FragmentError::Unavailable(why)) => {
+                    Some(FragmentError::Unavailable(why)) => {
                         self.counters.retries.add(1);
                         errors.push(format!("{node}: {why}"));
-                        for id in &ids {
+                        for id in &ticket.segments {
                             excluded.entry(id.clone()).or_default().insert(node.clone());
                         }
                         pending.extend(segments);
                     }
-                    Err(e @ FragmentError::Rejected(_)) => {
+                    Some(e @ FragmentError::Rejected(_)) => {
                         return Err(DataFusionError::External(Box::new(e)));
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
+
+    /// Runs one fragment, passing its batches to `out`. The first [`HELD_BACK`]
+    /// bytes are held back: a fragment that fails before it has passed anything on
+    /// is returned, to be retried elsewhere; one that fails after is the query's
+    /// error, since a retry would count its rows twice. A fragment that ends within
+    /// them is put in `cache`.
+    async fn fragment(
+        &self,
+        address: &str,
+        ticket: &Ticket,
+        cache: Option<&ResultCache>,
+        out: &Sender<Result<RecordBatch>>,
+    ) -> Result<Option<FragmentError>> {
+        let mut answer = match self.client.open(address, ticket).await {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Some(e)),
+        };
+        let mut held = Vec::new();
+        let mut held_bytes = 0;
+        let mut passing = false;
+        while let Some(batch) = answer.next().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) if !passing => return Ok(Some(e)),
+                Err(e) => {
+                    return Err(DataFusionError::Execution(format!(
+                        "fragment of segments {} failed after sending rows, so it is not \
+                         retried (its rows would count twice): {e}",
+                        ticket.segments.join(", ")
+                    )));
+                }
+            };
+            self.counters.rows.add(batch.num_rows());
+            self.counters.bytes.add(batch.get_array_memory_size());
+            if passing {
+                pass(out, batch).await?;
+                continue;
+            }
+            held_bytes += batch.get_array_memory_size();
+            held.push(batch);
+            if held_bytes > HELD_BACK {
+                passing = true;
+                for batch in held.drain(..) {
+                    pass(out, batch).await?;
+                }
+            }
+        }
+        if let Some(cache) = cache
+            && !passing
+        {
+            cache.put(ticket.plan.clone(), held.clone());
+        }
+        for batch in held {
+            pass(out, batch).await?;
+        }
+        Ok(None)
+    }
+}
+
+/// Sends `batch` on; fails once the query has stopped reading.
+async fn pass(out: &Sender<Result<RecordBatch>>, batch: RecordBatch) -> Result<()> {
+    out.send(Ok(batch))
+        .await
+        .map_err(|_| DataFusionError::Execution("the query stopped reading".into()))
 }
 
 /// Segment ids with the intervals to read, as a scan request lists them.
