@@ -2,6 +2,7 @@
 //! and header rows, query ids, errors with their statuses, timeouts and cancellation.
 //! Expected rows are computed here from the sample CSV.
 
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use grove_e2e::start::{GroveStart, agent, post};
@@ -183,6 +184,38 @@ fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
         .map(|r| r.status().as_u16())
         .unwrap_or(0);
     assert_eq!(again, 404, "a finished query is not running");
+
+    // A query cancelled while its rows stream: the answer stops short, without the
+    // empty line that ends a complete one.
+    let request = json!({
+        "query": "SELECT a.device, b.country FROM events a CROSS JOIN events b",
+        "resultFormat": "arrayLines",
+        "context": { "sqlQueryId": "streaming-1" },
+    });
+    let mut response = agent().post(&g.url).send_json(&request).unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("[\""), "{first}");
+    let cancel = format!("{}/streaming-1", g.url);
+    let status = agent().delete(&cancel).call().unwrap().status().as_u16();
+    assert_eq!(
+        status, 202,
+        "a streaming query is running until its last row"
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        (rest.len() as u64) < 3000 * 3000 - 1,
+        "the answer stopped short"
+    );
+    assert_ne!(
+        rest.last().map(String::as_str),
+        Some(""),
+        "and is not complete"
+    );
+    let again = agent().delete(&cancel).call().unwrap().status().as_u16();
+    assert_eq!(again, 404, "a stopped query is not running");
+
     // The server goes on serving.
     let (status, _, body) = g.post(&json!({ "query": "SELECT COUNT(*) AS n FROM events" }));
     assert_eq!((status, body.as_str()), (200, "[{\"n\":3000}]"));

@@ -9,6 +9,7 @@ mod flight_sql;
 mod forged;
 mod indexing;
 mod kafka;
+mod large_answers;
 mod postgres;
 mod s3_input;
 mod streaming;

@@ -5,6 +5,7 @@ compare with what it computed itself:
     pg_client.py queries PORT           parameters, column types, catalogue browsing
     pg_client.py cancel PORT SLOW_SQL   a cancel request and a statement timeout
     pg_client.py login PORT USER PASSWORD
+    pg_client.py stream PORT SQL        the rows of a large answer, read as they come
 """
 
 import json
@@ -124,12 +125,24 @@ def login(port, user, password):
         return {"refused": str(e)}
 
 
+def stream(port, sql):
+    """Reads the answer row by row (libpq's single-row mode), keeping none."""
+    rows, chars = 0, 0
+    with connect(port, autocommit=True) as conn:
+        for row in conn.cursor().stream(sql):
+            rows += 1
+            chars += sum(len(str(v)) for v in row)
+    return {"rows": rows, "chars": chars}
+
+
 def main():
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "queries":
         out = queries(port)
     elif command == "cancel":
         out = cancel(port, sys.argv[3])
+    elif command == "stream":
+        out = stream(port, sys.argv[3])
     elif command == "login":
         out = login(port, sys.argv[3], sys.argv[4])
     else:

@@ -157,6 +157,11 @@ impl GroveStart {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.sandbox.path("start.log")).unwrap_or_default()
     }
+
+    /// The process id of `grove start`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for GroveStart {

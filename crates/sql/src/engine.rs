@@ -19,13 +19,16 @@ use datafusion::catalog::{
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use futures::TryStreamExt;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
@@ -184,20 +187,24 @@ impl Session {
         }
     }
 
-    /// Runs every statement of `text` in order, each to completion, and answers the
-    /// rows of the last query among them (or, with no query, of the last statement):
-    /// a script that creates a view, reads it and drops it answers what it read.
+    /// Runs every statement of `text` in order and answers the rows of the last query
+    /// among them (or, with no query, of the last statement): a script that creates a
+    /// view, reads it and drops it answers what it read.
     pub async fn script(&self, text: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.script_with(text, Vec::new()).await
+        let (schema, rows) = self.script_stream(text, Vec::new()).await?;
+        Ok((schema, rows.try_collect().await?))
     }
 
     /// [`Session::script`] with `parameters` bound to the `?` placeholders of the
-    /// text, in the order they appear (Druid's and JDBC's dynamic parameters).
-    pub async fn script_with(
+    /// text, in the order they appear (Druid's and JDBC's dynamic parameters), and
+    /// the answer's rows as they come. Every statement but the answer runs to
+    /// completion in order; the answer is planned in its place and runs as its stream
+    /// is read, so statements after it (dropping the view it reads) do not change it.
+    pub async fn script_stream(
         &self,
         text: &str,
         parameters: Vec<ScalarValue>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
         let mut statements = self.parse(text)?;
         let placeholders = number_placeholders(&mut statements);
         if placeholders != parameters.len() {
@@ -206,7 +213,8 @@ impl Session {
                 parameters.len()
             )));
         }
-        let mut answer = None;
+        let mut query: Option<SendableRecordBatchStream> = None;
+        let mut last: Option<(SchemaRef, Vec<RecordBatch>)> = None;
         for statement in statements {
             let mut plan = self.plan(statement).await?;
             if !parameters.is_empty() {
@@ -214,13 +222,27 @@ impl Session {
             }
             let is_query = returns_rows(&plan);
             let frame = self.run_plan(plan).await?;
-            let schema = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
-            if is_query || answer.is_none() {
-                answer = Some((schema, batches));
+            if is_query {
+                // An earlier query is not the answer, but still runs to completion.
+                if let Some(earlier) = query.take() {
+                    let _: Vec<RecordBatch> = earlier.try_collect().await?;
+                }
+                query = Some(frame.execute_stream().await?);
+            } else {
+                let schema = Arc::new(frame.schema().as_arrow().clone());
+                last = Some((schema, frame.collect().await?));
             }
         }
-        answer.ok_or_else(|| DataFusionError::Plan("no SQL statement given".into()))
+        match (query, last) {
+            (Some(rows), _) => Ok((rows.schema(), rows)),
+            (None, Some((schema, batches))) => {
+                let rows = futures::stream::iter(batches.into_iter().map(Ok));
+                let stream: SendableRecordBatchStream =
+                    Box::pin(RecordBatchStreamAdapter::new(schema.clone(), rows));
+                Ok((schema, stream))
+            }
+            (None, None) => Err(DataFusionError::Plan("no SQL statement given".into())),
+        }
     }
 
     /// Runs one statement to completion.

@@ -13,8 +13,10 @@
 //!   `404` when no query of that id runs. The cancelled request answers an error, and
 //!   its fragments stop on the historicals (their streams are dropped).
 //!
-//! Errors are Druid's JSON (`error`, `errorMessage`): `400` for the query's fault,
-//! `504` for a timeout, `500` otherwise.
+//! Rows stream as they come, rendered a batch at a time. Errors before the first row
+//! are Druid's JSON (`error`, `errorMessage`): `400` for the query's fault, `504` for
+//! a timeout, `500` otherwise; an error after rows were sent ends the answer early,
+//! as Druid's does (no closing empty line, no closing `]`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,11 +34,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
-use futures::future::{AbortHandle, Abortable};
+use futures::StreamExt;
 use grove_segment::id::parse_instant;
+use grove_sql::guard::{Guard, Halt};
 use grove_sql::{Engine, Session};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::http::error;
 
@@ -144,8 +148,30 @@ struct SqlApi {
     engine: Arc<Engine>,
     /// A query's time limit when its context sets none.
     default_timeout: Option<Duration>,
-    running: Mutex<HashMap<String, AbortHandle>>,
+    /// By `sqlQueryId`: the cancel token of the query running under it, and a number
+    /// telling this run of the id from a later one.
+    running: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    runs: AtomicU64,
     next_id: AtomicU64,
+}
+
+/// A query listed as running until its answer ends, in any way.
+struct Registered {
+    api: Arc<SqlApi>,
+    id: String,
+    run: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.api.running.lock()
+            && running
+                .get(&self.id)
+                .is_some_and(|(run, _)| *run == self.run)
+        {
+            running.remove(&self.id);
+        }
+    }
 }
 
 /// The SQL API's routes; queries run at most `default_timeout` unless their context
@@ -155,6 +181,7 @@ pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router 
         engine,
         default_timeout,
         running: Mutex::new(HashMap::new()),
+        runs: AtomicU64::new(0),
         next_id: AtomicU64::new(0),
     });
     Router::new()
@@ -237,7 +264,8 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
         Ok(values) => values,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
     };
-    let (abort, registration) = AbortHandle::new_pair();
+    let token = CancellationToken::new();
+    let run = api.runs.fetch_add(1, Ordering::Relaxed);
     {
         let Ok(mut running) = api.running.lock() else {
             return error(
@@ -250,38 +278,30 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
             let why = format!("a query with sqlQueryId {id:?} is already running");
             return error(StatusCode::BAD_REQUEST, "Invalid input", why);
         }
-        running.insert(id.clone(), abort);
+        running.insert(id.clone(), (run, token.clone()));
     }
-    let work = Abortable::new(
-        session.script_with(&request.query, parameters),
-        registration,
-    );
-    let outcome = match limit {
-        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
-        None => Some(work.await),
+    let registered = Registered {
+        api: api.clone(),
+        id: id.clone(),
+        run,
     };
-    if let Ok(mut running) = api.running.lock() {
-        running.remove(&id);
-    }
-    let mut response = match outcome {
-        None => error(
+    let guard = Guard::new(token, limit);
+    let mut response = match answer(&request, &session, parameters, guard, registered).await {
+        Ok(response) => response,
+        Err(Halt::TimedOut) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "Query timeout",
             format!("query {id} did not finish within its timeout"),
         ),
-        Some(Err(_aborted)) => error(
+        Err(Halt::Cancelled) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Query cancelled",
             format!("query {id} was cancelled"),
         ),
-        Some(Ok(Err(e))) if is_users_fault(&e) => {
+        Err(Halt::Failed(e)) if is_users_fault(&e) => {
             error(StatusCode::BAD_REQUEST, "Plan validation failed", e)
         }
-        Some(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
-        Some(Ok(Ok((schema, batches)))) => match render(&request, &schema, &batches) {
-            Ok(response) => response,
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
-        },
+        Err(Halt::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("X-Druid-SQL-Query-Id", value);
@@ -289,11 +309,69 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
     response
 }
 
+/// Runs the request's statements under `guard` and answers the rows as they come.
+/// What fails before the first row is the answer's error status; what fails after
+/// it ends the answer early (as Druid does): the lines formats then lack their
+/// closing empty line, and JSON arrays are left open.
+async fn answer(
+    request: &SqlRequest,
+    session: &Session,
+    parameters: Vec<ScalarValue>,
+    guard: Guard,
+    registered: Registered,
+) -> Result<Response, Halt> {
+    let (schema, rows) = guard
+        .run(session.script_stream(&request.query, parameters))
+        .await?;
+    let mut rows = guard.batches(rows).boxed();
+    let first = match rows.next().await {
+        Some(Err(halt)) => return Err(halt),
+        first => first,
+    };
+    let mut format = Rendering::new(request, schema);
+    let head = Bytes::from(format.head());
+    let tail = Bytes::from_static(format.tail().as_bytes());
+    let body = futures::stream::once(async move { Ok(head) })
+        .chain(futures::stream::iter(first).chain(rows).map(move |batch| {
+            let batch = batch.map_err(|halt| std::io::Error::other(halt_text(halt)))?;
+            format
+                .rows(&batch)
+                .map(Bytes::from)
+                .map_err(std::io::Error::other)
+        }))
+        .chain(futures::stream::once(async move {
+            // The query is listed (and can be cancelled) until its last row is sent.
+            drop(registered);
+            Ok::<_, std::io::Error>(tail)
+        }));
+    let mut response = (
+        [(header::CONTENT_TYPE, request.result_format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response();
+    if request.header {
+        response.headers_mut().insert(
+            "X-Druid-SQL-Header-Included",
+            HeaderValue::from_static("yes"),
+        );
+    }
+    Ok(response)
+}
+
+/// Why an answer ended early, for the log of the connection it breaks.
+fn halt_text(halt: Halt) -> String {
+    match halt {
+        Halt::Cancelled => "the query was cancelled".into(),
+        Halt::TimedOut => "the query did not finish within its timeout".into(),
+        Halt::Failed(e) => e.to_string(),
+    }
+}
+
 async fn cancel(State(api): State<Arc<SqlApi>>, Path(id): Path<String>) -> Response {
     let found = api.running.lock().ok().and_then(|mut r| r.remove(&id));
     match found {
-        Some(abort) => {
-            abort.abort();
+        Some((_, token)) => {
+            token.cancel();
             StatusCode::ACCEPTED.into_response()
         }
         None => error(
@@ -304,109 +382,150 @@ async fn cancel(State(api): State<Arc<SqlApi>>, Path(id): Path<String>) -> Respo
     }
 }
 
-/// The rows in the requested format, with the requested header rows.
-fn render(
-    request: &SqlRequest,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Response, String> {
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut header_rows: Vec<Vec<Value>> = Vec::new();
-    if request.header {
-        header_rows.push(names.iter().map(|n| Value::from(*n)).collect());
-        if request.types_header {
-            let types = schema.fields().iter().map(|f| druid_type(f.data_type()));
-            header_rows.push(types.map(Value::from).collect());
-        }
-        if request.sql_types_header {
-            let types = schema.fields().iter().map(|f| sql_type(f.data_type()));
-            header_rows.push(types.map(Value::from).collect());
+impl ResultFormat {
+    fn content_type(self) -> &'static str {
+        match self {
+            ResultFormat::Object | ResultFormat::Array => "application/json",
+            ResultFormat::ObjectLines | ResultFormat::ArrayLines => "application/x-ndjson",
+            ResultFormat::Csv => "text/csv",
         }
     }
-    let rows = json_rows(schema, batches)?;
-    let object = |row: Vec<Value>| -> Value {
-        Value::Object(names.iter().map(|n| n.to_string()).zip(row).collect())
-    };
-    let object_header = || -> Option<Value> {
-        if !request.header {
-            return None;
-        }
-        let columns = schema.fields().iter().map(|f| {
-            let mut about = Map::new();
-            if request.types_header {
-                about.insert("type".into(), druid_type(f.data_type()).into());
-            }
-            if request.sql_types_header {
-                about.insert("sqlType".into(), sql_type(f.data_type()).into());
-            }
-            let about = if about.is_empty() {
-                Value::Null
-            } else {
-                Value::Object(about)
-            };
-            (f.name().clone(), about)
-        });
-        Some(Value::Object(columns.collect()))
-    };
-    let (content_type, body) = match request.result_format {
-        ResultFormat::Object => {
-            let all: Vec<Value> = object_header()
-                .into_iter()
-                .chain(rows.into_iter().map(object))
-                .collect();
-            ("application/json", Value::Array(all).to_string())
-        }
-        ResultFormat::Array => {
-            let all: Vec<Value> = header_rows
-                .into_iter()
-                .chain(rows)
-                .map(Value::Array)
-                .collect();
-            ("application/json", Value::Array(all).to_string())
-        }
-        ResultFormat::ObjectLines => {
-            let lines = object_header()
-                .into_iter()
-                .chain(rows.into_iter().map(object));
-            (
-                "application/x-ndjson",
-                lines_of(lines.map(|v| v.to_string())),
-            )
-        }
-        ResultFormat::ArrayLines => {
-            let lines = header_rows.into_iter().chain(rows).map(Value::Array);
-            (
-                "application/x-ndjson",
-                lines_of(lines.map(|v| v.to_string())),
-            )
-        }
-        ResultFormat::Csv => {
-            let lines = header_rows
-                .into_iter()
-                .chain(rows)
-                .map(|row| csv_line(&row));
-            ("text/csv", lines_of(lines))
-        }
-    };
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if request.header {
-        response.headers_mut().insert(
-            "X-Druid-SQL-Header-Included",
-            HeaderValue::from_static("yes"),
-        );
-    }
-    Ok(response)
 }
 
-/// One line each, and an empty line at the end: Druid's sign of a complete answer.
-fn lines_of(lines: impl Iterator<Item = String>) -> String {
-    let mut out = String::new();
-    for line in lines {
-        out.push_str(&line);
-        out.push('\n');
+/// Writes an answer in the request's result format, a batch of rows at a time.
+struct Rendering {
+    format: ResultFormat,
+    schema: SchemaRef,
+    header: bool,
+    types_header: bool,
+    sql_types_header: bool,
+    /// Whether the JSON array has an element yet (the next one needs a comma).
+    started: bool,
+}
+
+impl Rendering {
+    fn new(request: &SqlRequest, schema: SchemaRef) -> Rendering {
+        Rendering {
+            format: request.result_format,
+            schema,
+            header: request.header,
+            types_header: request.types_header,
+            sql_types_header: request.sql_types_header,
+            started: false,
+        }
     }
-    out.push('\n');
-    out
+
+    /// What comes before the rows: the array's opening and the header rows asked for.
+    fn head(&mut self) -> String {
+        let mut out = String::new();
+        if matches!(self.format, ResultFormat::Object | ResultFormat::Array) {
+            out.push('[');
+        }
+        if !self.header {
+            return out;
+        }
+        let fields = self.schema.fields().clone();
+        if matches!(
+            self.format,
+            ResultFormat::Object | ResultFormat::ObjectLines
+        ) {
+            // One object naming the columns, with their types as asked.
+            let columns = fields.iter().map(|f| {
+                let mut about = Map::new();
+                if self.types_header {
+                    about.insert("type".into(), druid_type(f.data_type()).into());
+                }
+                if self.sql_types_header {
+                    about.insert("sqlType".into(), sql_type(f.data_type()).into());
+                }
+                let about = if about.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(about)
+                };
+                (f.name().clone(), about)
+            });
+            self.element(&mut out, &Value::Object(columns.collect()));
+            return out;
+        }
+        let mut rows = vec![
+            fields
+                .iter()
+                .map(|f| Value::from(f.name().as_str()))
+                .collect(),
+        ];
+        if self.types_header {
+            rows.push(
+                fields
+                    .iter()
+                    .map(|f| druid_type(f.data_type()).into())
+                    .collect(),
+            );
+        }
+        if self.sql_types_header {
+            rows.push(
+                fields
+                    .iter()
+                    .map(|f| sql_type(f.data_type()).into())
+                    .collect(),
+            );
+        }
+        for row in rows {
+            self.row(&mut out, row);
+        }
+        out
+    }
+
+    /// The rows of `batch`.
+    fn rows(&mut self, batch: &RecordBatch) -> Result<String, String> {
+        let mut out = String::new();
+        for row in json_rows(&self.schema, batch)? {
+            self.row(&mut out, row);
+        }
+        Ok(out)
+    }
+
+    /// What comes after the rows: the array's end, or the empty line that is Druid's
+    /// sign of a complete answer.
+    fn tail(&self) -> &'static str {
+        match self.format {
+            ResultFormat::Object | ResultFormat::Array => "]",
+            _ => "\n",
+        }
+    }
+
+    fn row(&mut self, out: &mut String, row: Vec<Value>) {
+        match self.format {
+            ResultFormat::Object | ResultFormat::ObjectLines => {
+                let names = self.schema.fields().iter().map(|f| f.name().clone());
+                self.element(out, &Value::Object(names.zip(row).collect()));
+            }
+            ResultFormat::Array | ResultFormat::ArrayLines => {
+                self.element(out, &Value::Array(row));
+            }
+            ResultFormat::Csv => {
+                out.push_str(&csv_line(&row));
+                out.push('\n');
+            }
+        }
+    }
+
+    /// One JSON value: an element of the array, or a line.
+    fn element(&mut self, out: &mut String, value: &Value) {
+        match self.format {
+            ResultFormat::Object | ResultFormat::Array => {
+                if self.started {
+                    out.push(',');
+                }
+                self.started = true;
+                out.push_str(&value.to_string());
+            }
+            _ => {
+                out.push_str(&value.to_string());
+                out.push('\n');
+            }
+        }
+    }
 }
 
 fn csv_line(row: &[Value]) -> String {
@@ -429,9 +548,9 @@ fn csv_line(row: &[Value]) -> String {
 }
 
 /// Each row's values as JSON, in column order.
-fn json_rows(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>, String> {
+fn json_rows(schema: &SchemaRef, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, String> {
     let mut rows = Vec::new();
-    for batch in batches {
+    {
         let columns: Vec<Vec<Value>> = batch
             .columns()
             .iter()

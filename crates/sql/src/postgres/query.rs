@@ -33,15 +33,18 @@ use datafusion::sql::sqlparser::ast::{Expr, Set, Statement};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{Sink, SinkExt, Stream, StreamExt, stream};
 use pgwire::api::auth::ServerParameterProvider;
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
 
@@ -614,6 +617,48 @@ impl ExtendedQueryHandler for Queries {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.session)
+    }
+
+    /// pgwire's own handling collects every row of a portal before sending any when
+    /// the client asks for all of them (`max_rows` 0, as psycopg, JDBC and SQLAlchemy
+    /// do), which would hold a large answer whole in memory. A portal's first
+    /// execution that returns rows streams them here instead, as they come; a client
+    /// reading a portal a page at a time keeps pgwire's handling, which holds a page.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) if message.max_rows == 0 => portal,
+            _ => return self._on_execute(client, message).await,
+        };
+        let prepared = &portal.statement.statement;
+        let rows = matches!(prepared.command, Command::Sql)
+            && prepared.plan.as_ref().is_some_and(returns_rows);
+        let initial = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !rows || !initial {
+            return self._on_execute(client, message).await;
+        }
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(answer) => send_query_response(client, answer, false).await?,
+            Response::Execution(tag) => send_execution_response(client, tag).await?,
+            other => {
+                return Err(PgWireError::ApiError(
+                    format!("a query answered {other:?}").into(),
+                ));
+            }
+        }
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_query<C>(
