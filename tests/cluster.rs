@@ -892,6 +892,9 @@ fn queries_survive_a_historical_killed_mid_loop_with_two_replicas() {
     let mut c = TestCluster::with_two_historicals(2);
     let spec = write_data(&c.sandbox, "loop", "loop", &june(0..4), 300, 2, 1_000_000);
     c.ingest(&spec);
+    // Many small segments, for a large answer in many batches.
+    let wide = write_data(&c.sandbox, "wide", "wide", &june(0..8), 160, 2, 20);
+    c.ingest(&wide);
     let segments = c.segments("loop");
     c.wait_until(
         Duration::from_secs(30),
@@ -952,4 +955,50 @@ fn queries_survive_a_historical_killed_mid_loop_with_two_replicas() {
             "a query failed or differed"
         );
     }
+
+    // h-1 back, then a large answer read one line and paused while h-2 is killed:
+    // h-2's fragment had passed rows on, so the broker does not retry it (its rows
+    // would count twice) but fails the query: the answer stops short, without its
+    // closing empty line.
+    c.restart("h-1", &[]);
+    let wide_segments = c.segments("wide");
+    assert_eq!(wide_segments.len(), 64);
+    c.wait_until(Duration::from_secs(30), "h-1 serves again", || {
+        let served = c.served();
+        wide_segments
+            .iter()
+            .all(|d| served.get(&d.id.to_string()).is_some_and(|n| n.len() == 2))
+    });
+    let (first_read, killed) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let broker = c.http("broker-1");
+    let streaming = std::thread::spawn(move || {
+        // 1280 rows of 200 KB, in batches of 20 rows: 128 MB from each historical,
+        // more than the broker holds of an answer.
+        let wide = "SELECT country, repeat(country, 100000) AS pad FROM wide";
+        let request = serde_json::json!({ "query": wide, "resultFormat": "arrayLines" });
+        let mut response = ureq::post(&format!("{broker}/druid/v2/sql"))
+            .send_json(request)
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(response.body_mut().as_reader()));
+        let mut rows = vec![lines.next().unwrap().unwrap()];
+        first_read.0.send(()).unwrap();
+        killed.1.recv().unwrap();
+        rows.extend(lines.map_while(Result::ok));
+        rows
+    });
+    first_read.1.recv().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    c.kill9("h-2");
+    killed.0.send(()).unwrap();
+    let rows = streaming.join().unwrap();
+    let complete = rows.last().is_some_and(String::is_empty);
+    let received = rows.iter().filter(|r| !r.is_empty()).count();
+    assert!(
+        !complete && received < 1280,
+        "h-2 had passed rows on: the answer stops short ({received} rows, complete: {complete})"
+    );
+    // The next query reads every segment from h-1.
+    let count = c.sql("broker-1", "SELECT COUNT(*) AS n FROM wide").unwrap();
+    assert_eq!(count, vec![serde_json::json!({ "n": 1280 })]);
 }

@@ -78,6 +78,23 @@ fn result_formats_and_header_rows_are_druids() {
     expected_csv.push('\n');
     assert_eq!(csv, expected_csv);
 
+    // An answer without rows, in every format: the header rows alone.
+    let none = |format: &str, header: bool| {
+        let request = json!({
+            "query": "SELECT device FROM events WHERE device = 'none'",
+            "resultFormat": format, "header": header,
+        });
+        let (status, _, body) = g.post(&request);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    assert_eq!(none("object", false), "[]");
+    assert_eq!(none("object", true), "[{\"device\":null}]");
+    assert_eq!(none("array", true), "[[\"device\"]]");
+    assert_eq!(none("objectLines", false), "\n");
+    assert_eq!(none("arrayLines", true), "[\"device\"]\n\n");
+    assert_eq!(none("csv", false), "\n");
+
     // Dynamic parameters, bound to the `?` in order.
     let (device, rows) = devices.iter().next().unwrap();
     let request = json!({

@@ -58,7 +58,7 @@ impl Guard {
     }
 
     /// A query's batches as they arrive, until they end, fail, or the guard trips;
-    /// an error is the stream's last item.
+    /// an error is the stream's last item, and after the last it stays ended.
     pub fn batches(
         self,
         batches: SendableRecordBatchStream,
@@ -75,6 +75,7 @@ impl Guard {
                 }
             }
         })
+        .fuse()
     }
 }
 

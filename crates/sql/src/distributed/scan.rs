@@ -27,7 +27,7 @@ use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -105,6 +105,20 @@ fn column_statistics_of(
     Some(column_statistics(field, whole, facts))
 }
 
+/// A distributed scan's plan properties: `groups` partitions (at least one), whose
+/// batches come as fragments send them, from a channel that yields to the scheduler
+/// when its task's budget is spent (so no wrapper makes it cooperative, and the
+/// operators above it stay next to it for pushing down).
+fn properties(schema: SchemaRef, groups: usize) -> PlanProperties {
+    PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(groups.max(1)),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    )
+    .with_scheduling_type(SchedulingType::Cooperative)
+}
+
 /// How many fragments one partition has in flight at once.
 const CONCURRENT_FRAGMENTS: usize = 8;
 
@@ -178,12 +192,7 @@ impl DistributedScanExec {
         }
         let groups = place(segments, &client.outstanding());
         let schema = Arc::new(table_schema.project(&projection)?);
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(groups.len().max(1)),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
+        let properties = properties(schema, groups.len());
         Ok(DistributedScanExec {
             table_schema,
             projection,
@@ -212,12 +221,7 @@ impl DistributedScanExec {
             }
         };
         let top = above(below)?;
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(top.schema()),
-            Partitioning::UnknownPartitioning(self.groups.len().max(1)),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
+        let properties = properties(top.schema(), self.groups.len());
         Ok(DistributedScanExec {
             table_schema: self.table_schema.clone(),
             projection: self.projection.clone(),
