@@ -45,6 +45,9 @@ use grove_segment::scan::SegmentScanExec;
 /// segment scan may have): each is a channel and a task on the historical.
 pub const MAX_PARTITIONS: usize = 1024;
 
+/// The most rows per batch a ticket may ask for (DataFusion's default is 8192).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
 /// A fragment, or a part of one, that a historical will not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused(pub String);

@@ -26,8 +26,8 @@ use arrow_flight::{
 use arrow_select::dictionary::garbage_collect_any_dictionary;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
@@ -35,7 +35,7 @@ use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::admit::{Refused, admit};
+use super::admit::{MAX_BATCH_SIZE, Refused, admit};
 use super::codec::{GroveCodec, MissingSegments, SegmentSource};
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
@@ -79,7 +79,25 @@ impl FragmentService {
             return Err(missing(absent));
         }
         let codec = GroveCodec::new(self.source.clone());
-        let task = self.ctx.task_ctx();
+        let mut task = self.ctx.task_ctx();
+        if let Some(rows) = ticket.batch_size {
+            if !(1..=MAX_BATCH_SIZE).contains(&rows) {
+                let refused = Refused(format!(
+                    "a batch size of {rows} rows (at most {MAX_BATCH_SIZE})"
+                ));
+                return Err(permission_denied(ticket, &refused));
+            }
+            task = Arc::new(TaskContext::new(
+                task.task_id(),
+                task.session_id(),
+                task.session_config().clone().with_batch_size(rows),
+                task.scalar_functions().clone(),
+                task.higher_order_functions().clone(),
+                task.aggregate_functions().clone(),
+                task.window_functions().clone(),
+                task.runtime_env(),
+            ));
+        }
         // A hostile plan must not take the process down.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             physical_plan_from_bytes_with_extension_codec(&ticket.plan, &task, &codec)

@@ -359,6 +359,7 @@ mod tests {
         let ticket = Ticket {
             query_id: "q".into(),
             segments: vec!["a".into(), "b".into(), "c".into()],
+            batch_size: None,
             plan: Vec::new(),
         };
         let running = tokio::spawn({

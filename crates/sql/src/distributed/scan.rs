@@ -44,6 +44,7 @@ use grove_segment::scan::IndexFilter;
 use grove_segment::scan::stats::column_statistics;
 use tokio::sync::mpsc::Sender;
 
+use super::admit::MAX_PARTITIONS;
 use super::cache::ResultCache;
 use super::codec::GroveCodec;
 use super::refs::{ScanRequest, SegmentRefsExec};
@@ -420,10 +421,16 @@ impl ExecutionPlan for DistributedScanExec {
             .get::<GroveSettings>()
             .cloned()
             .unwrap_or_default();
+        // Historicals run the fragment as this session would: its rows per batch, and
+        // as many partitions as it plans with.
+        let config = context.session_config();
+        let mut scan = self.request(&[]);
+        scan.partitions = config.target_partitions().clamp(1, MAX_PARTITIONS);
         let run = Run {
             counters,
             settings,
-            scan: self.request(&[]),
+            batch_size: config.batch_size(),
+            scan,
             top: self.top.clone(),
             reduces: self.reduces(),
             client: self.client.clone(),
@@ -441,6 +448,7 @@ impl ExecutionPlan for DistributedScanExec {
 struct Run {
     counters: Counters,
     settings: GroveSettings,
+    batch_size: usize,
     scan: ScanRequest,
     top: Option<Arc<dyn ExecutionPlan>>,
     /// Whether `top` sends less than rows (see [`DistributedScanExec::reduces`]).
@@ -472,7 +480,8 @@ impl Run {
                     .data
             }
         };
-        Ticket::new("", ids, plan, &GroveCodec::for_encoding())
+        Ok(Ticket::new("", ids, plan, &GroveCodec::for_encoding())?
+            .with_batch_size(self.batch_size))
     }
 
     /// Runs the partition's fragments, passing their batches to `out` as they come.

@@ -330,6 +330,23 @@ async fn a_historical_runs_a_fragment_ticket_over_flight() {
     let ticket = Ticket::new("q3", ids[..2].to_vec(), raw, &codec).unwrap();
     let rows: Vec<RecordBatch> = fetched(&mut client, &ticket).await;
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
+    // The broker's rows per batch, and no more than a historical allows.
+    let small = fetched(&mut client, &ticket.clone().with_batch_size(300)).await;
+    assert_eq!(small.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
+    assert!(small.iter().all(|b| b.num_rows() <= 300), "batches of 300");
+    assert!(
+        rows.iter().any(|b| b.num_rows() > 300),
+        "by default, larger"
+    );
+    for rows in [0, super::admit::MAX_BATCH_SIZE + 1] {
+        let hostile = ticket.clone().with_batch_size(rows);
+        let status = refused(
+            client
+                .do_get(arrow_flight::Ticket::new(hostile.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    }
     for batch in &rows {
         let k = batch.schema().field_with_name("k").unwrap().clone();
         assert!(

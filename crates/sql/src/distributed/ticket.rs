@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! b"GROVEFRG" | version: u8 = 1 | header length: u32 LE | header: JSON | plan
-//! header = {"query_id": "...", "segments": ["segment id", ...]}
+//! header = {"query_id": "...", "segments": ["segment id", ...], "batch_size": n?}
 //! plan   = a datafusion-proto PhysicalPlanNode, Grove's scan via GroveCodec
 //! ```
 
@@ -27,6 +27,9 @@ pub struct Ticket {
     pub query_id: String,
     /// The segments the fragment reads: all must be served, or none is read.
     pub segments: Vec<String>,
+    /// Rows per batch the fragment's operators make, as in the broker's session;
+    /// absent, the historical's default.
+    pub batch_size: Option<usize>,
     /// The fragment, serialized with datafusion-proto and [`GroveCodec`].
     pub plan: Vec<u8>,
 }
@@ -35,6 +38,8 @@ pub struct Ticket {
 struct Header {
     query_id: String,
     segments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
 }
 
 impl Ticket {
@@ -48,14 +53,22 @@ impl Ticket {
         Ok(Ticket {
             query_id: query_id.into(),
             segments,
+            batch_size: None,
             plan: physical_plan_to_bytes_with_extension_codec(plan, codec)?.to_vec(),
         })
+    }
+
+    /// The ticket with the broker's rows per batch.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Ticket {
+        self.batch_size = Some(batch_size);
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let header = serde_json::to_vec(&Header {
             query_id: self.query_id.clone(),
             segments: self.segments.clone(),
+            batch_size: self.batch_size,
         })
         .unwrap_or_default();
         let mut out = Vec::with_capacity(13 + header.len() + self.plan.len());
@@ -91,6 +104,7 @@ impl Ticket {
         Ok(Ticket {
             query_id: header.query_id,
             segments: header.segments,
+            batch_size: header.batch_size,
             plan: plan.to_vec(),
         })
     }
