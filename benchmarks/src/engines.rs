@@ -295,7 +295,8 @@ fn spawn(grove: &Path, args: &[String], log: &Path) -> Result<Child> {
 }
 
 impl Servers {
-    fn start(grove: &Path, data: &Path) -> Result<Servers> {
+    /// `grove start --historicals 2` on `data`.
+    pub fn start(grove: &Path, data: &Path) -> Result<Servers> {
         let (http, flight) = (free_port()?, free_port()?);
         let args: Vec<String> = vec![
             "start".into(),
@@ -392,8 +393,18 @@ impl Servers {
         Ok(self._etcd.as_ref().ok_or("no etcd")?.endpoint())
     }
 
+    /// The process id of the first process (`grove start`'s only one).
+    pub fn pid(&self) -> u32 {
+        self.children.first().map_or(0, Child::id)
+    }
+
+    /// The port of Flight SQL.
+    pub fn flight_port(&self) -> u16 {
+        self.flight_port
+    }
+
     /// Waits until two historicals serve every segment.
-    fn wait_served(&self, timeout: Duration) -> Result<()> {
+    pub fn wait_served(&self, timeout: Duration) -> Result<()> {
         let began = Instant::now();
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()

@@ -13,6 +13,7 @@
 
 mod answers;
 mod engines;
+mod load;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,29 @@ enum Bench {
         /// The Python with duckdb, chdb and matplotlib (`benchmarks/run.sh` makes it).
         #[arg(long, env = "GROVE_BENCH_PYTHON")]
         python: PathBuf,
+    },
+    /// Many clients at once against `grove start --historicals 2` on the TPC-H data,
+    /// mixing Druid's queries with large TPC-H ones: queries per second, p50 and p99
+    /// latency, errors and peak memory per level. Fails when any query failed.
+    Load {
+        /// The TPC-H scale factor.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// As for `suite`: the data is made once per scale and kept.
+        #[arg(long)]
+        work: PathBuf,
+        /// The numbers of clients, one level each.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+        levels: Vec<usize>,
+        /// How long each level runs, in seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Where `load.json` and `load.md` go; default benchmarks/results/DATE-load-sfSCALE.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The `grove` binary; default: next to this one.
+        #[arg(long)]
+        grove: Option<PathBuf>,
     },
     /// Writes the rows of a CSV file (with a header) as newline-delimited JSON or as
     /// Parquet, by the output's extension: the inputs of `benchmarks/ingest.sh`.
@@ -152,6 +176,14 @@ fn main() -> Result<()> {
             grove,
             python,
         } => suite(scale, work, runs, engines, out, grove, python),
+        Bench::Load {
+            scale,
+            work,
+            levels,
+            seconds,
+            out,
+            grove,
+        } => load_bench(scale, &work, &levels, seconds, out, grove),
         Bench::Convert { input, output } => convert(&input, &output),
     }
 }
@@ -226,6 +258,52 @@ fn suite(
     match report.mismatches() {
         [] => Ok(()),
         mismatches => Err(format!("answers differ:\n{}", mismatches.join("\n")).into()),
+    }
+}
+
+/// The load benchmark (see [`load`]): its levels' figures in `out`.
+fn load_bench(
+    scale: f64,
+    work: &Path,
+    levels: &[usize],
+    seconds: u64,
+    out: Option<PathBuf>,
+    grove: Option<PathBuf>,
+) -> Result<()> {
+    let grove = match grove {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("grove"),
+    };
+    let dir = work.join(format!("sf{scale}"));
+    let data = dir.join("grove");
+    load(&grove, scale, &dir.join("parquet"), &data)?;
+    let results = load::run(&grove, &data, &queries(), levels, seconds)?;
+    let out = match out {
+        Some(out) => out,
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results")
+            .join(format!("{}-load-sf{scale}", report::today())),
+    };
+    std::fs::create_dir_all(&out)?;
+    let figures: Vec<serde_json::Value> = results.iter().map(load::Level::to_json).collect();
+    let summary = serde_json::json!({
+        "scale": scale,
+        "seconds_per_level": seconds,
+        "threads": std::thread::available_parallelism()?.get(),
+        "levels": figures,
+    });
+    std::fs::write(
+        out.join("load.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    let table = load::table(&results);
+    std::fs::write(out.join("load.md"), &table)?;
+    println!("{table}");
+    eprintln!("results in {}", out.display());
+    let errors: usize = results.iter().map(|l| l.errors.len()).sum();
+    match errors {
+        0 => Ok(()),
+        n => Err(format!("{n} queries failed under load").into()),
     }
 }
 
