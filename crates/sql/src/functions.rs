@@ -4,9 +4,14 @@
 //!
 //! - `date_part` (and `EXTRACT`): a batch whose times all fall in one year (or
 //!   quarter, month, day) gets that one value without a calendar computation per row.
-//!   A segment spans one time chunk, so a batch of it mostly does: `EXTRACT(YEAR
-//!   FROM __time)` over a year's segment costs a min and a max per batch. Anything
-//!   else is DataFusion's own `date_part`.
+//! - `date_trunc` and `date_bin`: a batch whose least and greatest times fall in one
+//!   bucket gets that bucket once (both never decrease as the time grows, so every
+//!   time between falls in it too). Otherwise `date_trunc` of UTC times to a second,
+//!   minute, hour, day or week is integer arithmetic, not a calendar per row.
+//!
+//! A segment spans one time chunk, so a batch of it mostly does: `EXTRACT(YEAR FROM
+//! __time)` over a year's segment, or `date_trunc('day', __time)` over a day's, costs
+//! a min and a max per batch. Anything else is DataFusion's own function.
 
 use std::sync::Arc;
 
@@ -31,20 +36,23 @@ use datafusion::logical_expr::{Expr, ExpressionPlacement};
 
 /// Registers Grove's functions in place of DataFusion's of the same names.
 pub fn register(registry: &mut dyn FunctionRegistry) {
-    let date_part = datafusion::functions::datetime::date_part();
-    let ours = ScalarUDF::new_from_impl(RangeDatePart {
-        inner: date_part.as_ref().clone(),
-    });
-    // A session state's registry takes any function; DataFusion's stays otherwise.
-    if let Err(e) = registry.register_udf(Arc::new(ours)) {
-        tracing::error!("registering date_part: {e}");
+    use datafusion::functions::datetime::{date_bin, date_part, date_trunc};
+    for inner in [date_part(), date_trunc(), date_bin()] {
+        let name = inner.name().to_string();
+        let ours = ScalarUDF::new_from_impl(RangeTimeFunction {
+            inner: inner.as_ref().clone(),
+        });
+        // A session state's registry takes any function; DataFusion's stays otherwise.
+        if let Err(e) = registry.register_udf(Arc::new(ours)) {
+            tracing::error!("registering {name}: {e}");
+        }
     }
 }
 
-/// DataFusion's `date_part`, answering a batch whose times share the asked part (and
-/// every coarser one) with that value once.
+/// DataFusion's `date_part`, `date_trunc` or `date_bin`, answering a batch whose
+/// times share the value with that value once.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct RangeDatePart {
+struct RangeTimeFunction {
     inner: ScalarUDF,
 }
 
@@ -83,9 +91,53 @@ fn ends(array: &ArrayRef) -> Option<ArrayRef> {
     }
 }
 
-impl RangeDatePart {
-    /// The one value of the batch, if its times agree on the part.
+impl RangeTimeFunction {
+    /// The one value of the batch, if there is one.
     fn constant(&self, args: &ScalarFunctionArgs) -> Result<Option<ScalarValue>> {
+        if self.inner.name() == "date_part" {
+            self.constant_part(args)
+        } else {
+            self.constant_bucket(args)
+        }
+    }
+
+    /// `date_trunc(unit, time)` or `date_bin(stride, time[, origin])`: the bucket of
+    /// the least time, if the greatest is in it too. Every argument but the time must
+    /// be one value.
+    fn constant_bucket(&self, args: &ScalarFunctionArgs) -> Result<Option<ScalarValue>> {
+        let Some(ColumnarValue::Array(times)) = args.args.get(1) else {
+            return Ok(None);
+        };
+        let scalars = args
+            .args
+            .iter()
+            .enumerate()
+            .all(|(i, a)| i == 1 || matches!(a, ColumnarValue::Scalar(_)));
+        let Some(ends) = ends(times).filter(|_| scalars) else {
+            return Ok(None);
+        };
+        let mut at_ends_args = args.args.clone();
+        at_ends_args[1] = ColumnarValue::Array(ends);
+        let at_ends = self.inner.invoke_with_args(ScalarFunctionArgs {
+            args: at_ends_args,
+            arg_fields: args.arg_fields.clone(),
+            number_rows: 2,
+            return_field: args.return_field.clone(),
+            config_options: args.config_options.clone(),
+        })?;
+        let ColumnarValue::Array(at_ends) = at_ends else {
+            return Ok(None);
+        };
+        let (lo, hi) = (
+            ScalarValue::try_from_array(&at_ends, 0)?,
+            ScalarValue::try_from_array(&at_ends, 1)?,
+        );
+        Ok((lo == hi && !lo.is_null()).then_some(lo))
+    }
+
+    /// `date_part(part, time)`: the part, if the times agree on it and on every
+    /// coarser one.
+    fn constant_part(&self, args: &ScalarFunctionArgs) -> Result<Option<ScalarValue>> {
         let (Some(ColumnarValue::Scalar(part)), Some(ColumnarValue::Array(times))) =
             (args.args.first(), args.args.get(1))
         else {
@@ -126,7 +178,68 @@ impl RangeDatePart {
     }
 }
 
-impl ScalarUDFImpl for RangeDatePart {
+/// `date_trunc(unit, time)` of UTC times (or times without a zone) to a unit of
+/// fixed length (second, minute, hour, day, week): arithmetic on the integers, where
+/// DataFusion goes through a calendar per row. Weeks start on Monday, as in
+/// DataFusion; the epoch fell on a Thursday.
+fn truncate_utc(function: &str, args: &ScalarFunctionArgs) -> Option<ArrayRef> {
+    use datafusion::arrow::compute::kernels::arity::unary;
+    if function != "date_trunc" {
+        return None;
+    }
+    let (Some(ColumnarValue::Scalar(unit)), Some(ColumnarValue::Array(times))) =
+        (args.args.first(), args.args.get(1))
+    else {
+        return None;
+    };
+    let unit = match unit {
+        ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) => u.to_ascii_lowercase(),
+        _ => return None,
+    };
+    let seconds: i64 = match unit.as_str() {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        "week" => 7 * 86_400,
+        _ => return None,
+    };
+    // Monday 1970-01-05 starts the week the epoch is in.
+    let offset_seconds: i64 = if unit == "week" { 4 * 86_400 } else { 0 };
+    let DataType::Timestamp(time_unit, zone) = times.data_type() else {
+        return None;
+    };
+    if !zone
+        .as_deref()
+        .is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z" | "utc"))
+    {
+        return None;
+    }
+    let per_second: i64 = match time_unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    let (length, offset) = (seconds * per_second, offset_seconds * per_second);
+    let floor = move |t: i64| t - (t - offset).rem_euclid(length);
+    fn apply<T: ArrowPrimitiveType<Native = i64>>(
+        times: &ArrayRef,
+        floor: impl Fn(i64) -> i64,
+    ) -> Option<ArrayRef> {
+        let values = times.as_primitive_opt::<T>()?;
+        let out: PrimitiveArray<T> = unary(values, floor);
+        Some(Arc::new(out.with_data_type(times.data_type().clone())))
+    }
+    match time_unit {
+        TimeUnit::Second => apply::<TimestampSecondType>(times, floor),
+        TimeUnit::Millisecond => apply::<TimestampMillisecondType>(times, floor),
+        TimeUnit::Microsecond => apply::<TimestampMicrosecondType>(times, floor),
+        TimeUnit::Nanosecond => apply::<TimestampNanosecondType>(times, floor),
+    }
+}
+
+impl ScalarUDFImpl for RangeTimeFunction {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -148,10 +261,13 @@ impl ScalarUDFImpl for RangeDatePart {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        match self.constant(&args)? {
-            Some(value) => Ok(ColumnarValue::Scalar(value)),
-            None => self.inner.invoke_with_args(args),
+        if let Some(value) = self.constant(&args)? {
+            return Ok(ColumnarValue::Scalar(value));
         }
+        if let Some(truncated) = truncate_utc(self.inner.name(), &args) {
+            return Ok(ColumnarValue::Array(truncated));
+        }
+        self.inner.invoke_with_args(args)
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
@@ -250,12 +366,18 @@ mod tests {
         ctx.register_table("times", Arc::new(table)).unwrap();
         let sql = "SELECT EXTRACT(YEAR FROM d) AS y, date_part('quarter', d) AS q, \
                    date_part('month', t) AS m, EXTRACT(DAY FROM t) AS dd, \
-                   date_part('dow', d) AS w, datepart('year', t) AS yt FROM times";
+                   date_part('dow', d) AS w, datepart('year', t) AS yt, \
+                   date_trunc('day', t) AS td, date_trunc('month', t) AS tm, \
+                   date_trunc('hour', t) AS th, date_trunc('week', t) AS tw, \
+                   date_trunc('minute', t) AS tmi, date_trunc('second', t) AS ts, \
+                   date_bin(INTERVAL '1 day', t) AS bd, \
+                   date_bin(INTERVAL '7 days', t, TIMESTAMP '2024-01-03T05:00:00Z') AS bw \
+                   FROM times";
         ctx.sql(sql).await.unwrap().collect().await.unwrap()
     }
 
     #[tokio::test]
-    async fn date_part_answers_as_datafusions_with_batches_in_and_across_one_period() {
+    async fn time_functions_answer_as_datafusions_with_batches_in_and_across_one_period() {
         let batches = [
             // All in March 2024, and on one day.
             batch((19783..19790).map(Some).collect()),
@@ -263,6 +385,15 @@ mod tests {
             // Across a year's end, with NULLs, and one row.
             batch(vec![Some(19722), Some(19723), None, Some(19724)]),
             batch(vec![Some(0)]),
+            // Before the epoch, over a week's start (1969-12-29 was a Monday).
+            batch(vec![
+                Some(-9),
+                Some(-4),
+                Some(-3),
+                Some(-1),
+                Some(2),
+                Some(5),
+            ]),
         ];
         let mut state = SessionStateBuilder::new().with_default_features().build();
         register(&mut state);
@@ -273,7 +404,7 @@ mod tests {
 
     #[test]
     fn one_value_answers_a_batch_in_one_period_and_only_then() {
-        let udf = RangeDatePart {
+        let udf = RangeTimeFunction {
             inner: datafusion::functions::datetime::date_part()
                 .as_ref()
                 .clone(),
@@ -315,5 +446,49 @@ mod tests {
             ColumnarValue::Array(_)
         ));
         assert!(matches!(call("dow", march), ColumnarValue::Array(_)));
+    }
+
+    #[test]
+    fn one_bucket_answers_a_batch_within_it_and_only_then() {
+        let udf = RangeTimeFunction {
+            inner: datafusion::functions::datetime::date_trunc()
+                .as_ref()
+                .clone(),
+        };
+        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let call = |unit: &str, millis: Vec<Option<i64>>| {
+            let n = millis.len();
+            let array: ArrayRef =
+                Arc::new(TimestampMillisecondArray::from(millis).with_timezone("UTC"));
+            udf.invoke_with_args(ScalarFunctionArgs {
+                args: vec![
+                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into()))),
+                    ColumnarValue::Array(array),
+                ],
+                arg_fields: vec![
+                    Arc::new(Field::new("u", DataType::Utf8, false)),
+                    Arc::new(Field::new("t", utc.clone(), true)),
+                ],
+                number_rows: n,
+                return_field: Arc::new(Field::new("r", utc.clone(), true)),
+                config_options: Default::default(),
+            })
+            .unwrap()
+        };
+        // Four times within 2024-03-01 (day 19783).
+        let day: Vec<Option<i64>> = (1..5)
+            .map(|h| Some(19783 * DAY_MS + h * 3_600_000))
+            .collect();
+        match call("day", day.clone()) {
+            ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(Some(ms), _)) => {
+                assert_eq!(ms, 19783 * DAY_MS)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Several hours, or a NULL: row by row.
+        assert!(matches!(call("hour", day.clone()), ColumnarValue::Array(_)));
+        let mut with_null = day;
+        with_null.push(None);
+        assert!(matches!(call("day", with_null), ColumnarValue::Array(_)));
     }
 }
