@@ -27,11 +27,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use grove_segment::format::{ColumnRole, Segment, write_segment};
-use grove_segment::scan::{ScanSegment, SegmentScanExec};
+use grove_segment::scan::{DictionaryGroupBy, ScanSegment, SegmentScanExec};
 use grove_segment::{Interval, SegmentId};
 
 const DAY: i64 = 86_400_000;
@@ -163,7 +164,13 @@ fn write(dir: &std::path::Path, rows: usize) -> Vec<Arc<Segment>> {
 }
 
 fn context(segments: &[Arc<Segment>], interval: Interval) -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    // With the physical optimizer rules Grove's engines add for segment scans.
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(1))
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let table = Segments {
         schema: schema(),
         segments: segments.to_vec(),

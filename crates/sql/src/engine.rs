@@ -32,6 +32,7 @@ use futures::TryStreamExt;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
+use grove_segment::scan::DictionaryGroupBy;
 
 use crate::catalog::SegmentCache;
 use crate::distributed::{FragmentClient, PushPartialAggregate};
@@ -98,6 +99,8 @@ impl Engine {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
         }
         template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
+        // Where this process scans segments itself.
+        template = template.with_physical_optimizer_rule(Arc::new(DictionaryGroupBy));
         let mut template = template.build();
         crate::functions::register(&mut template);
         Engine {

@@ -1,10 +1,13 @@
 //! Scanning segments inside DataFusion: [`SegmentScanExec`] and the filters it applies
-//! itself ([`filter`]), and the column statistics both it and a broker report
-//! ([`stats`]).
+//! itself ([`filter`]), the column statistics both it and a broker report
+//! ([`stats`]), and grouping by a string dimension on its dictionary's keys
+//! ([`dictionary_group`]).
 
+pub mod dictionary_group;
 pub mod exec;
 pub mod filter;
 pub mod stats;
 
+pub use dictionary_group::DictionaryGroupBy;
 pub use exec::{ScanSegment, SegmentScanExec};
 pub use filter::{IndexFilter, Pushed, classify};

@@ -28,11 +28,13 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
+use grove_segment::scan::DictionaryGroupBy;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admit::{MAX_BATCH_SIZE, Refused, admit};
@@ -117,6 +119,10 @@ impl FragmentService {
         };
         admit(&plan, &ticket.segments, task.as_ref())
             .map_err(|refused| permission_denied(ticket, &refused))?;
+        // What the broker planned, computed the historical's way (the same rows).
+        let plan = DictionaryGroupBy
+            .optimize(plan, task.session_config().options())
+            .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
         let schema = plan.schema();
         // An operator may still assert on what a hostile plan set up; that must not
         // take the process down either.

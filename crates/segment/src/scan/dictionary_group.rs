@@ -1,0 +1,661 @@
+//! `GROUP BY` one string dimension of a segment scan, on the dictionary's keys.
+//!
+//! A segment's string column comes as keys into the segment's dictionary, and every
+//! batch of one segment shares that dictionary. [`DictionaryGroupBy`] replaces an
+//! aggregate (Partial or Single) that groups a [`SegmentScanExec`]'s rows (or rows
+//! filtered and projected from them) by one such column, and computes only `COUNT` and `SUM`s of 64-bit numbers, with
+//! [`DictionaryAggregateExec`]: it accumulates into arrays indexed by key while the
+//! dictionary stays the same, and merges by value (one hash lookup per distinct value,
+//! not per row) when it changes. Its rows are the aggregate's own, with the same
+//! schema, so whatever reads them does not change.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+
+use super::SegmentScanExec;
+
+/// One aggregate the exec computes, over input column indices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Aggregate {
+    /// `COUNT(*)`, or `COUNT(column)` of its non-NULL values.
+    Count(Option<usize>),
+    /// `SUM` of a DOUBLE column: NULL when it saw no value.
+    SumFloat(usize),
+    /// `SUM` of a BIGINT column, wrapping as DataFusion's does.
+    SumInt(usize),
+}
+
+/// The physical optimizer rule (see the module documentation).
+#[derive(Debug, Default)]
+pub struct DictionaryGroupBy;
+
+impl PhysicalOptimizerRule for DictionaryGroupBy {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            Ok(match DictionaryAggregateExec::replacing(&node) {
+                Some(exec) => Transformed::new(Arc::new(exec), true, TreeNodeRecursion::Continue),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "grove_dictionary_group_by"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// An aggregate of a segment scan grouped by one dictionary column (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct DictionaryAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// The input column grouped by.
+    key: usize,
+    aggregates: Vec<Aggregate>,
+    /// The replaced aggregate's output schema.
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DictionaryAggregateExec {
+    /// The exec that computes `node`, if `node` is an aggregate it can compute.
+    fn replacing(node: &Arc<dyn ExecutionPlan>) -> Option<DictionaryAggregateExec> {
+        let aggregate = node.downcast_ref::<AggregateExec>()?;
+        if !matches!(
+            aggregate.mode(),
+            AggregateMode::Partial | AggregateMode::Single
+        ) || aggregate.limit_options().is_some()
+            || aggregate.filter_expr().iter().any(Option::is_some)
+            || !aggregate.group_expr().is_single()
+        {
+            return None;
+        }
+        let input = aggregate.input().clone();
+        if !reads_segments(&input) {
+            return None;
+        }
+        let schema = input.schema();
+        let [(group, _)] = aggregate.group_expr().expr() else {
+            return None;
+        };
+        let key = group.downcast_ref::<Column>()?.index();
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        if schema.field(key).data_type() != &dictionary {
+            return None;
+        }
+        if aggregate.schema().fields().len() != 1 + aggregate.aggr_expr().len() {
+            return None;
+        }
+        let mut aggregates = Vec::new();
+        for expr in aggregate.aggr_expr() {
+            if expr.is_distinct() || !expr.order_bys().is_empty() {
+                return None;
+            }
+            let args = expr.expressions();
+            let column = |arg: &Arc<dyn PhysicalExpr>| {
+                let index = arg.downcast_ref::<Column>()?.index();
+                Some((index, schema.field(index).data_type().clone()))
+            };
+            aggregates.push(match (expr.fun().name(), args.as_slice()) {
+                ("count", [arg])
+                    if arg
+                        .downcast_ref::<Literal>()
+                        .is_some_and(|l| !l.value().is_null()) =>
+                {
+                    Aggregate::Count(None)
+                }
+                ("count", [arg]) => Aggregate::Count(Some(column(arg)?.0)),
+                ("sum", [arg]) => match column(arg)? {
+                    (index, DataType::Float64) => Aggregate::SumFloat(index),
+                    (index, DataType::Int64) => Aggregate::SumInt(index),
+                    _ => return None,
+                },
+                _ => return None,
+            });
+        }
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(aggregate.schema()),
+            input.properties().partitioning.clone(),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Some(DictionaryAggregateExec {
+            input,
+            key,
+            aggregates,
+            schema: aggregate.schema(),
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+/// Whether `plan` is a segment scan, or filters and projections of one: operators
+/// whose batches keep the scan's dictionaries.
+fn reads_segments(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if plan.downcast_ref::<SegmentScanExec>().is_some() {
+        return true;
+    }
+    let passes = plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some();
+    match plan.children().as_slice() {
+        [child] if passes => reads_segments(child),
+        _ => false,
+    }
+}
+
+impl DisplayAs for DictionaryAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "DictionaryAggregateExec: key={}, output=[{}]",
+            self.key,
+            names.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for DictionaryAggregateExec {
+    fn name(&self) -> &str {
+        "DictionaryAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) if input.schema() == self.input.schema() => {
+                Ok(Arc::new(DictionaryAggregateExec {
+                    input,
+                    key: self.key,
+                    aggregates: self.aggregates.clone(),
+                    schema: self.schema.clone(),
+                    properties: self.properties.clone(),
+                }))
+            }
+            _ => Err(DataFusionError::Internal(
+                "DictionaryAggregateExec takes its one input back".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut input = self.input.execute(partition, context)?;
+        let (key, aggregates, schema) = (self.key, self.aggregates.clone(), self.schema.clone());
+        let answer = futures::stream::once(async move {
+            let mut groups = Groups::new(&aggregates);
+            while let Some(batch) = input.next().await {
+                groups.add(&batch?, key)?;
+            }
+            groups.finish(&schema)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            answer,
+        )))
+    }
+}
+
+/// Per aggregate, its values per group (or per key of the current dictionary).
+#[derive(Debug, Clone)]
+enum Values {
+    Count(Vec<i64>),
+    Float(Vec<f64>, Vec<bool>),
+    Int(Vec<i64>, Vec<bool>),
+}
+
+impl Values {
+    fn new(aggregate: Aggregate, len: usize) -> Values {
+        match aggregate {
+            Aggregate::Count(_) => Values::Count(vec![0; len]),
+            Aggregate::SumFloat(_) => Values::Float(vec![0.0; len], vec![false; len]),
+            Aggregate::SumInt(_) => Values::Int(vec![0; len], vec![false; len]),
+        }
+    }
+
+    fn grow(&mut self, len: usize) {
+        match self {
+            Values::Count(v) => v.resize(len, 0),
+            Values::Float(v, seen) => {
+                v.resize(len, 0.0);
+                seen.resize(len, false);
+            }
+            Values::Int(v, seen) => {
+                v.resize(len, 0);
+                seen.resize(len, false);
+            }
+        }
+    }
+
+    /// Adds slot `from` of `other` (the same aggregate) into slot `to`.
+    fn merge(&mut self, to: usize, other: &Values, from: usize) {
+        match (self, other) {
+            (Values::Count(v), Values::Count(o)) => v[to] += o[from],
+            (Values::Float(v, seen), Values::Float(o, o_seen)) if o_seen[from] => {
+                v[to] += o[from];
+                seen[to] = true;
+            }
+            (Values::Int(v, seen), Values::Int(o, o_seen)) if o_seen[from] => {
+                v[to] = v[to].wrapping_add(o[from]);
+                seen[to] = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn array(self) -> ArrayRef {
+        let with_nulls = |seen: Vec<bool>| Some(seen.into());
+        match self {
+            Values::Count(v) => Arc::new(Int64Array::from(v)),
+            Values::Float(v, seen) => Arc::new(Float64Array::new(v.into(), with_nulls(seen))),
+            Values::Int(v, seen) => Arc::new(Int64Array::new(v.into(), with_nulls(seen))),
+        }
+    }
+}
+
+/// The groups seen so far: by value, and by key of the dictionary being read.
+struct Groups {
+    aggregates: Vec<Aggregate>,
+    /// The dictionary the keyed values refer to.
+    dictionary: Option<ArrayRef>,
+    /// Per key of `dictionary` (and one slot after them for NULL): rows seen, and
+    /// each aggregate's values.
+    keyed_rows: Vec<i64>,
+    keyed: Vec<Values>,
+    /// Merged groups: their values (`None` for NULL), index by value, aggregates.
+    names: Vec<Option<String>>,
+    index: HashMap<Option<String>, usize>,
+    merged: Vec<Values>,
+}
+
+impl Groups {
+    fn new(aggregates: &[Aggregate]) -> Groups {
+        Groups {
+            aggregates: aggregates.to_vec(),
+            dictionary: None,
+            keyed_rows: Vec::new(),
+            keyed: Vec::new(),
+            names: Vec::new(),
+            index: HashMap::new(),
+            merged: aggregates.iter().map(|a| Values::new(*a, 0)).collect(),
+        }
+    }
+
+    fn add(&mut self, batch: &RecordBatch, key: usize) -> Result<()> {
+        let column = batch.column(key).as_dictionary::<Int32Type>();
+        let values = column.values();
+        if !self
+            .dictionary
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, values))
+        {
+            self.flush()?;
+            let slots = values.len() + 1;
+            self.dictionary = Some(values.clone());
+            self.keyed_rows = vec![0; slots];
+            self.keyed = self
+                .aggregates
+                .iter()
+                .map(|a| Values::new(*a, slots))
+                .collect();
+        }
+        let null_slot = values.len();
+        let keys = column.keys();
+        let slots: Vec<u32> = if keys.null_count() == 0 {
+            keys.values().iter().map(|k| *k as u32).collect()
+        } else {
+            keys.iter()
+                .map(|k| k.map_or(null_slot as u32, |k| k as u32))
+                .collect()
+        };
+        if slots.iter().any(|s| *s as usize > null_slot) {
+            return Err(DataFusionError::Internal(
+                "a dictionary key beyond its values".into(),
+            ));
+        }
+        // The batch's rows per slot: what COUNT(*) adds, and the slots a column
+        // without NULLs has values in.
+        let mut rows = vec![0i64; null_slot + 1];
+        for slot in &slots {
+            rows[*slot as usize] += 1;
+        }
+        for (all, batch) in self.keyed_rows.iter_mut().zip(&rows) {
+            *all += batch;
+        }
+        for (aggregate, values) in self.aggregates.iter().zip(&mut self.keyed) {
+            match (aggregate, values) {
+                (Aggregate::Count(None), Values::Count(counts)) => {
+                    for (count, batch) in counts.iter_mut().zip(&rows) {
+                        *count += batch;
+                    }
+                }
+                (Aggregate::Count(Some(c)), Values::Count(counts)) => {
+                    let column = batch.column(*c);
+                    for (row, slot) in slots.iter().enumerate() {
+                        counts[*slot as usize] += i64::from(column.is_valid(row));
+                    }
+                }
+                (Aggregate::SumFloat(c), Values::Float(sums, seen)) => {
+                    let column = batch.column(*c).as_primitive::<Float64Type>();
+                    let values = (&column.values()[..], column.nulls());
+                    add_all(&slots, values, &rows, sums, seen, |s, v| *s += v);
+                }
+                (Aggregate::SumInt(c), Values::Int(sums, seen)) => {
+                    let column = batch.column(*c).as_primitive::<Int64Type>();
+                    let values = (&column.values()[..], column.nulls());
+                    add_all(&slots, values, &rows, sums, seen, |s, v| {
+                        *s = s.wrapping_add(v)
+                    });
+                }
+                _ => return Err(DataFusionError::Internal("mismatched aggregate".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges the keyed values into the groups by value.
+    fn flush(&mut self) -> Result<()> {
+        let Some(dictionary) = self.dictionary.take() else {
+            return Ok(());
+        };
+        let strings: &StringArray = dictionary.as_string_opt::<i32>().ok_or_else(|| {
+            DataFusionError::Internal("a dictionary of other than strings".into())
+        })?;
+        for (slot, rows) in self.keyed_rows.iter().enumerate() {
+            if *rows == 0 {
+                continue;
+            }
+            let name = (slot < strings.len() && strings.is_valid(slot))
+                .then(|| strings.value(slot).to_string());
+            let group = match self.index.get(&name) {
+                Some(group) => *group,
+                None => {
+                    let group = self.names.len();
+                    self.names.push(name.clone());
+                    self.index.insert(name, group);
+                    for values in &mut self.merged {
+                        values.grow(group + 1);
+                    }
+                    group
+                }
+            };
+            for (merged, keyed) in self.merged.iter_mut().zip(&self.keyed) {
+                merged.merge(group, keyed, slot);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        self.flush()?;
+        let names: ArrayRef = Arc::new(StringArray::from(self.names));
+        let mut columns = vec![cast(&names, schema.field(0).data_type())?];
+        columns.extend(self.merged.into_iter().map(Values::array));
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// Adds each row's value into its slot, skipping NULLs; `rows` are the batch's rows
+/// per slot.
+fn add_all<T: Copy>(
+    slots: &[u32],
+    (values, nulls): (&[T], Option<&datafusion::arrow::buffer::NullBuffer>),
+    rows: &[i64],
+    sums: &mut [T],
+    seen: &mut [bool],
+    add: impl Fn(&mut T, T),
+) {
+    match nulls {
+        None => {
+            for (slot, value) in slots.iter().zip(values) {
+                add(&mut sums[*slot as usize], *value);
+            }
+            for (seen, rows) in seen.iter_mut().zip(rows) {
+                *seen |= *rows > 0;
+            }
+        }
+        Some(nulls) => {
+            for (row, (slot, value)) in slots.iter().zip(values).enumerate() {
+                if nulls.is_valid(row) {
+                    add(&mut sums[*slot as usize], *value);
+                    seen[*slot as usize] = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use datafusion::arrow::array::{DictionaryArray, Int32Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::catalog::{Session, TableProvider};
+    use datafusion::datasource::TableType;
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::logical_expr::Expr;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+    use crate::format::{ColumnRole, Segment, write_segment};
+    use crate::scan::ScanSegment;
+    use crate::{Interval, SegmentId};
+
+    const DAY: i64 = 86_400_000;
+
+    #[derive(Debug)]
+    struct Segments(Vec<Arc<Segment>>);
+
+    #[async_trait]
+    impl TableProvider for Segments {
+        fn schema(&self) -> SchemaRef {
+            schema()
+        }
+
+        fn table_type(&self) -> TableType {
+            TableType::Base
+        }
+
+        async fn scan(
+            &self,
+            state: &dyn Session,
+            projection: Option<&Vec<usize>>,
+            _filters: &[Expr],
+            _limit: Option<usize>,
+        ) -> Result<Arc<dyn ExecutionPlan>> {
+            let projection = projection.cloned().unwrap_or_else(|| (0..4).collect());
+            let segments = self
+                .0
+                .iter()
+                .map(|s| ScanSegment {
+                    segment: Arc::clone(s),
+                    intervals: vec![s.interval()],
+                })
+                .collect();
+            let partitions = state.config().target_partitions();
+            Ok(Arc::new(SegmentScanExec::new(
+                schema(),
+                projection,
+                segments,
+                None,
+                None,
+                partitions,
+            )?))
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        Arc::new(Schema::new(vec![
+            Field::new("__time", utc, false),
+            Field::new("country", dictionary, true),
+            Field::new("revenue", DataType::Float64, true),
+            Field::new("n", DataType::Int64, true),
+        ]))
+    }
+
+    /// A day's segment: `keys` into `countries` (NULL for no country), with NULL
+    /// metrics on every third row.
+    fn segment(
+        dir: &std::path::Path,
+        day: i64,
+        countries: &[&str],
+        keys: &[Option<i32>],
+    ) -> Arc<Segment> {
+        let rows = keys.len() as i64;
+        let times = (0..rows).map(|i| day * DAY + i * 1000);
+        let country = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(keys.to_vec()),
+            Arc::new(StringArray::from(countries.to_vec())) as ArrayRef,
+        )
+        .unwrap();
+        let revenue: Float64Array = (0..rows)
+            .map(|i| (i % 3 != 0).then_some(i as f64 * 1.5))
+            .collect();
+        let n: Int64Array = (0..rows).map(|i| (i % 3 != 1).then_some(i * 7)).collect();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from_iter_values(times).with_timezone("UTC")),
+                Arc::new(country),
+                Arc::new(revenue),
+                Arc::new(n),
+            ],
+        )
+        .unwrap();
+        let id = SegmentId {
+            datasource: "t".into(),
+            interval: Interval::new(day * DAY, (day + 1) * DAY).unwrap(),
+            version: "v1".into(),
+            partition: 0,
+        };
+        let path = dir.join(format!("{day}.segment"));
+        let roles = [
+            ColumnRole::Time,
+            ColumnRole::Dimension,
+            ColumnRole::Metric,
+            ColumnRole::Metric,
+        ];
+        write_segment(&path, &id, &batch, &roles).unwrap();
+        Segment::open(&path).unwrap()
+    }
+
+    /// The answer, as text, and the physical plan.
+    async fn answer(
+        segments: &[Arc<Segment>],
+        partitions: usize,
+        rule: bool,
+        sql: &str,
+    ) -> (String, String) {
+        let config = SessionConfig::new()
+            .with_target_partitions(partitions)
+            .with_batch_size(4);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if rule {
+            state = state.with_physical_optimizer_rule(Arc::new(DictionaryGroupBy));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_table("t", Arc::new(Segments(segments.to_vec())))
+            .unwrap();
+        let frame = ctx.sql(sql).await.unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        let batches = frame.collect().await.unwrap();
+        (pretty_format_batches(&batches).unwrap().to_string(), shown)
+    }
+
+    #[tokio::test]
+    async fn grouping_on_dictionary_keys_answers_as_datafusion_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = |n: i32, of: i32| -> Vec<Option<i32>> {
+            (0..n).map(|i| (i % 5 != 4).then_some(i % of)).collect()
+        };
+        let segments = vec![
+            segment(dir.path(), 0, &["de", "fr", "nl"], &keys(23, 3)),
+            // Another dictionary, sharing "fr", with a value no row uses.
+            segment(dir.path(), 1, &["fr", "jp", "zz"], &keys(17, 2)),
+        ];
+        let queries = [
+            "SELECT country, COUNT(*) AS c, COUNT(revenue) AS r, SUM(revenue) AS s, \
+             SUM(n) AS k FROM t GROUP BY country ORDER BY country",
+            "SELECT country, SUM(n) AS k FROM t WHERE n IS NULL GROUP BY country \
+             ORDER BY country",
+        ];
+        for sql in queries {
+            for partitions in [1, 2] {
+                let (theirs, plain) = answer(&segments, partitions, false, sql).await;
+                let (ours, plan) = answer(&segments, partitions, true, sql).await;
+                assert!(!plain.contains("DictionaryAggregateExec"), "{plain}");
+                assert!(plan.contains("DictionaryAggregateExec"), "{plan}");
+                assert_eq!(ours, theirs, "{sql} in {partitions} partitions:\n{plan}");
+            }
+        }
+        // An aggregate it does not compute stays DataFusion's.
+        let sql = "SELECT country, AVG(revenue) FROM t GROUP BY country";
+        let (_, plan) = answer(&segments, 1, true, sql).await;
+        assert!(!plan.contains("DictionaryAggregateExec"), "{plan}");
+    }
+}
