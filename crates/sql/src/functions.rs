@@ -116,21 +116,31 @@ impl RangeTimeFunction {
         let Some(ends) = ends(times).filter(|_| scalars) else {
             return Ok(None);
         };
-        let mut at_ends_args = args.args.clone();
-        at_ends_args[1] = ColumnarValue::Array(ends);
-        let at_ends = self.inner.invoke_with_args(ScalarFunctionArgs {
-            args: at_ends_args,
+        let mut at_ends = args.args.clone();
+        at_ends[1] = ColumnarValue::Array(ends);
+        self.same_at_ends(args, at_ends)
+    }
+
+    /// The function of `at_ends` (its arguments with the least and greatest times in
+    /// place of the times), when it is one value at both ends, not NULL.
+    fn same_at_ends(
+        &self,
+        args: &ScalarFunctionArgs,
+        at_ends: Vec<ColumnarValue>,
+    ) -> Result<Option<ScalarValue>> {
+        let answer = self.inner.invoke_with_args(ScalarFunctionArgs {
+            args: at_ends,
             arg_fields: args.arg_fields.clone(),
             number_rows: 2,
             return_field: args.return_field.clone(),
             config_options: args.config_options.clone(),
         })?;
-        let ColumnarValue::Array(at_ends) = at_ends else {
+        let ColumnarValue::Array(answer) = answer else {
             return Ok(None);
         };
         let (lo, hi) = (
-            ScalarValue::try_from_array(&at_ends, 0)?,
-            ScalarValue::try_from_array(&at_ends, 1)?,
+            ScalarValue::try_from_array(&answer, 0)?,
+            ScalarValue::try_from_array(&answer, 1)?,
         );
         Ok((lo == hi && !lo.is_null()).then_some(lo))
     }
@@ -152,27 +162,14 @@ impl RangeTimeFunction {
         };
         let mut value = None;
         for field in chain {
-            let at_ends = self.inner.invoke_with_args(ScalarFunctionArgs {
-                args: vec![
-                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(field.to_string()))),
-                    ColumnarValue::Array(ends.clone()),
-                ],
-                arg_fields: args.arg_fields.clone(),
-                number_rows: 2,
-                return_field: args.return_field.clone(),
-                config_options: args.config_options.clone(),
-            })?;
-            let ColumnarValue::Array(at_ends) = at_ends else {
-                return Ok(None);
-            };
-            let (lo, hi) = (
-                ScalarValue::try_from_array(&at_ends, 0)?,
-                ScalarValue::try_from_array(&at_ends, 1)?,
-            );
-            if lo != hi {
-                return Ok(None);
+            let at_ends = vec![
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(field.to_string()))),
+                ColumnarValue::Array(ends.clone()),
+            ];
+            match self.same_at_ends(args, at_ends)? {
+                Some(part) => value = Some(part),
+                None => return Ok(None),
             }
-            value = Some(lo);
         }
         Ok(value)
     }

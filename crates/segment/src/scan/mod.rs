@@ -9,5 +9,5 @@ pub mod filter;
 pub mod stats;
 
 pub use dictionary_group::DictionaryGroupBy;
-pub use exec::{ScanSegment, SegmentScanExec};
+pub use exec::{ScanSegment, SegmentScanExec, compact_dictionary};
 pub use filter::{IndexFilter, Pushed, classify};

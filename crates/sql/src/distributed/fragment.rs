@@ -34,7 +34,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
-use grove_segment::scan::DictionaryGroupBy;
+use grove_segment::scan::{DictionaryGroupBy, compact_dictionary};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admit::{MAX_BATCH_SIZE, Refused, admit};
@@ -194,7 +194,7 @@ impl FlightService for FragmentService {
         let stream = self.execute(&ticket)?;
         let schema = stream.schema();
         let batches = stream
-            .map(|batch| batch.and_then(|b| compact_dictionaries(b).map_err(Into::into)))
+            .map(|batch| batch.and_then(compact_dictionaries))
             .map_err(|e: DataFusionError| FlightError::ExternalError(Box::new(e)));
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -288,9 +288,12 @@ impl FlightService for FragmentService {
 
 /// A segment's string column is a slice of keys over the whole segment's dictionary;
 /// sent as it is, every batch would carry every value of the segment (dictionaries
-/// are resent per batch). Each batch's dictionaries keep only the values its rows use.
-fn compact_dictionaries(batch: RecordBatch) -> datafusion::arrow::error::Result<RecordBatch> {
+/// are resent per batch). Each batch's dictionaries keep only the values its rows use
+/// (the scan compacts its own batches; a filter above it keeps fewer rows over the
+/// same dictionary).
+fn compact_dictionaries(batch: RecordBatch) -> Result<RecordBatch, DataFusionError> {
     use datafusion::arrow::array::Array;
+    use datafusion::arrow::datatypes::Int32Type;
     let needs = |c: &Arc<dyn Array>| {
         c.as_any_dictionary_opt()
             .is_some_and(|d| d.values().len() > d.keys().len())
@@ -301,12 +304,20 @@ fn compact_dictionaries(batch: RecordBatch) -> datafusion::arrow::error::Result<
     let columns = batch
         .columns()
         .iter()
-        .map(|column| match column.as_any_dictionary_opt() {
-            Some(dictionary) if needs(column) => garbage_collect_any_dictionary(dictionary),
-            _ => Ok(Arc::clone(column)),
+        .map(|column| {
+            if !needs(column) {
+                return Ok(Arc::clone(column));
+            }
+            match column.as_dictionary_opt::<Int32Type>() {
+                Some(keyed) => compact_dictionary(keyed),
+                None => match column.as_any_dictionary_opt() {
+                    Some(any) => Ok(garbage_collect_any_dictionary(any)?),
+                    None => Ok(Arc::clone(column)),
+                },
+            }
         })
-        .collect::<datafusion::arrow::error::Result<Vec<_>>>()?;
-    RecordBatch::try_new(batch.schema(), columns)
+        .collect::<Result<Vec<_>, DataFusionError>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// A historical's loaded segments, as fragments find them.
