@@ -32,7 +32,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use grove_segment::format::{ColumnRole, Segment, write_segment};
-use grove_segment::scan::{DictionaryGroupBy, ScanSegment, SegmentScanExec};
+use grove_segment::scan::{ScanSegment, SegmentGroupBy, SegmentScanExec};
 use grove_segment::{Interval, SegmentId};
 
 const DAY: i64 = 86_400_000;
@@ -168,7 +168,7 @@ fn context(segments: &[Arc<Segment>], interval: Interval) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(SessionConfig::new().with_target_partitions(1))
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
+        .with_physical_optimizer_rule(Arc::new(SegmentGroupBy))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let table = Segments {

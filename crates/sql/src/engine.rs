@@ -32,7 +32,7 @@ use futures::TryStreamExt;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
-use grove_segment::scan::DictionaryGroupBy;
+use grove_segment::scan::SegmentGroupBy;
 
 use crate::catalog::SegmentCache;
 use crate::distributed::{FragmentClient, PushPartialAggregate};
@@ -100,7 +100,7 @@ impl Engine {
         }
         template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
         // Where this process scans segments itself.
-        template = template.with_physical_optimizer_rule(Arc::new(DictionaryGroupBy));
+        template = template.with_physical_optimizer_rule(Arc::new(SegmentGroupBy));
         let mut template = template.build();
         crate::functions::register(&mut template);
         Engine {

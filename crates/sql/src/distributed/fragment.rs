@@ -34,7 +34,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
-use grove_segment::scan::{DictionaryGroupBy, compact_dictionary};
+use grove_segment::scan::{SegmentGroupBy, compact_dictionary};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admit::{MAX_BATCH_SIZE, Refused, admit};
@@ -120,7 +120,7 @@ impl FragmentService {
         admit(&plan, &ticket.segments, task.as_ref())
             .map_err(|refused| permission_denied(ticket, &refused))?;
         // What the broker planned, computed the historical's way (the same rows).
-        let plan = DictionaryGroupBy
+        let plan = SegmentGroupBy
             .optimize(plan, task.session_config().options())
             .map_err(|e| Status::internal(format!("query {}: {e}", ticket.query_id)))?;
         let schema = plan.schema();
