@@ -36,6 +36,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunct
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -56,6 +57,11 @@ enum Aggregate {
 /// The fewest rows per run, on average, for a batch's runs of one bucket to be added
 /// a run at a time rather than row by row.
 const RUN_ROWS: usize = 64;
+
+/// The most values a segment's dictionary may have for grouping on its keys. A
+/// larger one is compacted per batch by the scan (when larger than the batch), and
+/// merging a batch's values by value then costs more than hashing its rows.
+const MAX_DICTIONARY: usize = 1024;
 
 /// What rows are grouped by.
 #[derive(Debug, Clone)]
@@ -131,6 +137,19 @@ impl SegmentAggregateExec {
         let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let key = if let Some(column) = group.downcast_ref::<Column>() {
             if schema.field(column.index()).data_type() != &dictionary {
+                return None;
+            }
+            // Only a dictionary known to be small in every segment.
+            let statistics = StatisticsContext::new()
+                .compute(input.as_ref(), &StatisticsArgs::new())
+                .ok()?;
+            let values = statistics
+                .column_statistics
+                .get(column.index())?
+                .distinct_count
+                .get_value()
+                .copied()?;
+            if values > MAX_DICTIONARY {
                 return None;
             }
             Key::Dictionary(column.index())
@@ -851,5 +870,12 @@ mod tests {
             let (_, plan) = answer(&segments, 1, true, sql).await;
             assert!(!plan.contains("SegmentAggregateExec"), "{plan}");
         }
+        // Nor does a dimension with more values per segment than it groups by key.
+        let many: Vec<String> = (0..2000).map(|i| format!("c{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let wide = [segment(dir.path(), 3, &many, &keys(2000, 2000))];
+        let sql = "SELECT country, COUNT(*) FROM t GROUP BY country";
+        let (_, plan) = answer(&wide, 1, true, sql).await;
+        assert!(!plan.contains("SegmentAggregateExec"), "{plan}");
     }
 }
