@@ -101,8 +101,8 @@ impl PhysicalOptimizerRule for SegmentGroupBy {
     }
 }
 
-/// An aggregate of a segment scan grouped by one dictionary column (see the module
-/// documentation).
+/// An aggregate of a segment scan grouped by one dictionary column or one time
+/// bucket (see the module documentation).
 #[derive(Debug)]
 pub struct SegmentAggregateExec {
     input: Arc<dyn ExecutionPlan>,
@@ -451,12 +451,7 @@ impl Groups {
                 "a dictionary key beyond its values".into(),
             ));
         }
-        // The batch's rows per slot: what COUNT(*) adds, and the slots a column
-        // without NULLs has values in.
-        let mut rows = vec![0i64; null_slot + 1];
-        for slot in &slots {
-            rows[*slot as usize] += 1;
-        }
+        let rows = rows_per_slot(&slots, null_slot + 1);
         for (all, batch) in self.keyed_rows.iter_mut().zip(&rows) {
             *all += batch;
         }
@@ -504,15 +499,20 @@ impl Groups {
         group
     }
 
+    /// Adds all of `batch` into merged group `group`.
+    fn add_whole(&mut self, group: usize, batch: &RecordBatch) {
+        for (aggregate, values) in self.aggregates.iter().zip(&mut self.merged) {
+            values.add_batch(group, *aggregate, batch);
+        }
+    }
+
     /// Adds a batch grouped by a time bucket: all of it at once when the bucket is
     /// one value for the batch, else row by row.
     fn add_bucket(&mut self, batch: &RecordBatch, key: &Arc<dyn PhysicalExpr>) -> Result<()> {
         let keys = match key.evaluate(batch)? {
             ColumnarValue::Scalar(value) => {
                 let group = self.group_of(value);
-                for (aggregate, values) in self.aggregates.iter().zip(&mut self.merged) {
-                    values.add_batch(group, *aggregate, batch);
-                }
+                self.add_whole(group, batch);
                 return Ok(());
             }
             ColumnarValue::Array(keys) => keys,
@@ -530,10 +530,7 @@ impl Groups {
                     let value = values[start];
                     let len = values[start..].iter().take_while(|v| **v == value).count();
                     let group = self.group_of(ScalarValue::try_from_array(&keys, start)?);
-                    let run = batch.slice(start, len);
-                    for (aggregate, values) in self.aggregates.iter().zip(&mut self.merged) {
-                        values.add_batch(group, *aggregate, &run);
-                    }
+                    self.add_whole(group, &batch.slice(start, len));
                     start += len;
                 }
                 return Ok(());
@@ -569,10 +566,7 @@ impl Groups {
             };
             slots.push(slot);
         }
-        let mut rows = vec![0i64; self.names.len()];
-        for slot in &slots {
-            rows[*slot as usize] += 1;
-        }
+        let rows = rows_per_slot(&slots, self.names.len());
         for (aggregate, values) in self.aggregates.iter().zip(&mut self.merged) {
             accumulate(*aggregate, values, batch, &slots, &rows)?;
         }
@@ -591,6 +585,16 @@ impl Groups {
         columns.extend(self.merged.into_iter().map(Values::array));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
+}
+
+/// How many of a batch's rows are in each of `len` slots: what `COUNT(*)` adds,
+/// and the slots a column without NULLs has values in.
+fn rows_per_slot(slots: &[u32], len: usize) -> Vec<i64> {
+    let mut rows = vec![0i64; len];
+    for slot in slots {
+        rows[*slot as usize] += 1;
+    }
+    rows
 }
 
 /// Adds each row of `batch` into `values` at its slot; `rows` are the batch's rows

@@ -199,7 +199,7 @@ impl FragmentClient {
         let call = client.do_get(arrow_flight::Ticket::new(ticket.encode()));
         let batches = match tokio::time::timeout(self.deadline, call).await {
             Ok(answer) => answer.map_err(classify)?,
-            Err(_) => return Err(self.silent(address)),
+            Err(_) => return Err(silent(address, self.deadline)),
         };
         Ok(FragmentStream {
             address: address.to_string(),
@@ -224,10 +224,6 @@ impl FragmentClient {
             batches.push(batch?);
         }
         Ok(batches)
-    }
-
-    fn silent(&self, address: &str) -> FragmentError {
-        silent(address, self.deadline)
     }
 }
 

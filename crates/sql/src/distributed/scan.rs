@@ -647,13 +647,14 @@ impl Run {
                     )));
                 }
             };
+            let bytes = batch.get_array_memory_size();
             self.counters.rows.add(batch.num_rows());
-            self.counters.bytes.add(batch.get_array_memory_size());
+            self.counters.bytes.add(bytes);
             if passing {
                 pass(out, batch).await?;
                 continue;
             }
-            held_bytes += batch.get_array_memory_size();
+            held_bytes += bytes;
             held.push(batch);
             if held_bytes > HELD_BACK {
                 passing = true;
