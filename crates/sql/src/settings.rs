@@ -11,6 +11,10 @@ extensions_options! {
         pub use_cache: bool, default = true
         /// Keep each segment's answer in the broker's result cache.
         pub populate_cache: bool, default = true
+        /// The most bytes of a join's build side sent to the historicals, so that
+        /// the join runs next to the probe side's segments; a larger one (or 0 for
+        /// all) is joined on the broker.
+        pub broadcast_bytes: usize, default = 32 * 1024 * 1024
     }
 }
 

@@ -6,20 +6,23 @@
 //! reachable by whoever reaches the node, so it decodes a ticket with its own
 //! registry and Grove's codec, then walks the plan before anything executes:
 //!
-//! - every leaf is a Grove segment scan, reading only segments the ticket lists;
-//! - every other node is an operator brokers push ([`operator_allowed`]);
+//! - every leaf is a Grove segment scan, reading only segments the ticket lists, or
+//!   the rows of a join's build side that the ticket carries ([`BroadcastRowsExec`]);
+//! - every other node is an operator brokers push ([`operator_allowed`]), a hash join
+//!   only when it collects its build side and answers probe row by probe row
+//!   ([`broadcast_join`]);
 //! - every expression is one of DataFusion's pure expressions, and every function
 //!   (scalar, aggregate, higher-order) is registered in the historical's session.
 //!
 //! Anything else is [`Refused`], naming what was found; the service answers gRPC
-//! `PermissionDenied`. A later issue that pushes more (joins next to the data) adds
-//! its operators to [`operator_allowed`].
+//! `PermissionDenied`.
 
 use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::JoinType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
@@ -34,12 +37,15 @@ use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use grove_segment::scan::SegmentScanExec;
+
+use super::broadcast::BroadcastRowsExec;
 
 /// The most output partitions a fragment's repartition may ask for (as many as a
 /// segment scan may have): each is a channel and a task on the historical.
@@ -134,6 +140,17 @@ fn admit_node(
         {
             return Err(Refused(format!(
                 "the plan reads segment {unlisted}, which the ticket does not list"
+            )));
+        }
+    } else if concrete::<BroadcastRowsExec>(node).is_some() {
+        // Rows the ticket carries; its size limit bounds them.
+    } else if let Some(join) = concrete::<HashJoinExec>(node) {
+        if !broadcast_join(join) {
+            return Err(Refused(format!(
+                "a {} hash join in {:?} mode (fragments run only inner and right joins \
+                 that collect their build side, without a limit)",
+                join.join_type(),
+                join.partition_mode()
             )));
         }
     } else if !operator_allowed(node) {
@@ -264,6 +281,25 @@ fn operator_allowed(node: &dyn ExecutionPlan) -> bool {
         || concrete::<RepartitionExec>(node).is_some()
         || concrete::<CoalescePartitionsExec>(node).is_some()
         || concrete::<CooperativeExec>(node).is_some()
+}
+
+/// Whether a hash join can run in every fragment with the whole build side and a
+/// share of the probe rows: it collects its (left) build side, and each probe row's
+/// answer depends on that row alone (inner, right, right semi/anti/mark joins; a left
+/// or full join needs every probe row to know which build rows never matched). No
+/// limit: each fragment would keep its own.
+pub fn broadcast_join(join: &HashJoinExec) -> bool {
+    *join.partition_mode() == PartitionMode::CollectLeft
+        && matches!(
+            join.join_type(),
+            JoinType::Inner
+                | JoinType::Right
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        )
+        && !join.null_aware
+        && join.fetch().is_none()
 }
 
 /// `node` as a `T` if that is its concrete type. (`dyn ExecutionPlan::downcast_ref`

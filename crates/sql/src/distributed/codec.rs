@@ -1,7 +1,8 @@
 //! Plan fragments on the wire: [`GroveCodec`], the `datafusion-proto`
 //! `PhysicalExtensionCodec` for Grove's own operators. DataFusion's operators go
 //! through datafusion-proto as they are; a `SegmentScanExec` is written as a small
-//! versioned JSON node naming its segments by id (never their data), and a decoder
+//! versioned JSON node naming its segments by id (never their data), a join's
+//! broadcast build side as its rows (`broadcast`), and a decoder
 //! finds them in a [`SegmentSource`]: a historical's loaded segments. Segments the
 //! source does not have are an error that names them all ([`MissingSegments`]), so
 //! the sender can retry them elsewhere instead of getting partial results.
@@ -20,6 +21,7 @@ use grove_segment::scan::{IndexFilter, ScanSegment, SegmentScanExec};
 use serde::{Deserialize, Serialize};
 
 use super::admit::{MAX_PARTITIONS, Refused, check_type, find_external, unregistered};
+use super::broadcast::BroadcastRowsExec;
 use super::refs::{ScanRequest, SegmentRefsExec};
 
 /// The version of the scan node's encoding; a decoder refuses others.
@@ -115,7 +117,14 @@ impl PhysicalExtensionCodec for GroveCodec {
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if !inputs.is_empty() {
-            return Err(invalid("a segment scan has no inputs"));
+            return Err(invalid("a Grove leaf has no inputs"));
+        }
+        if BroadcastRowsExec::is_encoding(buf) {
+            let rows = BroadcastRowsExec::decode(buf)?;
+            for field in rows.schema().fields() {
+                check_type(field.data_type()).map_err(Refused::into_error)?;
+            }
+            return Ok(Arc::new(rows));
         }
         let node: ScanNode = serde_json::from_slice(buf).map_err(invalid)?;
         if node.version != SCAN_NODE_VERSION {
@@ -194,6 +203,10 @@ impl PhysicalExtensionCodec for GroveCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(rows) = node.downcast_ref::<BroadcastRowsExec>() {
+            rows.encode(buf);
+            return Ok(());
+        }
         let request = if let Some(scan) = node.downcast_ref::<SegmentScanExec>() {
             ScanRequest::of(scan)
         } else if let Some(refs) = node.downcast_ref::<SegmentRefsExec>() {

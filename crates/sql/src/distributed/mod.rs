@@ -4,10 +4,14 @@
 //!
 //! Each file uses only those listed before it, so there is no import circle:
 //!
-//! - `admit`: what a historical agrees to run (operators, expressions, types, sizes).
-//! - `refs`: the broker's placeholder leaf naming segments by id.
+//! - `broadcast`: a join's build side shipped as rows inside fragments.
+//! - `admit`: what a historical agrees to run (operators, expressions, types, sizes;
+//!   uses `broadcast`).
+//! - `refs`: the broker's placeholder leaves: segments by id, a join's build side
+//!   by position.
 //! - `cache`: the broker's per-segment result cache.
-//! - `codec`: Grove's scan in datafusion-proto, both ways (uses `admit`, `refs`).
+//! - `codec`: Grove's leaves in datafusion-proto, both ways (uses `admit`,
+//!   `broadcast`, `refs`).
 //! - `ticket`: the wire format of a fragment request (uses `codec`).
 //! - `fragment`: the historical's Flight service (uses `admit`, `codec`, `ticket`).
 //! - `remote`: the broker's client, over Flight or in process (uses `cache`,
@@ -18,6 +22,7 @@
 //!   `scan`).
 
 pub mod admit;
+pub mod broadcast;
 pub mod cache;
 pub mod codec;
 pub mod fragment;

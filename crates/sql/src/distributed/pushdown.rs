@@ -9,8 +9,9 @@ use datafusion::error::Result;
 
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
-use super::admit::fetch_allowed;
+use super::admit::{broadcast_join, fetch_allowed};
 use super::scan::{DistributedScanExec, is_row_local};
+use crate::settings::GroveSettings;
 
 /// A top-N (`ORDER BY .. LIMIT n`, a sort with a fetch) over a distributed scan runs
 /// first on the historicals, each sending its own best `n` rows; the broker's sort
@@ -86,8 +87,52 @@ fn push_row_local(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Ex
     Ok(Transformed::yes(replaced))
 }
 
+/// A hash join whose build side is small (DataFusion collects it into one hash table,
+/// having sized it from statistics) and whose probe side is a distributed scan (through
+/// a round-robin repartition) runs in the fragments, with the build side's rows sent
+/// along: fact rows never leave the historicals, and what runs above the join may
+/// move there too. Only joins whose answer is per probe row
+/// ([`broadcast_join`](super::admit::broadcast_join)) and only while the session lets
+/// build sides travel (`grove.broadcast_bytes` above 0).
+fn push_broadcast_join(
+    node: Arc<dyn ExecutionPlan>,
+    broadcasts: bool,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_plan::joins::HashJoinExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    if !broadcasts || !broadcast_join(join) {
+        return Ok(Transformed::no(node));
+    }
+    let probe = join.right().clone();
+    let through = probe
+        .downcast_ref::<RepartitionExec>()
+        .filter(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)))
+        .map(|r| r.input().clone());
+    let scan_node = through.clone().unwrap_or_else(|| probe.clone());
+    let Some(scan) = scan_node.downcast_ref::<DistributedScanExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    if !scan.is_open() {
+        return Ok(Transformed::no(node));
+    }
+    let pushed: Arc<dyn ExecutionPlan> =
+        Arc::new(scan.with_broadcast_join(node.clone(), join.left().clone())?);
+    let replaced = match through {
+        Some(_) => datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            probe,
+            vec![pushed],
+        )?,
+        None => pushed,
+    };
+    Ok(Transformed::yes(replaced))
+}
+
 /// Moves what can run next to the data into the distributed scan below it: first
-/// filters and projections (`push_row_local`), then the Partial half of a split
+/// filters, projections and joins with a small build side (`push_row_local`,
+/// `push_broadcast_join`), from the scans up, then the Partial half of a split
 /// aggregate, so historicals send partial aggregate rows instead of raw rows. Only
 /// repartitions may stand between an aggregate and the scan; anything else stays on
 /// the broker. Top-N sorts are pushed the same way (see `push_top_k`).
@@ -98,13 +143,25 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &datafusion::config::ConfigOptions,
+        config: &datafusion::config::ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
         use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
         use datafusion::physical_plan::coop::CooperativeExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
-        let plan = plan.transform_up(push_row_local)?.data;
+        let broadcasts = config
+            .extensions
+            .get::<GroveSettings>()
+            .is_none_or(|s| s.broadcast_bytes > 0);
+        let plan = plan
+            .transform_up(|node| {
+                let pushed = push_row_local(node)?;
+                if pushed.transformed {
+                    return Ok(pushed);
+                }
+                push_broadcast_join(pushed.data, broadcasts)
+            })?
+            .data;
         plan.transform_down(|node| {
             if let Some(pushed) = push_top_k(&node)? {
                 return Ok(Transformed::new(pushed, true, TreeNodeRecursion::Jump));

@@ -1,6 +1,8 @@
 //! [`SegmentRefsExec`], the leaf of a fragment the broker builds without having any
 //! segment: it names them by id, with the [`ScanRequest`] of what to read, and
-//! encodes exactly like the `SegmentScanExec` a historical decodes it into.
+//! encodes exactly like the `SegmentScanExec` a historical decodes it into; and
+//! [`BroadcastRefsExec`], where a join's build side goes, replaced by its rows when a
+//! ticket is made.
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,6 +128,83 @@ impl ExecutionPlan for SegmentRefsExec {
     ) -> Result<SendableRecordBatchStream> {
         Err(DataFusionError::Internal(
             "segment references are executed by historicals, not here".into(),
+        ))
+    }
+}
+
+/// The broker-side stand-in for a join's build side in a fragment: the `index`th
+/// broadcast input of its distributed scan, whose rows replace it in each ticket.
+#[derive(Debug)]
+pub struct BroadcastRefsExec {
+    index: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl BroadcastRefsExec {
+    pub fn new(index: usize, schema: SchemaRef) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        BroadcastRefsExec {
+            index,
+            properties: Arc::new(properties),
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl DisplayAs for BroadcastRefsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "BroadcastRefsExec: input={}", self.index)
+    }
+}
+
+impl ExecutionPlan for BroadcastRefsExec {
+    fn name(&self) -> &str {
+        "BroadcastRefsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "BroadcastRefsExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(
+            "a broadcast build side is replaced by its rows before it runs".into(),
         ))
     }
 }

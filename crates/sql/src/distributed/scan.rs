@@ -13,6 +13,11 @@
 //! 8 MiB are held back, so a fragment that fails before it has passed anything on
 //! (every small answer, such as a partial aggregate's) is retried elsewhere, and one
 //! that fails after fails the query rather than count a row twice.
+//!
+//! A join whose build side is small runs in the fragments (see `pushdown`): the build
+//! side is a child of the scan, run once on the broker, and its rows travel in every
+//! ticket. A build side larger than `grove.broadcast_bytes` is joined on the broker
+//! instead, with the fragments sending rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -28,6 +33,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -44,10 +50,11 @@ use grove_segment::scan::IndexFilter;
 use grove_segment::scan::stats::column_statistics;
 use tokio::sync::mpsc::Sender;
 
-use super::admit::MAX_PARTITIONS;
+use super::admit::{MAX_PARTITIONS, broadcast_join};
+use super::broadcast::BroadcastRowsExec;
 use super::cache::ResultCache;
 use super::codec::GroveCodec;
-use super::refs::{ScanRequest, SegmentRefsExec};
+use super::refs::{BroadcastRefsExec, ScanRequest, SegmentRefsExec};
 use super::remote::{FragmentClient, FragmentError};
 use super::ticket::Ticket;
 use crate::metadata::{REALTIME_REPLICA_PRIORITY, Replica};
@@ -157,8 +164,56 @@ pub struct DistributedScanExec {
     /// What runs on the historicals above the scan (a Partial aggregate), its leaf a
     /// `SegmentRefsExec` that each fragment replaces with its own segments.
     top: Option<Arc<dyn ExecutionPlan>>,
+    /// The build sides of joins in `top`, in the order of their `BroadcastRefsExec`
+    /// indexes: the scan's children, run here.
+    broadcasts: Vec<Arc<Broadcast>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// A join's build side: a plan run on the broker whose rows go to the historicals.
+#[derive(Debug)]
+struct Broadcast {
+    plan: Arc<dyn ExecutionPlan>,
+    /// Its rows, once the first partition that needs them has run it; `None` when
+    /// they are more than the session lets travel.
+    rows: tokio::sync::OnceCell<Option<Arc<BroadcastRowsExec>>>,
+}
+
+impl Broadcast {
+    fn new(plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
+        Arc::new(Broadcast {
+            plan,
+            rows: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The rows, run once for all partitions: `None` past `limit` bytes.
+    async fn rows(
+        &self,
+        limit: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<Option<Arc<BroadcastRowsExec>>> {
+        self.rows
+            .get_or_try_init(|| async {
+                let mut stream =
+                    datafusion::physical_plan::execute_stream(self.plan.clone(), context.clone())?;
+                let mut batches = Vec::new();
+                let mut bytes = 0;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    bytes += batch.get_array_memory_size();
+                    if bytes > limit {
+                        return Ok(None);
+                    }
+                    batches.push(batch);
+                }
+                let rows = BroadcastRowsExec::new(self.plan.schema(), batches)?;
+                Ok(Some(Arc::new(rows)))
+            })
+            .await
+            .cloned()
+    }
 }
 
 /// What one partition counts: rows and bytes received from historicals, fragments
@@ -202,6 +257,7 @@ impl DistributedScanExec {
             groups,
             client,
             top: None,
+            broadcasts: Vec::new(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -231,20 +287,49 @@ impl DistributedScanExec {
             groups: self.groups.clone(),
             client: self.client.clone(),
             top: Some(top),
+            broadcasts: self.broadcasts.clone(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
+    /// The same scan with `join` above it on the historicals: the scan is its probe
+    /// side, and `build` (run here) its build side, whose rows each ticket carries.
+    /// `join` must be a [`broadcast_join`](super::admit::broadcast_join).
+    pub fn with_broadcast_join(
+        &self,
+        join: Arc<dyn ExecutionPlan>,
+        build: Arc<dyn ExecutionPlan>,
+    ) -> Result<DistributedScanExec> {
+        let refs: Arc<dyn ExecutionPlan> = Arc::new(BroadcastRefsExec::new(
+            self.broadcasts.len(),
+            build.schema(),
+        ));
+        let mut pushed = self.with_top(|probe| {
+            datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                join,
+                vec![refs, probe],
+            )
+        })?;
+        pushed.broadcasts.push(Broadcast::new(build));
+        Ok(pushed)
+    }
+
     /// Whether more may run above the fragments: only row-by-row operators (filters,
-    /// projections) run there so far, so a fragment still sends rows of the scan.
+    /// projections, joins with a broadcast build side) run there so far, so a
+    /// fragment still sends rows.
     pub fn is_open(&self) -> bool {
         let Some(top) = &self.top else {
             return true;
         };
         let mut open = true;
         let _ = top.apply(|node| {
-            open &= node.downcast_ref::<SegmentRefsExec>().is_some() || is_row_local(node);
+            open &= node.downcast_ref::<SegmentRefsExec>().is_some()
+                || node.downcast_ref::<BroadcastRefsExec>().is_some()
+                || node
+                    .downcast_ref::<HashJoinExec>()
+                    .is_some_and(broadcast_join)
+                || is_row_local(node);
             Ok(if open {
                 TreeNodeRecursion::Continue
             } else {
@@ -255,9 +340,10 @@ impl DistributedScanExec {
     }
 
     /// Whether the fragments send something smaller than rows (partial aggregates, a
-    /// top-N): what the result cache keeps.
+    /// top-N): what the result cache keeps. Not with a broadcast build side: a
+    /// query's rows are not the next one's.
     fn reduces(&self) -> bool {
-        !self.is_open()
+        !self.is_open() && self.broadcasts.is_empty()
     }
 
     /// Row counts and column statistics from the segments' descriptors. Column
@@ -359,7 +445,7 @@ impl ExecutionPlan for DistributedScanExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        self.broadcasts.iter().map(|b| &b.plan).collect()
     }
 
     fn apply_expressions(
@@ -373,13 +459,29 @@ impl ExecutionPlan for DistributedScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "DistributedScanExec has no children".into(),
-            ))
+        if children.len() != self.broadcasts.len() {
+            return Err(DataFusionError::Internal(format!(
+                "DistributedScanExec has {} children, not {}",
+                self.broadcasts.len(),
+                children.len()
+            )));
         }
+        if children.is_empty() {
+            return Ok(self);
+        }
+        // New build sides, whose rows are yet to be run.
+        Ok(Arc::new(DistributedScanExec {
+            table_schema: self.table_schema.clone(),
+            projection: self.projection.clone(),
+            filter: self.filter.clone(),
+            limit: self.limit,
+            groups: self.groups.clone(),
+            client: self.client.clone(),
+            top: self.top.clone(),
+            broadcasts: children.into_iter().map(Broadcast::new).collect(),
+            properties: self.properties.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -432,6 +534,9 @@ impl ExecutionPlan for DistributedScanExec {
             batch_size: config.batch_size(),
             scan,
             top: self.top.clone(),
+            broadcasts: self.broadcasts.clone(),
+            rows: Vec::new(),
+            context,
             reduces: self.reduces(),
             client: self.client.clone(),
             first: node,
@@ -451,6 +556,10 @@ struct Run {
     batch_size: usize,
     scan: ScanRequest,
     top: Option<Arc<dyn ExecutionPlan>>,
+    broadcasts: Vec<Arc<Broadcast>>,
+    /// The broadcasts' rows, once run.
+    rows: Vec<Arc<BroadcastRowsExec>>,
+    context: Arc<TaskContext>,
     /// Whether `top` sends less than rows (see [`DistributedScanExec::reduces`]).
     reduces: bool,
     client: Arc<FragmentClient>,
@@ -466,27 +575,45 @@ impl Run {
         scan.segments = segment_refs(&refs);
         let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
-        let plan = match &self.top {
-            None => leaf,
-            Some(top) => {
-                top.clone()
-                    .transform_up(|node| {
-                        Ok(if node.downcast_ref::<SegmentRefsExec>().is_some() {
-                            Transformed::yes(leaf.clone())
-                        } else {
-                            Transformed::no(node)
-                        })
-                    })?
-                    .data
-            }
-        };
+        let plan = self.above(leaf, |i| self.rows[i].clone())?;
         Ok(Ticket::new("", ids, plan, &GroveCodec::for_encoding())?
             .with_batch_size(self.batch_size))
     }
 
-    /// Runs the partition's fragments, passing their batches to `out` as they come.
-    async fn all(self, out: Sender<Result<RecordBatch>>) -> Result<()> {
+    /// `top` over `leaf`, each build side the plan `build` gives for its index.
+    fn above(
+        &self,
+        leaf: Arc<dyn ExecutionPlan>,
+        build: impl Fn(usize) -> Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(top) = &self.top else {
+            return Ok(leaf);
+        };
+        let plan = top.clone().transform_up(|node| {
+            if node.downcast_ref::<SegmentRefsExec>().is_some() {
+                return Ok(Transformed::yes(leaf.clone()));
+            }
+            match node.downcast_ref::<BroadcastRefsExec>() {
+                Some(refs) => Ok(Transformed::yes(build(refs.index()))),
+                None => Ok(Transformed::no(node)),
+            }
+        })?;
+        Ok(plan.data)
+    }
+
+    /// Runs the partition's fragments, passing their batches to `out` as they come;
+    /// first the build sides of joins in them, once for all partitions.
+    async fn all(mut self, out: Sender<Result<RecordBatch>>) -> Result<()> {
         let out = &out;
+        for broadcast in &self.broadcasts {
+            match broadcast
+                .rows(self.settings.broadcast_bytes, &self.context)
+                .await?
+            {
+                Some(rows) => self.rows.push(rows),
+                None => return self.joined_here(out).await,
+            }
+        }
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
         // fetched and cached per segment, unless the query says otherwise. Rows
@@ -612,6 +739,25 @@ impl Run {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Runs what the fragments would, but here, over their segments' rows: for a
+    /// build side too large to send along.
+    async fn joined_here(self, out: &Sender<Result<RecordBatch>>) -> Result<()> {
+        let rows: Arc<dyn ExecutionPlan> = Arc::new(DistributedScanExec::new(
+            self.scan.table_schema.clone(),
+            self.scan.projection.clone(),
+            self.segments.clone(),
+            self.scan.filter.clone(),
+            self.scan.limit,
+            self.client.clone(),
+        )?);
+        let plan = self.above(rows, |i| self.broadcasts[i].plan.clone())?;
+        let mut stream = datafusion::physical_plan::execute_stream(plan, self.context.clone())?;
+        while let Some(batch) = stream.next().await {
+            pass(out, batch?).await?;
         }
         Ok(())
     }

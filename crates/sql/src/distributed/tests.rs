@@ -527,7 +527,7 @@ async fn fragments_brokers_do_not_send_are_refused_before_they_run() {
     let udf = physical(&ctx, "SELECT exfiltrate(n) FROM t").await;
     // The scan reads all three segments; the ticket lists two.
     let unlisted = physical(&ctx, "SELECT k FROM t").await;
-    // Joins are not pushed (yet).
+    // Joins other than hash joins with a broadcast build side are not pushed.
     let join = physical(&ctx, "SELECT a.k FROM t a CROSS JOIN t b").await;
     // A repartition into more partitions than a scan may have.
     let wide: Arc<dyn ExecutionPlan> = Arc::new(
@@ -658,6 +658,143 @@ async fn admission_checks_what_decoding_does_not() {
         )
         .unwrap_err();
     assert!(super::admit::Refused::find(&err).is_some(), "{err}");
+}
+
+/// A hash join runs in a fragment only as brokers push it: collecting a build side
+/// of rows the ticket carries, answering per probe row. Then the historical's answer
+/// is the join's.
+#[tokio::test]
+async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
+    use datafusion::datasource::MemTable;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+
+    use super::broadcast::BroadcastRowsExec;
+    use super::fragment::FragmentService;
+    use super::ticket::Ticket;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let served = serving(&cache, &descriptors).await;
+    let addr = on_loopback(FragmentService::new(served.clone())).await;
+    let mut client = flight_client(addr).await;
+    let codec = GroveCodec::new(served);
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dk", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, false),
+    ]));
+    let rows = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b", "z"])),
+            Arc::new(StringArray::from(vec!["first", "second", "last"])),
+        ],
+    )
+    .unwrap();
+    let table = MemTable::try_new(schema.clone(), vec![vec![rows.clone()]]).unwrap();
+    ctx.register_table("d", Arc::new(table)).unwrap();
+    let join_of = |plan: &Arc<dyn ExecutionPlan>| {
+        let mut found = None;
+        let _ = datafusion::common::tree_node::TreeNode::apply(plan, |node| {
+            if node.downcast_ref::<HashJoinExec>().is_some() {
+                found.get_or_insert_with(|| node.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        found.expect("a hash join")
+    };
+    // The join with its build side's rows in place of the build side, as a broker
+    // makes it.
+    let shipped = async |join: &HashJoinExec| -> Arc<dyn ExecutionPlan> {
+        let rows = collect(join.left().clone(), ctx.task_ctx()).await.unwrap();
+        let build: Arc<dyn ExecutionPlan> =
+            Arc::new(BroadcastRowsExec::new(join.left().schema(), rows).unwrap());
+        join.builder()
+            .with_new_children(vec![build, join.right().clone()])
+            .unwrap()
+            .build_exec()
+            .unwrap()
+    };
+    let send = |plan: Arc<dyn ExecutionPlan>| {
+        Ticket::new("forged", ids.clone(), plan, &codec)
+            .unwrap()
+            .encode()
+    };
+
+    let planned = physical(&ctx, "SELECT t.k, d.label FROM d JOIN t ON d.dk = t.k").await;
+    let planned = join_of(&planned);
+    let inner = planned.downcast_ref::<HashJoinExec>().unwrap();
+    assert_eq!(*inner.partition_mode(), PartitionMode::CollectLeft);
+    // The build side as a scan the ticket does not carry (here, of the historical's
+    // memory; a file scan is refused the same way).
+    let status = refused(
+        client
+            .do_get(arrow_flight::Ticket::new(send(planned.clone())))
+            .await,
+    );
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status
+            .message()
+            .contains("DataSourceExec is not an operator"),
+        "{status}"
+    );
+    // Partitioned: each side would be a share of its rows.
+    let partitioned = inner
+        .builder()
+        .with_partition_mode(PartitionMode::Partitioned)
+        .build()
+        .unwrap();
+    // A left join: which build rows never match is known only with every probe row.
+    let left = physical(&ctx, "SELECT d.label, t.n FROM d LEFT JOIN t ON d.dk = t.k").await;
+    let left = join_of(&left);
+    let left = left.downcast_ref::<HashJoinExec>().unwrap();
+    for (plan, named) in [
+        (shipped(&partitioned).await, "Partitioned mode"),
+        (shipped(left).await, "a Left hash join"),
+    ] {
+        let status = refused(client.do_get(arrow_flight::Ticket::new(send(plan))).await);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        assert!(status.message().contains(named), "{status}");
+    }
+
+    // Rows of a type too wide to allocate, refused as they are decoded.
+    let wide = Arc::new(Schema::new(vec![Field::new(
+        "w",
+        DataType::FixedSizeBinary(1 << 20),
+        true,
+    )]));
+    let wide = Arc::new(BroadcastRowsExec::new(wide, vec![]).unwrap());
+    let status = refused(client.do_get(arrow_flight::Ticket::new(send(wide))).await);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status.message().contains("FixedSizeBinary(1048576)"),
+        "{status}"
+    );
+
+    // As brokers send it: admitted, and the same rows as the join run here.
+    let ticket = Ticket::new("q", ids.clone(), shipped(inner).await, &codec).unwrap();
+    let answer = fetched(&mut client, &ticket).await;
+    let expected = collect(planned.clone(), ctx.task_ctx()).await.unwrap();
+    let sorted = |batches: &[RecordBatch]| {
+        let mut lines: Vec<String> = pretty_format_batches(batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&answer), sorted(&expected));
+    // Every t row with k 'a' or 'b' (as `segments` writes them), none with 'z'.
+    let counted: usize = answer.iter().map(RecordBatch::num_rows).sum();
+    let independent = (0..3usize)
+        .flat_map(|day| (0..1000usize).map(move |i| (i + day) % 4))
+        .filter(|key| *key < 2)
+        .count();
+    assert_eq!(counted, independent);
 }
 
 /// A loopback port nothing listens on.

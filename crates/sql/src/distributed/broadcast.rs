@@ -1,0 +1,227 @@
+//! The build side of a join shipped inside fragments: [`BroadcastRowsExec`], a leaf
+//! holding the rows themselves, so a historical joins its segments with them and fact
+//! rows never cross the network.
+//!
+//! The broker runs the build side once per query, encodes its rows once as an Arrow
+//! IPC stream and puts them in every fragment that probes them. On the wire the leaf is
+//! `b"GROVEBRD" | version: u8 = 1 | Arrow IPC stream`, inside the plan's extension
+//! node (see `codec`, which checks its types like a scan's). The ticket's size limit
+//! bounds it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+const MAGIC: &[u8; 8] = b"GROVEBRD";
+pub const BROADCAST_NODE_VERSION: u8 = 1;
+
+/// Rows a fragment carries: the build side of a join broadcast to the historicals.
+/// One partition, as a join that collects its build side wants.
+#[derive(Debug)]
+pub struct BroadcastRowsExec {
+    batches: Arc<Vec<RecordBatch>>,
+    /// The rows as an Arrow IPC stream, encoded once for every fragment.
+    ipc: Arc<Vec<u8>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl BroadcastRowsExec {
+    /// The rows of `batches`, all of `schema`.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
+        let mut ipc = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut ipc, &schema)?;
+        for batch in &batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        Ok(Self::of(schema, Arc::new(batches), Arc::new(ipc)))
+    }
+
+    fn of(schema: SchemaRef, batches: Arc<Vec<RecordBatch>>, ipc: Arc<Vec<u8>>) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        BroadcastRowsExec {
+            batches,
+            ipc,
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The bytes the rows take in a fragment.
+    pub fn encoded_len(&self) -> usize {
+        self.ipc.len()
+    }
+
+    /// The node's encoding (see the module documentation).
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(MAGIC);
+        buf.push(BROADCAST_NODE_VERSION);
+        buf.extend_from_slice(&self.ipc);
+    }
+
+    /// Whether `buf` is this node's encoding rather than a scan's.
+    pub fn is_encoding(buf: &[u8]) -> bool {
+        buf.starts_with(MAGIC)
+    }
+
+    /// Decodes [`encode`](Self::encode)'s output.
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let invalid =
+            |what: String| DataFusionError::Plan(format!("invalid broadcast rows: {what}"));
+        let rest = buf
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| invalid("bad magic".into()))?;
+        let (&version, ipc) = rest
+            .split_first()
+            .ok_or_else(|| invalid("truncated".into()))?;
+        if version != BROADCAST_NODE_VERSION {
+            return Err(invalid(format!(
+                "version {version} (this build reads {BROADCAST_NODE_VERSION})"
+            )));
+        }
+        let reader = StreamReader::try_new(ipc, None).map_err(|e| invalid(e.to_string()))?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self::of(schema, Arc::new(batches), Arc::new(ipc.to_vec())))
+    }
+}
+
+impl DisplayAs for BroadcastRowsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
+        write!(
+            f,
+            "BroadcastRowsExec: rows={rows}, bytes={}",
+            self.ipc.len()
+        )
+    }
+}
+
+impl ExecutionPlan for BroadcastRowsExec {
+    fn name(&self) -> &str {
+        "BroadcastRowsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "BroadcastRowsExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "BroadcastRowsExec has one partition, not {}",
+                partition + 1
+            )));
+        }
+        Ok(Box::pin(MemoryStream::try_new(
+            self.batches.to_vec(),
+            self.schema(),
+            None,
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn rows() -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+            ],
+        )
+        .unwrap();
+        (schema, vec![batch.clone(), batch.slice(1, 2)])
+    }
+
+    #[test]
+    fn rows_travel_as_they_are() {
+        let (schema, batches) = rows();
+        let sent = BroadcastRowsExec::new(schema.clone(), batches.clone()).unwrap();
+        let mut buf = Vec::new();
+        sent.encode(&mut buf);
+        assert!(BroadcastRowsExec::is_encoding(&buf));
+        let received = BroadcastRowsExec::decode(&buf).unwrap();
+        assert_eq!(received.schema(), schema);
+        assert_eq!(*received.batches, batches);
+        assert_eq!(received.encoded_len(), sent.encoded_len());
+    }
+
+    #[test]
+    fn damaged_rows_are_an_error_that_says_so() {
+        let (schema, batches) = rows();
+        let mut buf = Vec::new();
+        BroadcastRowsExec::new(schema, batches)
+            .unwrap()
+            .encode(&mut buf);
+        for cut in [3, 9, 20, buf.len() - 9] {
+            let e = BroadcastRowsExec::decode(&buf[..cut]).unwrap_err();
+            assert!(
+                e.to_string().contains("invalid broadcast rows"),
+                "{cut}: {e}"
+            );
+        }
+        let mut newer = buf.clone();
+        newer[8] = 2;
+        let e = BroadcastRowsExec::decode(&newer).unwrap_err();
+        assert!(e.to_string().contains("version 2"), "{e}");
+    }
+}
