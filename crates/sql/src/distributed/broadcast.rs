@@ -3,15 +3,18 @@
 //! rows never cross the network.
 //!
 //! The broker runs the build side once per query, encodes its rows once as an Arrow
-//! IPC stream and puts them in every fragment that probes them. On the wire the leaf is
+//! IPC stream (each batch's dictionaries keeping only the values its rows use, see
+//! [`compact_dictionaries`]) and puts them in every fragment that probes them. On the
+//! wire the leaf is
 //! `b"GROVEBRD" | version: u8 = 1 | Arrow IPC stream`, inside the plan's extension
 //! node (see `codec`, which checks its types like a scan's). The ticket's size limit
 //! bounds it.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::RecordBatch;
+use arrow_select::dictionary::garbage_collect_any_dictionary;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -24,34 +27,25 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use grove_segment::scan::compact_dictionary;
 
 const MAGIC: &[u8; 8] = b"GROVEBRD";
 pub const BROADCAST_NODE_VERSION: u8 = 1;
 
 /// Rows a fragment carries: the build side of a join broadcast to the historicals.
-/// One partition, as a join that collects its build side wants.
+/// One partition, as a join that collects its build side wants. On the broker it
+/// also stands for a build side joined there, in memory.
 #[derive(Debug)]
 pub struct BroadcastRowsExec {
     batches: Arc<Vec<RecordBatch>>,
-    /// The rows as an Arrow IPC stream, encoded once for every fragment.
-    ipc: Arc<Vec<u8>>,
+    /// The rows as an Arrow IPC stream, made once, when first encoded.
+    ipc: OnceLock<Vec<u8>>,
     properties: Arc<PlanProperties>,
 }
 
 impl BroadcastRowsExec {
     /// The rows of `batches`, all of `schema`.
-    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
-        let mut ipc = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut ipc, &schema)?;
-        for batch in &batches {
-            writer.write(batch)?;
-        }
-        writer.finish()?;
-        drop(writer);
-        Ok(Self::of(schema, Arc::new(batches), Arc::new(ipc)))
-    }
-
-    fn of(schema: SchemaRef, batches: Arc<Vec<RecordBatch>>, ipc: Arc<Vec<u8>>) -> Self {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(1),
@@ -59,22 +53,41 @@ impl BroadcastRowsExec {
             Boundedness::Bounded,
         );
         BroadcastRowsExec {
-            batches,
-            ipc,
+            batches: Arc::new(batches),
+            ipc: OnceLock::new(),
             properties: Arc::new(properties),
         }
     }
 
-    /// The bytes the rows take in a fragment.
-    pub fn encoded_len(&self) -> usize {
-        self.ipc.len()
+    /// The memory the rows take.
+    pub fn bytes(&self) -> usize {
+        self.batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
+    fn ipc(&self) -> Result<&[u8]> {
+        if let Some(ipc) = self.ipc.get() {
+            return Ok(ipc);
+        }
+        let mut ipc = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut ipc, &self.schema())?;
+        for batch in self.batches.iter() {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        Ok(self.ipc.get_or_init(|| ipc))
     }
 
     /// The node's encoding (see the module documentation).
-    pub fn encode(&self, buf: &mut Vec<u8>) {
+    pub fn encode(&self, buf: &mut Vec<u8>) -> Result<()> {
+        let ipc = self.ipc()?;
         buf.extend_from_slice(MAGIC);
         buf.push(BROADCAST_NODE_VERSION);
-        buf.extend_from_slice(&self.ipc);
+        buf.extend_from_slice(ipc);
+        Ok(())
     }
 
     /// Whether `buf` is this node's encoding rather than a scan's.
@@ -102,18 +115,50 @@ impl BroadcastRowsExec {
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| invalid(e.to_string()))?;
-        Ok(Self::of(schema, Arc::new(batches), Arc::new(ipc.to_vec())))
+        let rows = Self::new(schema, batches);
+        let _ = rows.ipc.set(ipc.to_vec());
+        Ok(rows)
     }
+}
+
+/// A segment's string column is a slice of keys over the whole segment's dictionary;
+/// sent as it is, every batch would carry every value of the segment (dictionaries
+/// are resent per batch). Each batch's dictionaries keep only the values its rows use
+/// (the scan compacts its own batches; a filter above it keeps fewer rows over the
+/// same dictionary).
+pub fn compact_dictionaries(batch: RecordBatch) -> Result<RecordBatch, DataFusionError> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::datatypes::Int32Type;
+    let needs = |c: &Arc<dyn Array>| {
+        c.as_any_dictionary_opt()
+            .is_some_and(|d| d.values().len() > d.keys().len())
+    };
+    if !batch.columns().iter().any(needs) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if !needs(column) {
+                return Ok(Arc::clone(column));
+            }
+            match column.as_dictionary_opt::<Int32Type>() {
+                Some(keyed) => compact_dictionary(keyed),
+                None => match column.as_any_dictionary_opt() {
+                    Some(any) => Ok(garbage_collect_any_dictionary(any)?),
+                    None => Ok(Arc::clone(column)),
+                },
+            }
+        })
+        .collect::<Result<Vec<_>, DataFusionError>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 impl DisplayAs for BroadcastRowsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
-        write!(
-            f,
-            "BroadcastRowsExec: rows={rows}, bytes={}",
-            self.ipc.len()
-        )
+        write!(f, "BroadcastRowsExec: rows={rows}")
     }
 }
 
@@ -195,14 +240,16 @@ mod tests {
     #[test]
     fn rows_travel_as_they_are() {
         let (schema, batches) = rows();
-        let sent = BroadcastRowsExec::new(schema.clone(), batches.clone()).unwrap();
+        let sent = BroadcastRowsExec::new(schema.clone(), batches.clone());
         let mut buf = Vec::new();
-        sent.encode(&mut buf);
+        sent.encode(&mut buf).unwrap();
         assert!(BroadcastRowsExec::is_encoding(&buf));
         let received = BroadcastRowsExec::decode(&buf).unwrap();
         assert_eq!(received.schema(), schema);
         assert_eq!(*received.batches, batches);
-        assert_eq!(received.encoded_len(), sent.encoded_len());
+        let mut again = Vec::new();
+        received.encode(&mut again).unwrap();
+        assert_eq!(again, buf);
     }
 
     #[test]
@@ -210,8 +257,8 @@ mod tests {
         let (schema, batches) = rows();
         let mut buf = Vec::new();
         BroadcastRowsExec::new(schema, batches)
-            .unwrap()
-            .encode(&mut buf);
+            .encode(&mut buf)
+            .unwrap();
         for cut in [3, 9, 20, buf.len() - 9] {
             let e = BroadcastRowsExec::decode(&buf[..cut]).unwrap_err();
             assert!(

@@ -204,8 +204,7 @@ impl PhysicalExtensionCodec for GroveCodec {
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         if let Some(rows) = node.downcast_ref::<BroadcastRowsExec>() {
-            rows.encode(buf);
-            return Ok(());
+            return rows.encode(buf);
         }
         let request = if let Some(scan) = node.downcast_ref::<SegmentScanExec>() {
             ScanRequest::of(scan)

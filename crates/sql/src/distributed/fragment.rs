@@ -23,8 +23,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult,
 };
-use arrow_select::dictionary::garbage_collect_any_dictionary;
-use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -34,10 +32,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec;
 use futures::{Stream, StreamExt, TryStreamExt};
-use grove_segment::scan::{SegmentGroupBy, compact_dictionary};
+use grove_segment::scan::SegmentGroupBy;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admit::{MAX_BATCH_SIZE, Refused, admit};
+use super::broadcast::compact_dictionaries;
 use super::codec::{GroveCodec, MissingSegments, SegmentSource};
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
@@ -284,40 +283,6 @@ impl FlightService for FragmentService {
             "historicals take fragment tickets only",
         ))
     }
-}
-
-/// A segment's string column is a slice of keys over the whole segment's dictionary;
-/// sent as it is, every batch would carry every value of the segment (dictionaries
-/// are resent per batch). Each batch's dictionaries keep only the values its rows use
-/// (the scan compacts its own batches; a filter above it keeps fewer rows over the
-/// same dictionary).
-fn compact_dictionaries(batch: RecordBatch) -> Result<RecordBatch, DataFusionError> {
-    use datafusion::arrow::array::Array;
-    use datafusion::arrow::datatypes::Int32Type;
-    let needs = |c: &Arc<dyn Array>| {
-        c.as_any_dictionary_opt()
-            .is_some_and(|d| d.values().len() > d.keys().len())
-    };
-    if !batch.columns().iter().any(needs) {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|column| {
-            if !needs(column) {
-                return Ok(Arc::clone(column));
-            }
-            match column.as_dictionary_opt::<Int32Type>() {
-                Some(keyed) => compact_dictionary(keyed),
-                None => match column.as_any_dictionary_opt() {
-                    Some(any) => Ok(garbage_collect_any_dictionary(any)?),
-                    None => Ok(Arc::clone(column)),
-                },
-            }
-        })
-        .collect::<Result<Vec<_>, DataFusionError>>()?;
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// A historical's loaded segments, as fragments find them.

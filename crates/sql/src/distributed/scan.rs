@@ -43,7 +43,7 @@ use datafusion::physical_plan::stream::{
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use grove_cluster::segments::ColumnSchema;
 use grove_segment::Interval;
 use grove_segment::scan::IndexFilter;
@@ -51,7 +51,7 @@ use grove_segment::scan::stats::column_statistics;
 use tokio::sync::mpsc::Sender;
 
 use super::admit::{MAX_PARTITIONS, broadcast_join};
-use super::broadcast::BroadcastRowsExec;
+use super::broadcast::{BroadcastRowsExec, compact_dictionaries};
 use super::cache::ResultCache;
 use super::codec::GroveCodec;
 use super::refs::{BroadcastRefsExec, ScanRequest, SegmentRefsExec};
@@ -175,55 +175,67 @@ pub struct DistributedScanExec {
 #[derive(Debug)]
 struct Broadcast {
     plan: Arc<dyn ExecutionPlan>,
-    /// Its rows, once the first partition that needs them has run it; `None` when
-    /// they are more than the session lets travel.
-    rows: tokio::sync::OnceCell<Option<Arc<BroadcastRowsExec>>>,
+    /// Its rows, run once for all partitions: started by the first partition that
+    /// needs them, and carried on by the others if that one stops reading.
+    rows: std::sync::Mutex<Option<SharedRows>>,
 }
+
+/// A build side's rows as every partition awaits them.
+type SharedRows = futures::future::Shared<
+    futures::future::BoxFuture<
+        'static,
+        std::result::Result<Arc<BroadcastRowsExec>, Arc<DataFusionError>>,
+    >,
+>;
 
 impl Broadcast {
     fn new(plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
         Arc::new(Broadcast {
             plan,
-            rows: tokio::sync::OnceCell::new(),
+            rows: std::sync::Mutex::new(None),
         })
     }
 
-    /// The rows, run once for all partitions: `None` past `limit` bytes.
-    async fn rows(
-        &self,
-        limit: usize,
-        context: &Arc<TaskContext>,
-    ) -> Result<Option<Arc<BroadcastRowsExec>>> {
-        self.rows
-            .get_or_try_init(|| async {
-                let mut stream =
-                    datafusion::physical_plan::execute_stream(self.plan.clone(), context.clone())?;
-                let mut batches = Vec::new();
-                let mut bytes = 0;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    bytes += batch.get_array_memory_size();
-                    if bytes > limit {
-                        return Ok(None);
-                    }
-                    batches.push(batch);
-                }
-                let rows = BroadcastRowsExec::new(self.plan.schema(), batches)?;
-                Ok(Some(Arc::new(rows)))
+    async fn rows(&self, context: &Arc<TaskContext>) -> Result<Arc<BroadcastRowsExec>> {
+        let rows = {
+            let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+            rows.get_or_insert_with(|| {
+                let plan = self.plan.clone();
+                let context = context.clone();
+                async move { Self::run(plan, context).await.map_err(Arc::new) }
+                    .boxed()
+                    .shared()
             })
-            .await
-            .cloned()
+            .clone()
+        };
+        rows.await.map_err(DataFusionError::Shared)
+    }
+
+    async fn run(
+        plan: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+    ) -> Result<Arc<BroadcastRowsExec>> {
+        let schema = plan.schema();
+        let mut stream = datafusion::physical_plan::execute_stream(plan, context)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(compact_dictionaries(batch?)?);
+        }
+        Ok(Arc::new(BroadcastRowsExec::new(schema, batches)))
     }
 }
 
 /// What one partition counts: rows and bytes received from historicals, fragments
-/// sent, and fragments retried elsewhere.
+/// sent, and fragments retried elsewhere; the bytes of build sides sent along, or
+/// joined here instead.
 struct Counters {
     rows: Count,
     bytes: Count,
     fragments: Count,
     retries: Count,
     cache_hits: Count,
+    broadcast_bytes: Count,
+    joined_here_bytes: Count,
 }
 
 impl DistributedScanExec {
@@ -515,6 +527,10 @@ impl ExecutionPlan for DistributedScanExec {
             fragments: MetricBuilder::new(&self.metrics).counter("fragments", partition),
             retries: MetricBuilder::new(&self.metrics).counter("fragments_retried", partition),
             cache_hits: MetricBuilder::new(&self.metrics).counter("segments_from_cache", partition),
+            broadcast_bytes: MetricBuilder::new(&self.metrics)
+                .counter("broadcast_bytes", partition),
+            joined_here_bytes: MetricBuilder::new(&self.metrics)
+                .counter("build_bytes_joined_here", partition),
         };
         let settings = context
             .session_config()
@@ -606,14 +622,14 @@ impl Run {
     async fn all(mut self, out: Sender<Result<RecordBatch>>) -> Result<()> {
         let out = &out;
         for broadcast in &self.broadcasts {
-            match broadcast
-                .rows(self.settings.broadcast_bytes, &self.context)
-                .await?
-            {
-                Some(rows) => self.rows.push(rows),
-                None => return self.joined_here(out).await,
-            }
+            self.rows.push(broadcast.rows(&self.context).await?);
         }
+        let bytes: usize = self.rows.iter().map(|r| r.bytes()).sum();
+        if bytes > self.settings.broadcast_bytes {
+            self.counters.joined_here_bytes.add(bytes);
+            return self.joined_here(out).await;
+        }
+        self.counters.broadcast_bytes.add(bytes);
         let mut pending: Vec<RemoteSegment> = self.segments.clone();
         // Results above the scan (partial aggregates, top-N) are small: they are
         // fetched and cached per segment, unless the query says otherwise. Rows
@@ -743,8 +759,8 @@ impl Run {
         Ok(())
     }
 
-    /// Runs what the fragments would, but here, over their segments' rows: for a
-    /// build side too large to send along.
+    /// Runs what the fragments would, but here, over their segments' rows: for build
+    /// sides too large to send along.
     async fn joined_here(self, out: &Sender<Result<RecordBatch>>) -> Result<()> {
         let rows: Arc<dyn ExecutionPlan> = Arc::new(DistributedScanExec::new(
             self.scan.table_schema.clone(),
@@ -754,7 +770,7 @@ impl Run {
             self.scan.limit,
             self.client.clone(),
         )?);
-        let plan = self.above(rows, |i| self.broadcasts[i].plan.clone())?;
+        let plan = self.above(rows, |i| self.rows[i].clone())?;
         let mut stream = datafusion::physical_plan::execute_stream(plan, self.context.clone())?;
         while let Some(batch) = stream.next().await {
             pass(out, batch?).await?;
@@ -861,6 +877,55 @@ pub(super) fn is_row_local(node: &Arc<dyn ExecutionPlan>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build side runs once however its partitions stop: when the partition that
+    /// started it stops reading (an empty join above drops it), another carries on
+    /// with the same run. (Running it again would execute a repartition's output
+    /// twice, which panics.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_side_runs_once_when_the_partition_that_started_it_stops() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{DataType, Schema};
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::physical_plan::repartition::RepartitionExec;
+        use datafusion::prelude::SessionContext;
+
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batches: Vec<RecordBatch> = (0..64)
+            .map(|i| {
+                let values = Int64Array::from_iter_values(i * 1000..(i + 1) * 1000);
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap()
+            })
+            .collect();
+        let source = MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None).unwrap();
+        let plan =
+            Arc::new(RepartitionExec::try_new(source, Partitioning::RoundRobinBatch(1)).unwrap());
+        let broadcast = Broadcast::new(plan);
+        let context = SessionContext::new().task_ctx();
+
+        let mut first = Box::pin(broadcast.rows(&context));
+        assert!(
+            futures::poll!(first.as_mut()).is_pending(),
+            "the build side must still be running for this test to mean anything"
+        );
+        drop(first);
+        let rows = broadcast.rows(&context).await.unwrap();
+        let mut buf = Vec::new();
+        rows.encode(&mut buf).unwrap();
+        let decoded = BroadcastRowsExec::decode(&buf).unwrap();
+        let mut stream = decoded.execute(0, context.clone()).unwrap();
+        let mut sum = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            sum += column.values().iter().sum::<i64>();
+        }
+        assert_eq!(sum, (0..64_000).sum::<i64>());
+    }
 
     fn replica(node: &str, priority: i32) -> Replica {
         Replica {

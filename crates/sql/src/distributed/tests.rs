@@ -709,7 +709,7 @@ async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
     let shipped = async |join: &HashJoinExec| -> Arc<dyn ExecutionPlan> {
         let rows = collect(join.left().clone(), ctx.task_ctx()).await.unwrap();
         let build: Arc<dyn ExecutionPlan> =
-            Arc::new(BroadcastRowsExec::new(join.left().schema(), rows).unwrap());
+            Arc::new(BroadcastRowsExec::new(join.left().schema(), rows));
         join.builder()
             .with_new_children(vec![build, join.right().clone()])
             .unwrap()
@@ -765,7 +765,7 @@ async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
         DataType::FixedSizeBinary(1 << 20),
         true,
     )]));
-    let wide = Arc::new(BroadcastRowsExec::new(wide, vec![]).unwrap());
+    let wide = Arc::new(BroadcastRowsExec::new(wide, vec![]));
     let status = refused(client.do_get(arrow_flight::Ticket::new(send(wide))).await);
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
     assert!(
