@@ -33,6 +33,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use grove_segment::format::{ColumnRole, Segment, write_segment};
 use grove_segment::scan::{ScanSegment, SegmentGroupBy, SegmentScanExec};
+use grove_segment::sum::FloatSum;
 use grove_segment::{Interval, SegmentId};
 
 const DAY: i64 = 86_400_000;
@@ -164,13 +165,14 @@ fn write(dir: &std::path::Path, rows: usize) -> Vec<Arc<Segment>> {
 }
 
 fn context(segments: &[Arc<Segment>], interval: Interval) -> SessionContext {
-    // With the physical optimizer rules Grove's engines add for segment scans.
+    // With the physical optimizer rules and the `sum` Grove's engines use.
     let state = SessionStateBuilder::new()
         .with_config(SessionConfig::new().with_target_partitions(1))
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(SegmentGroupBy))
         .build();
     let ctx = SessionContext::new_with_state(state);
+    ctx.register_udaf(FloatSum::udaf());
     let table = Segments {
         schema: schema(),
         segments: segments.to_vec(),

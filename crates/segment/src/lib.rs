@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod period;
 pub mod scan;
 pub mod spec;
+pub mod sum;
 pub mod timeline;
 
 pub use error::{Error, Result};

@@ -47,6 +47,10 @@ pub fn register(registry: &mut dyn FunctionRegistry) {
             tracing::error!("registering {name}: {e}");
         }
     }
+    // `SUM` of FLOAT columns without a cast of every row.
+    if let Err(e) = registry.register_udaf(Arc::new(grove_segment::sum::FloatSum::udaf())) {
+        tracing::error!("registering sum: {e}");
+    }
 }
 
 /// DataFusion's `date_part`, `date_trunc` or `date_bin`, answering a batch whose

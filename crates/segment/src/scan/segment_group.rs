@@ -24,7 +24,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef,
+};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
@@ -50,6 +52,8 @@ enum Aggregate {
     Count(Option<usize>),
     /// `SUM` of a DOUBLE column: NULL when it saw no value.
     SumFloat(usize),
+    /// `SUM` of a FLOAT column into a DOUBLE ([`FloatSum`](crate::sum::FloatSum)).
+    SumFloat32(usize),
     /// `SUM` of a BIGINT column, wrapping as DataFusion's does.
     SumInt(usize),
 }
@@ -184,6 +188,7 @@ impl SegmentAggregateExec {
                 ("count", [arg]) => Aggregate::Count(Some(column(arg)?.0)),
                 ("sum", [arg]) => match column(arg)? {
                     (index, DataType::Float64) => Aggregate::SumFloat(index),
+                    (index, DataType::Float32) => Aggregate::SumFloat32(index),
                     (index, DataType::Int64) => Aggregate::SumInt(index),
                     _ => return None,
                 },
@@ -321,7 +326,9 @@ impl Values {
     fn new(aggregate: Aggregate, len: usize) -> Values {
         match aggregate {
             Aggregate::Count(_) => Values::Count(vec![0; len]),
-            Aggregate::SumFloat(_) => Values::Float(vec![0.0; len], vec![false; len]),
+            Aggregate::SumFloat(_) | Aggregate::SumFloat32(_) => {
+                Values::Float(vec![0.0; len], vec![false; len])
+            }
             Aggregate::SumInt(_) => Values::Int(vec![0; len], vec![false; len]),
         }
     }
@@ -367,6 +374,12 @@ impl Values {
             }
             (Aggregate::SumFloat(c), Values::Float(v, seen)) => {
                 if let Some(total) = sum(batch.column(c).as_primitive::<Float64Type>()) {
+                    v[to] += total;
+                    seen[to] = true;
+                }
+            }
+            (Aggregate::SumFloat32(c), Values::Float(v, seen)) => {
+                if let Some(total) = crate::sum::add_floats(batch.column(c).as_ref()) {
                     v[to] += total;
                     seen[to] = true;
                 }
@@ -623,6 +636,11 @@ fn accumulate(
             let values = (&column.values()[..], column.nulls());
             add_all(slots, values, rows, sums, seen, |s, v| *s += v);
         }
+        (Aggregate::SumFloat32(c), Values::Float(sums, seen)) => {
+            let column = batch.column(c).as_primitive::<Float32Type>();
+            let values = (&column.values()[..], column.nulls());
+            add_all(slots, values, rows, sums, seen, |s, v| *s += f64::from(v));
+        }
         (Aggregate::SumInt(c), Values::Int(sums, seen)) => {
             let column = batch.column(c).as_primitive::<Int64Type>();
             let values = (&column.values()[..], column.nulls());
@@ -637,13 +655,13 @@ fn accumulate(
 
 /// Adds each row's value into its slot, skipping NULLs; `rows` are the batch's rows
 /// per slot.
-fn add_all<T: Copy>(
+fn add_all<T: Copy, S>(
     slots: &[u32],
     (values, nulls): (&[T], Option<&datafusion::arrow::buffer::NullBuffer>),
     rows: &[i64],
-    sums: &mut [T],
+    sums: &mut [S],
     seen: &mut [bool],
-    add: impl Fn(&mut T, T),
+    add: impl Fn(&mut S, T),
 ) {
     match nulls {
         None => {
@@ -733,6 +751,7 @@ mod tests {
             Field::new("country", dictionary, true),
             Field::new("revenue", DataType::Float64, true),
             Field::new("n", DataType::Int64, true),
+            Field::new("weight", DataType::Float32, true),
         ]))
     }
 
@@ -755,6 +774,10 @@ mod tests {
             .map(|i| (i % 3 != 0).then_some(i as f64 * 1.5))
             .collect();
         let n: Int64Array = (0..rows).map(|i| (i % 3 != 1).then_some(i * 7)).collect();
+        // Halves: their sums are exact in a DOUBLE, however they are added.
+        let weight: datafusion::arrow::array::Float32Array = (0..rows)
+            .map(|i| (i % 4 != 2).then_some(i as f32 * 0.5))
+            .collect();
         let batch = RecordBatch::try_new(
             schema(),
             vec![
@@ -762,6 +785,7 @@ mod tests {
                 Arc::new(country),
                 Arc::new(revenue),
                 Arc::new(n),
+                Arc::new(weight),
             ],
         )
         .unwrap();
@@ -775,6 +799,7 @@ mod tests {
         let roles = [
             ColumnRole::Time,
             ColumnRole::Dimension,
+            ColumnRole::Metric,
             ColumnRole::Metric,
             ColumnRole::Metric,
         ];
@@ -809,6 +834,10 @@ mod tests {
             state = state.with_physical_optimizer_rule(Arc::new(SegmentGroupBy));
         }
         let ctx = SessionContext::new_with_state(state.build());
+        // Grove's engines: FLOAT sums without a cast (the other run: DataFusion's).
+        if rule {
+            ctx.register_udaf(crate::sum::FloatSum::udaf());
+        }
         ctx.register_table("t", Arc::new(Segments(segments.to_vec())))
             .unwrap();
         let frame = ctx.sql(sql).await.unwrap();
@@ -833,13 +862,13 @@ mod tests {
         ];
         let queries = [
             "SELECT country, COUNT(*) AS c, COUNT(revenue) AS r, SUM(revenue) AS s, \
-             SUM(n) AS k FROM t GROUP BY country ORDER BY country",
+             SUM(n) AS k, SUM(weight) AS w FROM t GROUP BY country ORDER BY country",
             "SELECT country, SUM(n) AS k FROM t WHERE n IS NULL GROUP BY country \
              ORDER BY country",
             // Time buckets: DataFusion's functions answer row by row here (Grove's
             // once per batch in one bucket, as the SQL tests run them).
             "SELECT date_trunc('day', __time) AS d, COUNT(*) AS c, SUM(revenue) AS s, \
-             SUM(n) AS k FROM t GROUP BY 1 ORDER BY 1",
+             SUM(n) AS k, SUM(weight) AS w FROM t GROUP BY 1 ORDER BY 1",
             "SELECT date_part('second', __time) AS p, COUNT(n) AS c, SUM(revenue) AS s \
              FROM t GROUP BY 1 ORDER BY 1",
         ];
@@ -856,7 +885,7 @@ mod tests {
         let long = [segment(dir.path(), 2, &["de", "fr"], &keys(300, 2))];
         for sql in [
             "SELECT date_trunc('hour', __time) AS h, COUNT(*) AS c, SUM(revenue) AS s, \
-             SUM(n) AS k FROM t GROUP BY 1 ORDER BY 1",
+             SUM(n) AS k, SUM(weight) AS w FROM t GROUP BY 1 ORDER BY 1",
             "SELECT date_trunc('minute', __time) AS m, COUNT(*) AS c, SUM(n) AS k \
              FROM t GROUP BY 1 ORDER BY 1",
         ] {
