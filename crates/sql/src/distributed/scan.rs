@@ -96,6 +96,44 @@ fn place(
     groups.into_iter().collect()
 }
 
+/// DataFusion's selectivity for a predicate it knows nothing of.
+const UNKNOWN_SELECTIVITY: f64 = 0.2;
+
+/// The share of `segment`'s rows an index filter is estimated to keep, from what its
+/// descriptor records: `column = v` keeps one of the column's distinct values,
+/// `IN` as many as it lists, `IS NULL` the column's nulls; a column the segment lacks
+/// is NULL in every row. The planner sizes join sides by it: a dimension filtered by
+/// its indexes is small enough to collect (and broadcast) when its share is.
+fn selectivity(filter: &IndexFilter, segment: &RemoteSegment) -> f64 {
+    let column = |name: &str| segment.columns.iter().find(|c| c.name == name);
+    let of_distinct = |name: &str, values: usize| match column(name) {
+        None => 0.0,
+        Some(c) => match c.distinct {
+            Some(distinct) if distinct > 0 => (values as f64 / distinct as f64).min(1.0),
+            _ => UNKNOWN_SELECTIVITY,
+        },
+    };
+    match filter {
+        IndexFilter::Eq { column, .. } => of_distinct(column, 1),
+        IndexFilter::In { column, values } => of_distinct(column, values.len()),
+        IndexFilter::IsNull { column: name } => match column(name) {
+            None => 1.0,
+            Some(c) => match (c.null_count, segment.rows) {
+                (Some(nulls), rows) if rows > 0 => (nulls as f64 / rows as f64).min(1.0),
+                _ => UNKNOWN_SELECTIVITY,
+            },
+        },
+        IndexFilter::Not(inner) => 1.0 - selectivity(inner, segment),
+        IndexFilter::And(all) => all.iter().map(|f| selectivity(f, segment)).product(),
+        IndexFilter::Or(any) => {
+            1.0 - any
+                .iter()
+                .map(|f| 1.0 - selectivity(f, segment))
+                .product::<f64>()
+        }
+    }
+}
+
 /// The statistics of `field` over `segments`, if every descriptor records them.
 fn column_statistics_of(
     segments: &[&RemoteSegment],
@@ -376,7 +414,10 @@ impl DistributedScanExec {
                 .all(|s| !s.realtime && s.intervals.iter().any(|iv| iv.covers(&s.interval)));
         let rows = segments
             .iter()
-            .map(|s| s.rows)
+            .map(|s| match &self.filter {
+                None => s.rows,
+                Some(filter) => (s.rows as f64 * selectivity(filter, s)).round() as usize,
+            })
             .sum::<usize>()
             .min(self.limit.unwrap_or(usize::MAX));
         let mut stats = Statistics::new_unknown(&self.schema());
@@ -1014,14 +1055,51 @@ mod tests {
             partial.statistics_of(None).num_rows,
             Precision::Inexact(700)
         );
-        let filter = Some(IndexFilter::Eq {
+        // An index filter keeps the share its descriptors' distinct values say.
+        let keyed = |distinct: Option<u64>, nulls: Option<u64>| {
+            let mut s = segment("a", 700, hour);
+            s.columns = vec![grove_cluster::segments::ColumnSchema {
+                name: "k".into(),
+                kind: grove_segment::format::ColumnKind::String,
+                null_count: nulls,
+                min: None,
+                max: None,
+                distinct,
+            }];
+            s
+        };
+        let eq = |value: &str| IndexFilter::Eq {
             column: "k".into(),
-            value: "x".into(),
-        });
-        let filtered = scan(vec![segment("a", 700, hour)], filter, None);
+            value: value.into(),
+        };
+        let rows = |segment: RemoteSegment, filter: IndexFilter| {
+            scan(vec![segment], Some(filter), None)
+                .statistics_of(None)
+                .num_rows
+        };
+        assert_eq!(rows(keyed(Some(7), None), eq("x")), Precision::Inexact(100));
+        let listed = IndexFilter::In {
+            column: "k".into(),
+            values: vec!["x".into(), "y".into()],
+        };
+        assert_eq!(rows(keyed(Some(7), None), listed), Precision::Inexact(200));
+        let not = IndexFilter::Not(Box::new(eq("x")));
+        assert_eq!(rows(keyed(Some(7), None), not), Precision::Inexact(600));
+        let both = IndexFilter::And(vec![eq("x"), eq("y")]);
+        assert_eq!(rows(keyed(Some(7), None), both), Precision::Inexact(14));
+        let either = IndexFilter::Or(vec![eq("x"), eq("y")]);
+        assert_eq!(rows(keyed(Some(7), None), either), Precision::Inexact(186));
+        let nulls = IndexFilter::IsNull { column: "k".into() };
         assert_eq!(
-            filtered.statistics_of(None).num_rows,
-            Precision::Inexact(700)
+            rows(keyed(Some(7), Some(70)), nulls),
+            Precision::Inexact(70)
+        );
+        // Unknown distinct values: DataFusion's default share; a column the segment
+        // lacks is NULL in every row, so no row equals a value.
+        assert_eq!(rows(keyed(None, None), eq("x")), Precision::Inexact(140));
+        assert_eq!(
+            rows(segment("a", 700, hour), eq("x")),
+            Precision::Inexact(0)
         );
         let limited = scan(vec![segment("a", 700, hour)], None, Some(10));
         assert_eq!(limited.statistics_of(None).num_rows, Precision::Inexact(10));
