@@ -21,13 +21,12 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use grove_segment::scan::compact_dictionary;
+
+use super::leaf;
 
 const MAGIC: &[u8; 8] = b"GROVEBRD";
 pub const BROADCAST_NODE_VERSION: u8 = 1;
@@ -46,16 +45,10 @@ pub struct BroadcastRowsExec {
 impl BroadcastRowsExec {
     /// The rows of `batches`, all of `schema`.
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         BroadcastRowsExec {
             batches: Arc::new(batches),
             ipc: OnceLock::new(),
-            properties: Arc::new(properties),
+            properties: leaf::properties(schema, 1),
         }
     }
 
@@ -186,13 +179,7 @@ impl ExecutionPlan for BroadcastRowsExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "BroadcastRowsExec has no children".into(),
-            ))
-        }
+        leaf::childless(self, children)
     }
 
     fn execute(

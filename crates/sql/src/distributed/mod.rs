@@ -4,11 +4,12 @@
 //!
 //! Each file uses only those listed before it, so there is no import circle:
 //!
-//! - `broadcast`: a join's build side shipped as rows inside fragments.
+//! - `leaf`: what Grove's leaves share (properties, no children).
+//! - `broadcast`: a join's build side shipped as rows inside fragments (uses `leaf`).
 //! - `admit`: what a historical agrees to run (operators, expressions, types, sizes;
 //!   uses `broadcast`).
 //! - `refs`: the broker's placeholder leaves: segments by id, a join's build side
-//!   by position.
+//!   by position (uses `leaf`).
 //! - `cache`: the broker's per-segment result cache.
 //! - `codec`: Grove's leaves in datafusion-proto, both ways (uses `admit`,
 //!   `broadcast`, `refs`).
@@ -26,6 +27,7 @@ pub mod broadcast;
 pub mod cache;
 pub mod codec;
 pub mod fragment;
+pub mod leaf;
 pub mod pushdown;
 pub mod refs;
 pub mod remote;

@@ -11,13 +11,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use grove_segment::Interval;
 use grove_segment::scan::{IndexFilter, SegmentScanExec};
+
+use super::leaf;
 
 /// A scan of segments named by id: what a fragment's leaf asks a historical to read.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,15 +60,10 @@ pub struct SegmentRefsExec {
 impl SegmentRefsExec {
     pub fn new(request: ScanRequest) -> Result<Self> {
         let schema = Arc::new(request.table_schema.project(&request.projection)?);
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(request.partitions.max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
+        let properties = leaf::properties(schema, request.partitions);
         Ok(SegmentRefsExec {
             request,
-            properties: Arc::new(properties),
+            properties,
         })
     }
 
@@ -112,13 +106,7 @@ impl ExecutionPlan for SegmentRefsExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "SegmentRefsExec has no children".into(),
-            ))
-        }
+        leaf::childless(self, children)
     }
 
     fn execute(
@@ -142,15 +130,9 @@ pub struct BroadcastRefsExec {
 
 impl BroadcastRefsExec {
     pub fn new(index: usize, schema: SchemaRef) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         BroadcastRefsExec {
             index,
-            properties: Arc::new(properties),
+            properties: leaf::properties(schema, 1),
         }
     }
 
@@ -189,13 +171,7 @@ impl ExecutionPlan for BroadcastRefsExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "BroadcastRefsExec has no children".into(),
-            ))
-        }
+        leaf::childless(self, children)
     }
 
     fn execute(

@@ -329,18 +329,29 @@ impl DistributedScanExec {
         };
         let top = above(below)?;
         let properties = properties(top.schema(), self.groups.len());
-        Ok(DistributedScanExec {
+        Ok(self.with_parts(Some(top), self.broadcasts.clone(), Arc::new(properties)))
+    }
+
+    /// The same segments and scan, with these operators above them, build sides and
+    /// properties.
+    fn with_parts(
+        &self,
+        top: Option<Arc<dyn ExecutionPlan>>,
+        broadcasts: Vec<Arc<Broadcast>>,
+        properties: Arc<PlanProperties>,
+    ) -> DistributedScanExec {
+        DistributedScanExec {
             table_schema: self.table_schema.clone(),
             projection: self.projection.clone(),
             filter: self.filter.clone(),
             limit: self.limit,
             groups: self.groups.clone(),
             client: self.client.clone(),
-            top: Some(top),
-            broadcasts: self.broadcasts.clone(),
-            properties: Arc::new(properties),
+            top,
+            broadcasts,
+            properties,
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
     }
 
     /// The same scan with `join` above it on the historicals: the scan is its probe
@@ -523,18 +534,12 @@ impl ExecutionPlan for DistributedScanExec {
             return Ok(self);
         }
         // New build sides, whose rows are yet to be run.
-        Ok(Arc::new(DistributedScanExec {
-            table_schema: self.table_schema.clone(),
-            projection: self.projection.clone(),
-            filter: self.filter.clone(),
-            limit: self.limit,
-            groups: self.groups.clone(),
-            client: self.client.clone(),
-            top: self.top.clone(),
-            broadcasts: children.into_iter().map(Broadcast::new).collect(),
-            properties: self.properties.clone(),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }))
+        let broadcasts = children.into_iter().map(Broadcast::new).collect();
+        Ok(Arc::new(self.with_parts(
+            self.top.clone(),
+            broadcasts,
+            self.properties.clone(),
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -501,6 +501,29 @@ fn register_exfiltrate(ctx: &SessionContext) {
     ));
 }
 
+/// A historical serving the three segments on loopback, a Flight client of it, and
+/// what forging tickets for it takes.
+struct Forger {
+    /// A session with the segments as table `t`, to plan fragments in.
+    ctx: SessionContext,
+    client: arrow_flight::FlightClient,
+    codec: GroveCodec,
+    /// The segments' ids.
+    ids: Vec<String>,
+}
+
+async fn forger(dir: &std::path::Path) -> Forger {
+    let (descriptors, cache, ctx) = fixture(dir);
+    let served = serving(&cache, &descriptors).await;
+    let addr = on_loopback(super::fragment::FragmentService::new(served.clone())).await;
+    Forger {
+        ctx,
+        client: flight_client(addr).await,
+        codec: GroveCodec::new(served),
+        ids: descriptors.iter().map(|d| d.id.to_string()).collect(),
+    }
+}
+
 /// Fragments a broker never sends, each refused with `PermissionDenied` naming
 /// what it holds, and the historical serving the next good ticket. (File scans
 /// and sinks are refused in the end-to-end tests, forged as an outsider would.)
@@ -509,16 +532,15 @@ async fn fragments_brokers_do_not_send_are_refused_before_they_run() {
     use datafusion::physical_plan::Partitioning;
     use datafusion::physical_plan::repartition::RepartitionExec;
 
-    use super::fragment::FragmentService;
     use super::ticket::Ticket;
 
     let dir = tempfile::tempdir().unwrap();
-    let (descriptors, cache, ctx) = fixture(dir.path());
-    let served = serving(&cache, &descriptors).await;
-    let addr = on_loopback(FragmentService::new(served.clone())).await;
-    let mut client = flight_client(addr).await;
-    let codec = GroveCodec::new(served);
-    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let Forger {
+        ctx,
+        mut client,
+        codec,
+        ids,
+    } = forger(dir.path()).await;
     let ticket = |plan: Arc<dyn ExecutionPlan>, ids: &[String]| {
         Ticket::new("forged", ids.to_vec(), plan, &codec).unwrap()
     };
@@ -669,16 +691,15 @@ async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
     use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 
     use super::broadcast::BroadcastRowsExec;
-    use super::fragment::FragmentService;
     use super::ticket::Ticket;
 
     let dir = tempfile::tempdir().unwrap();
-    let (descriptors, cache, ctx) = fixture(dir.path());
-    let served = serving(&cache, &descriptors).await;
-    let addr = on_loopback(FragmentService::new(served.clone())).await;
-    let mut client = flight_client(addr).await;
-    let codec = GroveCodec::new(served);
-    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let Forger {
+        ctx,
+        mut client,
+        codec,
+        ids,
+    } = forger(dir.path()).await;
 
     let schema = Arc::new(Schema::new(vec![
         Field::new("dk", DataType::Utf8, false),
