@@ -87,13 +87,81 @@ fn push_row_local(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Ex
     Ok(Transformed::yes(replaced))
 }
 
+/// Whether `plan`, a join's build side, keeps fewer rows than it reads: a filter, an
+/// aggregate, a limit or a join in it, on the broker or in a scan's fragments.
+fn filters_rows(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_plan::aggregates::AggregateExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::joins::{
+        CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec,
+    };
+    use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+    plan.exists(|node| {
+        Ok(node.downcast_ref::<FilterExec>().is_some()
+            || node.downcast_ref::<AggregateExec>().is_some()
+            || node.downcast_ref::<HashJoinExec>().is_some()
+            || node.downcast_ref::<SortMergeJoinExec>().is_some()
+            || node.downcast_ref::<NestedLoopJoinExec>().is_some()
+            || node.downcast_ref::<CrossJoinExec>().is_some()
+            || node.downcast_ref::<GlobalLimitExec>().is_some()
+            || node.downcast_ref::<LocalLimitExec>().is_some()
+            || node
+                .downcast_ref::<DistributedScanExec>()
+                .is_some_and(DistributedScanExec::filters))
+    })
+    .unwrap_or(false)
+}
+
+/// Bytes a row of `schema` takes, about: strings as 16.
+fn row_width(schema: &datafusion::arrow::datatypes::Schema) -> usize {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().primitive_width().unwrap_or(16))
+        .sum()
+}
+
+/// Whether a join that ends what the fragments run (only filters and projections
+/// above it) is worth running there: it keeps only some probe rows (a semi or anti
+/// join, or a `build` side that keeps fewer rows than its table, so fewer probe rows
+/// match), or its rows are no wider than the probe rows it reads (then the broker
+/// does less for the same bytes). A join of every probe row with an unfiltered
+/// dimension whose columns (a name) widen each row sent goes back to the broker;
+/// under an aggregate or a top-N in the fragments, or under another join that
+/// stays, it stays.
+fn join_pays(
+    join: &datafusion::physical_plan::joins::HashJoinExec,
+    build: &Arc<dyn ExecutionPlan>,
+) -> bool {
+    use datafusion::common::JoinType;
+    matches!(
+        join.join_type(),
+        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark
+    ) || filters_rows(build)
+        || row_width(&join.schema()) <= row_width(&join.right().schema())
+}
+
+/// `node` with each distributed scan's topmost join taken back to the broker while
+/// it does not pay (see [`join_pays`]).
+fn unpush_unpaid(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(scan) = node.downcast_ref::<DistributedScanExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    match scan.with_top_join_here(join_pays)? {
+        // The scan under it may end with a join that does not pay either.
+        Some(plan) => Ok(Transformed::yes(plan.transform_up(unpush_unpaid)?.data)),
+        None => Ok(Transformed::no(node)),
+    }
+}
+
 /// A hash join whose build side is small (DataFusion collects it into one hash table,
 /// having sized it from statistics) and whose probe side is a distributed scan (through
 /// a round-robin repartition) runs in the fragments, with the build side's rows sent
 /// along: fact rows never leave the historicals, and what runs above the join may
 /// move there too. Only joins whose answer is per probe row
-/// ([`broadcast_join`](super::admit::broadcast_join)) and only while the session lets
-/// build sides travel (`grove.broadcast_bytes` above 0).
+/// ([`broadcast_join`](super::admit::broadcast_join)) and only while the session
+/// lets build sides travel (`grove.broadcast_bytes` above 0). One that ends up not
+/// paying goes back to the broker ([`unpush_unpaid`]).
 fn push_broadcast_join(
     node: Arc<dyn ExecutionPlan>,
     broadcasts: bool,
@@ -250,6 +318,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
                 TreeNodeRecursion::Jump,
             ))
         })
+        .and_then(|t| t.data.transform_up(unpush_unpaid))
         .map(|t| t.data)
     }
 

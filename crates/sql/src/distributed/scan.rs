@@ -376,6 +376,55 @@ impl DistributedScanExec {
         Ok(pushed)
     }
 
+    /// This scan with the topmost join of its fragments run on the broker instead,
+    /// when only filters and projections run above that join and `stays(join, its
+    /// build side)` says no: the join over the scan of what ran below it, then those
+    /// filters and projections. `None` when there is no such join or it stays.
+    pub fn with_top_join_here(
+        &self,
+        stays: impl Fn(&HashJoinExec, &Arc<dyn ExecutionPlan>) -> bool,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+        let Some(top) = &self.top else {
+            return Ok(None);
+        };
+        let mut above = Vec::new();
+        let mut node = top.clone();
+        while is_row_local(&node) {
+            above.push(node.clone());
+            node = node.children()[0].clone();
+        }
+        let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+            return Ok(None);
+        };
+        // Joins go into fragments from the bottom up: the topmost has the last build
+        // side.
+        let last = self.broadcasts.len().checked_sub(1);
+        let refs = join.left().downcast_ref::<BroadcastRefsExec>();
+        let (Some(last), Some(refs)) = (last, refs) else {
+            return Ok(None);
+        };
+        let build = self.broadcasts[last].plan.clone();
+        if refs.index() != last || stays(join, &build) {
+            return Ok(None);
+        }
+        let probe = join.right().clone();
+        let below = probe
+            .downcast_ref::<SegmentRefsExec>()
+            .is_none()
+            .then_some(probe.clone());
+        let scan = self.with_parts(
+            below,
+            self.broadcasts[..last].to_vec(),
+            Arc::new(properties(probe.schema(), self.groups.len())),
+        );
+        let mut plan = replace_children_if_necessary(node.clone(), vec![build, Arc::new(scan)])?;
+        for operator in above.into_iter().rev() {
+            plan = replace_children_if_necessary(operator, vec![plan])?;
+        }
+        Ok(Some(plan))
+    }
+
     /// Whether more may run above the fragments: only row-by-row operators (filters,
     /// projections, joins with a broadcast build side) run there so far, so a
     /// fragment still sends rows.
@@ -398,6 +447,23 @@ impl DistributedScanExec {
             })
         });
         open
+    }
+
+    /// Whether the scan keeps fewer rows than its segments hold: an index filter, a
+    /// limit, or a filter, aggregate, top-N or join running in its fragments.
+    pub fn filters(&self) -> bool {
+        self.filter.is_some()
+            || self.limit.is_some()
+            || self.top.as_ref().is_some_and(|top| {
+                top.exists(|node| {
+                    Ok(node.downcast_ref::<SegmentRefsExec>().is_none()
+                        && node.downcast_ref::<BroadcastRefsExec>().is_none()
+                        && node
+                            .downcast_ref::<datafusion::physical_plan::projection::ProjectionExec>()
+                            .is_none())
+                })
+                .unwrap_or(true)
+            })
     }
 
     /// Whether the fragments send something smaller than rows (partial aggregates, a
