@@ -15,7 +15,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    ReversedUDAF, SetMonotonicity, Signature, TypeSignature, Volatility,
+    ReversedUDAF, SetMonotonicity, Signature, Volatility,
 };
 use datafusion::physical_expr::NullState;
 
@@ -29,17 +29,11 @@ pub struct FloatSum {
 impl FloatSum {
     /// The function, to register in place of DataFusion's `sum`.
     pub fn udaf() -> AggregateUDF {
-        let inner = datafusion::functions_aggregate::sum::sum_udaf()
-            .as_ref()
-            .clone();
-        let mut signatures = vec![TypeSignature::Exact(vec![DataType::Float32])];
-        match &inner.signature().type_signature {
-            TypeSignature::OneOf(theirs) => signatures.extend(theirs.iter().cloned()),
-            theirs => signatures.push(theirs.clone()),
-        }
         AggregateUDF::new_from_impl(FloatSum {
-            inner,
-            signature: Signature::one_of(signatures, Volatility::Immutable),
+            inner: datafusion::functions_aggregate::sum::sum_udaf()
+                .as_ref()
+                .clone(),
+            signature: Signature::user_defined(Volatility::Immutable),
         })
     }
 
@@ -88,6 +82,29 @@ impl AggregateUDFImpl for FloatSum {
 
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// A FLOAT stays a FLOAT; any other argument is coerced as DataFusion's `sum`
+    /// coerces it (small integers to BIGINT, DOUBLE and decimals as they are).
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if let [DataType::Float32] = arg_types {
+            return Ok(arg_types.to_vec());
+        }
+        let fields: Vec<FieldRef> = arg_types
+            .iter()
+            .map(|t| {
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "arg",
+                    t.clone(),
+                    true,
+                ))
+            })
+            .collect();
+        let coerced = datafusion::logical_expr::type_coercion::functions::fields_with_udf(
+            &fields,
+            &self.inner,
+        )?;
+        Ok(coerced.iter().map(|f| f.data_type().clone()).collect())
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -489,7 +506,46 @@ mod tests {
             );
         }
 
-        // Other types are DataFusion's `sum` as before.
+        // Other types are DataFusion's `sum` as before: small integers into an exact
+        // BIGINT (2^24 + 1 is not a FLOAT), NULL as DataFusion takes it.
+        let theirs = SessionContext::new();
+        theirs
+            .register_table("t", ctx.table_provider("t").await.unwrap())
+            .unwrap();
+        for sql in [
+            "SELECT SUM(CAST(g + 16777216 AS INT)) FROM t WHERE f IS NOT NULL",
+            "SELECT SUM(CAST(g AS SMALLINT)), SUM(CAST(g AS INT UNSIGNED)) FROM t",
+            "SELECT SUM(NULL) FROM t",
+        ] {
+            let answer = |ctx: SessionContext| async move {
+                match ctx.sql(sql).await {
+                    Ok(frame) => frame.collect().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            assert_eq!(
+                answer(ctx.clone()).await,
+                answer(theirs.clone()).await,
+                "{sql}"
+            );
+        }
+        let small = ctx
+            .sql("SELECT SUM(CAST(g + 16777216 AS INT)) FROM t WHERE f IS NOT NULL")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let expected: i64 = rows
+            .iter()
+            .filter(|r| r.1.is_some())
+            .map(|r| r.0 + 16_777_216)
+            .sum();
+        let small_sum = small[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(small_sum, expected);
         let ints = ctx
             .sql("SELECT SUM(g), SUM(CAST(f AS DOUBLE)) FROM t")
             .await
