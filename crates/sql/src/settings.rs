@@ -12,8 +12,9 @@ extensions_options! {
         /// Keep each segment's answer in the broker's result cache.
         pub populate_cache: bool, default = true
         /// The most bytes of a join's build side sent to the historicals, so that
-        /// the join runs next to the probe side's segments; a larger one (or 0 for
-        /// all) is joined on the broker.
+        /// the join runs next to the probe side's segments (at most 128 MiB, half
+        /// the message limit, whatever is set); a larger one (or 0 for all) is
+        /// joined on the broker.
         pub broadcast_bytes: usize, default = 32 * 1024 * 1024
     }
 }

@@ -99,7 +99,23 @@ pub fn admit(
     let listed: HashSet<&str> = segments.iter().map(String::as_str).collect();
     first_refusal(|refuse| {
         plan.apply(|node| Ok(refuse(admit_node(node.as_ref(), &listed, functions))))
-    })
+    })?;
+    // Rows a ticket carries are only ever a join's build side.
+    let (mut carried, mut built) = (0, 0);
+    let _ = plan.apply(|node| {
+        carried += usize::from(concrete::<BroadcastRowsExec>(node.as_ref()).is_some());
+        built += usize::from(
+            concrete::<HashJoinExec>(node.as_ref())
+                .is_some_and(|join| concrete::<BroadcastRowsExec>(join.left().as_ref()).is_some()),
+        );
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if carried != built {
+        return Err(Refused(
+            "rows the ticket carries that are not a hash join's build side".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a walk whose visitor hands each check to `refuse`, which keeps the first
@@ -145,6 +161,11 @@ fn admit_node(
     } else if concrete::<BroadcastRowsExec>(node).is_some() {
         // Rows the ticket carries; its size limit bounds them.
     } else if let Some(join) = concrete::<HashJoinExec>(node) {
+        if concrete::<BroadcastRowsExec>(join.left().as_ref()).is_none() {
+            return Err(Refused(
+                "a hash join whose build side is not rows the ticket carries".into(),
+            ));
+        }
         if !broadcast_join(join) {
             return Err(Refused(format!(
                 "a {} hash join in {:?} mode (fragments run only inner and right joins \

@@ -7,8 +7,9 @@
 //! [`compact_dictionaries`]) and puts them in every fragment that probes them. On the
 //! wire the leaf is
 //! `b"GROVEBRD" | version: u8 = 1 | Arrow IPC stream`, inside the plan's extension
-//! node (see `codec`, which checks its types like a scan's). The ticket's size limit
-//! bounds it.
+//! node (see `codec`, which checks its types like a scan's). A decoder reads no
+//! compressed body and at most [`MAX_BROADCAST_ROWS`] rows, checked in the messages'
+//! headers before any is decoded.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,62 @@ use grove_segment::scan::compact_dictionary;
 use super::leaf;
 
 const MAGIC: &[u8; 8] = b"GROVEBRD";
+
+/// The most rows broadcast rows may hold: a build side that large is joined on the
+/// broker long before (`grove.broadcast_bytes`), and a column of NULLs costs no bytes
+/// per row, so the message size alone does not bound them.
+pub const MAX_BROADCAST_ROWS: i64 = 1 << 24;
+
+/// Checks an Arrow IPC stream's messages before anything is decoded: no compressed
+/// bodies (a compressed body declares its own decompressed length), and at most
+/// [`MAX_BROADCAST_ROWS`] rows in all, in every column.
+fn check_stream(mut ipc: &[u8]) -> std::result::Result<(), String> {
+    let word = |bytes: &[u8]| -> std::result::Result<i32, String> {
+        let four: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("truncated")?;
+        Ok(i32::from_le_bytes(four))
+    };
+    let mut rows: i64 = 0;
+    while !ipc.is_empty() {
+        let mut length = word(ipc)?;
+        ipc = &ipc[4..];
+        if length == -1 {
+            // The continuation marker, then the length.
+            length = word(ipc)?;
+            ipc = &ipc[4..];
+        }
+        if length == 0 {
+            break;
+        }
+        let length = usize::try_from(length).map_err(|_| "a negative message length")?;
+        let metadata = ipc.get(..length).ok_or("truncated")?;
+        let message = datafusion::arrow::ipc::root_as_message(metadata)
+            .map_err(|e| format!("a message that does not parse: {e}"))?;
+        let body = usize::try_from(message.bodyLength()).map_err(|_| "a negative body")?;
+        ipc = ipc
+            .get(length..)
+            .and_then(|rest| rest.get(body..))
+            .ok_or("truncated")?;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        let Some(batch) = batch else {
+            continue;
+        };
+        if batch.compression().is_some() {
+            return Err("compressed bodies are not taken".into());
+        }
+        rows = rows.saturating_add(batch.length());
+        let columns = batch.nodes().into_iter().flatten();
+        let longest = columns.map(|n| n.length()).max().unwrap_or(0);
+        if batch.length() < 0 || rows > MAX_BROADCAST_ROWS || longest > MAX_BROADCAST_ROWS {
+            return Err(format!("more than {MAX_BROADCAST_ROWS} rows"));
+        }
+    }
+    Ok(())
+}
 pub const BROADCAST_NODE_VERSION: u8 = 1;
 
 /// Rows a fragment carries: the build side of a join broadcast to the historicals.
@@ -103,6 +160,7 @@ impl BroadcastRowsExec {
                 "version {version} (this build reads {BROADCAST_NODE_VERSION})"
             )));
         }
+        check_stream(ipc).map_err(invalid)?;
         let reader = StreamReader::try_new(ipc, None).map_err(|e| invalid(e.to_string()))?;
         let schema = reader.schema();
         let batches = reader
@@ -253,6 +311,42 @@ mod tests {
                 "{cut}: {e}"
             );
         }
+        // A body that says it is compressed, and more rows than taken.
+        let compressed = {
+            use datafusion::arrow::ipc::CompressionType;
+            use datafusion::arrow::ipc::writer::IpcWriteOptions;
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                .unwrap();
+            let (schema, batches) = rows();
+            let mut ipc = Vec::new();
+            let mut writer =
+                StreamWriter::try_new_with_options(&mut ipc, &schema, options).unwrap();
+            writer.write(&batches[0]).unwrap();
+            writer.finish().unwrap();
+            drop(writer);
+            [MAGIC.as_slice(), &[BROADCAST_NODE_VERSION], &ipc].concat()
+        };
+        let e = BroadcastRowsExec::decode(&compressed).unwrap_err();
+        assert!(e.to_string().contains("compressed bodies"), "{e}");
+        let nulls = {
+            use datafusion::arrow::array::NullArray;
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("n", DataType::Null, true),
+            ]));
+            let huge = (MAX_BROADCAST_ROWS + 1) as usize;
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(NullArray::new(huge))]).unwrap();
+            let mut buf = Vec::new();
+            BroadcastRowsExec::new(schema, vec![batch])
+                .encode(&mut buf)
+                .unwrap();
+            buf
+        };
+        assert!(nulls.len() < 1024, "{} bytes", nulls.len());
+        let e = BroadcastRowsExec::decode(&nulls).unwrap_err();
+        assert!(e.to_string().contains("more than 16777216 rows"), "{e}");
+
         let mut newer = buf.clone();
         newer[8] = 2;
         let e = BroadcastRowsExec::decode(&newer).unwrap_err();

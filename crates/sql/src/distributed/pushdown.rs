@@ -17,6 +17,7 @@ use crate::settings::GroveSettings;
 /// first on the historicals, each sending its own best `n` rows; the broker's sort
 /// stays and picks the best `n` of those.
 fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
     use datafusion::physical_plan::repartition::RepartitionExec;
     use datafusion::physical_plan::sorts::sort::SortExec;
     let Some(sort) = node.downcast_ref::<SortExec>() else {
@@ -37,7 +38,14 @@ fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
         return Ok(None);
     }
     let remote_sort = node.clone();
+    // A sort of one partition here sorts all of the fragment's partitions there.
+    let merged = !sort.preserve_partitioning();
     let pushed: Arc<dyn ExecutionPlan> = Arc::new(scan.with_top(|leaf| {
+        let leaf: Arc<dyn ExecutionPlan> = if merged {
+            Arc::new(CoalescePartitionsExec::new(leaf))
+        } else {
+            leaf
+        };
         datafusion::physical_plan::execution_plan::replace_children_if_necessary(
             remote_sort,
             vec![leaf],

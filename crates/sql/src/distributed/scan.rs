@@ -56,7 +56,7 @@ use super::cache::ResultCache;
 use super::codec::GroveCodec;
 use super::refs::{BroadcastRefsExec, ScanRequest, SegmentRefsExec};
 use super::remote::{FragmentClient, FragmentError};
-use super::ticket::Ticket;
+use super::ticket::{MAX_MESSAGE, Ticket};
 use crate::metadata::{REALTIME_REPLICA_PRIORITY, Replica};
 use crate::settings::GroveSettings;
 
@@ -737,7 +737,8 @@ impl Run {
             self.rows.push(broadcast.rows(&self.context).await?);
         }
         let bytes: usize = self.rows.iter().map(|r| r.bytes()).sum();
-        if bytes > self.settings.broadcast_bytes {
+        // Whatever the session says, a ticket must stay under the message limit.
+        if bytes > self.settings.broadcast_bytes.min(MAX_MESSAGE / 2) {
             self.counters.joined_here_bytes.add(bytes);
             return self.joined_here(out).await;
         }

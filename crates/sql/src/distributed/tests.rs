@@ -758,7 +758,7 @@ async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
     assert!(
         status
             .message()
-            .contains("DataSourceExec is not an operator"),
+            .contains("build side is not rows the ticket carries"),
         "{status}"
     );
     // Partitioned: each side would be a share of its rows.
@@ -779,6 +779,23 @@ async fn broadcast_joins_are_admitted_only_as_brokers_send_them() {
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
         assert!(status.message().contains(named), "{status}");
     }
+
+    // Carried rows anywhere but a join's build side (here, under a filter alone).
+    let loose: Arc<dyn ExecutionPlan> = Arc::new(
+        datafusion::physical_plan::filter::FilterExec::try_new(
+            Arc::new(datafusion::physical_expr::expressions::IsNullExpr::new(
+                Arc::new(datafusion::physical_expr::expressions::Column::new("dk", 0)),
+            )),
+            Arc::new(BroadcastRowsExec::new(schema.clone(), vec![rows.clone()])),
+        )
+        .unwrap(),
+    );
+    let status = refused(client.do_get(arrow_flight::Ticket::new(send(loose))).await);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status.message().contains("not a hash join's build side"),
+        "{status}"
+    );
 
     // Rows of a type too wide to allocate, refused as they are decoded.
     let wide = Arc::new(Schema::new(vec![Field::new(
@@ -825,4 +842,83 @@ fn unused_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A top-N the broker sorts in one partition (its scan has one historical) keeps
+/// that shape in the fragment, where the scan has several partitions: every one of
+/// them is read, not only the first.
+#[tokio::test]
+async fn a_top_n_over_one_historical_reads_every_partition_of_its_fragment() {
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::prelude::SessionConfig;
+
+    use super::pushdown::PushPartialAggregate;
+    use super::remote::FragmentClient;
+    use super::scan::{DistributedScanExec, RemoteSegment};
+    use crate::metadata::Replica;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let table_schema = ctx.table_provider("t").await.unwrap().schema();
+    let served = serving(&cache, &descriptors).await;
+    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
+    client.in_process("h-1", super::fragment::FragmentService::new(served));
+    let segments: Vec<RemoteSegment> = descriptors
+        .iter()
+        .map(|d| RemoteSegment {
+            id: d.id.to_string(),
+            interval: d.id.interval,
+            rows: d.num_rows as usize,
+            columns: d.columns.to_vec(),
+            intervals: vec![d.id.interval],
+            replicas: vec![Replica {
+                node: "h-1".into(),
+                tier: "t".into(),
+                priority: 0,
+                flight_address: Some("h-1".into()),
+            }],
+            realtime: false,
+        })
+        .collect();
+    let n = table_schema.index_of("n").unwrap();
+    let scan = Arc::new(
+        DistributedScanExec::new(table_schema, vec![n], segments, None, None, client).unwrap(),
+    );
+    let order = LexOrdering::new(vec![PhysicalSortExpr::new(
+        col("n", &scan.schema()).unwrap(),
+        datafusion::arrow::compute::SortOptions {
+            descending: true,
+            nulls_first: false,
+        },
+    )])
+    .unwrap();
+    let sort: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(order, scan).with_fetch(Some(5)));
+    let config = SessionConfig::new().with_target_partitions(4);
+    let plan = PushPartialAggregate
+        .optimize(sort, config.options())
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    assert!(shown.contains("remote=[SortExec"), "{shown}");
+    let ctx = SessionContext::new_with_config(config);
+    let answer = collect(plan, ctx.task_ctx()).await.unwrap();
+    let got: Vec<i64> = answer
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    // `segments` writes n = i * (day + 1) for i below 1000 on days 0, 1 and 2.
+    let mut all: Vec<i64> = (0..3i64)
+        .flat_map(|day| (0..1000i64).map(move |i| i * (day + 1)))
+        .collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got, all[..5].to_vec());
 }
