@@ -883,7 +883,10 @@ impl Run {
             self.scan.limit,
             self.client.clone(),
         )?);
-        let plan = self.above(rows, |i| self.rows[i].clone())?;
+        // `top`'s operators as new (a join keeps its hash table across copies of it).
+        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(
+            self.above(rows, |i| self.rows[i].clone())?,
+        )?;
         let mut stream = datafusion::physical_plan::execute_stream(plan, self.context.clone())?;
         while let Some(batch) = stream.next().await {
             pass(out, batch?).await?;
