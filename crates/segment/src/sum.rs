@@ -37,13 +37,16 @@ impl FloatSum {
         })
     }
 
+    /// Whether the argument is a FLOAT column.
+    fn of_floats(args: &AccumulatorArgs) -> bool {
+        args.expr_fields
+            .first()
+            .is_some_and(|f| *f.data_type() == DataType::Float32)
+    }
+
     /// Whether `args` are a FLOAT column added row by row (not distinct).
     fn adds_floats(args: &AccumulatorArgs) -> bool {
-        !args.is_distinct
-            && args
-                .expr_fields
-                .first()
-                .is_some_and(|f| *f.data_type() == DataType::Float32)
+        !args.is_distinct && Self::of_floats(args)
     }
 
     /// `args` as DataFusion's `sum` sees them after its coercion: a DOUBLE argument.
@@ -52,11 +55,7 @@ impl FloatSum {
         args: AccumulatorArgs,
         make: impl FnOnce(&AggregateUDF, AccumulatorArgs) -> Result<Box<dyn Accumulator>>,
     ) -> Result<Box<dyn Accumulator>> {
-        let is_float = args
-            .expr_fields
-            .first()
-            .is_some_and(|f| *f.data_type() == DataType::Float32);
-        if !is_float {
+        if !Self::of_floats(&args) {
             return make(&self.inner, args);
         }
         let widened: Vec<FieldRef> = args

@@ -58,41 +58,54 @@ fn push_top_k(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     Ok(Some(local))
 }
 
-/// A filter or projection over a distributed scan (directly, or through a
-/// round-robin repartition, which does not look at rows) runs in the fragments, so
-/// historicals send fewer rows and columns.
-fn push_row_local(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+/// `input` with the open distributed scan it is (directly, or through a round-robin
+/// repartition, which does not look at rows) replaced by `push(scan)`; `None` when
+/// it is no such scan.
+fn onto_open_scan(
+    input: &Arc<dyn ExecutionPlan>,
+    push: impl FnOnce(&DistributedScanExec) -> Result<DistributedScanExec>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     use datafusion::physical_plan::repartition::RepartitionExec;
-    if !is_row_local(&node) {
-        return Ok(Transformed::no(node));
-    }
-    let child = node.children()[0].clone();
-    let through = child
+    let through = input
         .downcast_ref::<RepartitionExec>()
         .filter(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)))
         .map(|r| r.input().clone());
-    let scan_node = through.clone().unwrap_or_else(|| child.clone());
+    let scan_node = through.clone().unwrap_or_else(|| input.clone());
     let Some(scan) = scan_node.downcast_ref::<DistributedScanExec>() else {
-        return Ok(Transformed::no(node));
+        return Ok(None);
     };
     if !scan.is_open() {
-        return Ok(Transformed::no(node));
+        return Ok(None);
     }
-    let operator = node.clone();
-    let pushed: Arc<dyn ExecutionPlan> = Arc::new(scan.with_top(|below| {
-        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-            operator,
-            vec![below],
-        )
-    })?);
-    let replaced = match through {
+    let pushed: Arc<dyn ExecutionPlan> = Arc::new(push(scan)?);
+    Ok(Some(match through {
         Some(_) => datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-            child,
+            input.clone(),
             vec![pushed],
         )?,
         None => pushed,
-    };
-    Ok(Transformed::yes(replaced))
+    }))
+}
+
+/// A filter or projection over a distributed scan runs in the fragments (see
+/// [`onto_open_scan`]), so historicals send fewer rows and columns.
+fn push_row_local(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if !is_row_local(&node) {
+        return Ok(Transformed::no(node));
+    }
+    let operator = node.clone();
+    let pushed = onto_open_scan(node.children()[0], |scan| {
+        scan.with_top(|below| {
+            datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                operator,
+                vec![below],
+            )
+        })
+    })?;
+    Ok(match pushed {
+        Some(replaced) => Transformed::yes(replaced),
+        None => Transformed::no(node),
+    })
 }
 
 /// Whether `plan`, a join's build side, keeps fewer rows than it reads: a filter, an
@@ -175,35 +188,19 @@ fn push_broadcast_join(
     broadcasts: bool,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     use datafusion::physical_plan::joins::HashJoinExec;
-    use datafusion::physical_plan::repartition::RepartitionExec;
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(Transformed::no(node));
     };
     if !broadcasts || !broadcast_join(join) {
         return Ok(Transformed::no(node));
     }
-    let probe = join.right().clone();
-    let through = probe
-        .downcast_ref::<RepartitionExec>()
-        .filter(|r| matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)))
-        .map(|r| r.input().clone());
-    let scan_node = through.clone().unwrap_or_else(|| probe.clone());
-    let Some(scan) = scan_node.downcast_ref::<DistributedScanExec>() else {
-        return Ok(Transformed::no(node));
-    };
-    if !scan.is_open() {
-        return Ok(Transformed::no(node));
-    }
-    let pushed: Arc<dyn ExecutionPlan> =
-        Arc::new(scan.with_broadcast_join(node.clone(), join.left().clone())?);
-    let replaced = match through {
-        Some(_) => datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-            probe,
-            vec![pushed],
-        )?,
-        None => pushed,
-    };
-    Ok(Transformed::yes(replaced))
+    let pushed = onto_open_scan(join.right(), |scan| {
+        scan.with_broadcast_join(node.clone(), join.left().clone())
+    })?;
+    Ok(match pushed {
+        Some(replaced) => Transformed::yes(replaced),
+        None => Transformed::no(node),
+    })
 }
 
 /// Moves what can run next to the data into the distributed scan below it: first

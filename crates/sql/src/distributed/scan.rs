@@ -703,17 +703,13 @@ impl Run {
         scan.segments = segment_refs(&refs);
         let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
         let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
-        let plan = self.above(leaf, |i| self.rows[i].clone())?;
+        let plan = self.above(leaf)?;
         Ok(Ticket::new("", ids, plan, &GroveCodec::for_encoding())?
             .with_batch_size(self.batch_size))
     }
 
-    /// `top` over `leaf`, each build side the plan `build` gives for its index.
-    fn above(
-        &self,
-        leaf: Arc<dyn ExecutionPlan>,
-        build: impl Fn(usize) -> Arc<dyn ExecutionPlan>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    /// `top` over `leaf`, each build side its rows (run before any ticket is made).
+    fn above(&self, leaf: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         let Some(top) = &self.top else {
             return Ok(leaf);
         };
@@ -722,7 +718,7 @@ impl Run {
                 return Ok(Transformed::yes(leaf.clone()));
             }
             match node.downcast_ref::<BroadcastRefsExec>() {
-                Some(refs) => Ok(Transformed::yes(build(refs.index()))),
+                Some(refs) => Ok(Transformed::yes(self.rows[refs.index()].clone())),
                 None => Ok(Transformed::no(node)),
             }
         })?;
@@ -884,9 +880,7 @@ impl Run {
             self.client.clone(),
         )?);
         // `top`'s operators as new (a join keeps its hash table across copies of it).
-        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(
-            self.above(rows, |i| self.rows[i].clone())?,
-        )?;
+        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(self.above(rows)?)?;
         let mut stream = datafusion::physical_plan::execute_stream(plan, self.context.clone())?;
         while let Some(batch) = stream.next().await {
             pass(out, batch?).await?;
