@@ -35,6 +35,7 @@ use grove_cluster::view::ClusterView;
 use grove_segment::scan::SegmentGroupBy;
 
 use crate::catalog::SegmentCache;
+use crate::distributed::stage::PlanStages;
 use crate::distributed::{FragmentClient, PushPartialAggregate};
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
@@ -87,6 +88,13 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
         // `0.07` is the exact number, as in Druid's SQL and Postgres (see `literals`).
         config.options_mut().sql_parser.parse_float_as_decimal = true;
+        // A join's build side is collected into one hash table (and on a cluster sent
+        // to the probe side's historicals) up to what a fragment carries: a
+        // dimension of a few hundred thousand rows, not DataFusion's 128 Ki rows or
+        // 1 MiB.
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.hash_join_single_partition_threshold = 32 << 20;
+        optimizer.hash_join_single_partition_threshold_rows = 400_000;
         config
             .options_mut()
             .extensions
@@ -97,6 +105,7 @@ impl Engine {
             .with_analyzer_rule(Arc::new(DecimalLiterals));
         if matches!(reader, Reader::Remote(_)) {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
+            template = template.with_physical_optimizer_rule(Arc::new(PlanStages));
         }
         template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
         // Where this process scans segments itself.

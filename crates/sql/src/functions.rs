@@ -47,6 +47,10 @@ pub fn register(registry: &mut dyn FunctionRegistry) {
             tracing::error!("registering {name}: {e}");
         }
     }
+    // The slices of a shuffle, which stages compute on the historicals.
+    if let Err(e) = registry.register_udf(Arc::new(crate::distributed::slice::HashSlice::udf())) {
+        tracing::error!("registering {}: {e}", crate::distributed::slice::HASH_SLICE);
+    }
     // `SUM` of FLOAT columns without a cast of every row.
     if let Err(e) = registry.register_udaf(Arc::new(grove_segment::sum::FloatSum::udaf())) {
         tracing::error!("registering sum: {e}");

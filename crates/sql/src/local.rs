@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
-use crate::distributed::{self, FragmentClient, FragmentService, LoadedSource};
+use crate::distributed::{self, FragmentClient, FragmentService, LoadedSource, Peers};
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -100,6 +100,10 @@ impl LocalCluster {
         if options.cache_bytes > 0 {
             client = client.with_cache(options.cache_bytes);
         }
+        let client = Arc::new(client);
+        let view = ClusterView::start(store.clone());
+        // Shuffle stages on a historical read the others' fragments as the broker does.
+        let peers = Peers::new(client.clone(), Some(view.clone()));
         for i in 1..=options.historicals {
             let id = format!("historical-{i}");
             let settings = HistoricalSettings {
@@ -121,7 +125,8 @@ impl LocalCluster {
             };
             let historical = Historical::new(store.clone(), deep.clone(), info, settings);
             historicals.push(historical.status());
-            let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())));
+            let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())))
+                .with_peers(peers.clone());
             running_fragments.push(service.running());
             // The port serves any other client.
             if options.fragments_in_process {
@@ -142,9 +147,8 @@ impl LocalCluster {
             LEASE_TTL,
             rx,
         )));
-        let view = ClusterView::start(store.clone());
         view.wait_synced(Duration::from_secs(30)).await?;
-        let engine = Arc::new(Engine::broker_with(view.clone(), Arc::new(client)));
+        let engine = Arc::new(Engine::broker_with(view.clone(), client));
         Ok(LocalCluster {
             store,
             view,

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use clap::Args;
 use grove_cluster::historical::{Historical, HistoricalSettings};
 use grove_cluster::nodes::{NodeInfo, Role};
-use grove_sql::distributed::{FragmentService, LoadedSource};
+use grove_cluster::view::ClusterView;
+use grove_sql::distributed::{FragmentClient, FragmentService, LoadedSource, Peers};
 
 use super::http;
 use crate::CliResult;
@@ -81,9 +82,15 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
         cache_dir: data_dir.join("segment-cache"),
         lease_ttl,
     };
+    // Shuffle stages here read the fragments of the historicals `view` lists, and
+    // their own without Flight.
+    let view = ClusterView::start(store.clone());
+    let peers_client = Arc::new(FragmentClient::new(super::FRAGMENT_DEADLINE));
     let historical = Historical::new(store, deep, node, settings);
     let status = historical.status();
-    let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())));
+    let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())))
+        .with_peers(Peers::new(peers_client.clone(), Some(view)));
+    peers_client.in_process(&flight.to_string(), service.clone());
     let running_fragments = service.running();
     let router = http::status_routes(move || {
         let mut v = serde_json::to_value(status.read().map(|s| s.clone()).unwrap_or_default())

@@ -8,9 +8,11 @@
 //!
 //! - every leaf is a Grove segment scan, reading only segments the ticket lists, or
 //!   the rows of a join's build side that the ticket carries ([`BroadcastRowsExec`]);
+//!   in a shuffle stage's ticket, which lists no segments, the fragments of other
+//!   historicals it reads ([`PeerFragmentsExec`]) instead;
 //! - every other node is an operator brokers push ([`operator_allowed`]), a hash join
 //!   only when it collects its build side and answers probe row by probe row
-//!   ([`broadcast_join`]);
+//!   ([`broadcast_join`]), or in a stage, when it joins two hash-partitioned inputs;
 //! - every expression is one of DataFusion's pure expressions, and every function
 //!   (scalar, aggregate, higher-order) is registered in the historical's session.
 //!
@@ -21,10 +23,8 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, CastExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr,
@@ -46,6 +46,9 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use grove_segment::scan::SegmentScanExec;
 
 use super::broadcast::BroadcastRowsExec;
+use super::peers::PeerFragmentsExec;
+pub(crate) use super::refusal::find_external;
+pub use super::refusal::{MAX_FIXED_WIDTH, Refused, check_type};
 
 /// The most output partitions a fragment's repartition may ask for (as many as a
 /// segment scan may have): each is a channel and a task on the historical.
@@ -54,51 +57,18 @@ pub const MAX_PARTITIONS: usize = 1024;
 /// The most rows per batch a ticket may ask for (DataFusion's default is 8192).
 pub const MAX_BATCH_SIZE: usize = 1 << 20;
 
-/// A fragment, or a part of one, that a historical will not run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "fragment refused: {}", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-impl Refused {
-    /// The refusal behind `error`, if that is what it is (decoding wraps the
-    /// codec's errors in context).
-    pub fn find(error: &DataFusionError) -> Option<&Refused> {
-        find_external(error)
-    }
-
-    /// The refusal as a DataFusion error, for the codec to return while decoding.
-    pub fn into_error(self) -> DataFusionError {
-        DataFusionError::External(Box::new(self))
-    }
-}
-
-/// The error of type `T` that a codec returned inside `error`, through the context
-/// decoding adds around it.
-pub(crate) fn find_external<T: std::error::Error + 'static>(error: &DataFusionError) -> Option<&T> {
-    match error {
-        DataFusionError::External(e) => e.downcast_ref::<T>(),
-        DataFusionError::Context(_, inner) => find_external(inner),
-        _ => None,
-    }
-}
-
 /// Checks every node and expression of `plan` (see the module documentation);
-/// `segments` are those the ticket lists, `functions` the historical's registry.
+/// `segments` are those the ticket lists, `functions` the historical's registry,
+/// `stage` whether the ticket is a shuffle stage's.
 pub fn admit(
     plan: &Arc<dyn ExecutionPlan>,
     segments: &[String],
     functions: &dyn FunctionRegistry,
+    stage: bool,
 ) -> Result<(), Refused> {
     let listed: HashSet<&str> = segments.iter().map(String::as_str).collect();
     first_refusal(|refuse| {
-        plan.apply(|node| Ok(refuse(admit_node(node.as_ref(), &listed, functions))))
+        plan.apply(|node| Ok(refuse(admit_node(node.as_ref(), &listed, functions, stage))))
     })?;
     // Rows a ticket carries are only ever a join's build side.
     let (mut carried, mut built) = (0, 0);
@@ -146,6 +116,7 @@ fn admit_node(
     node: &dyn ExecutionPlan,
     listed: &HashSet<&str>,
     functions: &dyn FunctionRegistry,
+    stage: bool,
 ) -> Result<(), Refused> {
     if let Some(scan) = concrete::<SegmentScanExec>(node) {
         if let Some(unlisted) = scan
@@ -160,6 +131,24 @@ fn admit_node(
         }
     } else if concrete::<BroadcastRowsExec>(node).is_some() {
         // Rows the ticket carries; its size limit bounds them.
+    } else if concrete::<PeerFragmentsExec>(node).is_some() {
+        if !stage {
+            return Err(Refused(
+                "fragments of other historicals in a ticket that is not a shuffle stage".into(),
+            ));
+        }
+    } else if let Some(join) = concrete::<HashJoinExec>(node)
+        && stage
+    {
+        // A stage's inputs are its slice of both sides, hash-partitioned alike.
+        if *join.partition_mode() != PartitionMode::Partitioned || join.fetch().is_some() {
+            return Err(Refused(format!(
+                "a {} hash join in {:?} mode in a shuffle stage (only partitioned joins \
+                 without a limit)",
+                join.join_type(),
+                join.partition_mode()
+            )));
+        }
     } else if let Some(join) = concrete::<HashJoinExec>(node) {
         if concrete::<BroadcastRowsExec>(join.left().as_ref()).is_none() {
             return Err(Refused(
@@ -223,46 +212,6 @@ fn check_fetch(operator: &str, fetch: Option<usize>) -> Result<(), Refused> {
             "{operator} keeping {rows} rows (1 to {MAX_FRAGMENT_FETCH})"
         ))),
         _ => Ok(()),
-    }
-}
-
-/// The widest value of a fixed-size type a fragment may make (bytes of a
-/// `FixedSizeBinary`, elements of a `FixedSizeList`, nested sizes multiplied): a null
-/// of such a type is allocated at its full width for every row.
-pub const MAX_FIXED_WIDTH: usize = 1 << 16;
-
-/// Refuses types whose values are wider than [`MAX_FIXED_WIDTH`].
-pub fn check_type(data_type: &DataType) -> Result<(), Refused> {
-    let width = fixed_width(data_type);
-    if width > MAX_FIXED_WIDTH {
-        return Err(Refused(format!(
-            "type {data_type} is {width} wide (at most {MAX_FIXED_WIDTH})"
-        )));
-    }
-    Ok(())
-}
-
-fn fixed_width(data_type: &DataType) -> usize {
-    let size = |n: i32| usize::try_from(n).unwrap_or(0);
-    match data_type {
-        DataType::FixedSizeBinary(n) => size(*n),
-        DataType::FixedSizeList(item, n) => size(*n).saturating_mul(fixed_width(item.data_type())),
-        DataType::List(item)
-        | DataType::LargeList(item)
-        | DataType::ListView(item)
-        | DataType::LargeListView(item)
-        | DataType::Map(item, _) => fixed_width(item.data_type()),
-        DataType::Struct(fields) => fields
-            .iter()
-            .map(|f| fixed_width(f.data_type()))
-            .fold(1, usize::saturating_add),
-        DataType::Union(fields, _) => fields
-            .iter()
-            .map(|(_, f)| fixed_width(f.data_type()))
-            .fold(1, usize::saturating_add),
-        DataType::Dictionary(_, value) => fixed_width(value),
-        DataType::RunEndEncoded(_, value) => fixed_width(value.data_type()),
-        _ => 1,
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
@@ -22,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::admit::{MAX_PARTITIONS, Refused, check_type, find_external, unregistered};
 use super::broadcast::BroadcastRowsExec;
+use super::peers::{PeerClient, PeerFragmentsExec};
 use super::refs::{ScanRequest, SegmentRefsExec};
+use super::wire::{FieldNode, decode_schema, encode_schema, invalid};
 
 /// The version of the scan node's encoding; a decoder refuses others.
 pub const SCAN_NODE_VERSION: u32 = 1;
@@ -57,11 +58,22 @@ impl MissingSegments {
 #[derive(Debug)]
 pub struct GroveCodec {
     source: Arc<dyn SegmentSource>,
+    /// Where a shuffle stage's leaves read from, when a stage is being decoded.
+    stage: Option<Arc<dyn PeerClient>>,
 }
 
 impl GroveCodec {
     pub fn new(source: Arc<dyn SegmentSource>) -> Self {
-        GroveCodec { source }
+        GroveCodec {
+            source,
+            stage: None,
+        }
+    }
+
+    /// The codec of a shuffle stage's ticket: its leaves read from `peers`.
+    pub fn for_stage(mut self, peers: Arc<dyn PeerClient>) -> Self {
+        self.stage = Some(peers);
+        self
     }
 
     /// A codec for a process that only sends fragments: it serves no segments.
@@ -91,21 +103,9 @@ struct ScanNode {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct FieldNode {
-    name: String,
-    /// Arrow's own text form of the type (`Int64`, `Timestamp(ms, "UTC")`, ...).
-    data_type: String,
-    nullable: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 struct SegmentNode {
     id: String,
     intervals: Vec<Interval>,
-}
-
-fn invalid(what: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Plan(format!("invalid Grove plan fragment: {what}"))
 }
 
 impl PhysicalExtensionCodec for GroveCodec {
@@ -126,6 +126,15 @@ impl PhysicalExtensionCodec for GroveCodec {
             }
             return Ok(Arc::new(rows));
         }
+        if PeerFragmentsExec::is_encoding(buf) {
+            let Some(peers) = &self.stage else {
+                return Err(Refused(
+                    "fragments of other historicals in a ticket that is not a shuffle stage".into(),
+                )
+                .into_error());
+            };
+            return Ok(Arc::new(PeerFragmentsExec::decode(buf, peers)?));
+        }
         let node: ScanNode = serde_json::from_slice(buf).map_err(invalid)?;
         if node.version != SCAN_NODE_VERSION {
             return Err(invalid(format!(
@@ -133,19 +142,7 @@ impl PhysicalExtensionCodec for GroveCodec {
                 node.version
             )));
         }
-        let fields = node
-            .schema
-            .iter()
-            .map(|f| {
-                let data_type: DataType = f
-                    .data_type
-                    .parse()
-                    .map_err(|e| invalid(format!("column {}: {e}", f.name)))?;
-                check_type(&data_type).map_err(Refused::into_error)?;
-                Ok(Field::new(&f.name, data_type, f.nullable))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let schema = Arc::new(Schema::new(fields));
+        let schema = decode_schema(&node.schema)?;
         if let Some(bad) = node
             .projection
             .iter()
@@ -206,6 +203,9 @@ impl PhysicalExtensionCodec for GroveCodec {
         if let Some(rows) = node.downcast_ref::<BroadcastRowsExec>() {
             return rows.encode(buf);
         }
+        if let Some(leaf) = node.downcast_ref::<PeerFragmentsExec>() {
+            return leaf.encode(buf);
+        }
         let request = if let Some(scan) = node.downcast_ref::<SegmentScanExec>() {
             ScanRequest::of(scan)
         } else if let Some(refs) = node.downcast_ref::<SegmentRefsExec>() {
@@ -225,16 +225,7 @@ impl PhysicalExtensionCodec for GroveCodec {
 fn scan_node(request: ScanRequest) -> ScanNode {
     ScanNode {
         version: SCAN_NODE_VERSION,
-        schema: request
-            .table_schema
-            .fields()
-            .iter()
-            .map(|f| FieldNode {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect(),
+        schema: encode_schema(&request.table_schema),
         projection: request.projection,
         segments: request
             .segments

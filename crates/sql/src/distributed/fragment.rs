@@ -38,12 +38,15 @@ use tonic::{Request, Response, Status, Streaming};
 use super::admit::{MAX_BATCH_SIZE, Refused, admit};
 use super::broadcast::compact_dictionaries;
 use super::codec::{GroveCodec, MissingSegments, SegmentSource};
+use super::peers::PeerClient;
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// A historical's Flight endpoint for plan fragments. Cloning it shares it.
 #[derive(Clone)]
 pub struct FragmentService {
     source: Arc<dyn SegmentSource>,
+    /// Where shuffle stages read other historicals' fragments: none, no stages.
+    peers: Option<Arc<dyn PeerClient>>,
     ctx: SessionContext,
     running: Arc<AtomicUsize>,
 }
@@ -54,9 +57,16 @@ impl FragmentService {
         crate::functions::register(&mut state);
         FragmentService {
             source,
+            peers: None,
             ctx: SessionContext::new_with_state(state),
             running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The service, running shuffle stages that read from `peers`.
+    pub fn with_peers(mut self, peers: Arc<dyn PeerClient>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// How many fragments are executing right now: each counts from its `do_get`
@@ -79,7 +89,22 @@ impl FragmentService {
         if !absent.is_empty() {
             return Err(missing(absent));
         }
-        let codec = GroveCodec::new(self.source.clone());
+        let mut codec = GroveCodec::new(self.source.clone());
+        if ticket.stage {
+            let refused = match &self.peers {
+                None => Some("a shuffle stage, which this node does not run"),
+                Some(_) if !ticket.segments.is_empty() => {
+                    Some("a shuffle stage that lists segments of its own")
+                }
+                Some(peers) => {
+                    codec = codec.for_stage(peers.clone());
+                    None
+                }
+            };
+            if let Some(why) = refused {
+                return Err(permission_denied(ticket, &Refused(why.into())));
+            }
+        }
         let mut task = self.ctx.task_ctx();
         if let Some(rows) = ticket.batch_size {
             if !(1..=MAX_BATCH_SIZE).contains(&rows) {
@@ -116,7 +141,7 @@ impl FragmentService {
                 });
             }
         };
-        admit(&plan, &ticket.segments, task.as_ref())
+        admit(&plan, &ticket.segments, task.as_ref(), ticket.stage)
             .map_err(|refused| permission_denied(ticket, &refused))?;
         // What the broker planned, computed the historical's way (the same rows).
         let plan = SegmentGroupBy

@@ -11,11 +11,16 @@ use arrow_flight::FlightClient;
 use arrow_flight::error::FlightError;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
-use futures::{StreamExt, TryStreamExt};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use grove_cluster::nodes::Role;
+use grove_cluster::view::ClusterView;
 use tonic::transport::{Channel, Endpoint};
 
 use super::cache::ResultCache;
 use super::fragment::FragmentService;
+use super::peers::{PeerClient, PeerStream};
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
 
 /// Why a fragment did not run on a historical.
@@ -89,6 +94,13 @@ impl FragmentClient {
         if let Ok(mut m) = self.in_process.write() {
             m.insert(address.to_string(), service);
         }
+    }
+
+    /// Whether the historical at `address` is one in this process.
+    pub fn runs_here(&self, address: &str) -> bool {
+        self.in_process
+            .read()
+            .is_ok_and(|m| m.contains_key(address))
     }
 
     pub fn cache(&self) -> Option<&ResultCache> {
@@ -227,6 +239,53 @@ impl FragmentClient {
     }
 }
 
+/// The historicals a shuffle stage on this one may read from: those in this process,
+/// and the cluster's historicals and streaming tasks as `view` lists them.
+#[derive(Debug)]
+pub struct Peers {
+    client: Arc<FragmentClient>,
+    view: Option<Arc<ClusterView>>,
+}
+
+impl Peers {
+    pub fn new(client: Arc<FragmentClient>, view: Option<Arc<ClusterView>>) -> Arc<Peers> {
+        Arc::new(Peers { client, view })
+    }
+}
+
+impl PeerClient for Peers {
+    fn knows(&self, address: &str) -> bool {
+        self.client.runs_here(address)
+            || self.view.as_ref().is_some_and(|view| {
+                view.read(|state| {
+                    state.nodes.values().any(|n| {
+                        matches!(n.role, Role::Historical | Role::Peon)
+                            && n.flight_address.as_deref() == Some(address)
+                    })
+                })
+            })
+    }
+
+    fn open(&self, address: String, ticket: Ticket) -> BoxFuture<'static, DfResult<PeerStream>> {
+        let client = self.client.clone();
+        async move {
+            let stream = client
+                .open(&address, &ticket)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let batches = futures::stream::unfold(stream, |mut stream| async move {
+                let next = stream.next().await?;
+                Some((
+                    next.map_err(|e| DataFusionError::External(Box::new(e))),
+                    stream,
+                ))
+            });
+            Ok(batches.boxed())
+        }
+        .boxed()
+    }
+}
+
 fn silent(address: &str, deadline: Duration) -> FragmentError {
     FragmentError::Unavailable(format!("{address} sent nothing within {deadline:?}"))
 }
@@ -356,6 +415,7 @@ mod tests {
             query_id: "q".into(),
             segments: vec!["a".into(), "b".into(), "c".into()],
             batch_size: None,
+            stage: false,
             plan: Vec::new(),
         };
         let running = tokio::spawn({

@@ -54,8 +54,10 @@ use super::admit::{MAX_PARTITIONS, broadcast_join};
 use super::broadcast::{BroadcastRowsExec, compact_dictionaries};
 use super::cache::ResultCache;
 use super::codec::GroveCodec;
+use super::peers::PeerFragment;
 use super::refs::{BroadcastRefsExec, ScanRequest, SegmentRefsExec};
 use super::remote::{FragmentClient, FragmentError};
+use super::slice::only_slice;
 use super::ticket::{MAX_MESSAGE, Ticket};
 use crate::metadata::{REALTIME_REPLICA_PRIORITY, Replica};
 use crate::settings::GroveSettings;
@@ -425,6 +427,80 @@ impl DistributedScanExec {
         Ok(Some(plan))
     }
 
+    /// The fragments a shuffle stage reads of this scan: per slice of `slices` by
+    /// `keys` (over the scan's output), one per historical it was placed on, each
+    /// keeping only that slice's rows. The build sides run first; `None` when their
+    /// rows are more than the session sends along.
+    pub async fn sliced(
+        &self,
+        keys: &[Arc<dyn PhysicalExpr>],
+        slices: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<Option<Vec<Vec<PeerFragment>>>> {
+        let mut rows = Vec::with_capacity(self.broadcasts.len());
+        for broadcast in &self.broadcasts {
+            rows.push(broadcast.rows(context).await?);
+        }
+        let settings = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<GroveSettings>()
+            .cloned()
+            .unwrap_or_default();
+        let bytes: usize = rows.iter().map(|r| r.bytes()).sum();
+        if bytes > settings.broadcast_bytes.min(MAX_MESSAGE / 2) {
+            return Ok(None);
+        }
+        let config = context.session_config();
+        let mut out = vec![Vec::new(); slices];
+        for (node, segments) in &self.groups {
+            let address = flight_address(node, segments).ok_or_else(|| {
+                DataFusionError::Execution(format!("{node} has no Flight address"))
+            })?;
+            let refs: Vec<&RemoteSegment> = segments.iter().collect();
+            let mut scan = self.request(&refs);
+            scan.partitions = config.target_partitions().clamp(1, MAX_PARTITIONS);
+            let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
+            let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
+            let fragment = above(self.top.as_ref(), leaf, &rows)?;
+            for (slice, fragments) in out.iter_mut().enumerate() {
+                let plan = only_slice(fragment.clone(), keys, slice, slices)?;
+                let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?
+                    .with_batch_size(config.batch_size());
+                fragments.push(PeerFragment {
+                    node: node.clone(),
+                    address: address.clone(),
+                    ticket,
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The same scan keeping only slice `slice` of `slices` by `keys`, run from here:
+    /// what a shuffle stage's slice reads when the broker runs it itself.
+    pub fn keeping_slice(
+        &self,
+        keys: &[Arc<dyn PhysicalExpr>],
+        slice: usize,
+        slices: usize,
+    ) -> Result<DistributedScanExec> {
+        self.with_top(|top| only_slice(top, keys, slice, slices))
+    }
+
+    /// The historicals its partitions read from, with their Flight addresses.
+    pub fn historicals(&self) -> Vec<(String, Option<String>)> {
+        self.groups
+            .iter()
+            .map(|(node, segments)| (node.clone(), flight_address(node, segments)))
+            .collect()
+    }
+
+    pub fn client(&self) -> &Arc<FragmentClient> {
+        &self.client
+    }
+
     /// Whether more may run above the fragments: only row-by-row operators (filters,
     /// projections, joins with a broadcast build side) run there so far, so a
     /// fragment still sends rows.
@@ -677,6 +753,41 @@ impl ExecutionPlan for DistributedScanExec {
     }
 }
 
+/// The Flight address of `node`, as its replicas of `segments` name it.
+fn flight_address(node: &str, segments: &[RemoteSegment]) -> Option<String> {
+    segments
+        .iter()
+        .flat_map(|s| &s.replicas)
+        .find(|r| r.node == node)
+        .and_then(|r| r.flight_address.clone())
+}
+
+/// `top` over `leaf`, each build side `rows`.
+fn above(
+    top: Option<&Arc<dyn ExecutionPlan>>,
+    leaf: Arc<dyn ExecutionPlan>,
+    rows: &[Arc<BroadcastRowsExec>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(top) = top else {
+        return Ok(leaf);
+    };
+    let plan = top.clone().transform_up(|node| {
+        if node.downcast_ref::<SegmentRefsExec>().is_some() {
+            return Ok(Transformed::yes(leaf.clone()));
+        }
+        match node.downcast_ref::<BroadcastRefsExec>() {
+            Some(refs) => {
+                let rows = rows.get(refs.index()).ok_or_else(|| {
+                    DataFusionError::Internal(format!("no build side {}", refs.index()))
+                })?;
+                Ok(Transformed::yes(rows.clone() as Arc<dyn ExecutionPlan>))
+            }
+            None => Ok(Transformed::no(node)),
+        }
+    })?;
+    Ok(plan.data)
+}
+
 /// One partition's work: its segments, on their chosen historical first.
 struct Run {
     counters: Counters,
@@ -710,19 +821,7 @@ impl Run {
 
     /// `top` over `leaf`, each build side its rows (run before any ticket is made).
     fn above(&self, leaf: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(top) = &self.top else {
-            return Ok(leaf);
-        };
-        let plan = top.clone().transform_up(|node| {
-            if node.downcast_ref::<SegmentRefsExec>().is_some() {
-                return Ok(Transformed::yes(leaf.clone()));
-            }
-            match node.downcast_ref::<BroadcastRefsExec>() {
-                Some(refs) => Ok(Transformed::yes(self.rows[refs.index()].clone())),
-                None => Ok(Transformed::no(node)),
-            }
-        })?;
-        Ok(plan.data)
+        above(self.top.as_ref(), leaf, &self.rows)
     }
 
     /// Runs the partition's fragments, passing their batches to `out` as they come;

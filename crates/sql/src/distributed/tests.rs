@@ -600,10 +600,11 @@ async fn admission_checks_what_decoding_does_not() {
     let (descriptors, _cache, ctx) = fixture(dir.path());
     let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
     let historical = SessionContext::new().task_ctx();
-    let refusal = |plan: Arc<dyn ExecutionPlan>| match admit(&plan, &ids, historical.as_ref()) {
-        Ok(()) => panic!("admitted:\n{}", displayable(plan.as_ref()).indent(true)),
-        Err(refused) => refused.to_string(),
-    };
+    let refusal =
+        |plan: Arc<dyn ExecutionPlan>| match admit(&plan, &ids, historical.as_ref(), false) {
+            Ok(()) => panic!("admitted:\n{}", displayable(plan.as_ref()).indent(true)),
+            Err(refused) => refused.to_string(),
+        };
     let find = |plan: &Arc<dyn ExecutionPlan>, name: &str| {
         let mut found = None;
         plan.apply(|node| {
@@ -666,7 +667,10 @@ async fn admission_checks_what_decoding_does_not() {
         "SELECT k, n * 2 FROM t WHERE n > 10 AND k IN ('a', 'b') LIMIT 5",
     ] {
         let plan = physical(&ctx, sql).await;
-        assert!(admit(&plan, &ids, historical.as_ref()).is_ok(), "{sql}");
+        assert!(
+            admit(&plan, &ids, historical.as_ref(), false).is_ok(),
+            "{sql}"
+        );
     }
 
     // A scan whose declared schema has such a type is refused at decode.
@@ -921,4 +925,333 @@ async fn a_top_n_over_one_historical_reads_every_partition_of_its_fragment() {
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(got, all[..5].to_vec());
+}
+
+/// A shuffle stage as brokers send it: a partitioned join whose inputs are fragments
+/// of historicals of the cluster, each read over Flight (or in process) by the
+/// historical that runs the stage, which answers the join's rows. And what a forged
+/// stage may not do: read from an address that is not a historical of the cluster,
+/// nest a stage, list segments of its own, run where no stages run, or pass for a
+/// plain fragment; nor may a plain fragment join two inputs partition by partition.
+#[tokio::test]
+async fn shuffle_stages_are_admitted_only_as_brokers_send_them() {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::prelude::SessionConfig;
+
+    use super::fragment::FragmentService;
+    use super::peers::{PeerFragment, PeerFragmentsExec};
+    use super::remote::{FragmentClient, Peers};
+    use super::ticket::Ticket;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, _) = fixture(dir.path());
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    config
+        .options_mut()
+        .optimizer
+        .hash_join_single_partition_threshold = 0;
+    config
+        .options_mut()
+        .optimizer
+        .hash_join_single_partition_threshold_rows = 0;
+    let ctx = SessionContext::new_with_config(config);
+    register(&ctx, &descriptors, &cache);
+    let served = serving(&cache, &descriptors).await;
+    let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+    let codec = GroveCodec::new(served.clone());
+
+    // A historical that runs stages, reading its own fragments in process; another
+    // that serves the same segments but is not one of its peers.
+    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(30)));
+    let service = FragmentService::new(served.clone()).with_peers(Peers::new(client.clone(), None));
+    let address = on_loopback(service.clone()).await.to_string();
+    client.in_process(&address, service);
+    let stranger = on_loopback(FragmentService::new(served.clone()))
+        .await
+        .to_string();
+    let mut historical = flight_client(address.parse().unwrap()).await;
+    // A node that runs no stages (a streaming task's).
+    let mut peon = flight_client(on_loopback(FragmentService::new(served.clone())).await).await;
+
+    let sql = "SELECT a.k, b.n FROM t a JOIN t b ON a.n = b.n";
+    let planned = physical(&ctx, sql).await;
+    let mut join = None;
+    let _ = planned.apply(|node| {
+        if node.downcast_ref::<HashJoinExec>().is_some() {
+            join.get_or_insert_with(|| node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let join = join.expect("a hash join");
+    let partitioned = join.downcast_ref::<HashJoinExec>().unwrap();
+    assert_eq!(*partitioned.partition_mode(), PartitionMode::Partitioned);
+    // The join with the input of each hash repartition read as a fragment at
+    // `at`, its ticket made by `fragment`.
+    let stage_of = |at: &str, fragment: &dyn Fn(Arc<dyn ExecutionPlan>) -> Ticket| {
+        join.clone()
+            .transform_down(|node| {
+                let Some(repartition) = node.downcast_ref::<RepartitionExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Partitioning::Hash(..) = repartition.partitioning() else {
+                    return Ok(Transformed::no(node));
+                };
+                let input = repartition.input().clone();
+                let leaf = PeerFragmentsExec::new(
+                    input.schema(),
+                    vec![PeerFragment {
+                        node: "historical".into(),
+                        address: at.to_string(),
+                        ticket: fragment(input),
+                    }],
+                );
+                let node =
+                    datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                        node,
+                        vec![Arc::new(leaf)],
+                    )?;
+                Ok(Transformed::new(node, true, TreeNodeRecursion::Jump))
+            })
+            .unwrap()
+            .data
+    };
+    let plain = |plan: Arc<dyn ExecutionPlan>| Ticket::new("", ids.clone(), plan, &codec).unwrap();
+    let stage = |plan: Arc<dyn ExecutionPlan>, segments: Vec<String>| {
+        Ticket::new("forged", segments, plan, &codec)
+            .unwrap()
+            .as_stage()
+    };
+
+    let good = stage(stage_of(&address, &plain), Vec::new());
+    let answer = fetched(&mut historical, &good).await;
+    let expected = collect(join.clone(), ctx.task_ctx()).await.unwrap();
+    let sorted = |batches: &[RecordBatch]| {
+        let mut lines: Vec<String> = pretty_format_batches(batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let rows = expected.iter().map(|b| b.num_rows()).sum::<usize>();
+    assert!(rows > 3000, "{rows} rows");
+    assert_eq!(sorted(&answer), sorted(&expected));
+
+    let nested = |plan: Arc<dyn ExecutionPlan>| plain(plan).as_stage();
+    for (on_peon, ticket, named) in [
+        (
+            false,
+            stage(stage_of(&stranger, &plain), Vec::new()),
+            "which is not a historical of this cluster",
+        ),
+        (
+            false,
+            stage(stage_of(&address, &nested), Vec::new()),
+            "a stage's fragment that is a stage itself",
+        ),
+        (
+            false,
+            stage(stage_of(&address, &plain), ids.clone()),
+            "a shuffle stage that lists segments of its own",
+        ),
+        (
+            true,
+            stage(stage_of(&address, &plain), Vec::new()),
+            "a shuffle stage, which this node does not run",
+        ),
+        (
+            false,
+            Ticket::new("forged", Vec::new(), stage_of(&address, &plain), &codec).unwrap(),
+            "fragments of other historicals in a ticket that is not a shuffle stage",
+        ),
+        (
+            false,
+            plain(join.clone()),
+            "a hash join whose build side is not rows the ticket carries",
+        ),
+    ] {
+        let client = if on_peon { &mut peon } else { &mut historical };
+        let status = refused(
+            client
+                .do_get(arrow_flight::Ticket::new(ticket.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        assert!(status.message().contains(named), "{named}: {status}");
+    }
+
+    // A join in a stage collecting its build side from one slice would miss the
+    // others' rows.
+    let collect_left = join
+        .downcast_ref::<HashJoinExec>()
+        .unwrap()
+        .builder()
+        .with_partition_mode(PartitionMode::CollectLeft)
+        .build_exec()
+        .unwrap();
+    let status = refused(
+        historical
+            .do_get(arrow_flight::Ticket::new(
+                stage(
+                    {
+                        let stage = stage_of(&address, &plain);
+                        let children: Vec<Arc<dyn ExecutionPlan>> =
+                            stage.children().into_iter().cloned().collect();
+                        datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                            collect_left,
+                            children,
+                        )
+                        .unwrap()
+                    },
+                    Vec::new(),
+                )
+                .encode(),
+            ))
+            .await,
+    );
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status.message().contains("only partitioned joins"),
+        "{status}"
+    );
+}
+
+/// A shuffle stage's slices run on the historicals its scans read from, and answer
+/// what the join answers in one process. With one of those historicals down, every
+/// slice fails before it has sent anything (each reads a fragment of the one down)
+/// and runs on the broker instead, its scans failing over to the other replica: the
+/// same rows, none twice.
+#[tokio::test]
+async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_broker() {
+    use datafusion::common::NullEquality;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_plan::Partitioning;
+    use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::prelude::SessionConfig;
+
+    use super::fragment::FragmentService;
+    use super::remote::{FragmentClient, Peers};
+    use super::scan::{DistributedScanExec, RemoteSegment};
+    use super::stage::{PlanStages, StageExec};
+    use crate::metadata::Replica;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (descriptors, cache, ctx) = fixture(dir.path());
+    let table_schema = ctx.table_provider("t").await.unwrap().schema();
+    let served = serving(&cache, &descriptors).await;
+    // Two historicals serving every segment, in this process; a third, preferred
+    // for the first segment, is down.
+    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
+    for node in ["h-1", "h-2"] {
+        let peers = Peers::new(client.clone(), None);
+        client.in_process(node, FragmentService::new(served.clone()).with_peers(peers));
+    }
+    let down = format!("127.0.0.1:{}", unused_port());
+    let replica = |node: &str, priority: i32, address: &str| Replica {
+        node: node.into(),
+        tier: "t".into(),
+        priority,
+        flight_address: Some(address.into()),
+    };
+    let scan = |with_down: bool| {
+        let segments: Vec<RemoteSegment> = descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| RemoteSegment {
+                id: d.id.to_string(),
+                interval: d.id.interval,
+                rows: d.num_rows as usize,
+                columns: d.columns.to_vec(),
+                intervals: vec![d.id.interval],
+                replicas: if with_down && i == 0 {
+                    vec![replica("h-0", 1, &down), replica("h-1", 0, "h-1")]
+                } else {
+                    let node = ["h-1", "h-2"][i % 2];
+                    vec![replica(node, 0, node)]
+                },
+                realtime: false,
+            })
+            .collect();
+        let columns = vec![
+            table_schema.index_of("k").unwrap(),
+            table_schema.index_of("n").unwrap(),
+        ];
+        Arc::new(
+            DistributedScanExec::new(
+                table_schema.clone(),
+                columns,
+                segments,
+                None,
+                None,
+                client.clone(),
+            )
+            .unwrap(),
+        ) as Arc<dyn ExecutionPlan>
+    };
+    let join = |with_down: bool| -> Arc<dyn ExecutionPlan> {
+        let side = |scan: Arc<dyn ExecutionPlan>| {
+            let key = col("n", &scan.schema()).unwrap();
+            Arc::new(RepartitionExec::try_new(scan, Partitioning::Hash(vec![key], 2)).unwrap())
+                as Arc<dyn ExecutionPlan>
+        };
+        let (left, right) = (side(scan(with_down)), side(scan(false)));
+        let on = vec![(
+            col("n", &left.schema()).unwrap(),
+            col("n", &right.schema()).unwrap(),
+        )];
+        Arc::new(
+            HashJoinExec::try_new(
+                left,
+                right,
+                on,
+                None,
+                &datafusion::common::JoinType::Inner,
+                None,
+                PartitionMode::Partitioned,
+                NullEquality::NullEqualsNothing,
+                false,
+            )
+            .unwrap(),
+        )
+    };
+    let config = SessionConfig::new().with_target_partitions(2);
+    let ctx = SessionContext::new_with_config(config.clone());
+    // `segments` writes n = i * (day + 1) for i below 1000 on days 0, 1 and 2.
+    let mut expected: HashMap<i64, i64> = HashMap::new();
+    for day in 0..3i64 {
+        for i in 0..1000i64 {
+            *expected.entry(i * (day + 1)).or_default() += 1;
+        }
+    }
+    let rows: i64 = expected.values().map(|c| c * c).sum();
+    for with_down in [false, true] {
+        let plan = PlanStages
+            .optimize(join(with_down), config.options())
+            .unwrap();
+        let stage = plan.downcast_ref::<StageExec>().expect("a shuffle stage");
+        let shown = datafusion::physical_plan::displayable(stage)
+            .one_line()
+            .to_string();
+        let answer = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+        let got: usize = answer.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(got as i64, rows, "{shown}");
+        let metrics = plan.metrics().unwrap();
+        let here = metrics.sum_by_name("slices_run_here").map(|m| m.as_usize());
+        let received = metrics.sum_by_name("rows_received").map(|m| m.as_usize());
+        if with_down {
+            assert!(shown.contains("on=[h-0, h-1, h-2]"), "{shown}");
+            assert_eq!(here, Some(3), "{shown}");
+        } else {
+            assert!(shown.contains("on=[h-1, h-2]"), "{shown}");
+            assert_eq!(here, Some(0), "{shown}");
+            assert_eq!(received, Some(got), "{shown}");
+        }
+    }
 }

@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! b"GROVEFRG" | version: u8 = 1 | header length: u32 LE | header: JSON | plan
-//! header = {"query_id": "...", "segments": ["segment id", ...], "batch_size": n?}
-//! plan   = a datafusion-proto PhysicalPlanNode, Grove's scan via GroveCodec
+//! header = {"query_id": "...", "segments": ["segment id", ...], "batch_size": n?,
+//!           "stage": true?}
+//! plan   = a datafusion-proto PhysicalPlanNode, Grove's nodes via `GroveCodec`
 //! ```
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec;
 use serde::{Deserialize, Serialize};
 
-use super::codec::GroveCodec;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 const MAGIC: &[u8; 8] = b"GROVEFRG";
 pub const TICKET_VERSION: u8 = 1;
@@ -30,6 +31,9 @@ pub struct Ticket {
     /// Rows per batch the fragment's operators make, as in the broker's session;
     /// absent, the historical's default.
     pub batch_size: Option<usize>,
+    /// A shuffle stage's ticket: it reads no segments itself, but fragments of other
+    /// historicals (see `stage`); a fragment it sends on is never a stage.
+    pub stage: bool,
     /// The fragment, serialized with datafusion-proto and [`GroveCodec`].
     pub plan: Vec<u8>,
 }
@@ -40,6 +44,8 @@ struct Header {
     segments: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    stage: bool,
 }
 
 impl Ticket {
@@ -48,12 +54,13 @@ impl Ticket {
         query_id: impl Into<String>,
         segments: Vec<String>,
         plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        codec: &GroveCodec,
+        codec: &dyn PhysicalExtensionCodec,
     ) -> datafusion::error::Result<Ticket> {
         Ok(Ticket {
             query_id: query_id.into(),
             segments,
             batch_size: None,
+            stage: false,
             plan: physical_plan_to_bytes_with_extension_codec(plan, codec)?.to_vec(),
         })
     }
@@ -64,11 +71,18 @@ impl Ticket {
         self
     }
 
+    /// The ticket of a shuffle stage.
+    pub fn as_stage(mut self) -> Ticket {
+        self.stage = true;
+        self
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let header = serde_json::to_vec(&Header {
             query_id: self.query_id.clone(),
             segments: self.segments.clone(),
             batch_size: self.batch_size,
+            stage: self.stage,
         })
         .unwrap_or_default();
         let mut out = Vec::with_capacity(13 + header.len() + self.plan.len());
@@ -105,6 +119,7 @@ impl Ticket {
             query_id: header.query_id,
             segments: header.segments,
             batch_size: header.batch_size,
+            stage: header.stage,
             plan: plan.to_vec(),
         })
     }
