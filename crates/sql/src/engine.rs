@@ -35,8 +35,7 @@ use grove_cluster::view::ClusterView;
 use grove_segment::scan::SegmentGroupBy;
 
 use crate::catalog::SegmentCache;
-use crate::distributed::stage::PlanStages;
-use crate::distributed::{FragmentClient, PushPartialAggregate};
+use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate};
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::schema::{DatasourceSchema, SysSchema};

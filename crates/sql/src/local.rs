@@ -103,7 +103,7 @@ impl LocalCluster {
         let client = Arc::new(client);
         let view = ClusterView::start(store.clone());
         // Shuffle stages on a historical read the others' fragments as the broker does.
-        let peers = Peers::new(client.clone(), Some(view.clone()));
+        let peers = Peers::new(&client, Some(view.clone()));
         for i in 1..=options.historicals {
             let id = format!("historical-{i}");
             let settings = HistoricalSettings {

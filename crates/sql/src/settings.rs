@@ -16,9 +16,9 @@ extensions_options! {
         /// the message limit, whatever is set); a larger one (or 0 for all) is
         /// joined on the broker.
         pub broadcast_bytes: usize, default = 32 * 1024 * 1024
-        /// Run joins of two large sides (and aggregates over a hash repartition of a
-        /// distributed scan) on the historicals, each joining one hash slice of both
-        /// sides (a shuffle stage); off, the broker joins them.
+        /// Run joins of two large sides whose answer is aggregated on the
+        /// historicals, each joining and aggregating one hash slice of both sides
+        /// (a shuffle stage); off, the broker joins them.
         pub shuffle: bool, default = true
     }
 }

@@ -89,7 +89,7 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     let historical = Historical::new(store, deep, node, settings);
     let status = historical.status();
     let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())))
-        .with_peers(Peers::new(peers_client.clone(), Some(view)));
+        .with_peers(Peers::new(&peers_client, Some(view)));
     peers_client.in_process(&flight.to_string(), service.clone());
     let running_fragments = service.running();
     let router = http::status_routes(move || {

@@ -46,7 +46,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use grove_segment::scan::SegmentScanExec;
 
 use super::broadcast::BroadcastRowsExec;
-use super::peers::PeerFragmentsExec;
+use super::peers::{MAX_PEER_FRAGMENTS, PeerFragmentsExec};
 pub(crate) use super::refusal::find_external;
 pub use super::refusal::{MAX_FIXED_WIDTH, Refused, check_type};
 
@@ -70,6 +70,19 @@ pub fn admit(
     first_refusal(|refuse| {
         plan.apply(|node| Ok(refuse(admit_node(node.as_ref(), &listed, functions, stage))))
     })?;
+    // A stage reads each historical's fragments once per scan it joins.
+    let mut fragments = 0;
+    let _ = plan.apply(|node| {
+        if let Some(leaf) = concrete::<PeerFragmentsExec>(node.as_ref()) {
+            fragments += leaf.fragments().len();
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if fragments > MAX_PEER_FRAGMENTS {
+        return Err(Refused(format!(
+            "a stage reading {fragments} fragments (at most {MAX_PEER_FRAGMENTS})"
+        )));
+    }
     // Rows a ticket carries are only ever a join's build side.
     let (mut carried, mut built) = (0, 0);
     let _ = plan.apply(|node| {

@@ -23,12 +23,13 @@
 //!   `ticket`).
 //! - `remote`: the broker's client, over Flight or in process, and a historical's
 //!   peers (uses `cache`, `fragment`, `peers`, `ticket`).
-//! - `scan`: the broker's distributed scan, with placement and failover (uses
-//!   `codec`, `refs`, `remote`, `ticket`).
+//! - `scan`: the broker's distributed scan, with placement and failover, and the
+//!   slices of its fragments a stage reads (uses `admit`, `codec`, `peers`, `refs`,
+//!   `remote`, `slice`, `ticket`).
 //! - `stage`: shuffle stages, joins of two large sides run on the historicals (uses
-//!   `codec`, `peers`, `remote`, `scan`, `slice`, `ticket`).
-//! - `pushdown`: the optimizer rules moving operators into fragments and stages
-//!   (uses `admit`, `scan`, `stage`).
+//!   `codec`, `peers`, `remote`, `scan`, `ticket`).
+//! - `pushdown`: the optimizer rules moving operators into fragments, and joins into
+//!   stages (uses `admit`, `scan`, `stage`).
 
 pub mod admit;
 pub mod broadcast;
@@ -52,7 +53,7 @@ mod tests;
 
 pub use codec::{GroveCodec, SegmentSource};
 pub use fragment::{FragmentService, LoadedSource, serve};
-pub use pushdown::PushPartialAggregate;
+pub use pushdown::{PlanStages, PushPartialAggregate};
 pub use remote::{FragmentClient, FragmentError, Peers};
 pub use scan::{DistributedScanExec, RemoteSegment};
 pub use ticket::Ticket;

@@ -36,8 +36,9 @@ use super::wire::{FieldNode, decode_schema, encode_schema, invalid};
 const MAGIC: &[u8; 8] = b"GROVEPRS";
 const VERSION: u8 = 1;
 
-/// The most fragments one stage's leaf may read.
-pub const MAX_PEER_FRAGMENTS: usize = 4096;
+/// The most fragments a stage may read, over all its leaves: one per historical and
+/// scan it joins.
+pub const MAX_PEER_FRAGMENTS: usize = 1024;
 
 /// The historicals a stage on this one may read from, and how it reads them.
 pub trait PeerClient: Send + Sync + fmt::Debug {
@@ -131,7 +132,9 @@ impl PeerFragmentsExec {
     /// Decodes the leaf of a stage that runs here, reading from `peers` (see the
     /// module documentation for what is refused).
     pub fn decode(buf: &[u8], peers: &Arc<dyn PeerClient>) -> Result<PeerFragmentsExec> {
-        let rest = &buf[MAGIC.len()..];
+        let rest = buf
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| invalid("not peer fragments"))?;
         let (&version, rest) = rest.split_first().ok_or_else(|| invalid("truncated"))?;
         if version != VERSION {
             return Err(invalid(format!(
@@ -155,7 +158,12 @@ impl PeerFragmentsExec {
         }
         let schema = decode_schema(&header.schema)?;
         let mut fragments = Vec::with_capacity(header.fragments.len());
+        let mut addresses = std::collections::HashSet::new();
         for f in header.fragments {
+            // A stage reads each historical's fragment of a scan once.
+            if !addresses.insert(f.address.clone()) {
+                return Err(Refused(format!("two fragments for {}", f.address)).into_error());
+            }
             if !peers.knows(&f.address) {
                 return Err(Refused(format!(
                     "a fragment for {}, which is not a historical of this cluster",
@@ -234,7 +242,8 @@ impl ExecutionPlan for PeerFragmentsExec {
             self.fragments.get(partition).cloned().ok_or_else(|| {
                 DataFusionError::Internal(format!("no peer fragment {partition}"))
             })?;
-        let mut answer = RecordBatchReceiverStreamBuilder::new(self.schema(), 2);
+        let schema = self.schema();
+        let mut answer = RecordBatchReceiverStreamBuilder::new(schema.clone(), 2);
         let sender = answer.tx();
         answer.spawn(async move {
             let failed = |e: &dyn fmt::Display| {
@@ -249,6 +258,20 @@ impl ExecutionPlan for PeerFragmentsExec {
                 .map_err(|e| failed(&e))?;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| failed(&e))?;
+                // The operators above take the declared types for granted.
+                let types = |fields: &datafusion::arrow::datatypes::Fields| {
+                    fields
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect::<Vec<_>>()
+                };
+                if types(batch.schema().fields()) != types(schema.fields()) {
+                    return Err(failed(&format!(
+                        "it answered columns of types {:?}, not the {:?} the stage declares",
+                        types(batch.schema().fields()),
+                        types(schema.fields())
+                    )));
+                }
                 if sender.send(Ok(batch)).await.is_err() {
                     // The stage stopped reading.
                     break;
@@ -257,5 +280,97 @@ impl ExecutionPlan for PeerFragmentsExec {
             Ok(())
         });
         Ok(answer.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// Peers that know one address and answer nothing.
+    #[derive(Debug)]
+    struct OnePeer;
+
+    impl PeerClient for OnePeer {
+        fn knows(&self, address: &str) -> bool {
+            address == "known:1"
+        }
+
+        fn open(
+            &self,
+            _address: String,
+            _ticket: Ticket,
+        ) -> BoxFuture<'static, Result<PeerStream>> {
+            Box::pin(async { Ok(Box::pin(futures::stream::empty()) as PeerStream) })
+        }
+    }
+
+    fn ticket() -> Ticket {
+        Ticket {
+            query_id: "q".into(),
+            segments: vec!["s".into()],
+            batch_size: None,
+            stage: false,
+            plan: vec![1, 2, 3],
+        }
+    }
+
+    fn encoded(fragments: Vec<PeerFragment>) -> Vec<u8> {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let mut buf = Vec::new();
+        PeerFragmentsExec::new(schema, fragments)
+            .encode(&mut buf)
+            .unwrap();
+        buf
+    }
+
+    fn fragment(address: &str, ticket: Ticket) -> PeerFragment {
+        PeerFragment {
+            node: "h".into(),
+            address: address.into(),
+            ticket,
+        }
+    }
+
+    /// What a forged leaf may not be, each an error that says what it is; a good one
+    /// decodes to the same fragments.
+    #[test]
+    fn damaged_or_forged_leaves_do_not_decode() {
+        let peers: Arc<dyn PeerClient> = Arc::new(OnePeer);
+        let good = encoded(vec![fragment("known:1", ticket())]);
+        let decoded = PeerFragmentsExec::decode(&good, &peers).unwrap();
+        assert_eq!(decoded.fragments()[0].ticket, ticket());
+        assert_eq!(decoded.fragments()[0].address, "known:1");
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let stage = ticket().as_stage();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            (good[..11].to_vec(), "truncated"),
+            (trailing, "bytes after the last ticket"),
+            (b"GROVEPRS\x02".to_vec(), "version 2"),
+            (b"GROVEBRD".to_vec(), "not peer fragments"),
+            (encoded(Vec::new()), "0 fragments"),
+            (
+                encoded(vec![fragment("elsewhere:1", ticket())]),
+                "not a historical of this cluster",
+            ),
+            (
+                encoded(vec![
+                    fragment("known:1", ticket()),
+                    fragment("known:1", ticket()),
+                ]),
+                "two fragments for known:1",
+            ),
+            (encoded(vec![fragment("known:1", stage)]), "a stage itself"),
+        ];
+        for (buf, named) in cases {
+            let e = PeerFragmentsExec::decode(&buf, &peers)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{named}: {e}");
+        }
     }
 }

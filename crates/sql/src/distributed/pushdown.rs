@@ -1,16 +1,25 @@
-//! The physical optimizer rule that moves work next to the data: operators above a
+//! The physical optimizer rules that move work next to the data: operators above a
 //! [`DistributedScanExec`] that can run on the historicals become part of its
-//! fragment.
+//! fragment ([`PushPartialAggregate`]), and joins of two large sides run on the
+//! historicals as shuffle stages ([`PlanStages`], see `stage`).
 
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{
+    Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+};
 
 use super::admit::{broadcast_join, fetch_allowed};
 use super::scan::{DistributedScanExec, is_row_local};
+use super::stage::{StageExec, leaf};
 use crate::settings::GroveSettings;
 
 /// A top-N (`ORDER BY .. LIMIT n`, a sort with a fetch) over a distributed scan runs
@@ -333,5 +342,186 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+/// Whether `plan` can run as a stage and gains by it: every path down from it ends
+/// at a leaf whose keys are not volatile, through partitioned hash joins,
+/// aggregates that work per hash partition, filters and projections only; it joins,
+/// and it ends in an aggregate, so what its historicals send the broker is grouped
+/// rather than the joined rows. (Joined rows would cross twice: from the historical
+/// holding them to the slice's, then to the broker. An aggregate alone gains
+/// nothing either: its partial halves already run in the fragments.)
+fn stageable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut top = plan.clone();
+    while top.downcast_ref::<ProjectionExec>().is_some()
+        || top.downcast_ref::<FilterExec>().is_some()
+        || top.downcast_ref::<CooperativeExec>().is_some()
+    {
+        top = top.children()[0].clone();
+    }
+    if top.downcast_ref::<AggregateExec>().is_none() {
+        return false;
+    }
+    let (mut allowed, mut joins) = (true, false);
+    let _ = plan.apply(|node| {
+        if let Some((keys, _)) = leaf(node) {
+            allowed &= !keys
+                .iter()
+                .any(datafusion::physical_expr_common::physical_expr::is_volatile);
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            allowed &=
+                *join.partition_mode() == PartitionMode::Partitioned && join.fetch().is_none();
+            joins = true;
+        } else if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+            allowed &= matches!(
+                aggregate.mode(),
+                AggregateMode::Partial
+                    | AggregateMode::FinalPartitioned
+                    | AggregateMode::SinglePartitioned
+            );
+            allowed &= aggregate.limit_options().is_none();
+        } else {
+            allowed &= node.downcast_ref::<FilterExec>().is_some()
+                || node.downcast_ref::<ProjectionExec>().is_some()
+                || node.downcast_ref::<CooperativeExec>().is_some();
+        }
+        Ok(if allowed {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    allowed && joins
+}
+
+/// Plans shuffle stages (see `stage`) where a subtree qualifies and nothing above it
+/// relies on how its rows are partitioned or ordered, while the session has
+/// `grove.shuffle` on. A plan whose requirements no longer hold with its stages
+/// (which nothing should make) is kept as it was.
+#[derive(Debug, Default)]
+pub struct PlanStages;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for PlanStages {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+        let on = config
+            .extensions
+            .get::<GroveSettings>()
+            .is_none_or(|s| s.shuffle);
+        if !on {
+            return Ok(plan);
+        }
+        let staged = match as_stage(&plan)? {
+            Some(stage) => stage,
+            None => place_below(plan.clone(), false)?,
+        };
+        if Arc::ptr_eq(&staged, &plan) {
+            return Ok(plan);
+        }
+        match SanityCheckPlan::new().optimize(staged, config) {
+            Ok(staged) => Ok(staged),
+            Err(e) => {
+                tracing::warn!("shuffle stages left out: {e}");
+                Ok(plan)
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        "plan_stages"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` as a stage, if it qualifies once its leaves' inputs take what runs above
+/// their scans into the fragments (a join with a build side whose rows would only
+/// widen the rows sent to the broker is worth it when they go to a historical of
+/// the stage instead).
+fn as_stage(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    if !plan.exists(|node| Ok(node.downcast_ref::<HashJoinExec>().is_some()))? {
+        return Ok(None);
+    }
+    let absorbed = plan
+        .clone()
+        .transform_down(|node| {
+            let Some(repartition) = node.downcast_ref::<RepartitionExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if !matches!(repartition.partitioning(), Partitioning::Hash(..))
+                || leaf(&node).is_some()
+            {
+                return Ok(Transformed::no(node));
+            }
+            let input = repartition.input().clone().transform_up(|below| {
+                let pushed = push_row_local(below)?;
+                if pushed.transformed {
+                    return Ok(pushed);
+                }
+                push_broadcast_join(pushed.data, true)
+            })?;
+            if !input.transformed {
+                return Ok(Transformed::no(node));
+            }
+            let node = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                node,
+                vec![input.data],
+            )?;
+            Ok(Transformed::new(node, true, TreeNodeRecursion::Jump))
+        })?
+        .data;
+    if !stageable(&absorbed) {
+        return Ok(None);
+    }
+    Ok(StageExec::try_new(absorbed).map(|stage| Arc::new(stage) as Arc<dyn ExecutionPlan>))
+}
+
+/// `node` with stages for those of its children that qualify, and below the others.
+/// `relied`: whether something above relies on how `node`'s rows are partitioned. A
+/// child's partitioning is relied on when `node` requires a distribution of it, or
+/// when `node` passes it on (hash-partitioned as many ways as its child, not by
+/// repartitioning) and is relied on itself: a projection over a join under a
+/// partitioned join, a union under an aggregate.
+fn place_below(node: Arc<dyn ExecutionPlan>, relied: bool) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    let distributions = node.input_distribution_requirements().into_per_child();
+    let orderings = node.required_input_ordering();
+    let partitions = node.output_partitioning().partition_count();
+    // What repartitions or merges its input does not pass on its partitioning, nor
+    // does what has no hash partitioning to rely on.
+    let passes_on = matches!(node.output_partitioning(), Partitioning::Hash(..))
+        && node.downcast_ref::<RepartitionExec>().is_none();
+    let mut changed = false;
+    let mut children = Vec::new();
+    for (k, child) in node.children().into_iter().enumerate() {
+        let child_relied = !matches!(
+            distributions.get(k),
+            None | Some(Distribution::UnspecifiedDistribution)
+        ) || (relied
+            && passes_on
+            && child.output_partitioning().partition_count() == partitions);
+        let free = !child_relied && orderings.get(k).is_none_or(Option::is_none);
+        let stage = if free { as_stage(child)? } else { None };
+        let new = match stage {
+            Some(stage) => stage,
+            None => place_below(child.clone(), child_relied)?,
+        };
+        changed |= !Arc::ptr_eq(&new, child);
+        children.push(new);
+    }
+    if changed {
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(node, children)
+    } else {
+        Ok(node)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
@@ -243,19 +243,26 @@ impl FragmentClient {
 /// and the cluster's historicals and streaming tasks as `view` lists them.
 #[derive(Debug)]
 pub struct Peers {
-    client: Arc<FragmentClient>,
+    /// Not kept alive from here: the client may hold the historicals in this process,
+    /// which hold their peers.
+    client: Weak<FragmentClient>,
     view: Option<Arc<ClusterView>>,
 }
 
 impl Peers {
-    pub fn new(client: Arc<FragmentClient>, view: Option<Arc<ClusterView>>) -> Arc<Peers> {
-        Arc::new(Peers { client, view })
+    pub fn new(client: &Arc<FragmentClient>, view: Option<Arc<ClusterView>>) -> Arc<Peers> {
+        Arc::new(Peers {
+            client: Arc::downgrade(client),
+            view,
+        })
     }
 }
 
 impl PeerClient for Peers {
     fn knows(&self, address: &str) -> bool {
-        self.client.runs_here(address)
+        self.client
+            .upgrade()
+            .is_some_and(|client| client.runs_here(address))
             || self.view.as_ref().is_some_and(|view| {
                 view.read(|state| {
                     state.nodes.values().any(|n| {
@@ -267,8 +274,10 @@ impl PeerClient for Peers {
     }
 
     fn open(&self, address: String, ticket: Ticket) -> BoxFuture<'static, DfResult<PeerStream>> {
-        let client = self.client.clone();
+        let client = self.client.upgrade();
         async move {
+            let client = client
+                .ok_or_else(|| DataFusionError::Execution("this node is shutting down".into()))?;
             let stream = client
                 .open(&address, &ticket)
                 .await

@@ -448,8 +448,11 @@ impl DistributedScanExec {
             .get::<GroveSettings>()
             .cloned()
             .unwrap_or_default();
+        // Each slice's ticket carries the build sides once per historical.
         let bytes: usize = rows.iter().map(|r| r.bytes()).sum();
-        if bytes > settings.broadcast_bytes.min(MAX_MESSAGE / 2) {
+        if bytes > settings.broadcast_bytes.min(MAX_MESSAGE / 2)
+            || bytes.saturating_mul(self.groups.len()) > MAX_MESSAGE / 2
+        {
             return Ok(None);
         }
         let config = context.session_config();
@@ -463,9 +466,20 @@ impl DistributedScanExec {
             scan.partitions = config.target_partitions().clamp(1, MAX_PARTITIONS);
             let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
             let leaf: Arc<dyn ExecutionPlan> = Arc::new(SegmentRefsExec::new(scan)?);
-            let fragment = above(self.top.as_ref(), leaf, &rows)?;
+            // Sliced as the segments are read when the keys are columns read from
+            // them, so what runs above them (a join with a build side) runs on the
+            // slice's rows only.
+            let at_leaf = self.top.as_ref().and_then(|top| keys_at_leaf(top, keys));
+            let fragment = above(self.top.as_ref(), leaf.clone(), &rows)?;
             for (slice, fragments) in out.iter_mut().enumerate() {
-                let plan = only_slice(fragment.clone(), keys, slice, slices)?;
+                let plan = match &at_leaf {
+                    Some(leaf_keys) => above(
+                        self.top.as_ref(),
+                        only_slice(leaf.clone(), leaf_keys, slice, slices)?,
+                        &rows,
+                    )?,
+                    None => only_slice(fragment.clone(), keys, slice, slices)?,
+                };
                 let ticket = Ticket::new("", ids.clone(), plan, &GroveCodec::for_encoding())?
                     .with_batch_size(config.batch_size());
                 fragments.push(PeerFragment {
@@ -489,10 +503,12 @@ impl DistributedScanExec {
         self.with_top(|top| only_slice(top, keys, slice, slices))
     }
 
-    /// The historicals its partitions read from, with their Flight addresses.
+    /// The historicals its partitions read from, with their Flight addresses: not
+    /// the streaming tasks that serve only segments in progress.
     pub fn historicals(&self) -> Vec<(String, Option<String>)> {
         self.groups
             .iter()
+            .filter(|(_, segments)| segments.iter().any(|s| !s.realtime))
             .map(|(node, segments)| (node.clone(), flight_address(node, segments)))
             .collect()
     }
@@ -760,6 +776,92 @@ fn flight_address(node: &str, segments: &[RemoteSegment]) -> Option<String> {
         .flat_map(|s| &s.replicas)
         .find(|r| r.node == node)
         .and_then(|r| r.flight_address.clone())
+}
+
+/// `keys` (over `top`'s output) as columns of the segments `top` reads, if each is
+/// a column that every operator in between passes on unchanged: a projection's
+/// column, a filter's, a join's from its probe side (each row of a broadcast join
+/// comes from one probe row, with its values), a partial aggregate's group column.
+/// Keeping a slice of the segments' rows by them then keeps that slice of `top`'s.
+fn keys_at_leaf(
+    top: &Arc<dyn ExecutionPlan>,
+    keys: &[Arc<dyn PhysicalExpr>],
+) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    let column = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(Column::index);
+    let mut indexes: Vec<usize> = keys.iter().map(column).collect::<Option<_>>()?;
+    let mut node = top.clone();
+    while node.downcast_ref::<SegmentRefsExec>().is_none() {
+        let (below, through): (_, Box<dyn Fn(usize) -> Option<usize>>) =
+            if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+                let exprs = p.expr().to_vec();
+                (
+                    p.input().clone(),
+                    Box::new(move |i| exprs.get(i).and_then(|e| column(&e.expr))),
+                )
+            } else if let Some(f) = node.downcast_ref::<FilterExec>() {
+                let projection = f.projection().as_ref().map(|p| p.to_vec());
+                (
+                    f.input().clone(),
+                    Box::new(move |i| match &projection {
+                        Some(p) => p.get(i).copied(),
+                        None => Some(i),
+                    }),
+                )
+            } else if let Some(c) = node.downcast_ref::<CooperativeExec>() {
+                (c.input().clone(), Box::new(Some))
+            } else if let Some(join) = node.downcast_ref::<HashJoinExec>()
+                && broadcast_join(join)
+                && matches!(
+                    join.join_type(),
+                    datafusion::common::JoinType::Inner | datafusion::common::JoinType::Right
+                )
+            {
+                let projection = join.projection.as_ref().map(|p| p.to_vec());
+                let left = join.left().schema().fields().len();
+                (
+                    join.right().clone(),
+                    Box::new(move |i| {
+                        let j = match &projection {
+                            Some(p) => *p.get(i)?,
+                            None => i,
+                        };
+                        j.checked_sub(left)
+                    }),
+                )
+            } else if let Some(a) = node.downcast_ref::<AggregateExec>()
+                && *a.mode() == AggregateMode::Partial
+                && a.group_expr().is_single()
+            {
+                let groups: Vec<_> = a
+                    .group_expr()
+                    .expr()
+                    .iter()
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                (
+                    a.input().clone(),
+                    Box::new(move |i| groups.get(i).and_then(column)),
+                )
+            } else {
+                return None;
+            };
+        for index in &mut indexes {
+            *index = through(*index)?;
+        }
+        node = below;
+    }
+    let schema = node.schema();
+    Some(
+        indexes
+            .into_iter()
+            .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect(),
+    )
 }
 
 /// `top` over `leaf`, each build side `rows`.

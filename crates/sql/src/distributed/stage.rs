@@ -3,7 +3,7 @@
 //!
 //! DataFusion joins two large sides by hash-repartitioning both on the join keys and
 //! joining partition by partition. When every input of such a subtree is a hash
-//! repartition of a distributed scan, [`PlanStages`] runs the whole subtree as a
+//! repartition of a distributed scan, `PlanStages` (in `pushdown`) runs the whole subtree as a
 //! [`StageExec`] with one slice per historical the scans read from. Slice `i` runs on
 //! historical `i`: the broker sends it the subtree with each scan replaced by the
 //! fragments of every historical for that scan, each keeping only the rows whose keys
@@ -27,19 +27,15 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
-    Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
 };
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
@@ -50,11 +46,12 @@ use super::peers::PeerFragmentsExec;
 use super::remote::{FragmentClient, FragmentError};
 use super::scan::DistributedScanExec;
 use super::ticket::{MAX_MESSAGE, Ticket};
-use crate::settings::GroveSettings;
 
 /// A stage's input as the leaves see it: a hash repartition's keys and the
 /// distributed scan under it (through the wrapper that makes a leaf yield).
-fn leaf(node: &Arc<dyn ExecutionPlan>) -> Option<(&[Arc<dyn PhysicalExpr>], &DistributedScanExec)> {
+pub(super) fn leaf(
+    node: &Arc<dyn ExecutionPlan>,
+) -> Option<(&[Arc<dyn PhysicalExpr>], &DistributedScanExec)> {
     let repartition = node.downcast_ref::<RepartitionExec>()?;
     let Partitioning::Hash(keys, _) = repartition.partitioning() else {
         return None;
@@ -108,109 +105,8 @@ fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Leaf> {
     found
 }
 
-/// Whether `plan` can run as a stage and gains by it: every path down from it ends
-/// at a leaf, through partitioned hash joins, aggregates that work per hash
-/// partition, filters and projections only, and it joins. (An aggregate alone gains
-/// nothing: its partial halves already run in the fragments, and what they send is
-/// small.)
-fn stageable(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let (mut allowed, mut gains) = (true, false);
-    let _ = plan.apply(|node| {
-        if leaf(node).is_some() {
-            return Ok(TreeNodeRecursion::Jump);
-        }
-        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-            allowed &=
-                *join.partition_mode() == PartitionMode::Partitioned && join.fetch().is_none();
-            gains = true;
-        } else if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
-            allowed &= matches!(
-                aggregate.mode(),
-                AggregateMode::Partial
-                    | AggregateMode::FinalPartitioned
-                    | AggregateMode::SinglePartitioned
-            );
-            allowed &= aggregate.limit_options().is_none();
-        } else {
-            allowed &= node.downcast_ref::<FilterExec>().is_some()
-                || node.downcast_ref::<ProjectionExec>().is_some()
-                || node.downcast_ref::<CooperativeExec>().is_some();
-        }
-        Ok(if allowed {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    allowed && gains
-}
-
-/// Plans shuffle stages (see the module documentation) where a subtree qualifies and
-/// what is above it asks nothing of how its rows are partitioned or ordered, while
-/// the session has `grove.shuffle` on.
-#[derive(Debug, Default)]
-pub struct PlanStages;
-
-impl datafusion::physical_optimizer::PhysicalOptimizerRule for PlanStages {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        config: &datafusion::config::ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let on = config
-            .extensions
-            .get::<GroveSettings>()
-            .is_none_or(|s| s.shuffle);
-        if !on {
-            return Ok(plan);
-        }
-        if stageable(&plan)
-            && let Some(stage) = StageExec::try_new(plan.clone())
-        {
-            return Ok(Arc::new(stage));
-        }
-        place_below(plan)
-    }
-
-    fn name(&self) -> &str {
-        "plan_stages"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
-/// `node` with stages for those of its children that qualify, and below the others.
-fn place_below(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    let distributions = node.input_distribution_requirements().into_per_child();
-    let orderings = node.required_input_ordering();
-    let mut changed = false;
-    let mut children = Vec::new();
-    for (k, child) in node.children().into_iter().enumerate() {
-        let free = matches!(
-            distributions.get(k),
-            None | Some(Distribution::UnspecifiedDistribution)
-        ) && orderings.get(k).is_none_or(Option::is_none);
-        let stage = (free && stageable(child))
-            .then(|| StageExec::try_new(child.clone()))
-            .flatten();
-        let new = match stage {
-            Some(stage) => Arc::new(stage) as Arc<dyn ExecutionPlan>,
-            None => place_below(child.clone())?,
-        };
-        changed |= !Arc::ptr_eq(&new, child);
-        children.push(new);
-    }
-    if changed {
-        datafusion::physical_plan::execution_plan::replace_children_if_necessary(node, children)
-    } else {
-        Ok(node)
-    }
-}
-
-/// Per slice, its stage's ticket, or nothing where the slice runs on the broker.
-type Tickets = Arc<Vec<Option<Ticket>>>;
+/// The slices' tickets, one per slice, or none: the stage runs on the broker.
+type Tickets = Arc<Option<Vec<Ticket>>>;
 
 type SharedTickets = Shared<BoxFuture<'static, std::result::Result<Tickets, Arc<DataFusionError>>>>;
 
@@ -312,8 +208,31 @@ impl Slices {
         datafusion::physical_plan::execution_plan::reset_plan_states(plan)
     }
 
-    /// Runs slice `slice` on its historical, passing its batches to `out`; on the
-    /// broker if it has no ticket, or if its historical fails before sending any.
+    /// Slice `slice` of a stage that runs on the broker: the partitions of its input
+    /// `p` with `p % slices == slice`, each run once (together they are the input's).
+    async fn all_here(
+        &self,
+        slice: usize,
+        context: Arc<TaskContext>,
+        out: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let partitions = self.input.output_partitioning().partition_count();
+        let streams = (slice..partitions)
+            .step_by(self.workers.len())
+            .map(|p| self.input.execute(p, context.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut merged = futures::stream::select_all(streams);
+        while let Some(batch) = merged.next().await {
+            if out.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs slice `slice` on its historical, passing its batches to `out`; all
+    /// slices on the broker if there are no tickets, and this one if its historical
+    /// fails before sending anything.
     async fn run(
         &self,
         slice: usize,
@@ -323,12 +242,12 @@ impl Slices {
     ) -> Result<()> {
         let tickets = self.tickets(&context).await?;
         let (node, address) = &self.workers[slice];
-        let Some(ticket) = tickets.get(slice).cloned().flatten() else {
+        let Some(ticket) = tickets.as_ref().as_ref().map(|t| &t[slice]) else {
             counters.here.add(1);
-            return run_here(self.here(slice)?, context, out).await;
+            return self.all_here(slice, context, out).await;
         };
         let mut passed = false;
-        let failed = match self.client.open(address, &ticket).await {
+        let failed = match self.client.open(address, ticket).await {
             Err(e) => e,
             Ok(mut stream) => loop {
                 match stream.next().await {
@@ -363,8 +282,8 @@ struct Counters {
 }
 
 /// Each slice's ticket: the stage's input with every scan replaced by that slice of
-/// its fragments. All slices run here when a scan's build sides are too large to
-/// send, a slice alone when its ticket is.
+/// its fragments. None when a scan's build sides are too large to send, or a ticket
+/// too large: then the stage runs on the broker.
 async fn make_tickets(
     input: Arc<dyn ExecutionPlan>,
     slices: usize,
@@ -379,7 +298,7 @@ async fn make_tickets(
         };
         match scan.sliced(&keys, slices, &context).await? {
             Some(sliced) => fragments.push(sliced),
-            None => return Ok(Arc::new(vec![None; slices])),
+            None => return Ok(Arc::new(None)),
         }
     }
     let batch_size = context.session_config().batch_size();
@@ -398,9 +317,12 @@ async fn make_tickets(
         let ticket = Ticket::new("", Vec::new(), plan, &GroveCodec::for_encoding())?
             .with_batch_size(batch_size)
             .as_stage();
-        tickets.push((ticket.plan.len() <= MAX_MESSAGE / 2).then_some(ticket));
+        if ticket.plan.len() > MAX_MESSAGE / 2 {
+            return Ok(Arc::new(None));
+        }
+        tickets.push(ticket);
     }
-    Ok(Arc::new(tickets))
+    Ok(Arc::new(Some(tickets)))
 }
 
 impl DisplayAs for StageExec {

@@ -966,7 +966,7 @@ async fn shuffle_stages_are_admitted_only_as_brokers_send_them() {
     // A historical that runs stages, reading its own fragments in process; another
     // that serves the same segments but is not one of its peers.
     let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(30)));
-    let service = FragmentService::new(served.clone()).with_peers(Peers::new(client.clone(), None));
+    let service = FragmentService::new(served.clone()).with_peers(Peers::new(&client, None));
     let address = on_loopback(service.clone()).await.to_string();
     client.in_process(&address, service);
     let stranger = on_loopback(FragmentService::new(served.clone()))
@@ -1041,6 +1041,34 @@ async fn shuffle_stages_are_admitted_only_as_brokers_send_them() {
     let rows = expected.iter().map(|b| b.num_rows()).sum::<usize>();
     assert!(rows > 3000, "{rows} rows");
     assert_eq!(sorted(&answer), sorted(&expected));
+
+    // A leaf declaring types its fragment does not answer: an error that says so.
+    let rows = physical(&ctx, "SELECT k, n FROM t").await;
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let lying = PeerFragmentsExec::new(
+        declared,
+        vec![PeerFragment {
+            node: "historical".into(),
+            address: address.clone(),
+            ticket: plain(rows),
+        }],
+    );
+    let answer: Result<Vec<RecordBatch>, _> = {
+        use futures::TryStreamExt;
+        let ticket = stage(Arc::new(lying), Vec::new());
+        match historical
+            .do_get(arrow_flight::Ticket::new(ticket.encode()))
+            .await
+        {
+            Ok(stream) => stream.try_collect().await,
+            Err(e) => Err(e),
+        }
+    };
+    let error = answer.expect_err("types that do not match").to_string();
+    assert!(error.contains("answered columns of types"), "{error}");
 
     let nested = |plan: Arc<dyn ExecutionPlan>| plain(plan).as_stage();
     for (on_peon, ticket, named) in [
@@ -1130,7 +1158,6 @@ async fn shuffle_stages_are_admitted_only_as_brokers_send_them() {
 async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_broker() {
     use datafusion::common::NullEquality;
     use datafusion::physical_expr::expressions::col;
-    use datafusion::physical_optimizer::PhysicalOptimizerRule;
     use datafusion::physical_plan::Partitioning;
     use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
     use datafusion::physical_plan::repartition::RepartitionExec;
@@ -1139,7 +1166,7 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
     use super::fragment::FragmentService;
     use super::remote::{FragmentClient, Peers};
     use super::scan::{DistributedScanExec, RemoteSegment};
-    use super::stage::{PlanStages, StageExec};
+    use super::stage::StageExec;
     use crate::metadata::Replica;
 
     let dir = tempfile::tempdir().unwrap();
@@ -1150,7 +1177,7 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
     // for the first segment, is down.
     let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
     for node in ["h-1", "h-2"] {
-        let peers = Peers::new(client.clone(), None);
+        let peers = Peers::new(&client, None);
         client.in_process(node, FragmentService::new(served.clone()).with_peers(peers));
     }
     let down = format!("127.0.0.1:{}", unused_port());
@@ -1223,25 +1250,54 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
     };
     let config = SessionConfig::new().with_target_partitions(2);
     let ctx = SessionContext::new_with_config(config.clone());
-    // `segments` writes n = i * (day + 1) for i below 1000 on days 0, 1 and 2.
-    let mut expected: HashMap<i64, i64> = HashMap::new();
+    // `segments` writes k = "abcd"[(i + day) % 4], n = i * (day + 1) for i below
+    // 1000 on days 0, 1 and 2: every pair of rows with equal n, as `k n k n`.
+    let mut by_n: HashMap<i64, Vec<&str>> = HashMap::new();
     for day in 0..3i64 {
         for i in 0..1000i64 {
-            *expected.entry(i * (day + 1)).or_default() += 1;
+            let k = ["a", "b", "c", "d"][((i + day) % 4) as usize];
+            by_n.entry(i * (day + 1)).or_default().push(k);
         }
     }
-    let rows: i64 = expected.values().map(|c| c * c).sum();
+    let mut expected: Vec<String> = by_n
+        .iter()
+        .flat_map(|(n, ks)| {
+            ks.iter()
+                .flat_map(move |a| ks.iter().map(move |b| format!("{a} {n} {b} {n}")))
+        })
+        .collect();
+    expected.sort();
     for with_down in [false, true] {
-        let plan = PlanStages
-            .optimize(join(with_down), config.options())
-            .unwrap();
-        let stage = plan.downcast_ref::<StageExec>().expect("a shuffle stage");
-        let shown = datafusion::physical_plan::displayable(stage)
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(StageExec::try_new(join(with_down)).expect("a shuffle stage"));
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
             .one_line()
             .to_string();
         let answer = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
-        let got: usize = answer.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(got as i64, rows, "{shown}");
+        let mut got: Vec<String> = Vec::new();
+        for batch in &answer {
+            let text = |c: usize, row: usize| {
+                datafusion::arrow::util::display::array_value_to_string(batch.column(c), row)
+                    .unwrap()
+            };
+            for row in 0..batch.num_rows() {
+                got.push(format!(
+                    "{} {} {} {}",
+                    text(0, row),
+                    text(1, row),
+                    text(2, row),
+                    text(3, row)
+                ));
+            }
+        }
+        got.sort();
+        assert!(
+            got == expected,
+            "{shown}: {} rows, not {}",
+            got.len(),
+            expected.len()
+        );
+        let got = got.len();
         let metrics = plan.metrics().unwrap();
         let here = metrics.sum_by_name("slices_run_here").map(|m| m.as_usize());
         let received = metrics.sum_by_name("rows_received").map(|m| m.as_usize());
