@@ -35,7 +35,7 @@ use grove_cluster::view::ClusterView;
 use grove_segment::scan::SegmentGroupBy;
 
 use crate::catalog::SegmentCache;
-use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate};
+use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate, ReduceProbes};
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::schema::{DatasourceSchema, SysSchema};
@@ -109,6 +109,10 @@ impl Engine {
         template = template.with_physical_optimizer_rule(Arc::new(YieldingJoins));
         // Where this process scans segments itself.
         template = template.with_physical_optimizer_rule(Arc::new(SegmentGroupBy));
+        if matches!(reader, Reader::Remote(_)) {
+            // Last: it ties a join's build side to the scan it reduces.
+            template = template.with_physical_optimizer_rule(Arc::new(ReduceProbes));
+        }
         let mut template = template.build();
         crate::functions::register(&mut template);
         Engine {

@@ -53,7 +53,7 @@ mod tests;
 
 pub use codec::{GroveCodec, SegmentSource};
 pub use fragment::{FragmentService, LoadedSource, serve};
-pub use pushdown::{PlanStages, PushPartialAggregate};
+pub use pushdown::{PlanStages, PushPartialAggregate, ReduceProbes};
 pub use remote::{FragmentClient, FragmentError, Peers};
 pub use scan::{DistributedScanExec, RemoteSegment};
 pub use ticket::Ticket;

@@ -212,6 +212,82 @@ fn push_broadcast_join(
     })
 }
 
+/// A join that collects a small build side and needs from its probe side only the
+/// rows that match it (a left, left semi, left anti or left mark join, not null-aware)
+/// over a distributed scan: the fragments keep only those rows, by a right semi join
+/// with the build side's rows sent along, and the broker's join reads the build side
+/// from that same run. The probe rows that cross are the ones the join can use.
+fn push_reduction(
+    node: Arc<dyn ExecutionPlan>,
+    broadcasts: bool,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    use datafusion::common::JoinType;
+    let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    let reducible = broadcasts
+        && *join.partition_mode() == PartitionMode::CollectLeft
+        && !join.null_aware
+        && join.fetch().is_none()
+        && matches!(
+            join.join_type(),
+            JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+        );
+    if !reducible {
+        return Ok(Transformed::no(node));
+    }
+    let mut rows = None;
+    let pushed = onto_open_scan(join.right(), |scan| {
+        let (reduced, build) = scan.reduced_by(
+            join.left().clone(),
+            join.on().to_vec(),
+            join.null_equality(),
+        )?;
+        rows = Some(build);
+        Ok(reduced)
+    })?;
+    match (pushed, rows) {
+        (Some(probe), Some(build)) => Ok(Transformed::yes(
+            datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                node,
+                vec![build, probe],
+            )?,
+        )),
+        _ => Ok(Transformed::no(node)),
+    }
+}
+
+/// Reduces the probe sides of joins that need only their matching rows (see
+/// [`push_reduction`]), once every other rule has run: the join's build side and the
+/// probe scan then share one run of it, and a later rewrite of that build side would
+/// give the scan a run of its own.
+#[derive(Debug, Default)]
+pub struct ReduceProbes;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for ReduceProbes {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let broadcasts = config
+            .extensions
+            .get::<GroveSettings>()
+            .is_none_or(|s| s.broadcast_bytes > 0);
+        Ok(plan
+            .transform_up(|node| push_reduction(node, broadcasts))?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "reduce_probes"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// Moves what can run next to the data into the distributed scan below it: first
 /// filters, projections and joins with a small build side (`push_row_local`,
 /// `push_broadcast_join`), from the scans up, then the Partial half of a split

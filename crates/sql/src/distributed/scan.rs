@@ -265,6 +265,64 @@ impl Broadcast {
     }
 }
 
+/// The rows of a build side a scan sends along (see
+/// [`DistributedScanExec::reduced_by`]), for a join on the broker: from the same run,
+/// never a second one.
+#[derive(Debug)]
+struct BuildRowsExec {
+    broadcast: Arc<Broadcast>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for BuildRowsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "BuildRowsExec: the rows a scan below sends along")
+    }
+}
+
+impl ExecutionPlan for BuildRowsExec {
+    fn name(&self) -> &str {
+        "BuildRowsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        crate::distributed::leaf::childless(self, children)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        use futures::TryStreamExt;
+        let broadcast = self.broadcast.clone();
+        let rows = futures::stream::once(async move {
+            let rows = broadcast.rows(&context).await?;
+            rows.execute(0, context)
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
+    }
+}
+
 /// What one partition counts: rows and bytes received from historicals, fragments
 /// sent, and fragments retried elsewhere; the bytes of build sides sent along, or
 /// joined here instead.
@@ -376,6 +434,45 @@ impl DistributedScanExec {
         })?;
         pushed.broadcasts.push(Broadcast::new(build));
         Ok(pushed)
+    }
+
+    /// The same scan keeping only the rows that match a row of `build` on `on` (a
+    /// right semi join in its fragments, `build`'s rows sent along), and a leaf
+    /// yielding `build`'s rows from the same run, for the join above that needs no
+    /// other probe rows (a left, left semi, anti or mark join collecting `build`).
+    /// `on` pairs `build`'s keys with the scan's.
+    pub fn reduced_by(
+        &self,
+        build: Arc<dyn ExecutionPlan>,
+        on: datafusion::physical_plan::joins::utils::JoinOn,
+        null_equality: datafusion::common::NullEquality,
+    ) -> Result<(DistributedScanExec, Arc<dyn ExecutionPlan>)> {
+        use datafusion::common::JoinType;
+        use datafusion::physical_plan::joins::PartitionMode;
+        let refs: Arc<dyn ExecutionPlan> = Arc::new(BroadcastRefsExec::new(
+            self.broadcasts.len(),
+            build.schema(),
+        ));
+        let mut reduced = self.with_top(|probe| {
+            Ok(Arc::new(HashJoinExec::try_new(
+                refs,
+                probe,
+                on,
+                None,
+                &JoinType::RightSemi,
+                None,
+                PartitionMode::CollectLeft,
+                null_equality,
+                false,
+            )?))
+        })?;
+        let broadcast = Broadcast::new(build);
+        reduced.broadcasts.push(broadcast.clone());
+        let rows = BuildRowsExec {
+            properties: crate::distributed::leaf::properties(broadcast.plan.schema(), 1),
+            broadcast,
+        };
+        Ok((reduced, Arc::new(rows)))
     }
 
     /// This scan with the topmost join of its fragments run on the broker instead,
@@ -691,8 +788,19 @@ impl ExecutionPlan for DistributedScanExec {
         if children.is_empty() {
             return Ok(self);
         }
-        // New build sides, whose rows are yet to be run.
-        let broadcasts = children.into_iter().map(Broadcast::new).collect();
+        // New build sides, whose rows are yet to be run; an unchanged one keeps its
+        // run (a join above may read the same rows, see `reduced_by`).
+        let broadcasts = children
+            .into_iter()
+            .zip(&self.broadcasts)
+            .map(|(child, old)| {
+                if Arc::ptr_eq(&child, &old.plan) {
+                    old.clone()
+                } else {
+                    Broadcast::new(child)
+                }
+            })
+            .collect();
         Ok(Arc::new(self.with_parts(
             self.top.clone(),
             broadcasts,
