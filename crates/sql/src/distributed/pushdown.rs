@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -216,7 +217,10 @@ fn push_broadcast_join(
 /// rows that match it (a left, left semi, left anti or left mark join, not null-aware)
 /// over a distributed scan: the fragments keep only those rows, by a right semi join
 /// with the build side's rows sent along, and the broker's join reads the build side
-/// from that same run. The probe rows that cross are the ones the join can use.
+/// from that same run. The probe rows that cross are the ones the join can use. The
+/// scan may lie under projections, repartitions and the final half of an aggregate
+/// whose group columns the join keys are: the fragments then keep the rows of the
+/// matching groups, under their Partial aggregate.
 fn push_reduction(
     node: Arc<dyn ExecutionPlan>,
     broadcasts: bool,
@@ -236,25 +240,93 @@ fn push_reduction(
     if !reducible {
         return Ok(Transformed::no(node));
     }
-    let mut rows = None;
-    let pushed = onto_open_scan(join.right(), |scan| {
-        let (reduced, build) = scan.reduced_by(
+    let (build_keys, keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+    let reduced = reduce_probe(join.right(), keys, &|scan, keys| {
+        scan.reduced_by(
             join.left().clone(),
-            join.on().to_vec(),
+            build_keys.clone(),
+            keys,
             join.null_equality(),
-        )?;
-        rows = Some(build);
-        Ok(reduced)
+        )
     })?;
-    match (pushed, rows) {
-        (Some(probe), Some(build)) => Ok(Transformed::yes(
+    match reduced {
+        Some((probe, build)) => Ok(Transformed::yes(
             datafusion::physical_plan::execution_plan::replace_children_if_necessary(
                 node,
                 vec![build, probe],
             )?,
         )),
-        _ => Ok(Transformed::no(node)),
+        None => Ok(Transformed::no(node)),
     }
+}
+
+/// The reducing scan's answer: the new scan and the leaf yielding the build rows.
+type Reduced = (DistributedScanExec, Arc<dyn ExecutionPlan>);
+
+/// How a scan is reduced, given the keys over its output.
+type Reduce<'a> =
+    &'a dyn Fn(&DistributedScanExec, Vec<Arc<dyn PhysicalExpr>>) -> Result<Option<Reduced>>;
+
+/// A reduced probe side, and the leaf yielding the build rows.
+type ReducedProbe = (Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>);
+
+/// `probe` with the distributed scan it reads reduced by `reduce(scan, keys)`, `keys`
+/// followed down to it through projections (of columns), repartitions and the
+/// final half of an aggregate (group columns); with the leaf of build rows.
+fn reduce_probe(
+    probe: &Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    reduce: Reduce,
+) -> Result<Option<ReducedProbe>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    if let Some(scan) = probe.downcast_ref::<DistributedScanExec>() {
+        return Ok(reduce(scan, keys)?
+            .map(|(scan, build)| (Arc::new(scan) as Arc<dyn ExecutionPlan>, build)));
+    }
+    let column = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(Column::index);
+    let below: Option<Vec<Arc<dyn PhysicalExpr>>> =
+        if let Some(projection) = probe.downcast_ref::<ProjectionExec>() {
+            keys.iter()
+                .map(|k| {
+                    let e = &projection.expr().get(column(k)?)?.expr;
+                    column(e).map(|_| e.clone())
+                })
+                .collect()
+        } else if let Some(aggregate) = probe.downcast_ref::<AggregateExec>() {
+            let finishing = matches!(
+                aggregate.mode(),
+                AggregateMode::Final | AggregateMode::FinalPartitioned
+            ) && aggregate.group_expr().is_single();
+            let groups = aggregate.group_expr().expr();
+            finishing
+                .then(|| {
+                    keys.iter()
+                        .map(|k| {
+                            let (e, _) = groups.get(column(k)?)?;
+                            column(e).map(|_| e.clone())
+                        })
+                        .collect()
+                })
+                .flatten()
+        } else if probe.downcast_ref::<RepartitionExec>().is_some()
+            || probe.downcast_ref::<CooperativeExec>().is_some()
+        {
+            Some(keys)
+        } else {
+            None
+        };
+    let Some(below) = below else {
+        return Ok(None);
+    };
+    let Some((input, build)) = reduce_probe(probe.children()[0], below, reduce)? else {
+        return Ok(None);
+    };
+    let probe = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+        probe.clone(),
+        vec![input],
+    )?;
+    Ok(Some((probe, build)))
 }
 
 /// Reduces the probe sides of joins that need only their matching rows (see

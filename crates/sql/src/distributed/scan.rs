@@ -436,26 +436,32 @@ impl DistributedScanExec {
         Ok(pushed)
     }
 
-    /// The same scan keeping only the rows that match a row of `build` on `on` (a
-    /// right semi join in its fragments, `build`'s rows sent along), and a leaf
-    /// yielding `build`'s rows from the same run, for the join above that needs no
-    /// other probe rows (a left, left semi, anti or mark join collecting `build`).
-    /// `on` pairs `build`'s keys with the scan's.
+    /// The same scan keeping only the rows whose `keys` match a row of `build` on
+    /// `build_keys` (a right semi join in its fragments, `build`'s rows sent along),
+    /// and a leaf yielding `build`'s rows from the same run, for the join above that
+    /// needs no other probe rows (a left, left semi, anti or mark join collecting
+    /// `build`). The keys are over the scan's output: its rows when it still sends
+    /// rows, or the group columns of the Partial aggregate it ends with, whose input
+    /// rows are then kept (only the matching groups are needed). `None` otherwise.
     pub fn reduced_by(
         &self,
         build: Arc<dyn ExecutionPlan>,
-        on: datafusion::physical_plan::joins::utils::JoinOn,
+        build_keys: Vec<Arc<dyn PhysicalExpr>>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
         null_equality: datafusion::common::NullEquality,
-    ) -> Result<(DistributedScanExec, Arc<dyn ExecutionPlan>)> {
+    ) -> Result<Option<(DistributedScanExec, Arc<dyn ExecutionPlan>)>> {
         use datafusion::common::JoinType;
+        use datafusion::physical_expr::expressions::Column;
+        use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
         use datafusion::physical_plan::joins::PartitionMode;
         let refs: Arc<dyn ExecutionPlan> = Arc::new(BroadcastRefsExec::new(
             self.broadcasts.len(),
             build.schema(),
         ));
-        let mut reduced = self.with_top(|probe| {
-            Ok(Arc::new(HashJoinExec::try_new(
-                refs,
+        let semi = |probe: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>| {
+            let on = build_keys.iter().cloned().zip(keys).collect();
+            let join = HashJoinExec::try_new(
+                refs.clone(),
                 probe,
                 on,
                 None,
@@ -464,15 +470,47 @@ impl DistributedScanExec {
                 PartitionMode::CollectLeft,
                 null_equality,
                 false,
-            )?))
-        })?;
+            )?;
+            Ok::<_, DataFusionError>(Arc::new(join) as Arc<dyn ExecutionPlan>)
+        };
+        let mut reduced = if self.is_open() {
+            self.with_top(|probe| semi(probe, keys))?
+        } else {
+            let Some(top) = &self.top else {
+                return Ok(None);
+            };
+            let Some(partial) = top.downcast_ref::<AggregateExec>() else {
+                return Ok(None);
+            };
+            if *partial.mode() != AggregateMode::Partial || !partial.group_expr().is_single() {
+                return Ok(None);
+            }
+            let groups = partial.group_expr().expr();
+            let mut below = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let input = key
+                    .downcast_ref::<Column>()
+                    .and_then(|c| groups.get(c.index()))
+                    .filter(|(e, _)| e.downcast_ref::<Column>().is_some());
+                match input {
+                    Some((e, _)) => below.push(e.clone()),
+                    None => return Ok(None),
+                }
+            }
+            let kept = semi(partial.input().clone(), below)?;
+            let top = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                top.clone(),
+                vec![kept],
+            )?;
+            self.with_parts(Some(top), self.broadcasts.clone(), self.properties.clone())
+        };
         let broadcast = Broadcast::new(build);
         reduced.broadcasts.push(broadcast.clone());
         let rows = BuildRowsExec {
             properties: crate::distributed::leaf::properties(broadcast.plan.schema(), 1),
             broadcast,
         };
-        Ok((reduced, Arc::new(rows)))
+        Ok(Some((reduced, Arc::new(rows))))
     }
 
     /// This scan with the topmost join of its fragments run on the broker instead,
