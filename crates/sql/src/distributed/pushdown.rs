@@ -241,6 +241,7 @@ fn push_reduction(
         return Ok(Transformed::no(node));
     }
     let (build_keys, keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+    // Only worth it: a reduction that cannot be made leaves the join as it was.
     let reduced = reduce_probe(join.right(), keys, &|scan, keys| {
         scan.reduced_by(
             join.left().clone(),
@@ -248,7 +249,9 @@ fn push_reduction(
             keys,
             join.null_equality(),
         )
-    })?;
+    })
+    .ok()
+    .flatten();
     match reduced {
         Some((probe, build)) => Ok(Transformed::yes(
             datafusion::physical_plan::execution_plan::replace_children_if_necessary(
@@ -297,7 +300,8 @@ fn reduce_probe(
             let finishing = matches!(
                 aggregate.mode(),
                 AggregateMode::Final | AggregateMode::FinalPartitioned
-            ) && aggregate.group_expr().is_single();
+            ) && aggregate.group_expr().is_single()
+                && aggregate.limit_options().is_none();
             let groups = aggregate.group_expr().expr();
             finishing
                 .then(|| {
@@ -329,6 +333,15 @@ fn reduce_probe(
     Ok(Some((probe, build)))
 }
 
+/// Whether the session lets build sides travel to the historicals
+/// (`grove.broadcast_bytes` above 0).
+fn sends_build_sides(config: &datafusion::config::ConfigOptions) -> bool {
+    config
+        .extensions
+        .get::<GroveSettings>()
+        .is_none_or(|s| s.broadcast_bytes > 0)
+}
+
 /// Reduces the probe sides of joins that need only their matching rows (see
 /// [`push_reduction`]), once every other rule has run: the join's build side and the
 /// probe scan then share one run of it, and a later rewrite of that build side would
@@ -342,10 +355,13 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for ReduceProbes {
         plan: Arc<dyn ExecutionPlan>,
         config: &datafusion::config::ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let broadcasts = config
-            .extensions
-            .get::<GroveSettings>()
-            .is_none_or(|s| s.broadcast_bytes > 0);
+        use datafusion::physical_plan::work_table::WorkTableExec;
+        // A recursive query's term runs again with its plan's state reset, which
+        // would part a join's build side from the scan it reduces.
+        if plan.exists(|node| Ok(node.downcast_ref::<WorkTableExec>().is_some()))? {
+            return Ok(plan);
+        }
+        let broadcasts = sends_build_sides(config);
         Ok(plan
             .transform_up(|node| push_reduction(node, broadcasts))?
             .data)
@@ -379,10 +395,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
         use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
         use datafusion::physical_plan::coop::CooperativeExec;
         use datafusion::physical_plan::repartition::RepartitionExec;
-        let broadcasts = config
-            .extensions
-            .get::<GroveSettings>()
-            .is_none_or(|s| s.broadcast_bytes > 0);
+        let broadcasts = sends_build_sides(config);
         let plan = plan
             .transform_up(|node| {
                 let pushed = push_row_local(node)?;

@@ -215,6 +215,10 @@ pub struct DistributedScanExec {
 #[derive(Debug)]
 struct Broadcast {
     plan: Arc<dyn ExecutionPlan>,
+    /// Whether the fragments may do without it: a reduction's (see
+    /// [`DistributedScanExec::reduced_by`]), dropped when the build sides are too
+    /// large to send.
+    optional: bool,
     /// Its rows, run once for all partitions: started by the first partition that
     /// needs them, and carried on by the others if that one stops reading.
     rows: std::sync::Mutex<Option<SharedRows>>,
@@ -232,8 +236,27 @@ impl Broadcast {
     fn new(plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
         Arc::new(Broadcast {
             plan,
+            optional: false,
             rows: std::sync::Mutex::new(None),
         })
+    }
+
+    /// A build side that a reduction's semi join takes.
+    fn optional(plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
+        Arc::new(Broadcast {
+            plan,
+            optional: true,
+            rows: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The same build side over `plan`, yet to be run.
+    fn anew(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
+        if self.optional {
+            Broadcast::optional(plan)
+        } else {
+            Broadcast::new(plan)
+        }
     }
 
     async fn rows(&self, context: &Arc<TaskContext>) -> Result<Arc<BroadcastRowsExec>> {
@@ -473,7 +496,8 @@ impl DistributedScanExec {
             )?;
             Ok::<_, DataFusionError>(Arc::new(join) as Arc<dyn ExecutionPlan>)
         };
-        let mut reduced = if self.is_open() {
+        let columns = keys.iter().all(|k| k.downcast_ref::<Column>().is_some());
+        let mut reduced = if self.is_open() && columns {
             self.with_top(|probe| semi(probe, keys))?
         } else {
             let Some(top) = &self.top else {
@@ -504,7 +528,7 @@ impl DistributedScanExec {
             )?;
             self.with_parts(Some(top), self.broadcasts.clone(), self.properties.clone())
         };
-        let broadcast = Broadcast::new(build);
+        let broadcast = Broadcast::optional(build);
         reduced.broadcasts.push(broadcast.clone());
         let rows = BuildRowsExec {
             properties: crate::distributed::leaf::properties(broadcast.plan.schema(), 1),
@@ -835,9 +859,24 @@ impl ExecutionPlan for DistributedScanExec {
                 if Arc::ptr_eq(&child, &old.plan) {
                     old.clone()
                 } else {
-                    Broadcast::new(child)
+                    old.anew(child)
                 }
             })
+            .collect();
+        Ok(Arc::new(self.with_parts(
+            self.top.clone(),
+            broadcasts,
+            self.properties.clone(),
+        )))
+    }
+
+    /// Build sides yet to be run, whatever the children: a plan run again (a
+    /// recursive query's term) reads its build sides again.
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        let broadcasts = self
+            .broadcasts
+            .iter()
+            .map(|b| b.anew(b.plan.clone()))
             .collect();
         Ok(Arc::new(self.with_parts(
             self.top.clone(),
@@ -913,6 +952,42 @@ impl ExecutionPlan for DistributedScanExec {
         answer.spawn(run.all(sender));
         Ok(answer.build())
     }
+}
+
+/// The build sides `top` sends along, by index.
+fn sent(top: Option<&Arc<dyn ExecutionPlan>>) -> BTreeSet<usize> {
+    let mut indexes = BTreeSet::new();
+    if let Some(top) = top {
+        let _ = top.apply(|node| {
+            if let Some(refs) = node.downcast_ref::<BroadcastRefsExec>() {
+                indexes.insert(refs.index());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    indexes
+}
+
+/// `top` without the semi joins of reductions (`broadcasts`' optional ones): each
+/// replaced by its probe side.
+fn without_reductions(
+    top: Arc<dyn ExecutionPlan>,
+    broadcasts: &[Arc<Broadcast>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let stripped = top.transform_up(|node| {
+        let reduction = node.downcast_ref::<HashJoinExec>().and_then(|join| {
+            let refs = join.left().downcast_ref::<BroadcastRefsExec>()?;
+            broadcasts
+                .get(refs.index())
+                .is_some_and(|b| b.optional)
+                .then(|| join.right().clone())
+        });
+        Ok(match reduction {
+            Some(probe) => Transformed::yes(probe),
+            None => Transformed::no(node),
+        })
+    })?;
+    Ok(stripped.data)
 }
 
 /// The Flight address of `node`, as its replicas of `segments` name it.
@@ -1079,9 +1154,22 @@ impl Run {
         for broadcast in &self.broadcasts {
             self.rows.push(broadcast.rows(&self.context).await?);
         }
-        let bytes: usize = self.rows.iter().map(|r| r.bytes()).sum();
         // Whatever the session says, a ticket must stay under the message limit.
-        if bytes > self.settings.broadcast_bytes.min(MAX_MESSAGE / 2) {
+        let limit = self.settings.broadcast_bytes.min(MAX_MESSAGE / 2);
+        let all: usize = self.rows.iter().map(|r| r.bytes()).sum();
+        if all > limit && self.broadcasts.iter().any(|b| b.optional) {
+            // Reductions are only worth it: the fragments do without them first.
+            self.top = self
+                .top
+                .take()
+                .map(|top| without_reductions(top, &self.broadcasts))
+                .transpose()?;
+        }
+        let bytes: usize = sent(self.top.as_ref())
+            .into_iter()
+            .map(|i| self.rows.get(i).map_or(0, |r| r.bytes()))
+            .sum();
+        if bytes > limit {
             self.counters.joined_here_bytes.add(bytes);
             return self.joined_here(out).await;
         }
