@@ -78,8 +78,10 @@ impl Engine {
                 let runtime = runtime()?;
                 let url = format!("grpc://127.0.0.1:{}", servers.flight_port);
                 let remote = runtime.block_on(Remote::connect(&url, None, None))?;
-                // Every run reads the segments.
+                // Every run reads the segments, and no run fills the result cache
+                // (which takes a fragment per segment): the cache is off.
                 runtime.block_on(remote.query("SET grove.use_cache = false"))?;
+                runtime.block_on(remote.query("SET grove.populate_cache = false"))?;
                 Ok(Engine::Grove {
                     name,
                     _server: Box::new(servers),

@@ -106,8 +106,9 @@ async fn level(
     let mut tasks = Vec::new();
     for client in 0..clients {
         let remote = Remote::connect(url, None, None).await?;
-        // Every query reads the segments, as in the suite.
+        // Every query reads the segments and fills no cache, as in the suite.
         remote.query("SET grove.use_cache = false").await?;
+        remote.query("SET grove.populate_cache = false").await?;
         let mix = Arc::clone(mix);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
