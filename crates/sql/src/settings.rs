@@ -1,7 +1,7 @@
 //! Grove's own session settings, next to DataFusion's: `SET grove.use_cache = false`
 //! in SQL, or a Druid query context (`useCache`, `populateCache`) over HTTP.
 
-use datafusion::common::config::ConfigExtension;
+use datafusion::common::config::{ConfigExtension, ConfigOptions};
 use datafusion::common::extensions_options;
 
 extensions_options! {
@@ -20,6 +20,17 @@ extensions_options! {
         /// historicals, each joining and aggregating one hash slice of both sides
         /// (a shuffle stage); off, the broker joins them.
         pub shuffle: bool, default = true
+    }
+}
+
+impl GroveSettings {
+    /// The settings `options` hold, or the defaults.
+    pub fn of(options: &ConfigOptions) -> GroveSettings {
+        options
+            .extensions
+            .get::<GroveSettings>()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

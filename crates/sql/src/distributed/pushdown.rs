@@ -333,13 +333,23 @@ fn reduce_probe(
     Ok(Some((probe, build)))
 }
 
+/// `node` moved into the distributed scan below it if it is a filter or projection
+/// ([`push_row_local`]) or a join with a small build side ([`push_broadcast_join`]).
+fn push_next_to_data(
+    node: Arc<dyn ExecutionPlan>,
+    broadcasts: bool,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let pushed = push_row_local(node)?;
+    if pushed.transformed {
+        return Ok(pushed);
+    }
+    push_broadcast_join(pushed.data, broadcasts)
+}
+
 /// Whether the session lets build sides travel to the historicals
 /// (`grove.broadcast_bytes` above 0).
 fn sends_build_sides(config: &datafusion::config::ConfigOptions) -> bool {
-    config
-        .extensions
-        .get::<GroveSettings>()
-        .is_none_or(|s| s.broadcast_bytes > 0)
+    GroveSettings::of(config).broadcast_bytes > 0
 }
 
 /// Reduces the probe sides of joins that need only their matching rows (see
@@ -397,13 +407,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PushPartialAggreg
         use datafusion::physical_plan::repartition::RepartitionExec;
         let broadcasts = sends_build_sides(config);
         let plan = plan
-            .transform_up(|node| {
-                let pushed = push_row_local(node)?;
-                if pushed.transformed {
-                    return Ok(pushed);
-                }
-                push_broadcast_join(pushed.data, broadcasts)
-            })?
+            .transform_up(|node| push_next_to_data(node, broadcasts))?
             .data;
         plan.transform_down(|node| {
             if let Some(pushed) = push_top_k(&node)? {
@@ -572,11 +576,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PlanStages {
         config: &datafusion::config::ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
-        let on = config
-            .extensions
-            .get::<GroveSettings>()
-            .is_none_or(|s| s.shuffle);
-        if !on {
+        if !GroveSettings::of(config).shuffle {
             return Ok(plan);
         }
         let staged = match as_stage(&plan)? {
@@ -624,13 +624,10 @@ fn as_stage(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPla
             {
                 return Ok(Transformed::no(node));
             }
-            let input = repartition.input().clone().transform_up(|below| {
-                let pushed = push_row_local(below)?;
-                if pushed.transformed {
-                    return Ok(pushed);
-                }
-                push_broadcast_join(pushed.data, true)
-            })?;
+            let input = repartition
+                .input()
+                .clone()
+                .transform_up(|below| push_next_to_data(below, true))?;
             if !input.transformed {
                 return Ok(Transformed::no(node));
             }

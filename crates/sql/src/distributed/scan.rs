@@ -221,23 +221,49 @@ struct Broadcast {
     optional: bool,
     /// Its rows, run once for all partitions: started by the first partition that
     /// needs them, and carried on by the others if that one stops reading.
-    rows: std::sync::Mutex<Option<SharedRows>>,
+    rows: RunOnce<Arc<BroadcastRowsExec>>,
 }
 
-/// A build side's rows as every partition awaits them.
-type SharedRows = futures::future::Shared<
-    futures::future::BoxFuture<
-        'static,
-        std::result::Result<Arc<BroadcastRowsExec>, Arc<DataFusionError>>,
-    >,
+/// Work done once for all who await it: started by the first, and carried on by the
+/// others if that one stops awaiting; its error is everyone's.
+pub(super) struct RunOnce<T>(std::sync::Mutex<Option<Running<T>>>);
+
+/// The work of a [`RunOnce`], as everyone awaits it.
+type Running<T> = futures::future::Shared<
+    futures::future::BoxFuture<'static, std::result::Result<T, Arc<DataFusionError>>>,
 >;
+
+impl<T: Clone + Send + Sync + 'static> RunOnce<T> {
+    pub(super) fn new() -> Self {
+        RunOnce(std::sync::Mutex::new(None))
+    }
+
+    /// The work's result, `start`ed here if no one has started it.
+    pub(super) async fn get(
+        &self,
+        start: impl FnOnce() -> futures::future::BoxFuture<'static, Result<T>>,
+    ) -> Result<T> {
+        let shared = {
+            let mut once = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            once.get_or_insert_with(|| start().map(|r| r.map_err(Arc::new)).boxed().shared())
+                .clone()
+        };
+        shared.await.map_err(DataFusionError::Shared)
+    }
+}
+
+impl<T> fmt::Debug for RunOnce<T> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("RunOnce")
+    }
+}
 
 impl Broadcast {
     fn new(plan: Arc<dyn ExecutionPlan>) -> Arc<Broadcast> {
         Arc::new(Broadcast {
             plan,
             optional: false,
-            rows: std::sync::Mutex::new(None),
+            rows: RunOnce::new(),
         })
     }
 
@@ -246,7 +272,7 @@ impl Broadcast {
         Arc::new(Broadcast {
             plan,
             optional: true,
-            rows: std::sync::Mutex::new(None),
+            rows: RunOnce::new(),
         })
     }
 
@@ -260,18 +286,9 @@ impl Broadcast {
     }
 
     async fn rows(&self, context: &Arc<TaskContext>) -> Result<Arc<BroadcastRowsExec>> {
-        let rows = {
-            let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-            rows.get_or_insert_with(|| {
-                let plan = self.plan.clone();
-                let context = context.clone();
-                async move { Self::run(plan, context).await.map_err(Arc::new) }
-                    .boxed()
-                    .shared()
-            })
-            .clone()
-        };
-        rows.await.map_err(DataFusionError::Shared)
+        self.rows
+            .get(|| Self::run(self.plan.clone(), context.clone()).boxed())
+            .await
     }
 
     async fn run(
@@ -600,13 +617,7 @@ impl DistributedScanExec {
         for broadcast in &self.broadcasts {
             rows.push(broadcast.rows(context).await?);
         }
-        let settings = context
-            .session_config()
-            .options()
-            .extensions
-            .get::<GroveSettings>()
-            .cloned()
-            .unwrap_or_default();
+        let settings = GroveSettings::of(context.session_config().options());
         // Each slice's ticket carries the build sides once per historical.
         let bytes: usize = rows.iter().map(|r| r.bytes()).sum();
         if bytes > settings.broadcast_bytes.min(MAX_MESSAGE / 2)
@@ -921,13 +932,7 @@ impl ExecutionPlan for DistributedScanExec {
             joined_here_bytes: MetricBuilder::new(&self.metrics)
                 .counter("build_bytes_joined_here", partition),
         };
-        let settings = context
-            .session_config()
-            .options()
-            .extensions
-            .get::<GroveSettings>()
-            .cloned()
-            .unwrap_or_default();
+        let settings = GroveSettings::of(context.session_config().options());
         // Historicals run the fragment as this session would: its rows per batch, and
         // as many partitions as it plans with.
         let config = context.session_config();

@@ -20,7 +20,7 @@
 //! slice whose build sides are larger than the session sends along also runs here.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -37,21 +37,21 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
-use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc::Sender;
 
 use super::codec::GroveCodec;
 use super::peers::PeerFragmentsExec;
 use super::remote::{FragmentClient, FragmentError};
-use super::scan::DistributedScanExec;
+use super::scan::{DistributedScanExec, RunOnce};
 use super::ticket::{MAX_MESSAGE, Ticket};
+
+/// A hash repartition's keys, and the distributed scan under it.
+type LeafOf<'a> = (&'a [Arc<dyn PhysicalExpr>], &'a Arc<dyn ExecutionPlan>);
 
 /// A stage's input as the leaves see it: a hash repartition's keys and the
 /// distributed scan under it (through the wrapper that makes a leaf yield).
-pub(super) fn leaf(
-    node: &Arc<dyn ExecutionPlan>,
-) -> Option<(&[Arc<dyn PhysicalExpr>], &DistributedScanExec)> {
+pub(super) fn leaf(node: &Arc<dyn ExecutionPlan>) -> Option<LeafOf<'_>> {
     let repartition = node.downcast_ref::<RepartitionExec>()?;
     let Partitioning::Hash(keys, _) = repartition.partitioning() else {
         return None;
@@ -60,7 +60,8 @@ pub(super) fn leaf(
     if let Some(wrapper) = below.downcast_ref::<CooperativeExec>() {
         below = wrapper.input();
     }
-    Some((keys, below.downcast_ref::<DistributedScanExec>()?))
+    below.downcast_ref::<DistributedScanExec>()?;
+    Some((keys, below))
 }
 
 /// `plan` with the scan of each leaf replaced by `by(scan, keys)`, leaves taken
@@ -74,10 +75,13 @@ fn replace_leaves(
         let Some((keys, scan)) = leaf(&node) else {
             return Ok(Transformed::no(node));
         };
+        let Some(scan) = scan.downcast_ref::<DistributedScanExec>() else {
+            return Ok(Transformed::no(node));
+        };
         let mut below = by(scan, keys)?;
-        let repartition = node.children()[0].clone();
-        if repartition.downcast_ref::<CooperativeExec>().is_some() {
-            below = replace_children_if_necessary(repartition, vec![below])?;
+        let wrapper = node.children()[0].clone();
+        if wrapper.downcast_ref::<CooperativeExec>().is_some() {
+            below = replace_children_if_necessary(wrapper, vec![below])?;
         }
         let node = replace_children_if_necessary(node, vec![below])?;
         Ok(Transformed::new(node, true, TreeNodeRecursion::Jump))
@@ -92,14 +96,10 @@ type Leaf = (Arc<dyn ExecutionPlan>, Vec<Arc<dyn PhysicalExpr>>);
 fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Leaf> {
     let mut found = Vec::new();
     let _ = plan.apply(|node| {
-        let Some((keys, _)) = leaf(node) else {
+        let Some((keys, scan)) = leaf(node) else {
             return Ok(TreeNodeRecursion::Continue);
         };
-        let mut scan = node.children()[0].clone();
-        if let Some(wrapper) = scan.downcast_ref::<CooperativeExec>() {
-            scan = wrapper.input().clone();
-        }
-        found.push((scan, keys.to_vec()));
+        found.push((scan.clone(), keys.to_vec()));
         Ok(TreeNodeRecursion::Jump)
     });
     found
@@ -107,8 +107,6 @@ fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Leaf> {
 
 /// The slices' tickets, one per slice, or none: the stage runs on the broker.
 type Tickets = Arc<Option<Vec<Ticket>>>;
-
-type SharedTickets = Shared<BoxFuture<'static, std::result::Result<Tickets, Arc<DataFusionError>>>>;
 
 /// A subtree run on the historicals, one hash slice each (see the module
 /// documentation). Its input is shown (and, for slices the broker takes over, run)
@@ -128,7 +126,7 @@ struct Slices {
     workers: Vec<(String, String)>,
     client: Arc<FragmentClient>,
     /// The slices' tickets, made once for all of them by the first to start.
-    tickets: Mutex<Option<SharedTickets>>,
+    tickets: RunOnce<Tickets>,
 }
 
 impl StageExec {
@@ -171,7 +169,7 @@ impl StageExec {
                 input,
                 workers,
                 client,
-                tickets: Mutex::new(None),
+                tickets: RunOnce::new(),
             }),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -182,19 +180,10 @@ impl StageExec {
 impl Slices {
     /// The slices' tickets, made by the first slice to start.
     async fn tickets(&self, context: &Arc<TaskContext>) -> Result<Tickets> {
-        let tickets = {
-            let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-            tickets
-                .get_or_insert_with(|| {
-                    let (input, slices) = (self.input.clone(), self.workers.len());
-                    let context = context.clone();
-                    async move { make_tickets(input, slices, context).await.map_err(Arc::new) }
-                        .boxed()
-                        .shared()
-                })
-                .clone()
-        };
-        tickets.await.map_err(DataFusionError::Shared)
+        let (input, slices) = (self.input.clone(), self.workers.len());
+        self.tickets
+            .get(|| make_tickets(input, slices, context.clone()).boxed())
+            .await
     }
 
     /// Slice `slice` as the broker runs it: the stage's input over that slice of

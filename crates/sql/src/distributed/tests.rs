@@ -97,6 +97,36 @@ fn segments(deep: &std::path::Path) -> Vec<SegmentDescriptor> {
         .collect()
 }
 
+/// `descriptors` as a broker's scan sees them, segment `i` on `replicas(i)`.
+fn remote_segments(
+    descriptors: &[SegmentDescriptor],
+    replicas: impl Fn(usize) -> Vec<crate::metadata::Replica>,
+) -> Vec<super::scan::RemoteSegment> {
+    descriptors
+        .iter()
+        .enumerate()
+        .map(|(i, d)| super::scan::RemoteSegment {
+            id: d.id.to_string(),
+            interval: d.id.interval,
+            rows: d.num_rows as usize,
+            columns: d.columns.to_vec(),
+            intervals: vec![d.id.interval],
+            replicas: replicas(i),
+            realtime: false,
+        })
+        .collect()
+}
+
+/// A replica on `node`, taking fragments at `address`.
+fn replica(node: &str, priority: i32, address: &str) -> crate::metadata::Replica {
+    crate::metadata::Replica {
+        node: node.into(),
+        tier: "t".into(),
+        priority,
+        flight_address: Some(address.into()),
+    }
+}
+
 /// A source serving `descriptors`, opened through `cache`.
 async fn serving(
     cache: &SegmentCache,
@@ -861,8 +891,7 @@ async fn a_top_n_over_one_historical_reads_every_partition_of_its_fragment() {
 
     use super::pushdown::PushPartialAggregate;
     use super::remote::FragmentClient;
-    use super::scan::{DistributedScanExec, RemoteSegment};
-    use crate::metadata::Replica;
+    use super::scan::DistributedScanExec;
 
     let dir = tempfile::tempdir().unwrap();
     let (descriptors, cache, ctx) = fixture(dir.path());
@@ -870,23 +899,7 @@ async fn a_top_n_over_one_historical_reads_every_partition_of_its_fragment() {
     let served = serving(&cache, &descriptors).await;
     let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
     client.in_process("h-1", super::fragment::FragmentService::new(served));
-    let segments: Vec<RemoteSegment> = descriptors
-        .iter()
-        .map(|d| RemoteSegment {
-            id: d.id.to_string(),
-            interval: d.id.interval,
-            rows: d.num_rows as usize,
-            columns: d.columns.to_vec(),
-            intervals: vec![d.id.interval],
-            replicas: vec![Replica {
-                node: "h-1".into(),
-                tier: "t".into(),
-                priority: 0,
-                flight_address: Some("h-1".into()),
-            }],
-            realtime: false,
-        })
-        .collect();
+    let segments = remote_segments(&descriptors, |_| vec![replica("h-1", 0, "h-1")]);
     let n = table_schema.index_of("n").unwrap();
     let scan = Arc::new(
         DistributedScanExec::new(table_schema, vec![n], segments, None, None, client).unwrap(),
@@ -1165,9 +1178,8 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
 
     use super::fragment::FragmentService;
     use super::remote::{FragmentClient, Peers};
-    use super::scan::{DistributedScanExec, RemoteSegment};
+    use super::scan::DistributedScanExec;
     use super::stage::StageExec;
-    use crate::metadata::Replica;
 
     let dir = tempfile::tempdir().unwrap();
     let (descriptors, cache, ctx) = fixture(dir.path());
@@ -1181,31 +1193,15 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
         client.in_process(node, FragmentService::new(served.clone()).with_peers(peers));
     }
     let down = format!("127.0.0.1:{}", unused_port());
-    let replica = |node: &str, priority: i32, address: &str| Replica {
-        node: node.into(),
-        tier: "t".into(),
-        priority,
-        flight_address: Some(address.into()),
-    };
     let scan = |with_down: bool| {
-        let segments: Vec<RemoteSegment> = descriptors
-            .iter()
-            .enumerate()
-            .map(|(i, d)| RemoteSegment {
-                id: d.id.to_string(),
-                interval: d.id.interval,
-                rows: d.num_rows as usize,
-                columns: d.columns.to_vec(),
-                intervals: vec![d.id.interval],
-                replicas: if with_down && i == 0 {
-                    vec![replica("h-0", 1, &down), replica("h-1", 0, "h-1")]
-                } else {
-                    let node = ["h-1", "h-2"][i % 2];
-                    vec![replica(node, 0, node)]
-                },
-                realtime: false,
-            })
-            .collect();
+        let segments = remote_segments(&descriptors, |i| {
+            if with_down && i == 0 {
+                vec![replica("h-0", 1, &down), replica("h-1", 0, "h-1")]
+            } else {
+                let node = ["h-1", "h-2"][i % 2];
+                vec![replica(node, 0, node)]
+            }
+        });
         let columns = vec![
             table_schema.index_of("k").unwrap(),
             table_schema.index_of("n").unwrap(),
