@@ -8,6 +8,9 @@
 //! - `sum_double`, `sum_float`: `SUM` of a DOUBLE and a FLOAT metric over every row;
 //! - `group_by_dimension`: `COUNT(*)` and `SUM` of the DOUBLE by a 20-value string
 //!   dimension;
+//! - `group_by_integer`: `COUNT(*)`, `SUM`, `MIN` and `MAX` of the DOUBLE by a BIGINT
+//!   of 200,000 values (as TPC-H's `l_partkey` at scale 1), and
+//!   `group_by_integer_hashed` the same through DataFusion's hash aggregation;
 //! - `memory_read`: summing a 512 MiB array of integers in memory: what one core reads
 //!   per second, the bound for a scan of uncompressed columns.
 //!
@@ -18,7 +21,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, DictionaryArray, Float32Array, Float64Array, RecordBatch, StringArray,
+    ArrayRef, DictionaryArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
@@ -102,10 +105,11 @@ fn schema() -> SchemaRef {
         ),
         Field::new("revenue", DataType::Float64, true),
         Field::new("seconds", DataType::Float32, true),
+        Field::new("item", DataType::Int64, true),
     ]))
 }
 
-/// One day's rows: evenly spaced times, 20 countries, pseudo-random metrics.
+/// One day's rows: evenly spaced times, 20 countries, pseudo-random metrics and items.
 fn day(day: i64, rows: usize) -> RecordBatch {
     let step = DAY / rows as i64;
     let times: Vec<i64> = (0..rows as i64)
@@ -124,6 +128,7 @@ fn day(day: i64, rows: usize) -> RecordBatch {
         .map(|_| (next() % 100_000) as f64 / 100.0)
         .collect();
     let seconds: Vec<f32> = (0..rows).map(|_| (next() % 10_000) as f32 / 10.0).collect();
+    let items: Vec<i64> = (0..rows).map(|_| 1 + (next() % 200_000) as i64).collect();
     let country = DictionaryArray::<Int32Type>::try_new(
         keys.into(),
         Arc::new(StringArray::from(countries)) as ArrayRef,
@@ -136,6 +141,7 @@ fn day(day: i64, rows: usize) -> RecordBatch {
             Arc::new(country),
             Arc::new(Float64Array::from(revenue)),
             Arc::new(Float32Array::from(seconds)),
+            Arc::new(Int64Array::from(items)),
         ],
     )
     .expect("a batch")
@@ -145,6 +151,7 @@ fn write(dir: &std::path::Path, rows: usize) -> Vec<Arc<Segment>> {
     let roles = [
         ColumnRole::Time,
         ColumnRole::Dimension,
+        ColumnRole::Metric,
         ColumnRole::Metric,
         ColumnRole::Metric,
     ];
@@ -164,15 +171,19 @@ fn write(dir: &std::path::Path, rows: usize) -> Vec<Arc<Segment>> {
         .collect()
 }
 
-fn context(segments: &[Arc<Segment>], interval: Interval) -> SessionContext {
-    // With the physical optimizer rules and the `sum` Grove's engines use.
-    let state = SessionStateBuilder::new()
+/// A session over `segments`, with the physical optimizer rules Grove's engines use
+/// (or DataFusion's alone, `grove_rules` false) and Grove's `sum`.
+fn context(segments: &[Arc<Segment>], interval: Interval, grove_rules: bool) -> SessionContext {
+    let mut state = SessionStateBuilder::new()
         .with_config(SessionConfig::new().with_target_partitions(1))
-        .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(SegmentGroupBy))
-        .build();
-    let ctx = SessionContext::new_with_state(state);
-    ctx.register_udaf(FloatSum::udaf());
+        .with_default_features();
+    if grove_rules {
+        state = state.with_physical_optimizer_rule(Arc::new(SegmentGroupBy));
+    }
+    let ctx = SessionContext::new_with_state(state.build());
+    if grove_rules {
+        ctx.register_udaf(FloatSum::udaf());
+    }
     let table = Segments {
         schema: schema(),
         segments: segments.to_vec(),
@@ -197,24 +208,30 @@ fn scans(c: &mut Criterion) {
     let two_days = Interval::new(START + 3 * DAY, START + 5 * DAY).expect("two days");
     let mut group = c.benchmark_group("scan");
     group.sample_size(10);
+    let by_item = "SELECT item, COUNT(*), SUM(revenue), MIN(revenue), MAX(revenue) \
+                   FROM t GROUP BY item";
     let cases = [
         (
             "count_time_filter",
             "SELECT COUNT(*) FROM t",
             two_days,
             rows / 4,
+            true,
         ),
-        ("sum_double", "SELECT SUM(revenue) FROM t", all, rows),
-        ("sum_float", "SELECT SUM(seconds) FROM t", all, rows),
+        ("sum_double", "SELECT SUM(revenue) FROM t", all, rows, true),
+        ("sum_float", "SELECT SUM(seconds) FROM t", all, rows, true),
         (
             "group_by_dimension",
             "SELECT country, COUNT(*), SUM(revenue) FROM t GROUP BY country",
             all,
             rows,
+            true,
         ),
+        ("group_by_integer", by_item, all, rows, true),
+        ("group_by_integer_hashed", by_item, all, rows, false),
     ];
-    for (name, sql, interval, rows_read) in cases {
-        let ctx = context(&segments, interval);
+    for (name, sql, interval, rows_read, grove_rules) in cases {
+        let ctx = context(&segments, interval, grove_rules);
         group.throughput(Throughput::Elements(rows_read as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
