@@ -39,6 +39,7 @@ use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate, Reduc
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::schema::{DatasourceSchema, SysSchema};
+use crate::semi_joins::PushSemiJoins;
 use crate::settings::GroveSettings;
 use crate::table::Reader;
 use crate::yielding::YieldingJoins;
@@ -101,7 +102,8 @@ impl Engine {
         let mut template = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_analyzer_rule(Arc::new(DecimalLiterals));
+            .with_analyzer_rule(Arc::new(DecimalLiterals))
+            .with_optimizer_rule(Arc::new(PushSemiJoins));
         if matches!(reader, Reader::Remote(_)) {
             template = template.with_physical_optimizer_rule(Arc::new(PushPartialAggregate));
             template = template.with_physical_optimizer_rule(Arc::new(PlanStages));

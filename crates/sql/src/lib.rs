@@ -30,6 +30,7 @@
 //! - [`output`]: renders results as a table, CSV or JSON.
 //! - [`repl`]: the interactive `grove sql` shell.
 //! - [`yielding`]: joins that loop without reading yield to the scheduler.
+//! - [`semi_joins`]: semi and anti joins move below the inner joins they filter.
 
 pub mod auth;
 pub mod catalog;
@@ -45,6 +46,7 @@ pub mod output;
 pub mod postgres;
 pub mod repl;
 pub mod schema;
+pub mod semi_joins;
 pub mod settings;
 pub mod table;
 pub mod tls;
