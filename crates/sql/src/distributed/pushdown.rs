@@ -213,11 +213,13 @@ fn push_broadcast_join(
     })
 }
 
-/// A join that collects a small build side and needs from its probe side only the
-/// rows that match it (a left, left semi, left anti or left mark join, not null-aware)
-/// over a distributed scan: the fragments keep only those rows, by a right semi join
-/// with the build side's rows sent along, and the broker's join reads the build side
-/// from that same run. The probe rows that cross are the ones the join can use. The
+/// A join that needs from its probe side only the rows that match its build side (a
+/// left, left semi, left anti or left mark join, not null-aware, that collects a small
+/// build side; or one of those or an inner join with both sides hash-partitioned) over
+/// a distributed scan: the fragments keep only those rows, by a right semi join with
+/// the build side's rows sent along, and the broker's join reads the build side from
+/// that same run (partitioned again for a partitioned join). A build side over
+/// `grove.broadcast_bytes` is not sent, and the probe rows all cross as before. The
 /// scan may lie under projections, repartitions and the final half of an aggregate
 /// whose group columns the join keys are: the fragments then keep the rows of the
 /// matching groups, under their Partial aggregate.
@@ -226,25 +228,37 @@ fn push_reduction(
     broadcasts: bool,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     use datafusion::common::JoinType;
+    use datafusion::physical_plan::repartition::RepartitionExec;
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(Transformed::no(node));
     };
-    let reducible = broadcasts
-        && *join.partition_mode() == PartitionMode::CollectLeft
-        && !join.null_aware
-        && join.fetch().is_none()
-        && matches!(
-            join.join_type(),
-            JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
-        );
-    if !reducible {
+    let left_preserving = matches!(
+        join.join_type(),
+        JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+    );
+    // The build side's plan, and the partitioning the join reads the rows it collected
+    // in: as they are when it collects its build side, hash-partitioned again when
+    // both sides are (an inner join too: DataFusion planned it so by estimates, and
+    // the build side may turn out small).
+    let (build, partitioning) = match join.partition_mode() {
+        PartitionMode::CollectLeft if left_preserving => (join.left().clone(), None),
+        PartitionMode::Partitioned if left_preserving || *join.join_type() == JoinType::Inner => {
+            let Some(repartition) = join.left().downcast_ref::<RepartitionExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let partitioning = repartition.partitioning().clone();
+            (repartition.input().clone(), Some(partitioning))
+        }
+        _ => return Ok(Transformed::no(node)),
+    };
+    if !broadcasts || join.null_aware || join.fetch().is_some() {
         return Ok(Transformed::no(node));
     }
     let (build_keys, keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
     // Only worth it: a reduction that cannot be made leaves the join as it was.
     let reduced = reduce_probe(join.right(), keys, &|scan, keys| {
         scan.reduced_by(
-            join.left().clone(),
+            build.clone(),
             build_keys.clone(),
             keys,
             join.null_equality(),
@@ -253,12 +267,18 @@ fn push_reduction(
     .ok()
     .flatten();
     match reduced {
-        Some((probe, build)) => Ok(Transformed::yes(
-            datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-                node,
-                vec![build, probe],
-            )?,
-        )),
+        Some((probe, rows)) => {
+            let build = match partitioning {
+                Some(partitioning) => Arc::new(RepartitionExec::try_new(rows, partitioning)?),
+                None => rows,
+            };
+            Ok(Transformed::yes(
+                datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+                    node.clone(),
+                    vec![build, probe],
+                )?,
+            ))
+        }
         None => Ok(Transformed::no(node)),
     }
 }
@@ -371,10 +391,7 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for ReduceProbes {
         if plan.exists(|node| Ok(node.downcast_ref::<WorkTableExec>().is_some()))? {
             return Ok(plan);
         }
-        let broadcasts = sends_build_sides(config);
-        Ok(plan
-            .transform_up(|node| push_reduction(node, broadcasts))?
-            .data)
+        reduce_below(plan, sends_build_sides(config))
     }
 
     fn name(&self) -> &str {
@@ -384,6 +401,23 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for ReduceProbes {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with the joins in it reduced ([`push_reduction`]), from the bottom up, but
+/// none inside a shuffle stage: its plan runs on the historicals, over its peers'
+/// fragments, where no build rows come from the broker.
+fn reduce_below(plan: Arc<dyn ExecutionPlan>, broadcasts: bool) -> Result<Arc<dyn ExecutionPlan>> {
+    if plan.downcast_ref::<StageExec>().is_some() {
+        return Ok(plan);
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|child| reduce_below(child.clone(), broadcasts))
+        .collect::<Result<_>>()?;
+    let plan =
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(plan, children)?;
+    Ok(push_reduction(plan, broadcasts)?.data)
 }
 
 /// Moves what can run next to the data into the distributed scan below it: first
