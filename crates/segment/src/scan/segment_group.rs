@@ -142,6 +142,9 @@ const MAX_DICTIONARY: usize = 1024;
 /// it: per aggregate, 9 bytes a slot in each partition.
 const MAX_RANGE: i64 = 1 << 20;
 
+/// The most words a range key's slots may take in all partitions together: 128 MiB.
+const MAX_RANGE_WORDS: usize = 1 << 24;
+
 /// What rows are grouped by.
 #[derive(Debug, Clone)]
 enum Key {
@@ -264,6 +267,14 @@ impl SegmentAggregateExec {
                 _ => return None,
             });
         }
+        // Every partition holds a row of words per slot of the range.
+        if let Key::Range { len, .. } = key {
+            let partitions = input.properties().partitioning.partition_count();
+            let words = len * (1 + aggregates.len()) * partitions;
+            if words > MAX_RANGE_WORDS {
+                return None;
+            }
+        }
         let properties = PlanProperties::new(
             EquivalenceProperties::new(aggregate.schema()),
             input.properties().partitioning.clone(),
@@ -350,7 +361,7 @@ impl DisplayAs for SegmentAggregateExec {
         let key = match &self.key {
             Key::Dictionary(column) => format!("column {column}"),
             Key::Range { column, base, len } => {
-                format!("column {column} in [{base}, {}]", base + *len as i64 - 1)
+                format!("column {column} in [{base}, {}]", base + (*len as i64 - 1))
             }
             Key::Bucket(expr) => expr.to_string(),
         };
@@ -524,7 +535,7 @@ impl Values {
             (Aggregate::Count(None), Values::Count(v)) => v[to] += batch.num_rows() as i64,
             (Aggregate::Count(Some(c)), Values::Count(v)) => {
                 let column = batch.column(c);
-                v[to] += (column.len() - column.null_count()) as i64;
+                v[to] += (column.len() - column.logical_null_count()) as i64;
             }
             (Aggregate::SumFloat(c), Values::Float(v, seen, _)) => {
                 if let Some(total) = sum(floats(c)) {
@@ -850,7 +861,7 @@ impl RangeGroups {
         for (index, aggregate) in self.aggregates.iter().enumerate() {
             let nulls = aggregate
                 .column()
-                .map_or(0, |c| batch.column(c).null_count());
+                .map_or(0, |c| batch.column(c).logical_null_count());
             if nulls > 0 && self.seen[index].is_none() {
                 // The slots with rows so far saw values.
                 let slots = self.state.len() / width;
@@ -887,7 +898,8 @@ impl RangeGroups {
                 // The slot's rows.
                 Aggregate::Count(None) => {}
                 Aggregate::Count(Some(c)) => {
-                    into.add(slots, batch.column(c).nulls(), |w, _| *w += 1)
+                    let nulls = batch.column(c).logical_nulls();
+                    into.add(slots, nulls.as_ref(), |w, _| *w += 1)
                 }
                 Aggregate::SumFloat(c) => into.add_values(floats(c), on_float(add_float)),
                 Aggregate::MinFloat(c) => into.add_values(floats(c), on_float(min_float)),
@@ -1108,9 +1120,10 @@ fn accumulate(
             }
         }
         (Aggregate::Count(Some(c)), Values::Count(counts)) => {
-            let column = batch.column(c);
+            // A NULL of a NULL column or of a dictionary's values counts as one.
+            let nulls = batch.column(c).logical_nulls();
             for (row, slot) in slots.iter().enumerate() {
-                counts[*slot as usize] += i64::from(column.is_valid(row));
+                counts[*slot as usize] += i64::from(nulls.as_ref().is_none_or(|n| n.is_valid(row)));
             }
         }
         (Aggregate::SumFloat(c), Values::Float(sums, seen, _)) => {
@@ -1364,6 +1377,9 @@ mod tests {
              MIN(revenue) AS lo, MAX(revenue) AS hi, MIN(n) AS a, MAX(n) AS b, \
              SUM(weight) AS w FROM t GROUP BY n ORDER BY n",
             "SELECT n, SUM(revenue) AS s FROM t WHERE n > 30 GROUP BY n ORDER BY n",
+            // A column of NULLs has no null buffer: every row is NULL all the same.
+            "SELECT n, COUNT(z) AS c, COUNT(*) AS r FROM (SELECT n, NULL AS z FROM t) \
+             GROUP BY n ORDER BY n",
             // MIN and MAX by dictionary key and by bucket.
             "SELECT country, MIN(revenue) AS lo, MAX(revenue) AS hi, MIN(n) AS a, \
              MAX(n) AS b FROM t GROUP BY country ORDER BY country",

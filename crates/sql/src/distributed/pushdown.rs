@@ -243,11 +243,16 @@ fn push_reduction(
     let (build, partitioning) = match join.partition_mode() {
         PartitionMode::CollectLeft if left_preserving => (join.left().clone(), None),
         PartitionMode::Partitioned if left_preserving || *join.join_type() == JoinType::Inner => {
-            let Some(repartition) = join.left().downcast_ref::<RepartitionExec>() else {
+            let partitioning = join.left().properties().partitioning.clone();
+            if !matches!(partitioning, Partitioning::Hash(..)) {
                 return Ok(Transformed::no(node));
+            }
+            // What a repartition reads, or the hash-partitioned side itself.
+            let build = match join.left().downcast_ref::<RepartitionExec>() {
+                Some(repartition) => repartition.input().clone(),
+                None => join.left().clone(),
             };
-            let partitioning = repartition.partitioning().clone();
-            (repartition.input().clone(), Some(partitioning))
+            (build, Some(partitioning))
         }
         _ => return Ok(Transformed::no(node)),
     };
