@@ -3,11 +3,11 @@
 //! `x JOIN y ... WHERE x.k IN (SELECT ...)` becomes, once DataFusion decorrelates the
 //! subquery, a semi join over the inner join's answer: every row of `x JOIN y` is
 //! hashed or probed before the few that match are kept (TPC-H Q18 joins six million
-//! lineitems with their orders to keep 57 orders' worth). A semi or anti join keeps or
-//! drops a row by the columns of its keys (and its filter) alone, so when those are all
-//! columns of one side of the inner join it is a filter on that side: [`PushSemiJoins`]
-//! moves it there, `(x SEMI JOIN s) JOIN y`, where it reads fewer rows and the join
-//! above reads only the rows it keeps. The answer is the same rows: the inner join pairs
+//! lineitems with their orders to keep 57 orders' worth). A semi or anti join without
+//! a filter keeps or drops a row by the columns of its keys alone, so when those are
+//! all columns of one side of the inner join it is a filter on that side:
+//! [`PushSemiJoins`] moves it there, `(x SEMI JOIN s) JOIN y`, where it reads fewer
+//! rows and the join above reads only the rows it keeps. The answer is the same rows: the inner join pairs
 //! each kept row of `x` with the rows of `y` it paired before.
 //!
 //! A semi join with a filter (a correlated `EXISTS` comparing columns of both sides,

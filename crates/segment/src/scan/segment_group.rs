@@ -88,14 +88,28 @@ impl Aggregate {
         }
     }
 
-    /// What a slot holds before its first value: what the first value replaces.
-    fn start(self) -> (f64, i64) {
+    /// What its slots hold, and what a slot holds before its first value (what the
+    /// first value replaces).
+    fn slot(self) -> Slot {
         match self {
-            Aggregate::MinFloat(_) | Aggregate::MinInt(_) => (f64::MAX, i64::MAX),
-            Aggregate::MaxFloat(_) | Aggregate::MaxInt(_) => (f64::MIN, i64::MIN),
-            _ => (0.0, 0),
+            Aggregate::Count(_) => Slot::Count,
+            Aggregate::SumFloat(_) | Aggregate::SumFloat32(_) => Slot::Float(0.0),
+            Aggregate::MinFloat(_) => Slot::Float(f64::MAX),
+            Aggregate::MaxFloat(_) => Slot::Float(f64::MIN),
+            Aggregate::SumInt(_) => Slot::Int(0),
+            Aggregate::MinInt(_) => Slot::Int(i64::MAX),
+            Aggregate::MaxInt(_) => Slot::Int(i64::MIN),
         }
     }
+}
+
+/// What an aggregate's slots hold: a count, or a DOUBLE or a BIGINT that starts at
+/// the value given.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Count,
+    Float(f64),
+    Int(i64),
 }
 
 /// `MIN` of DOUBLEs as DataFusion's grouped `MIN` takes it: a value replaces the
@@ -475,16 +489,10 @@ enum Values {
 
 impl Values {
     fn new(aggregate: Aggregate, len: usize) -> Values {
-        let (float, int) = aggregate.start();
-        match aggregate {
-            Aggregate::Count(_) => Values::Count(vec![0; len]),
-            Aggregate::SumFloat(_)
-            | Aggregate::SumFloat32(_)
-            | Aggregate::MinFloat(_)
-            | Aggregate::MaxFloat(_) => Values::Float(vec![float; len], vec![false; len], float),
-            Aggregate::SumInt(_) | Aggregate::MinInt(_) | Aggregate::MaxInt(_) => {
-                Values::Int(vec![int; len], vec![false; len], int)
-            }
+        match aggregate.slot() {
+            Slot::Count => Values::Count(vec![0; len]),
+            Slot::Float(start) => Values::Float(vec![start; len], vec![false; len], start),
+            Slot::Int(start) => Values::Int(vec![start; len], vec![false; len], start),
         }
     }
 
@@ -826,12 +834,10 @@ const VALUES: usize = 1;
 impl RangeGroups {
     fn new(aggregates: &[Aggregate], base: i64, len: usize) -> RangeGroups {
         let mut start = vec![0];
-        start.extend(aggregates.iter().map(|a| match a {
-            Aggregate::SumFloat(_)
-            | Aggregate::SumFloat32(_)
-            | Aggregate::MinFloat(_)
-            | Aggregate::MaxFloat(_) => a.start().0.to_bits(),
-            _ => a.start().1 as u64,
+        start.extend(aggregates.iter().map(|a| match a.slot() {
+            Slot::Count => 0,
+            Slot::Float(start) => start.to_bits(),
+            Slot::Int(start) => start as u64,
         }));
         RangeGroups {
             aggregates: aggregates.to_vec(),
@@ -988,23 +994,23 @@ impl RangeGroups {
                         .collect(),
                 )
             };
-            columns.push(match aggregate {
-                Aggregate::Count(None) => Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|row| row[ROWS] as i64),
+            // `COUNT(*)` is the slot's rows (see `add_rows`).
+            let count = match aggregate {
+                Aggregate::Count(None) => ROWS,
+                _ => VALUES + index,
+            };
+            columns.push(match aggregate.slot() {
+                Slot::Count => Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|row| row[count] as i64),
                 )) as ArrayRef,
-                Aggregate::Count(Some(_)) => Arc::new(Int64Array::from_iter_values(
-                    rows.iter().map(|row| word(row) as i64),
-                )),
-                Aggregate::SumFloat(_)
-                | Aggregate::SumFloat32(_)
-                | Aggregate::MinFloat(_)
-                | Aggregate::MaxFloat(_) => Arc::new(Float64Array::new(
+                Slot::Float(_) => Arc::new(Float64Array::new(
                     rows.iter().map(|row| f64::from_bits(word(row))).collect(),
                     seen(),
                 )),
-                Aggregate::SumInt(_) | Aggregate::MinInt(_) | Aggregate::MaxInt(_) => Arc::new(
-                    Int64Array::new(rows.iter().map(|row| word(row) as i64).collect(), seen()),
-                ),
+                Slot::Int(_) => Arc::new(Int64Array::new(
+                    rows.iter().map(|row| word(row) as i64).collect(),
+                    seen(),
+                )),
             });
         }
         Ok(RecordBatch::try_new(schema.clone(), columns)?)

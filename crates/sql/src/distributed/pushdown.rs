@@ -279,7 +279,7 @@ fn push_reduction(
             };
             Ok(Transformed::yes(
                 datafusion::physical_plan::execution_plan::replace_children_if_necessary(
-                    node.clone(),
+                    node,
                     vec![build, probe],
                 )?,
             ))
