@@ -56,12 +56,28 @@ impl Interval {
         self.start >= self.end
     }
 
-    /// Parses Druid's `start/end` form with ISO-8601 instants or dates on either side.
+    /// Parses Druid's `start/end` form with ISO-8601 instants or dates on either side,
+    /// or an ISO-8601 period on one side (`2024-01-01/P1D`, `P1D/2024-01-02`).
     pub fn parse(text: &str) -> Result<Self> {
         let (start, end) = text.split_once('/').ok_or_else(|| {
             Error::invalid(format!("interval {text:?} is not of the form start/end"))
         })?;
-        Interval::new(parse_instant(start)?, parse_instant(end)?)
+        let period = |side: &str| crate::period::Period::parse(&side.trim().to_ascii_uppercase());
+        let shifted = |t: i64, period: crate::period::Period, steps: i64| {
+            crate::calendar::Calendar::new(period, None, None)
+                .ok()
+                .and_then(|c| c.shift(t, steps))
+                .ok_or_else(|| Error::invalid(format!("interval {text:?} is out of range")))
+        };
+        if start.trim_start().starts_with(['P', 'p']) {
+            let end = parse_instant(end)?;
+            return Interval::new(shifted(end, period(start)?, -1)?, end);
+        }
+        let start = parse_instant(start)?;
+        if end.trim_start().starts_with(['P', 'p']) {
+            return Interval::new(start, shifted(start, period(end)?, 1)?);
+        }
+        Interval::new(start, parse_instant(end)?)
     }
 }
 
@@ -211,6 +227,18 @@ impl SegmentId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_take_a_period_on_either_side() {
+        let whole = Interval::parse("2013-08-01T08:00:00/2013-08-01T09:00:00").unwrap();
+        assert_eq!(Interval::parse("2013-08-01T08:00:00/PT1H").unwrap(), whole);
+        assert_eq!(Interval::parse("PT1H/2013-08-01T09:00:00Z").unwrap(), whole);
+        assert_eq!(Interval::parse("2013-08-01T08:00:00/pt1h").unwrap(), whole);
+        let month = Interval::parse("2024-01-31/P1M").unwrap();
+        assert_eq!(format_millis(month.end), "2024-02-29T00:00:00.000Z");
+        assert!(Interval::parse("2024-01-01/P").is_err());
+        assert!(Interval::parse("2024-01-01").is_err());
+    }
 
     #[test]
     fn common_instants_parse_as_chrono_parses_them() {

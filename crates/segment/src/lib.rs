@@ -7,6 +7,8 @@
 //! - [`id`]: [`Interval`] and [`SegmentId`], the names of things.
 //! - [`granularity`]: how time is cut into segment chunks and rollup buckets.
 //! - [`period`]: ISO-8601 periods, as rules and streaming specs write durations.
+//! - [`calendar`]: periods laid on a time zone's calendar from an origin: Druid's
+//!   period granularities and time functions.
 //! - [`format`]: the segment file: [`format::write_segment`] and the memory-mapped
 //!   [`format::Segment`] reader with its bitmap indexes.
 //! - [`timeline`]: Druid's versioned timeline, deciding which segments are visible.
@@ -18,6 +20,7 @@
 //! Rows flow [`spec`] -> [`ingest`] -> [`format::write_segment`]; queries flow
 //! [`timeline`] -> [`format::Segment`] -> [`scan`].
 
+pub mod calendar;
 pub mod error;
 pub mod format;
 pub mod granularity;

@@ -256,6 +256,7 @@ impl<'a> Parser<'a> {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::AsArray;
     use arrow::datatypes::{Field, Schema};
     use arrow::json::reader::ReaderBuilder;
     use proptest::prelude::*;
@@ -328,6 +329,17 @@ mod tests {
             let (bytes, ends) = block(&[line.to_string()]);
             assert!(decode(&bytes, &ends, &schema()).is_none(), "{line}");
         }
+    }
+
+    #[test]
+    fn booleans_in_string_columns_are_true_and_false_as_in_druid() {
+        let (bytes, _) = block(&[r#"{"page":true}"#.into(), r#"{"page":false}"#.into()]);
+        let batch = arrow_json(&bytes, &schema()).expect("arrow-json decodes them");
+        let pages = batch.column(1).as_string::<i32>();
+        assert_eq!(
+            pages.iter().collect::<Vec<_>>(),
+            [Some("true"), Some("false")]
+        );
     }
 
     fn value() -> impl Strategy<Value = String> {

@@ -24,6 +24,12 @@ struct RawTuningConfig {
     /// Grove sizes its in-memory buffers itself; the Druid knob is accepted and ignored.
     #[serde(rename = "maxRowsInMemory")]
     _max_rows_in_memory: Option<u64>,
+    /// Druid's older place for the dynamic partitioning's limit, which its tutorials
+    /// still write: the same as `partitionsSpec.maxRowsPerSegment`.
+    max_rows_per_segment: Option<usize>,
+    /// Ignored, as in `partitionsSpec` (see [`RawDynamicPartitions`]).
+    #[serde(rename = "maxTotalRows")]
+    _max_total_rows: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -51,8 +57,22 @@ pub(super) fn parse_tuning_config(
 ) -> Result<TuningConfig> {
     let raw: RawTuningConfig = parse_object_or_default(value, path)?;
     check_section_type(raw.kind.as_deref(), task_type, &path.field("type"))?;
-    let max_rows_per_segment =
-        parse_partitions_spec(raw.partitions_spec, &path.field("partitionsSpec"))?;
+    let max_rows_per_segment = match (raw.max_rows_per_segment, raw.partitions_spec) {
+        (Some(_), Some(_)) => {
+            return Err(invalid_at(
+                &path.field("maxRowsPerSegment"),
+                "give it in partitionsSpec or here, not both",
+            ));
+        }
+        (Some(0), None) => {
+            return Err(invalid_at(
+                &path.field("maxRowsPerSegment"),
+                "must be greater than 0",
+            ));
+        }
+        (Some(rows), None) => rows,
+        (None, spec) => parse_partitions_spec(spec, &path.field("partitionsSpec"))?,
+    };
     Ok(TuningConfig {
         max_rows_per_segment,
         max_parse_exceptions: raw.max_parse_exceptions.unwrap_or(0),
@@ -101,7 +121,31 @@ fn parse_partitions_spec(value: Option<Value>, path: &JsonPath) -> Result<usize>
 mod tests {
     use serde_json::json;
 
-    use crate::spec::fixture::{assert_contains, error_of, set};
+    use crate::spec::fixture::{assert_contains, error_of, parse_edited, set};
+
+    #[test]
+    fn druids_tutorial_tuning_config_is_taken_as_written() {
+        // Druid's batch tutorial (quickstart/tutorial/wikipedia-index.json).
+        let tuning = json!({
+            "type": "index_parallel",
+            "maxRowsPerSegment": 5000000,
+            "maxRowsInMemory": 25000,
+            "maxTotalRows": 20000000,
+        });
+        let spec = parse_edited(|s| set(s, "/spec/tuningConfig", tuning.clone())).unwrap();
+        assert_eq!(spec.max_rows_per_segment, 5_000_000);
+        let message = error_of(|s| {
+            let both = json!({
+                "maxRowsPerSegment": 10,
+                "partitionsSpec": {"type": "dynamic", "maxRowsPerSegment": 10},
+            });
+            set(s, "/spec/tuningConfig", both);
+        });
+        assert_contains(
+            &message,
+            "spec.tuningConfig.maxRowsPerSegment: give it in partitionsSpec or here",
+        );
+    }
 
     #[test]
     fn io_and_tuning_config_rules() {
