@@ -30,7 +30,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 server=$!
 url="http://127.0.0.1:$port/druid/v2/sql"
 for _ in $(seq 100); do
-  n=$(curl -s "$url" -d '{"query":"SELECT COUNT(*) AS n FROM sys.segments WHERE is_available"}' | tr -dc 0-9)
+  n=$(curl -s "$url" -d '{"query":"SELECT COUNT(*) AS n FROM sys.segments WHERE is_available = 1"}' | tr -dc 0-9)
   [ "$n" = 7 ] && break
   sleep 0.1
 done

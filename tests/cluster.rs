@@ -311,7 +311,7 @@ fn tiered_replicants_place_exactly_the_replicas_the_rules_ask_for() {
         .unwrap();
     assert!(
         rows.iter()
-            .all(|r| r["num_replicas"] == 3 && r["is_available"] == true),
+            .all(|r| r["num_replicas"] == 3 && r["is_available"] == 1),
         "{rows:?}"
     );
     let servers = c
@@ -581,7 +581,7 @@ fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
     let rows = c
         .sql(
             "broker-1",
-            "SELECT COUNT(*) AS n FROM sys.segments WHERE NOT is_available",
+            "SELECT COUNT(*) AS n FROM sys.segments WHERE is_available = 0",
         )
         .unwrap();
     assert_eq!(rows[0]["n"], 2, "two partitions of v2 wait for room");

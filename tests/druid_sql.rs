@@ -126,7 +126,7 @@ fn result_formats_and_header_rows_are_druids() {
 fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
     let g = GroveStart::new(3_000);
     let cases = [
-        (json!({ "query": "SELEC 1" }), 400, "Plan validation failed"),
+        (json!({ "query": "SELEC 1" }), 400, "SQL parse failed"),
         (
             json!({ "query": "SELECT nope FROM events" }),
             400,
@@ -135,21 +135,21 @@ fn bad_requests_timeouts_and_cancellation_answer_with_druids_errors() {
         (
             json!({ "query": "SELECT 1", "resultFormat": "xml" }),
             400,
-            "Invalid input",
+            "Json parse failed",
         ),
         (
             json!({ "query": "SELECT 1", "context": { "timeout": "soon" } }),
             400,
-            "Invalid input",
+            "Query context parse failed",
         ),
-        (json!({ "queryy": "SELECT 1" }), 400, "Invalid input"),
+        (json!({ "queryy": "SELECT 1" }), 400, "Json parse failed"),
     ];
     for (request, status, error) in cases {
         let (got, _, body) = g.post(&request);
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
-            (got, body["error"].as_str()),
-            (status, Some(error)),
+            (got, body["error"].as_str(), body["category"].as_str()),
+            (status, Some(error), Some("INVALID_INPUT")),
             "{request}: {body}"
         );
         assert!(
@@ -322,5 +322,307 @@ fn garbage_half_sent_and_huge_requests_fail_alone() {
     assert!(
         stalled.read(&mut buffer).is_err(),
         "nothing is answered to half a request"
+    );
+}
+
+#[test]
+fn druids_dialect_over_http_names_and_renders_as_druid() {
+    let g = GroveStart::new(3_000);
+    let rows = grove_e2e::start::csv_rows(&g);
+    let devices = grove_e2e::devices_in_csv(&g.sandbox);
+    let ok = |request: Value| -> Value {
+        let (status, _, body) = g.post(&request);
+        assert_eq!(status, 200, "{request}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+
+    // Unaliased expressions are EXPR$n by their place in the select list; aliases keep
+    // their case, quoted or not; the datasource is also druid.events.
+    let query = "SELECT device, COUNT(*), COUNT(*) AS Edits, MAX(latency_ms) + 0 \
+                 FROM druid.events GROUP BY 1 ORDER BY Edits DESC, device";
+    let got = ok(json!({ "query": query, "resultFormat": "array", "header": true }));
+    let mut expected: Vec<(&String, &u64)> = devices.iter().collect();
+    expected.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let answered = got.as_array().unwrap();
+    assert_eq!(answered[0], json!(["device", "EXPR$1", "Edits", "EXPR$3"]));
+    assert_eq!(answered.len(), expected.len() + 1);
+    for (row, (device, n)) in answered[1..].iter().zip(expected) {
+        assert_eq!(
+            row.as_array().unwrap()[..3],
+            [json!(device), json!(n), json!(n)]
+        );
+    }
+    // Objects keep the columns' order, as Druid writes them.
+    let (status, _, body) = g.post(&json!({ "query": query }));
+    assert_eq!(status, 200, "{body}");
+    let first = &body[..body.find('}').unwrap()];
+    let at = |key: &str| {
+        first
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} in {first}"))
+    };
+    assert!(
+        at("device") < at("EXPR$1") && at("EXPR$1") < at("Edits") && at("Edits") < at("EXPR$3"),
+        "{first}"
+    );
+    // Identifiers keep their case: there is no column Device.
+    let (status, _, body) = g.post(&json!({ "query": "SELECT Device FROM events" }));
+    assert_eq!(status, 400, "{body}");
+
+    // Times as Druid writes them, milliseconds and all, as the CSV has them.
+    let got = ok(json!({
+        "query": "SELECT __time, TIME_FLOOR(__time, 'PT1H') AS hour, CAST(__time AS DATE) AS day \
+                  FROM events ORDER BY __time, user_id LIMIT 5",
+        "resultFormat": "array",
+    }));
+    for (row, csv) in got
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(grove_e2e::start::by_time(&rows))
+    {
+        let time = &csv["timestamp"];
+        assert_eq!(row[0], json!(time), "{row}");
+        assert_eq!(
+            row[1],
+            json!(format!("{}:00:00.000Z", &time[..13])),
+            "{row}"
+        );
+        assert_eq!(
+            row[2],
+            json!(format!("{}T00:00:00.000Z", &time[..10])),
+            "{row}"
+        );
+    }
+
+    // Fields Druid's clients add are ignored; a field set to null is as if left out.
+    let got = ok(json!({
+        "query": "SELECT COUNT(*) AS n FROM events", "queryType": "sql",
+        "resultFormat": null, "header": null, "context": null, "parameters": null,
+    }));
+    assert_eq!(got, json!([{ "n": rows.len() }]));
+
+    // EXPLAIN PLAN FOR: one row, the plan, the datasources read and the statement type.
+    let got = ok(
+        json!({ "query": "EXPLAIN PLAN FOR SELECT COUNT(*) FROM events WHERE device = 'mobile'" }),
+    );
+    let explained = got.as_array().unwrap();
+    assert_eq!(explained.len(), 1, "{got}");
+    let row = &explained[0];
+    assert!(
+        row["PLAN"]
+            .as_str()
+            .is_some_and(|p| p.contains("physical_plan")),
+        "{row}"
+    );
+    let resources: Value = serde_json::from_str(row["RESOURCES"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        resources,
+        json!([{ "name": "events", "type": "DATASOURCE" }])
+    );
+    let attributes: Value = serde_json::from_str(row["ATTRIBUTES"].as_str().unwrap()).unwrap();
+    assert_eq!(attributes, json!({ "statementType": "SELECT" }));
+
+    // Druid's INFORMATION_SCHEMA, as pydruid's dialect reads it.
+    let got = ok(json!({
+        "query": "SELECT COLUMN_NAME, JDBC_TYPE, IS_NULLABLE, COLUMN_DEFAULT FROM INFORMATION_SCHEMA.COLUMNS \
+                  WHERE TABLE_SCHEMA = 'druid' AND TABLE_NAME = 'events' AND COLUMN_NAME IN ('__time', 'device') \
+                  ORDER BY ORDINAL_POSITION",
+    }));
+    assert_eq!(
+        got,
+        json!([
+            { "COLUMN_NAME": "__time", "JDBC_TYPE": 93, "IS_NULLABLE": "NO", "COLUMN_DEFAULT": "" },
+            { "COLUMN_NAME": "device", "JDBC_TYPE": 12, "IS_NULLABLE": "YES", "COLUMN_DEFAULT": "" },
+        ])
+    );
+}
+
+#[test]
+fn pydruid_db_api_and_sqlalchemy_dialect_work_unchanged() {
+    let g = GroveStart::new(2_000);
+    let devices = grove_e2e::devices_in_csv(&g.sandbox);
+    let port = g
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let got = grove_e2e::start::python_client("druid_client.py", &["sql", &port]);
+
+    let dbapi = &got["dbapi"];
+    let expected: Vec<Value> = devices.iter().map(|(d, n)| json!([d, n])).collect();
+    assert_eq!(dbapi["by_device"], json!(expected));
+    assert_eq!(dbapi["description"], json!(["device", "n"]));
+    assert_eq!(dbapi["mobile"], json!(devices["mobile"]));
+    let error = dbapi["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("Plan validation failed (INVALID_INPUT):") && error.contains("nope"),
+        "{error}"
+    );
+
+    let dialect = &got["dialect"];
+    assert_eq!(dialect["tables"], json!(["events"]));
+    let schemas: Vec<&str> = dialect["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(schemas.contains(&"druid"), "{schemas:?}");
+    assert_eq!(
+        (&dialect["has_events"], &dialect["has_nothing"]),
+        (&json!(true), &json!(false))
+    );
+    let columns = dialect["columns"].as_array().unwrap();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {columns:?}"))
+    };
+    assert_eq!(column("__time")["type"], "TIMESTAMP");
+    assert_eq!(column("__time")["nullable"], false);
+    // Mapped from JDBC_TYPE by pydruid's dialect.
+    assert_eq!(column("device")["type"], "String");
+    assert_eq!(column("latency_ms")["type"], "BigInteger");
+    assert_eq!(column("revenue")["type"], "Float");
+    assert!(
+        columns.iter().all(|c| c["default"].is_null()),
+        "{columns:?}"
+    );
+
+    // Rows per day, from the CSV.
+    let mut by_day: std::collections::BTreeMap<String, u64> = Default::default();
+    for row in grove_e2e::start::csv_rows(&g) {
+        *by_day
+            .entry(format!("{}T00:00:00.000Z", &row["timestamp"][..10]))
+            .or_default() += 1;
+    }
+    let expected: Vec<Value> = by_day.iter().map(|(d, n)| json!([d, n])).collect();
+    assert_eq!(dialect["by_day"], json!(expected));
+    let error = dialect["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("SQL parse failed (INVALID_INPUT):"),
+        "{error}"
+    );
+}
+
+#[test]
+fn status_and_metadata_endpoints_answer_in_druids_shapes() {
+    let g = GroveStart::new(2_000);
+    let base = g.url.trim_end_matches("/druid/v2/sql").to_string();
+    let get = |path: &str| -> (u16, Value) {
+        let mut response = agent()
+            .get(&format!("{base}{path}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    };
+    let ok = |path: &str| {
+        let (status, body) = get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+
+    assert!(ok("/status")["version"].is_string());
+    assert_eq!(ok("/status/health"), json!(true));
+    let properties = ok("/status/properties");
+    assert!(
+        properties
+            .as_object()
+            .unwrap()
+            .values()
+            .all(Value::is_string),
+        "{properties}"
+    );
+    assert!(
+        properties["druid.service"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("grove/"))
+    );
+    assert_eq!(
+        ok("/status/selfDiscovered/status"),
+        json!({"selfDiscovered": true})
+    );
+
+    // What the segments hold, from sys.segments over SQL.
+    let (status, _, body) = g.post(&json!({
+        "query": "SELECT COUNT(*) AS n, SUM(\"size\") AS bytes, MIN(\"start\") AS first, MAX(\"end\") AS last \
+                  FROM sys.segments WHERE datasource = 'events'",
+    }));
+    assert_eq!(status, 200, "{body}");
+    let segments: Value = serde_json::from_str(&body).unwrap();
+    let segments = &segments[0];
+
+    assert_eq!(ok("/druid/v2/datasources"), json!(["events"]));
+    let columns = ok("/druid/v2/datasources/events");
+    assert_eq!(
+        columns,
+        json!({
+            "dimensions": ["browser", "city", "country", "device", "os", "page", "referrer", "status", "user_id"],
+            "metrics": ["bytes", "count", "latency_ms", "revenue", "session_seconds"],
+        })
+    );
+    assert_eq!(
+        ok("/druid/v2/datasources/events/metrics"),
+        columns["metrics"]
+    );
+    assert_eq!(get("/druid/v2/datasources/nothing").0, 404);
+
+    assert_eq!(ok("/druid/coordinator/v1/datasources"), json!(["events"]));
+    let simple = ok("/druid/coordinator/v1/datasources?simple");
+    assert_eq!(simple[0]["name"], "events");
+    let summary = &simple[0]["properties"]["segments"];
+    assert_eq!(summary["count"], segments["n"], "{simple}");
+    assert_eq!(summary["size"], segments["bytes"], "{simple}");
+    assert_eq!(summary["minTime"], segments["first"], "{simple}");
+    assert_eq!(summary["maxTime"], segments["last"], "{simple}");
+    assert_eq!(
+        ok("/druid/coordinator/v1/datasources/events"),
+        simple[0]["properties"]
+    );
+    assert_eq!(get("/druid/coordinator/v1/datasources/nothing").0, 204);
+    let full = ok("/druid/coordinator/v1/datasources?full");
+    let listed = full[0]["segments"].as_array().unwrap();
+    assert_eq!(json!(listed.len()), segments["n"]);
+    assert!(
+        listed.iter().all(|s| s["dataSource"] == "events"
+            && s["metrics"] == "count,latency_ms,bytes,revenue,session_seconds"),
+        "{full}"
+    );
+
+    let servers = ok("/druid/coordinator/v1/servers?simple");
+    let servers = servers.as_array().unwrap();
+    assert!(!servers.is_empty());
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["type"] == "historical" && s["tier"] == "_default_tier")
+    );
+    let served: u64 = servers
+        .iter()
+        .map(|s| s["currSize"].as_u64().unwrap())
+        .sum();
+    assert!(served >= segments["bytes"].as_u64().unwrap(), "{servers:?}");
+
+    assert_eq!(
+        ok("/druid/coordinator/v1/loadstatus"),
+        json!({"events": 100.0})
+    );
+    assert_eq!(
+        ok("/druid/coordinator/v1/loadstatus?simple"),
+        json!({"events": 0})
+    );
+    assert_eq!(
+        ok("/druid/coordinator/v1/metadata/datasources"),
+        json!(["events"])
+    );
+    assert_eq!(
+        ok("/druid/coordinator/v1/isLeader"),
+        json!({"leader": true})
     );
 }

@@ -94,8 +94,8 @@ fn adbc_binds_parameters_reads_every_type_and_browses_the_catalogue() {
     assert_eq!(
         events.as_array().unwrap()[0..4],
         [
-            json!("datafusion"),
-            json!("public"),
+            json!("druid"),
+            json!("druid"),
             json!("events"),
             json!("TABLE")
         ]

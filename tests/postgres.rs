@@ -89,7 +89,7 @@ fn psql_lists_describes_and_queries_the_datasources() {
     let (ok, out, err) = psql(port, "grove", None, &["\\dt"]);
     assert!(ok, "{err}");
     assert!(
-        out.lines().any(|l| l.starts_with("public,events,table")),
+        out.lines().any(|l| l.starts_with("druid,events,table")),
         "\\dt:\n{out}"
     );
     let (ok, out, err) = psql(port, "grove", None, &["\\d events"]);
@@ -207,7 +207,7 @@ fn psycopg_binds_parameters_reads_every_type_and_browses_the_catalogue() {
     );
 
     // The catalogue, as JDBC-style tools browse it.
-    assert_eq!(got["tables"], json!([["public", "events"]]));
+    assert_eq!(got["tables"], json!([["druid", "events"]]));
     let columns: Vec<&str> = got["columns"]
         .as_array()
         .unwrap()
@@ -223,7 +223,7 @@ fn psycopg_binds_parameters_reads_every_type_and_browses_the_catalogue() {
             "{column} in {columns:?}"
         );
     }
-    assert_eq!(got["pg_class"], json!([["public", "events"]]));
+    assert_eq!(got["pg_class"], json!([["druid", "events"]]));
     assert_eq!(got["pg_attribute"], json!(columns));
     assert!(
         got["server_version"]
@@ -302,7 +302,7 @@ fn message_types(mut bytes: &[u8]) -> Vec<char> {
 fn startup(user: &str) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend(196_608_i32.to_be_bytes());
-    for part in ["user", user, "database", "datafusion", ""] {
+    for part in ["user", user, "database", "druid", ""] {
         body.extend(part.as_bytes());
         body.push(0);
     }

@@ -134,7 +134,7 @@ fn kafka_tasks(base: &str, status: &str) -> u64 {
 fn handed_off(base: &str) -> Option<u64> {
     let published = rows(
         base,
-        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published = 1 AND is_realtime = 0",
     );
     published.first().and_then(|r| r["n"].as_u64())
 }
@@ -262,7 +262,7 @@ fn rows_are_queryable_while_read_and_counted_once_across_hand_offs() {
     watcher.stop(&log);
     let published = rows(
         &base,
-        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND NOT is_realtime",
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published = 1 AND is_realtime = 0",
     );
     let published = published.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
     assert!(
@@ -432,7 +432,7 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
     });
     let handed_off = rows(
         &base,
-        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND datasource = 'clicks'",
+        "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published = 1 AND datasource = 'clicks'",
     );
     assert_eq!(handed_off[0]["n"], 400);
     produce(&tansu, "clicks", 1, 50, 407, false);
@@ -457,7 +457,7 @@ fn the_supervisor_api_suspends_resumes_counts_bad_messages_and_refuses_bad_specs
     wait_for("the last hand-off", Duration::from_secs(30), &log, || {
         let published = rows(
             &base,
-            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published AND datasource = 'clicks'",
+            "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_published = 1 AND datasource = 'clicks'",
         );
         published.first().and_then(|r| r["n"].as_u64()) == Some(450)
     });
@@ -660,7 +660,7 @@ fn replicas_serve_the_same_rows_and_one_of_them_publishes() {
                 || {
                     let served = rows(
                         &base,
-                        "SELECT num_replicas FROM sys.segments WHERE is_realtime",
+                        "SELECT num_replicas FROM sys.segments WHERE is_realtime = 1",
                     );
                     served.iter().any(|r| r["num_replicas"] == 2)
                 },
@@ -817,7 +817,7 @@ fn a_task_after_a_restart_takes_over_what_the_killed_one_persisted() {
         || {
             let listed = rows(
                 &base,
-                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_realtime",
+                "SELECT SUM(num_rows) AS n FROM sys.segments WHERE is_realtime = 1",
             );
             listed.first().is_some_and(|r| r["n"] == 1200)
         },
@@ -864,7 +864,7 @@ fn a_task_hands_off_when_a_segment_reaches_max_rows_per_segment() {
             let published = rows(
                 &base,
                 "SELECT COUNT(*) AS segments, SUM(num_rows) AS n FROM sys.segments \
-             WHERE is_published AND NOT is_realtime",
+             WHERE is_published = 1 AND is_realtime = 0",
             );
             published
                 .first()
@@ -1125,8 +1125,8 @@ fn a_task_that_hangs_is_stopped_after_completion_timeout_and_its_messages_read_a
         .to_string();
     // Its worker withdraws what it served, then kills it.
     wait_for("the hung task gone", Duration::from_secs(30), &log, || {
-        let listed = rows(&base, "SELECT server FROM sys.servers");
-        !listed.iter().any(|r| r["server"] == failed.as_str()) && !frozen.alive()
+        let listed = rows(&base, "SELECT node_id FROM sys.servers");
+        !listed.iter().any(|r| r["node_id"] == failed.as_str()) && !frozen.alive()
     });
     // The next task reads its messages again from the stored offsets: every row once.
     wait_for("every row once", Duration::from_secs(60), &log, || {

@@ -5,12 +5,17 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use grove_e2e::cluster::TestCluster;
+use grove_segment::id::format_millis;
 use grove_testkit::tpch::{self, QUERIES, TABLES};
 use serde_json::Value;
 
@@ -37,7 +42,7 @@ fn tpch_and_druid_style_queries_match_datafusion_over_the_same_parquet() {
         c.wait_until(
             Duration::from_secs(60),
             &format!("{table} is served"),
-            || c.sql("broker-1", &query).is_ok_and(|r| r == rows),
+            || c.sql_arrays("broker-1", &query).is_ok_and(|r| r == rows),
         );
     }
     let serving: BTreeSet<String> = c.served().into_values().flatten().collect();
@@ -51,7 +56,7 @@ fn tpch_and_druid_style_queries_match_datafusion_over_the_same_parquet() {
     for (number, text) in QUERIES.iter().enumerate() {
         let number = number + 1;
         let expected = runtime.block_on(answer(&reference, text));
-        match c.sql("broker-1", text) {
+        match c.sql_arrays("broker-1", text) {
             Ok(rows) => {
                 assert!(!expected.is_empty(), "Q{number} has rows at scale {SCALE}");
                 if let Some(difference) = difference(&rows, &expected) {
@@ -64,7 +69,7 @@ fn tpch_and_druid_style_queries_match_datafusion_over_the_same_parquet() {
     for (name, grove, datafusion) in DRUID_STYLE {
         let expected = runtime.block_on(answer(&reference, datafusion));
         assert!(!expected.is_empty(), "{name} has rows");
-        match c.sql("broker-1", grove) {
+        match c.sql_arrays("broker-1", grove) {
             Ok(rows) => {
                 if let Some(difference) = difference(&rows, &expected) {
                     failures.push(format!("{name}: {difference}"));
@@ -131,8 +136,9 @@ async fn reference(data: &Path) -> SessionContext {
     ctx
 }
 
-/// The reference's rows for a script, as the broker would write them: the last
-/// query's rows as JSON objects.
+/// The reference's rows for a script, as the broker would write them in Druid's
+/// `array` format: the last query's rows, each an array of its values in column
+/// order, times and dates as Druid writes them (`1995-03-11T00:00:00.000Z`).
 async fn answer(ctx: &SessionContext, script: &str) -> Vec<Value> {
     let mut rows = Vec::new();
     for (statement, answers) in tpch::datafusion_statements(script) {
@@ -145,26 +151,45 @@ async fn answer(ctx: &SessionContext, script: &str) -> Vec<Value> {
 }
 
 fn json_rows(batches: &[RecordBatch]) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<Vec<Value>> = batch.columns().iter().map(column_json).collect();
+        for i in 0..batch.num_rows() {
+            rows.push(Value::Array(columns.iter().map(|c| c[i].clone()).collect()));
+        }
+    }
+    rows
+}
+
+/// A column's values as JSON: dates and times as Druid's strings, anything else as
+/// Arrow's JSON writer renders it.
+fn column_json(column: &ArrayRef) -> Vec<Value> {
+    if let DataType::Date32 | DataType::Timestamp(..) = column.data_type() {
+        let millis = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None)).unwrap();
+        return millis
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .map(|t| t.map_or(Value::Null, |t| Value::from(format_millis(t))))
+            .collect();
+    }
+    let single = Schema::new(vec![Field::new("v", column.data_type().clone(), true)]);
+    let batch = RecordBatch::try_new(Arc::new(single), vec![column.clone()]).unwrap();
     let mut out = Vec::new();
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, JsonArray>(&mut out);
-    for batch in batches {
-        writer.write(batch).unwrap();
-    }
+    writer.write(&batch).unwrap();
     writer.finish().unwrap();
     drop(writer);
-    if out.is_empty() {
-        return Vec::new();
-    }
     match serde_json::from_slice(&out).unwrap() {
-        Value::Array(rows) => rows,
+        Value::Array(objects) => objects.into_iter().map(|mut o| o["v"].take()).collect(),
         other => panic!("not an array: {other}"),
     }
 }
 
 /// Where `actual` and `expected` differ, in order: numbers may differ by a relative
 /// 1e-6 (DOUBLE against DataFusion's DECIMAL arithmetic, sums in another order).
+/// Columns are compared by position: Druid names an unaliased column `EXPR$n`.
 fn difference(actual: &[Value], expected: &[Value]) -> Option<String> {
     if actual.len() != expected.len() {
         return Some(format!(
@@ -174,15 +199,15 @@ fn difference(actual: &[Value], expected: &[Value]) -> Option<String> {
         ));
     }
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        let (Value::Object(a), Value::Object(e)) = (a, e) else {
-            return Some(format!("row {i} is not an object"));
+        let (Value::Array(a), Value::Array(e)) = (a, e) else {
+            return Some(format!("row {i} is not an array"));
         };
-        if a.keys().ne(e.keys()) {
+        if a.len() != e.len() {
             return Some(format!("row {i} has columns {a:?}, expected {e:?}"));
         }
-        for (column, expected) in e {
-            if !same(&a[column], expected) {
-                return Some(format!("row {i} {column}: {} vs {expected}", a[column]));
+        for (column, (a, expected)) in a.iter().zip(e).enumerate() {
+            if !same(a, expected) {
+                return Some(format!("row {i} column {column}: {a} vs {expected}"));
             }
         }
     }

@@ -17,7 +17,7 @@ import psycopg
 
 
 def connect(port, **kwargs):
-    return psycopg.connect(host="127.0.0.1", port=port, dbname="datafusion",
+    return psycopg.connect(host="127.0.0.1", port=port, dbname="druid",
                            user=kwargs.pop("user", "grove"), connect_timeout=10, **kwargs)
 
 
@@ -64,7 +64,7 @@ def queries(port):
             "ORDER BY __time, user_id LIMIT 5")
         out["first_rows_binary"] = rows(binary)
         cur.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_schema = 'public' ORDER BY table_name")
+                    "WHERE table_schema = 'druid' ORDER BY table_name")
         out["tables"] = rows(cur)
         cur.execute("SELECT column_name, data_type FROM information_schema.columns "
                     "WHERE table_name = 'events' ORDER BY ordinal_position")
@@ -72,7 +72,7 @@ def queries(port):
         # What a JDBC / DBeaver catalogue browse asks first.
         cur.execute("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
                     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relkind IN ('r', 'v') AND n.nspname = 'public' ORDER BY 2")
+                    "WHERE c.relkind IN ('r', 'v') AND n.nspname = 'druid' ORDER BY 2")
         out["pg_class"] = rows(cur)
         cur.execute("SELECT a.attname FROM pg_catalog.pg_attribute a "
                     "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "

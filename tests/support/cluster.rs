@@ -274,6 +274,25 @@ impl TestCluster {
 
     /// `POST /druid/v2/sql` with a query `context` (null: none).
     pub fn sql_in(&self, broker: &str, query: &str, context: Value) -> Result<Vec<Value>, String> {
+        self.post_sql(
+            broker,
+            match context {
+                Value::Null => serde_json::json!({ "query": query }),
+                context => serde_json::json!({ "query": query, "context": context }),
+            },
+        )
+    }
+
+    /// [`TestCluster::sql`], each row an array of its values in column order.
+    pub fn sql_arrays(&self, broker: &str, query: &str) -> Result<Vec<Value>, String> {
+        self.post_sql(
+            broker,
+            serde_json::json!({ "query": query, "resultFormat": "array" }),
+        )
+    }
+
+    /// The rows of a `POST /druid/v2/sql` of `request`.
+    fn post_sql(&self, broker: &str, request: Value) -> Result<Vec<Value>, String> {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -283,10 +302,7 @@ impl TestCluster {
         let url = format!("{}/druid/v2/sql", self.http(broker));
         let mut response = agent
             .post(&url)
-            .send_json(match context {
-                Value::Null => serde_json::json!({ "query": query }),
-                context => serde_json::json!({ "query": query, "context": context }),
-            })
+            .send_json(request)
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let body: Value = response.body_mut().read_json().map_err(|e| e.to_string())?;

@@ -130,7 +130,7 @@ pub fn check_shell_session(run: &Run, mobile: u64) {
     );
     assert!(
         out.lines()
-            .any(|l| l.starts_with("| public ") && l.contains("| events ")),
+            .any(|l| l.starts_with("| druid ") && l.contains("| events ")),
         "table list: {out}"
     );
     assert!(

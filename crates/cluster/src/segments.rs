@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use grove_segment::SegmentId;
-use grove_segment::format::{ColumnKind, Segment, Stat};
+use grove_segment::format::{ColumnKind, ColumnRole, Segment, Stat};
 use grove_segment::scan::stats::ColumnFacts;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,10 @@ pub struct ColumnSchema {
     /// Distinct values of a string column (its dictionary's size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distinct: Option<u64>,
+    /// Whether it is the time, a dimension or a metric (absent in descriptors written
+    /// before roles were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ColumnRole>,
 }
 
 impl ColumnSchema {
@@ -93,6 +97,7 @@ impl SegmentDescriptor {
                     min: facts.min.cloned(),
                     max: facts.max.cloned(),
                     distinct: facts.distinct,
+                    role: Some(c.role),
                 }
             })
             .collect()

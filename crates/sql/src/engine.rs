@@ -1,5 +1,5 @@
 //! The SQL engine and its sessions. An [`Engine`] holds what all sessions share: the
-//! metadata, the reader of segments and the `public`/`sys` schemas. A [`Session`] is
+//! metadata, the reader of segments and the `druid` (datasources), `sys` and `INFORMATION_SCHEMA` schemas. A [`Session`] is
 //! one client's DataFusion context: its settings (`SET ...`) and the views or tables it
 //! creates are its own, while the datasources are everyone's. Before each statement
 //! the [`Metadata`] is brought up to date (a no-op for a broker, whose view follows the
@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{
@@ -17,12 +19,14 @@ use datafusion::catalog::{
     MemorySchemaProvider, SchemaProvider,
 };
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
+use datafusion::physical_plan::displayable;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
@@ -36,6 +40,8 @@ use grove_segment::scan::SegmentGroupBy;
 
 use crate::catalog::SegmentCache;
 use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate, ReduceProbes};
+use crate::druid::information_schema::{self, InformationSchema, Routine};
+use crate::druid::rewrite;
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
 use crate::schema::{DatasourceSchema, SysSchema};
@@ -44,8 +50,9 @@ use crate::settings::GroveSettings;
 use crate::table::Reader;
 use crate::yielding::YieldingJoins;
 
-const CATALOG: &str = "datafusion";
-const DEFAULT_SCHEMA: &str = "public";
+/// Druid's names: datasources are `druid.wikipedia` in catalog `druid`.
+pub const CATALOG: &str = "druid";
+pub const DEFAULT_SCHEMA: &str = "druid";
 const SYS_SCHEMA: &str = "sys";
 
 pub struct Engine {
@@ -55,6 +62,8 @@ pub struct Engine {
     sys: Arc<SysSchema>,
     metadata: Arc<dyn Metadata>,
     reader: Reader,
+    /// The functions sessions have, for `INFORMATION_SCHEMA.ROUTINES`.
+    routines: Arc<Vec<Routine>>,
 }
 
 impl Engine {
@@ -88,6 +97,8 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
         // `0.07` is the exact number, as in Druid's SQL and Postgres (see `literals`).
         config.options_mut().sql_parser.parse_float_as_decimal = true;
+        // Druid's identifiers keep their case: `SELECT countryName FROM wikipedia`.
+        config.options_mut().sql_parser.enable_ident_normalization = false;
         // A join's build side is collected into one hash table (and on a cluster sent
         // to the probe side's historicals) up to what a fragment carries: a
         // dimension of a few hundred thousand rows, not DataFusion's 128 Ki rows or
@@ -117,7 +128,20 @@ impl Engine {
         }
         let mut template = template.build();
         crate::functions::register(&mut template);
+        let mut routines: Vec<Routine> = template
+            .scalar_functions()
+            .keys()
+            .map(|name| (name.clone(), false))
+            .chain(
+                template
+                    .aggregate_functions()
+                    .keys()
+                    .map(|name| (name.clone(), true)),
+            )
+            .collect();
+        routines.sort();
         Engine {
+            routines: Arc::new(routines),
             template,
             datasources: Arc::new(DatasourceSchema::new(metadata.clone(), reader.clone())),
             sys: Arc::new(SysSchema::new(metadata.clone())),
@@ -128,17 +152,20 @@ impl Engine {
 
     /// A new session, with default settings and no views of its own.
     pub fn session(&self) -> Session {
-        let public = Arc::new(SessionSchema {
+        let datasources = Arc::new(SessionSchema {
             datasources: Arc::clone(&self.datasources),
             own: MemorySchemaProvider::new(),
         });
-        let catalog = MemoryCatalogProvider::new();
+        let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+        let information_schema =
+            InformationSchema::new(Arc::downgrade(&catalog), Arc::clone(&self.routines));
         // Registering into a fresh in-memory catalog cannot fail, and has no previous
         // schema to return.
-        let _ = catalog.register_schema(DEFAULT_SCHEMA, public);
+        let _ = catalog.register_schema(DEFAULT_SCHEMA, datasources);
         let _ = catalog.register_schema(SYS_SCHEMA, Arc::clone(&self.sys) as _);
+        let _ = catalog.register_schema(information_schema::NAME, Arc::new(information_schema));
         let catalogs = MemoryCatalogProviderList::new();
-        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        catalogs.register_catalog(CATALOG.to_string(), catalog);
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(Arc::new(catalogs))
             .build();
@@ -146,6 +173,7 @@ impl Engine {
             ctx: SessionContext::new_with_state(state),
             metadata: Arc::clone(&self.metadata),
             datasources: Arc::clone(&self.datasources),
+            druid_names: false,
         }
     }
 
@@ -167,11 +195,21 @@ pub struct Session {
     ctx: SessionContext,
     metadata: Arc<dyn Metadata>,
     datasources: Arc<DatasourceSchema>,
+    /// Whether result columns without a name are Druid's `EXPR$n`.
+    druid_names: bool,
 }
 
 impl Session {
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Names result columns without a name `EXPR$0`, `EXPR$1`, ... by their place in
+    /// the select list, as Druid's HTTP API does (other front ends keep DataFusion's
+    /// names, such as `count(*)`).
+    pub fn with_druid_names(mut self) -> Self {
+        self.druid_names = true;
+        self
     }
 
     /// Sets one of the session's settings, as `SET key = value` would.
@@ -222,6 +260,9 @@ impl Session {
         text: &str,
         parameters: Vec<ScalarValue>,
     ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        if let Some(query) = rewrite::explain_plan_for(text) {
+            return self.explain_plan_for(query, parameters).await;
+        }
         let mut statements = self.parse(text)?;
         let placeholders = number_placeholders(&mut statements);
         if placeholders != parameters.len() {
@@ -262,6 +303,76 @@ impl Session {
         }
     }
 
+    /// Druid's `EXPLAIN PLAN FOR query`: one row of the plan (`PLAN`), the
+    /// datasources it reads (`RESOURCES`, as JSON) and what kind of statement it is
+    /// (`ATTRIBUTES`).
+    async fn explain_plan_for(
+        &self,
+        query: &str,
+        parameters: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let mut statements = self.parse(query)?;
+        number_placeholders(&mut statements);
+        let (Some(statement), true) = (statements.pop(), statements.is_empty()) else {
+            return Err(DataFusionError::Plan(
+                "EXPLAIN PLAN FOR takes one query".into(),
+            ));
+        };
+        let mut plan = self.plan(statement).await?;
+        if !parameters.is_empty() {
+            plan = plan.with_param_values(parameters)?;
+        }
+        if !returns_rows(&plan) {
+            return Err(DataFusionError::Plan(
+                "EXPLAIN PLAN FOR takes a query".into(),
+            ));
+        }
+        let mut tables = std::collections::BTreeSet::new();
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                tables.insert(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let frame = self.run_plan(plan).await?;
+        let logical = frame.logical_plan().display_indent().to_string();
+        let physical = frame.create_physical_plan().await?;
+        let physical = displayable(physical.as_ref()).indent(true).to_string();
+        let resources: Vec<serde_json::Value> = tables
+            .into_iter()
+            .map(|name| serde_json::json!({"name": name, "type": "DATASOURCE"}))
+            .collect();
+        let row = [
+            (
+                "PLAN",
+                format!("logical_plan\n{logical}\nphysical_plan\n{physical}"),
+            ),
+            ("RESOURCES", serde_json::Value::from(resources).to_string()),
+            (
+                "ATTRIBUTES",
+                serde_json::json!({"statementType": "SELECT"}).to_string(),
+            ),
+        ];
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            row.iter()
+                .map(|(name, _)| {
+                    datafusion::arrow::datatypes::Field::new(*name, DataType::Utf8, false)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let columns = row
+            .into_iter()
+            .map(|(_, value)| Arc::new(StringArray::from(vec![value])) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        let rows = futures::stream::iter([Ok(batch)]);
+        let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&schema) as SchemaRef,
+            rows,
+        ));
+        Ok((schema, stream))
+    }
+
     /// Runs one statement to completion.
     pub async fn execute(&self, text: &str) -> Result<Vec<RecordBatch>> {
         self.sql(text).await?.collect().await
@@ -296,6 +407,10 @@ impl Session {
     /// not run.
     pub async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
         interval_precision(&mut statement)?;
+        rewrite::statement(&mut statement)?;
+        if self.druid_names {
+            rewrite::name_expressions(&mut statement);
+        }
         self.metadata
             .refresh()
             .await
@@ -413,7 +528,7 @@ fn allowed(plan: &LogicalPlan) -> Result<()> {
     Ok(())
 }
 
-/// A session's `public` schema: the shared datasources, plus the views and tables the
+/// A session's `druid` schema: the shared datasources, plus the views and tables the
 /// session itself created, which no other session sees. A session cannot shadow a
 /// datasource (nor drop one: [`Session`] refuses that before DataFusion would report it
 /// as missing).

@@ -51,6 +51,7 @@ pub fn register(registry: &mut dyn FunctionRegistry) {
     if let Err(e) = registry.register_udf(Arc::new(crate::distributed::slice::HashSlice::udf())) {
         tracing::error!("registering {}: {e}", crate::distributed::slice::HASH_SLICE);
     }
+    crate::druid::register(registry);
     // `SUM` of FLOAT columns without a cast of every row.
     if let Err(e) = registry.register_udaf(Arc::new(grove_segment::sum::FloatSum::udaf())) {
         tracing::error!("registering sum: {e}");

@@ -16,6 +16,7 @@
 //! - [`local`]: every role in one process (`grove start`, and tests).
 //! - [`functions`]: Grove's versions of DataFusion functions (`date_part`), registered
 //!   everywhere a plan runs.
+//! - [`druid`]: Druid's SQL dialect: its functions, syntax and `INFORMATION_SCHEMA`.
 //! - [`literals`]: decimal literals compared with DOUBLE columns as the doubles they
 //!   denote.
 //! - [`schema`]: the `public` (one table per datasource) and `sys` schemas.
@@ -24,6 +25,7 @@
 //! - [`postgres`]: the Postgres wire protocol front end, a session per connection.
 //! - [`flight_sql`]: the Flight SQL front end, and the client `grove sql --connect`
 //!   uses.
+//! - [`druid_http`]: Druid's query APIs over HTTP (SQL).
 //! - [`guard`]: what stops a running statement: a cancel request or its timeout.
 //! - [`auth`]: users and their passwords, for every front end.
 //! - [`tls`]: TLS for the front ends.
@@ -35,6 +37,8 @@
 pub mod auth;
 pub mod catalog;
 pub mod distributed;
+pub mod druid;
+pub mod druid_http;
 pub mod engine;
 pub mod flight_sql;
 pub mod functions;

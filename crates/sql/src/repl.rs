@@ -143,14 +143,14 @@ impl<'a> Repl<'a> {
             Command::ListTables => {
                 self.statement(
                     "SELECT table_schema, table_name, table_type FROM information_schema.tables \
-                     WHERE table_schema <> 'information_schema' ORDER BY table_schema, table_name",
+                     WHERE table_schema NOT IN ('information_schema', 'INFORMATION_SCHEMA') ORDER BY table_schema, table_name",
                 )
                 .await
             }
             Command::Describe(name) => {
                 let (schema, table) = match name.split_once('.') {
                     Some((s, t)) => (s.to_string(), t.to_string()),
-                    None => ("public".to_string(), name.clone()),
+                    None => (crate::engine::DEFAULT_SCHEMA.to_string(), name.clone()),
                 };
                 self.statement(&format!(
                     "SELECT column_name, data_type, is_nullable FROM information_schema.columns \

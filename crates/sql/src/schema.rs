@@ -1,4 +1,4 @@
-//! The schemas a session sees, built on demand from [`Metadata`]: `public` holds one
+//! The schemas a session sees, built on demand from [`Metadata`]: `druid` holds one
 //! table per datasource, rebuilt only when that datasource changed; `sys` holds
 //! `segments` and `servers`, read fresh by every statement. Nothing is registered or
 //! deregistered, so concurrent statements never see a table half-replaced.
@@ -7,19 +7,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
+use grove_cluster::nodes::Role;
 use grove_cluster::segments::SegmentDescriptor;
 use grove_cluster::supervisors::{SupervisorRecord, SupervisorState};
 use grove_cluster::task_status::TaskRecord;
+use grove_segment::format::ColumnRole;
 use grove_segment::id::format_millis;
 use grove_segment::timeline::Timeline;
 
 use crate::catalog::datasource;
-use crate::metadata::{Metadata, Replica};
+use crate::metadata::{Metadata, Replica, SegmentInfo};
 use crate::table::{DatasourceTable, Reader};
 
 /// A table and the metadata version it was built from.
@@ -96,7 +98,8 @@ impl SchemaProvider for DatasourceSchema {
     }
 }
 
-/// `sys.segments`, `sys.servers` and `sys.tasks`.
+/// `sys.segments`, `sys.server_segments`, `sys.servers`, `sys.supervisors` and
+/// `sys.tasks`.
 #[derive(Debug)]
 pub struct SysSchema {
     metadata: Arc<dyn Metadata>,
@@ -108,7 +111,13 @@ impl SysSchema {
     }
 }
 
-const SYS_TABLES: [&str; 4] = ["segments", "servers", "supervisors", "tasks"];
+const SYS_TABLES: [&str; 5] = [
+    "segments",
+    "server_segments",
+    "servers",
+    "supervisors",
+    "tasks",
+];
 
 #[async_trait]
 impl SchemaProvider for SysSchema {
@@ -120,6 +129,7 @@ impl SchemaProvider for SysSchema {
         let batch = match name {
             "segments" => sys_segments(self.metadata.as_ref())?,
             "servers" => sys_servers(self.metadata.as_ref())?,
+            "server_segments" => sys_server_segments(self.metadata.as_ref())?,
             "tasks" => {
                 let tasks = self
                     .metadata
@@ -153,8 +163,13 @@ fn field(name: &str, t: DataType, nullable: bool) -> Field {
     Field::new(name, t, nullable)
 }
 
+/// A flag as Druid's `sys` tables hold it: BIGINT 1 or 0.
+fn flag(value: bool) -> i64 {
+    i64::from(value)
+}
+
 /// `sys.segments`: one row per used segment, published or being built by a streaming
-/// task.
+/// task, with Druid's columns (flags are BIGINT 0 or 1).
 fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
     let mut segments = metadata.segments(None);
     segments.sort_by(|a, b| a.descriptor.id.cmp(&b.descriptor.id));
@@ -168,88 +183,174 @@ fn sys_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
             .add(d.id.clone(), d.core_partitions, ())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
     }
-    let ids = segments.iter().map(|s| s.descriptor.id.to_string());
-    let col = |f: &dyn Fn(&SegmentDescriptor) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(
-            segments.iter().map(|s| f(&s.descriptor)),
+    let overshadowed: Vec<bool> = segments
+        .iter()
+        .map(|s| {
+            s.published && timelines[&s.descriptor.id.datasource].is_overshadowed(&s.descriptor.id)
+        })
+        .collect();
+    let text = |f: &dyn Fn(&SegmentInfo) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(segments.iter().map(f)))
+    };
+    let long = |f: &dyn Fn(usize, &SegmentInfo) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            segments.iter().enumerate().map(|(i, s)| f(i, s)),
         ))
     };
-    let int = |f: &dyn Fn(&crate::metadata::SegmentInfo) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(segments.iter().map(f)))
-    };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(ids)),
-        col(&|d| d.id.datasource.clone()),
-        col(&|d| format_millis(d.id.interval.start)),
-        col(&|d| format_millis(d.id.interval.end)),
-        col(&|d| d.id.version.clone()),
-        int(&|s| i64::from(s.descriptor.id.partition)),
-        int(&|s| s.descriptor.num_rows as i64),
-        int(&|s| s.descriptor.size as i64),
-        Arc::new(BooleanArray::from_iter(segments.iter().map(|s| {
-            Some(timelines[&s.descriptor.id.datasource].is_overshadowed(&s.descriptor.id))
-        }))),
-        Arc::new(BooleanArray::from_iter(
-            segments.iter().map(|s| Some(s.available)),
-        )),
-        int(&|s| s.replicas.len() as i64),
-        Arc::new(BooleanArray::from_iter(
-            segments.iter().map(|s| Some(s.published)),
-        )),
-        Arc::new(BooleanArray::from_iter(
-            segments.iter().map(|s| Some(s.realtime)),
-        )),
+        text(&|s| Some(s.descriptor.id.to_string())),
+        text(&|s| Some(s.descriptor.id.datasource.clone())),
+        text(&|s| Some(format_millis(s.descriptor.id.interval.start))),
+        text(&|s| Some(format_millis(s.descriptor.id.interval.end))),
+        long(&|_, s| s.descriptor.size as i64),
+        text(&|s| Some(s.descriptor.id.version.clone())),
+        long(&|_, s| i64::from(s.descriptor.id.partition)),
+        long(&|_, s| s.replicas.len() as i64),
+        long(&|_, s| s.descriptor.num_rows as i64),
+        long(&|i, s| flag((s.published && !overshadowed[i]) || s.realtime)),
+        long(&|_, s| flag(s.published)),
+        long(&|_, s| flag(s.available)),
+        long(&|_, s| flag(s.realtime)),
+        long(&|i, _| flag(overshadowed[i])),
+        text(&|s| {
+            let d = &s.descriptor;
+            Some(
+                serde_json::json!({
+                    "type": "numbered",
+                    "partitionNum": d.id.partition,
+                    "partitions": d.core_partitions,
+                })
+                .to_string(),
+            )
+        }),
+        text(&|s| Some(column_names(&s.descriptor, false))),
+        text(&|s| Some(column_names(&s.descriptor, true))),
+        text(&|_| None),
+        long(&|_, _| -1),
     ];
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         field("segment_id", DataType::Utf8, false),
         field("datasource", DataType::Utf8, false),
         field("start", DataType::Utf8, false),
         field("end", DataType::Utf8, false),
+        field("size", DataType::Int64, false),
         field("version", DataType::Utf8, false),
         field("partition_num", DataType::Int64, false),
-        field("num_rows", DataType::Int64, false),
-        field("size", DataType::Int64, false),
-        field("is_overshadowed", DataType::Boolean, false),
-        field("is_available", DataType::Boolean, false),
         field("num_replicas", DataType::Int64, false),
-        field("is_published", DataType::Boolean, false),
-        field("is_realtime", DataType::Boolean, false),
+        field("num_rows", DataType::Int64, false),
+        field("is_active", DataType::Int64, false),
+        field("is_published", DataType::Int64, false),
+        field("is_available", DataType::Int64, false),
+        field("is_realtime", DataType::Int64, false),
+        field("is_overshadowed", DataType::Int64, false),
+        field("shard_spec", DataType::Utf8, false),
+        field("dimensions", DataType::Utf8, false),
+        field("metrics", DataType::Utf8, false),
+        field("last_compaction_state", DataType::Utf8, true),
+        field("replication_factor", DataType::Int64, false),
     ]));
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// `sys.servers`: one row per live node.
+/// The names of a segment's metrics, or of its dimensions, as a JSON array. A column
+/// whose role the descriptor does not record (written before roles were kept) counts
+/// as a dimension.
+fn column_names(descriptor: &SegmentDescriptor, metrics: bool) -> String {
+    let names: Vec<&str> = descriptor
+        .columns
+        .iter()
+        .filter(|c| match c.role {
+            Some(ColumnRole::Time) => false,
+            Some(ColumnRole::Metric) => metrics,
+            Some(ColumnRole::Dimension) => !metrics,
+            None => !metrics && c.name != grove_segment::format::TIME_COLUMN,
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    serde_json::json!(names).to_string()
+}
+
+/// `sys.server_segments`: which server serves which segment.
+fn sys_server_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
+    let addresses: HashMap<String, String> = metadata
+        .servers()
+        .into_iter()
+        .map(|s| (s.node.id.clone(), s.node.http_address.clone()))
+        .collect();
+    let mut pairs: Vec<(String, String)> = metadata
+        .segments(None)
+        .iter()
+        .flat_map(|s| {
+            let id = s.descriptor.id.to_string();
+            s.replicas
+                .iter()
+                .map(|r| {
+                    let server = addresses.get(&r.node).unwrap_or(&r.node).clone();
+                    (server, id.clone())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pairs.sort();
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        field("server", DataType::Utf8, false),
+        field("segment_id", DataType::Utf8, false),
+    ]));
+    let (servers, segments): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(servers)),
+            Arc::new(StringArray::from(segments)),
+        ],
+    )?)
+}
+
+/// `sys.servers`: one row per live node, with Druid's columns, then Grove's
+/// `flight_host` and `node_id`.
 fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
     let mut servers = metadata.servers();
     servers.sort_by(|a, b| (a.node.role, &a.node.id).cmp(&(b.node.role, &b.node.id)));
     let text = |f: &dyn Fn(&crate::metadata::ServerInfo) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from_iter(servers.iter().map(f)))
     };
+    let long = |f: &dyn Fn(&crate::metadata::ServerInfo) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from_iter(servers.iter().map(f)))
+    };
+    let is_data = |s: &crate::metadata::ServerInfo| s.node.role == Role::Historical;
+    let address = |s: &crate::metadata::ServerInfo| -> (String, i64) {
+        match s.node.http_address.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), port.parse().unwrap_or(-1)),
+            None => (s.node.http_address.clone(), -1),
+        }
+    };
     let columns: Vec<ArrayRef> = vec![
-        text(&|s| Some(s.node.id.clone())),
+        text(&|s| Some(s.node.http_address.clone())),
+        text(&|s| Some(address(s).0)),
+        long(&|s| Some(address(s).1)),
+        long(&|_| Some(-1)),
         text(&|s| Some(s.node.role.druid_server_type().to_string())),
         text(&|s| s.node.tier.clone()),
-        text(&|s| Some(s.node.http_address.clone())),
-        text(&|s| s.node.flight_address.clone()),
-        Arc::new(Int64Array::from_iter(servers.iter().map(|s| {
-            (s.node.role == grove_cluster::nodes::Role::Historical).then_some(s.current_size as i64)
-        }))),
-        Arc::new(Int64Array::from_iter(
-            servers
-                .iter()
-                .map(|s| s.node.capacity.map(|c| c.min(i64::MAX as u64) as i64)),
-        )),
+        long(&|s| Some(if is_data(s) { s.current_size as i64 } else { 0 })),
+        long(&|s| Some(s.node.capacity.map_or(0, |c| c.min(i64::MAX as u64) as i64))),
+        long(&|_| None),
         text(&|s| Some(s.node.started_at.clone())),
+        text(&|s| s.node.flight_address.clone()),
+        text(&|s| Some(s.node.id.clone())),
     ];
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         field("server", DataType::Utf8, false),
+        field("host", DataType::Utf8, false),
+        field("plaintext_port", DataType::Int64, false),
+        field("tls_port", DataType::Int64, false),
         field("server_type", DataType::Utf8, false),
         field("tier", DataType::Utf8, true),
-        field("host", DataType::Utf8, false),
-        field("flight_host", DataType::Utf8, true),
-        field("curr_size", DataType::Int64, true),
-        field("max_size", DataType::Int64, true),
+        field("curr_size", DataType::Int64, false),
+        field("max_size", DataType::Int64, false),
+        field("is_leader", DataType::Int64, true),
         field("start_time", DataType::Utf8, false),
+        field("flight_host", DataType::Utf8, true),
+        field("node_id", DataType::Utf8, false),
     ]));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -358,7 +358,16 @@ macro_rules! slt {
     )*};
 }
 
-slt!(basics, filters, time, rollup, replace_append, plans);
+slt!(
+    basics,
+    filters,
+    time,
+    rollup,
+    replace_append,
+    plans,
+    druid,
+    druid_tutorials
+);
 
 fn single_i64(batches: &[RecordBatch]) -> i64 {
     let column = batches[0].column(0);

@@ -68,7 +68,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     let http_tls = front.http_tls();
     let serving = front.serve(engine.clone(), "broker", &node_id, shutdown.clone());
     let front_ends = serving.status();
-    let sql = super::druid_sql::routes(engine, settings.query_timeout);
+    let sql = grove_sql::druid_http::routes(engine, settings.query_timeout);
     let router = http::require_users(sql, settings.users).merge(http::status_routes(move || {
         serde_json::json!({
             "role": "broker",

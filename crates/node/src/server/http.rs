@@ -1,10 +1,12 @@
 //! HTTP endpoints, in Druid's shapes where Druid has them:
 //!
-//! - every role: `GET /status`;
-//! - coordinator: `GET /druid/coordinator/v1/rules`, `GET|POST
+//! - every role: `GET /status`, `/status/health`, `/status/properties`,
+//!   `/status/selfDiscovered`;
+//! - coordinator: Druid's metadata endpoints ([`super::coordinator_api`]), `GET
+//!   /druid/coordinator/v1/rules`, `GET|POST
 //!   /druid/coordinator/v1/rules/{datasource}`, `GET /druid/coordinator/v1/leader`,
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
-//! - broker: Druid's SQL API (`druid_sql`).
+//! - broker: Druid's query APIs ([`grove_sql::druid_http`]).
 //!
 //! With users configured, every endpoint but `/status` asks for HTTP basic auth.
 
@@ -22,23 +24,72 @@ use grove_cluster::coordinator::CoordinatorStatus;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::rules;
 use grove_sql::auth::Users;
+pub use grove_sql::druid_http::error;
 use serde_json::{Value, json};
 
-/// `GET /status`: the role's own report, from `status`.
+/// Druid's status endpoints, on every role: `GET /status` (the role's own report, from
+/// `status`, with Grove's `version` and Druid's `modules`), `/status/health` (`true`),
+/// `/status/properties` (the report's settings as Druid's flat map of strings) and
+/// `/status/selfDiscovered` (200, and `{"selfDiscovered": true}` at `.../status`).
 pub fn status_routes(status: impl Fn() -> Value + Clone + Send + Sync + 'static) -> Router {
-    Router::new().route(
-        "/status",
-        get(move || {
-            let status = status.clone();
-            async move {
-                let mut body = status();
-                if let Value::Object(map) = &mut body {
-                    map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    let properties = status.clone();
+    Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let status = status.clone();
+                async move {
+                    let mut body = status();
+                    if let Value::Object(map) = &mut body {
+                        map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+                        map.insert("modules".into(), json!([]));
+                    }
+                    Json(body)
                 }
-                Json(body)
+            }),
+        )
+        .route("/status/health", get(|| async { Json(json!(true)) }))
+        .route(
+            "/status/properties",
+            get(move || {
+                let properties = properties.clone();
+                async move { Json(flat_properties(&properties())) }
+            }),
+        )
+        .route("/status/selfDiscovered", get(|| async { StatusCode::OK }))
+        .route(
+            "/status/selfDiscovered/status",
+            get(|| async { Json(json!({"selfDiscovered": true})) }),
+        )
+}
+
+/// A report's plain values as Druid's properties: `grove.`-prefixed dotted keys
+/// (`grove.role`, `grove.front_ends.query_timeout`) to strings, with Druid's
+/// `druid.service` naming the role.
+fn flat_properties(report: &Value) -> serde_json::Map<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut serde_json::Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    walk(&format!("{prefix}.{key}"), value, out);
+                }
             }
-        }),
-    )
+            Value::Array(_) | Value::Null => {}
+            Value::String(text) => {
+                out.insert(prefix.to_string(), Value::String(text.clone()));
+            }
+            other => {
+                out.insert(prefix.to_string(), Value::String(other.to_string()));
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    walk("grove", report, &mut out);
+    out.insert("grove.version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(role) = report["role"].as_str() {
+        out.insert("druid.service".into(), format!("grove/{role}").into());
+    }
+    out
 }
 
 /// `router`, answering only requests with a configured user's basic credentials
@@ -71,12 +122,6 @@ async fn authenticated(State(users): State<Arc<Users>>, request: Request, next: 
     response
 }
 
-/// Druid's error JSON.
-pub fn error(status: StatusCode, error: &str, message: impl std::fmt::Display) -> Response {
-    let body = json!({ "error": error, "errorMessage": message.to_string() });
-    (status, Json(body)).into_response()
-}
-
 #[derive(Clone)]
 struct CoordinatorState {
     store: Arc<dyn MetaStore>,
@@ -102,7 +147,11 @@ pub fn coordinator_routes(
         .route("/druid/coordinator/v1/leader", get(leader))
         .route("/druid/coordinator/v1/loadqueue", get(load_queue))
         .route("/grove/v1/coordinator", get(coordinator_status))
-        .with_state(CoordinatorState { store, status })
+        .with_state(CoordinatorState {
+            store: Arc::clone(&store),
+            status: Arc::clone(&status),
+        })
+        .merge(super::coordinator_api::routes(store, status))
 }
 
 async fn all_rules(State(s): State<CoordinatorState>) -> Response {

@@ -5,7 +5,7 @@
 
 pub mod broker;
 pub mod coordinator;
-pub mod druid_sql;
+pub mod coordinator_api;
 pub mod frontends;
 pub mod historical;
 pub mod http;

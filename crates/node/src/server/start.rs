@@ -125,7 +125,7 @@ fn router(
     let front_ends = serving.status();
     let overlord = indexing.overlord.clone();
     let worker = indexing.worker.clone();
-    let protected = super::druid_sql::routes(cluster.engine.clone(), front.query_timeout)
+    let protected = grove_sql::druid_http::routes(cluster.engine.clone(), front.query_timeout)
         .merge(http::coordinator_routes(
             cluster.store.clone(),
             cluster.coordinator.clone(),

@@ -1574,6 +1574,7 @@ mod tests {
                 min: None,
                 max: None,
                 distinct,
+                role: None,
             }];
             s
         };
@@ -1623,6 +1624,7 @@ mod tests {
             min: Some(Stat::Int(min)),
             max: Some(Stat::Int(max)),
             distinct: None,
+            role: None,
         };
         let with = |id: &str, rows, c: Option<ColumnSchema>| RemoteSegment {
             columns: c.into_iter().collect(),

@@ -48,7 +48,7 @@ use crate::auth::Users;
 use query::{PgSession, Queries};
 
 /// The catalog Grove's tables live in, as `current_database()` reports it.
-const DATABASE: &str = "datafusion";
+const DATABASE: &str = crate::engine::CATALOG;
 
 /// How the Postgres front end serves.
 #[derive(Clone, Default)]

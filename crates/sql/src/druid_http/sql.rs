@@ -1,4 +1,4 @@
-//! Druid's SQL HTTP API, on a broker and `grove start`:
+//! Druid's SQL API, `/druid/v2/sql`:
 //!
 //! - `POST /druid/v2/sql` with `query`, `resultFormat` (`object`, `array`,
 //!   `objectLines`, `arrayLines`, `csv`), `header`, `typesHeader`, `sqlTypesHeader`
@@ -29,20 +29,24 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
-use grove_segment::id::parse_instant;
-use grove_sql::guard::{Guard, Halt};
-use grove_sql::{Engine, Session};
+use grove_segment::id::{format_millis, parse_instant};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::http::error;
+use super::{error, error_of_class};
+use crate::druid::types::{SqlType, native_type};
+use crate::guard::{Guard, Halt};
+use crate::{Engine, Session};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,23 +59,34 @@ enum ResultFormat {
     Csv,
 }
 
+/// A request, as Druid takes it: fields it does not know are ignored, and a field set
+/// to `null` is as if it were left out.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SqlRequest {
     query: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     result_format: ResultFormat,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     header: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     types_header: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     sql_types_header: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     context: Map<String, Value>,
     /// Values of the query's `?` placeholders, in order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     parameters: Vec<Parameter>,
+}
+
+/// A field's value, or its default when it is `null`.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A dynamic parameter: `{"type": "VARCHAR", "value": "x"}`.
@@ -186,6 +201,7 @@ pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router 
     });
     Router::new()
         .route("/druid/v2/sql", post(sql))
+        .route("/druid/v2/sql/", post(sql))
         .route("/druid/v2/sql/{id}", delete(cancel))
         .with_state(api)
 }
@@ -227,42 +243,64 @@ fn timeout(
     }
 }
 
-/// Whether a failed statement is the query's fault (bad SQL, unknown names, refused
-/// statements), as opposed to the cluster's.
-fn is_users_fault(e: &DataFusionError) -> bool {
-    matches!(
-        e.find_root(),
-        DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_)
-            | DataFusionError::Configuration(_)
-    )
+/// Druid's error for a failed statement: `400` when it is the query's fault (bad SQL,
+/// unknown names, refused statements), else the cluster's: `500`.
+fn failure(e: &DataFusionError) -> Response {
+    let (status, code, class) = match e.find_root() {
+        DataFusionError::SQL(..) => (StatusCode::BAD_REQUEST, "SQL parse failed", "SQL"),
+        DataFusionError::Plan(_) => (StatusCode::BAD_REQUEST, "Plan validation failed", "Plan"),
+        DataFusionError::SchemaError(..) => (
+            StatusCode::BAD_REQUEST,
+            "Plan validation failed",
+            "SchemaError",
+        ),
+        DataFusionError::Configuration(_) => (
+            StatusCode::BAD_REQUEST,
+            "Plan validation failed",
+            "Configuration",
+        ),
+        DataFusionError::NotImplemented(_) => (
+            StatusCode::BAD_REQUEST,
+            "SQL query is unsupported",
+            "NotImplemented",
+        ),
+        DataFusionError::ResourcesExhausted(_) => (
+            StatusCode::BAD_REQUEST,
+            "Resource limit exceeded",
+            "ResourcesExhausted",
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unknown exception",
+            "Execution",
+        ),
+    };
+    error_of_class(status, code, Some(&format!("DataFusionError::{class}")), e)
 }
 
 async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
     };
-    let session = api.engine.session();
+    let session = api.engine.session().with_druid_names();
     let limit = match apply_context(&session, &request.context)
         .and_then(|()| timeout(&request.context, api.default_timeout))
     {
         Ok(limit) => limit,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Query context parse failed", e),
     };
     let id = match request.context.get("sqlQueryId") {
         Some(Value::String(id)) => id.clone(),
         Some(other) => {
             let why = format!("context sqlQueryId must be a string, not {other}");
-            return error(StatusCode::BAD_REQUEST, "Invalid input", why);
+            return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
         }
         None => format!("grove-{}", api.next_id.fetch_add(1, Ordering::Relaxed)),
     };
     let parameters = match request.parameters.iter().map(Parameter::scalar).collect() {
         Ok(values) => values,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "Invalid input", e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Plan validation failed", e),
     };
     let token = CancellationToken::new();
     let run = api.runs.fetch_add(1, Ordering::Relaxed);
@@ -270,13 +308,13 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
         let Ok(mut running) = api.running.lock() else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "Query failed",
-                "poisoned",
+                "Unknown exception",
+                "the list of running queries is poisoned",
             );
         };
         if running.contains_key(&id) {
             let why = format!("a query with sqlQueryId {id:?} is already running");
-            return error(StatusCode::BAD_REQUEST, "Invalid input", why);
+            return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
         }
         running.insert(id.clone(), (run, token.clone()));
     }
@@ -298,10 +336,7 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
             "Query cancelled",
             format!("query {id} was cancelled"),
         ),
-        Err(Halt::Failed(e)) if is_users_fault(&e) => {
-            error(StatusCode::BAD_REQUEST, "Plan validation failed", e)
-        }
-        Err(Halt::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "Query failed", e),
+        Err(Halt::Failed(e)) => failure(&e),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("X-Druid-SQL-Query-Id", value);
@@ -433,19 +468,20 @@ impl Rendering {
             let columns = fields.iter().map(|f| {
                 let mut about = Map::new();
                 if self.types_header {
-                    about.insert("type".into(), druid_type(f.data_type()).into());
+                    about.insert("type".into(), native_type(f.data_type()).into());
                 }
                 if self.sql_types_header {
-                    about.insert("sqlType".into(), sql_type(f.data_type()).into());
+                    about.insert("sqlType".into(), SqlType::of(f.data_type()).name.into());
                 }
                 let about = if about.is_empty() {
                     Value::Null
                 } else {
                     Value::Object(about)
                 };
-                (f.name().clone(), about)
+                (f.name().as_str(), about)
             });
-            self.element(&mut out, &Value::Object(columns.collect()));
+            let header: Vec<(&str, Value)> = columns.collect();
+            self.element(&mut out, &object_text(&header));
             return out;
         }
         let mut rows = vec![
@@ -458,7 +494,7 @@ impl Rendering {
             rows.push(
                 fields
                     .iter()
-                    .map(|f| druid_type(f.data_type()).into())
+                    .map(|f| native_type(f.data_type()).into())
                     .collect(),
             );
         }
@@ -466,7 +502,7 @@ impl Rendering {
             rows.push(
                 fields
                     .iter()
-                    .map(|f| sql_type(f.data_type()).into())
+                    .map(|f| SqlType::of(f.data_type()).name.into())
                     .collect(),
             );
         }
@@ -497,11 +533,13 @@ impl Rendering {
     fn row(&mut self, out: &mut String, row: Vec<Value>) {
         match self.format {
             ResultFormat::Object | ResultFormat::ObjectLines => {
-                let names = self.schema.fields().iter().map(|f| f.name().clone());
-                self.element(out, &Value::Object(names.zip(row).collect()));
+                let names = self.schema.fields().iter().map(|f| f.name().as_str());
+                let pairs: Vec<(&str, Value)> = names.zip(row).collect();
+                let text = object_text(&pairs);
+                self.element(out, &text);
             }
             ResultFormat::Array | ResultFormat::ArrayLines => {
-                self.element(out, &Value::Array(row));
+                self.element(out, &Value::Array(row).to_string());
             }
             ResultFormat::Csv => {
                 out.push_str(&csv_line(&row));
@@ -510,22 +548,38 @@ impl Rendering {
         }
     }
 
-    /// One JSON value: an element of the array, or a line.
-    fn element(&mut self, out: &mut String, value: &Value) {
+    /// One JSON value, written: an element of the array, or a line.
+    fn element(&mut self, out: &mut String, json: &str) {
         match self.format {
             ResultFormat::Object | ResultFormat::Array => {
                 if self.started {
                     out.push(',');
                 }
                 self.started = true;
-                out.push_str(&value.to_string());
+                out.push_str(json);
             }
             _ => {
-                out.push_str(&value.to_string());
+                out.push_str(json);
                 out.push('\n');
             }
         }
     }
+}
+
+/// A JSON object with its keys in the order given: the columns' order, as Druid
+/// writes them (a JSON map would sort them).
+fn object_text(pairs: &[(&str, Value)]) -> String {
+    let mut text = String::from("{");
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&Value::from(*name).to_string());
+        text.push(':');
+        text.push_str(&value.to_string());
+    }
+    text.push('}');
+    text
 }
 
 fn csv_line(row: &[Value]) -> String {
@@ -569,8 +623,21 @@ fn json_rows(schema: &SchemaRef, batch: &RecordBatch) -> Result<Vec<Vec<Value>>,
     Ok(rows)
 }
 
-/// One column's values as JSON, as Arrow's JSON writer renders them.
+/// One column's values as JSON: times as Druid writes them (`2015-09-12T00:46:58.771Z`,
+/// a date at its midnight), anything else as Arrow's JSON writer renders it.
 fn column_json(column: &ArrayRef, field: &Field) -> Result<Vec<Value>, String> {
+    if matches!(
+        field.data_type(),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+    ) {
+        let millis = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .map_err(|e| e.to_string())?;
+        return Ok(millis
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .map(|t| t.map_or(Value::Null, |t| Value::from(format_millis(t))))
+            .collect());
+    }
     let single = Field::new("v", field.data_type().clone(), true);
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![single])), vec![column.clone()])
         .map_err(|e| e.to_string())?;
@@ -590,35 +657,5 @@ fn column_json(column: &ArrayRef, field: &Field) -> Result<Vec<Value>, String> {
             .map(|mut o| o.get_mut("v").map(Value::take).unwrap_or(Value::Null))
             .collect()),
         _ => Err("the JSON writer did not write an array".into()),
-    }
-}
-
-/// Druid's native type of a column (`typesHeader`).
-fn druid_type(data_type: &DataType) -> &'static str {
-    match data_type {
-        DataType::Dictionary(_, value) => druid_type(value),
-        t if t.is_integer() => "LONG",
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean => "LONG",
-        DataType::Float32 => "FLOAT",
-        DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => "DOUBLE",
-        t if t.is_string() => "STRING",
-        _ => "COMPLEX",
-    }
-}
-
-/// The SQL type of a column (`sqlTypesHeader`).
-fn sql_type(data_type: &DataType) -> &'static str {
-    match data_type {
-        DataType::Dictionary(_, value) => sql_type(value),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => "INTEGER",
-        t if t.is_integer() => "BIGINT",
-        DataType::Float32 => "FLOAT",
-        DataType::Float64 => "DOUBLE",
-        DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL",
-        DataType::Boolean => "BOOLEAN",
-        DataType::Timestamp(..) => "TIMESTAMP",
-        DataType::Date32 | DataType::Date64 => "DATE",
-        t if t.is_string() => "VARCHAR",
-        _ => "OTHER",
     }
 }

@@ -1,0 +1,39 @@
+//! Druid's SQL dialect on DataFusion.
+//!
+//! # Layout
+//! - [`time`]: Druid's time functions (`TIME_FLOOR`, `TIME_PARSE`, ...), with Druid's
+//!   calendar semantics.
+//! - [`strings`]: `STRING_FORMAT` and `PARSE_LONG`.
+//! - [`joda`]: Joda-Time patterns, as `TIME_FORMAT` and `TIME_PARSE` take them.
+//! - [`rewrite`]: Druid's syntax (`FLOOR(t TO HOUR)`, `TIMESTAMPADD(DAY, 1, t)`,
+//!   `EXPLAIN PLAN FOR`, `EXPR$0`) and names of functions DataFusion has under other
+//!   names, rewritten in the parsed statement.
+//! - [`information_schema`]: Druid's `INFORMATION_SCHEMA`, beside DataFusion's
+//!   lower-case `information_schema` that Postgres tools read.
+//! - [`types`]: Druid's names of column types, SQL and native.
+//!
+//! Identifiers keep their case (`countryName`), and the datasources are in catalog
+//! and schema `druid`. The functions are registered wherever a plan runs (brokers,
+//! historicals, single processes), so a fragment that calls them runs next to its
+//! data.
+
+pub mod information_schema;
+pub mod joda;
+pub mod rewrite;
+pub mod strings;
+pub mod time;
+pub mod types;
+
+use std::sync::Arc;
+
+use datafusion::execution::FunctionRegistry;
+
+/// Registers Druid's functions.
+pub fn register(registry: &mut dyn FunctionRegistry) {
+    for function in time::functions().into_iter().chain(strings::functions()) {
+        let name = function.name().to_string();
+        if let Err(e) = registry.register_udf(Arc::new(function)) {
+            tracing::error!("registering {name}: {e}");
+        }
+    }
+}

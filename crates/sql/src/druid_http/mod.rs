@@ -1,0 +1,64 @@
+//! Druid's query APIs over HTTP, on a broker and `grove start`:
+//!
+//! - [`sql`]: `POST /druid/v2/sql`, and cancelling a query by its `sqlQueryId`.
+//! - [`datasources`]: `GET /druid/v2/datasources`, and a datasource's dimensions and
+//!   metrics.
+//!
+//! Errors are Druid's JSON ([`error`]).
+
+mod datasources;
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::Engine;
+
+/// The query APIs' routes; queries run at most `default_timeout` unless their context
+/// sets a `timeout`.
+pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router {
+    sql::routes(Arc::clone(&engine), default_timeout).merge(datasources::routes(engine))
+}
+
+/// Druid's error JSON: `error` (Druid's code for the kind of failure, such as `Plan
+/// validation failed`), `errorMessage`, `category` (from the status: `INVALID_INPUT`
+/// for 400, `TIMEOUT` for 504, ...) and `errorClass` (null).
+pub fn error(status: StatusCode, error: &str, message: impl std::fmt::Display) -> Response {
+    error_of_class(status, error, None, message)
+}
+
+/// [`error`], naming the kind of error that failed the request in `errorClass`.
+pub fn error_of_class(
+    status: StatusCode,
+    error: &str,
+    class: Option<&str>,
+    message: impl std::fmt::Display,
+) -> Response {
+    let body = json!({
+        "error": error,
+        "errorMessage": message.to_string(),
+        "errorClass": class,
+        "category": category(status),
+        "host": null,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Druid's category of an error answered with `status`.
+fn category(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 415 | 422 => "INVALID_INPUT",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        429 => "CAPACITY_EXCEEDED",
+        501 => "UNSUPPORTED",
+        504 => "TIMEOUT",
+        _ => "RUNTIME_FAILURE",
+    }
+}
