@@ -88,6 +88,30 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
+/// Each node's name as Druid's `sys.servers.server` and the coordinator's server
+/// lists give it: its `host:port`, or, where several nodes share one HTTP address (the
+/// roles of `grove start`), `host:port/node-id`, so that every name is one node's.
+pub fn server_names<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeInfo>,
+) -> std::collections::HashMap<String, String> {
+    let nodes: Vec<&NodeInfo> = nodes.into_iter().collect();
+    let mut sharing: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for node in &nodes {
+        *sharing.entry(node.http_address.as_str()).or_default() += 1;
+    }
+    nodes
+        .iter()
+        .map(|node| {
+            let name = if sharing[node.http_address.as_str()] > 1 {
+                format!("{}/{}", node.http_address, node.id)
+            } else {
+                node.http_address.clone()
+            };
+            (node.id.clone(), name)
+        })
+        .collect()
+}
+
 impl NodeInfo {
     /// A node of `role` reachable over HTTP at `http_address`, started now, with no
     /// historical settings (no Flight address, tier, capacity; priority 0).

@@ -15,7 +15,8 @@ use std::str::FromStr;
 
 use arrow::array::timezone::Tz;
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, Months, NaiveDate, NaiveDateTime, TimeZone, Timelike,
+    DateTime, Datelike, Days, Duration, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime,
+    Offset, TimeZone, Timelike,
 };
 
 use crate::error::{Error, Result};
@@ -59,18 +60,10 @@ impl Calendar {
 
     /// The start of the bucket holding `t` (ms), if it is a representable instant.
     pub fn floor(&self, t: i64) -> Option<i64> {
-        let local = self.local(t)?;
-        let start = match (self.origin, self.period.fields.single()) {
-            (None, Some((unit, 1))) => unit_start(local, unit),
-            _ => {
-                let origin = match self.origin {
-                    Some(o) => self.local(o)?,
-                    None => NaiveDate::from_ymd_opt(1970, 1, 1)?.and_hms_opt(0, 0, 0)?,
-                };
-                self.counted_start(origin, local)?
-            }
-        };
-        self.instant(start)
+        match (self.origin, self.period.fields.single()) {
+            (None, Some((unit, 1))) => self.unit_floor(t, unit),
+            _ => self.counted_floor(t),
+        }
     }
 
     /// The end of the bucket holding `t`, or `t` itself when a bucket starts there.
@@ -83,16 +76,92 @@ impl Calendar {
         }
     }
 
-    /// `t` moved by `steps` periods on the wall clock (months keep the day of the
-    /// month, or the month's last day when it has fewer).
+    /// `t` moved by `steps` periods: years, months, weeks and days on the zone's wall
+    /// clock (a month after January 31 is the last of February; a day across a change
+    /// of offset is 23 or 25 hours), hours and smaller as elapsed time, as Druid's
+    /// periods move.
     pub fn shift(&self, t: i64, steps: i64) -> Option<i64> {
-        self.instant(add(self.local(t)?, &self.period, steps)?)
+        let elapsed = self.elapsed().checked_mul(steps)?;
+        if self.period.months == 0 && self.days() == 0 {
+            return t.checked_add(elapsed);
+        }
+        let local = add_calendar(local_of(t, &self.zone)?, &self.period, steps)?;
+        self.instant(local)?.checked_add(elapsed)
     }
 
-    /// The wall-clock time of `t` in the zone.
-    fn local(&self, t: i64) -> Option<NaiveDateTime> {
-        let instant = DateTime::from_timestamp_millis(t)?;
-        Some(instant.with_timezone(&self.zone).naive_local())
+    /// Hours, minutes, seconds and milliseconds of the period, in milliseconds.
+    fn elapsed(&self) -> i64 {
+        let f = &self.period.fields;
+        i64::from(f.hours) * 3_600_000
+            + i64::from(f.minutes) * 60_000
+            + i64::from(f.seconds) * 1_000
+            + i64::from(f.millis)
+    }
+
+    /// Weeks and days of the period, in days.
+    fn days(&self) -> i64 {
+        i64::from(self.period.fields.weeks) * 7 + i64::from(self.period.fields.days)
+    }
+
+    /// The start of the calendar unit holding `t`: years on January 1, months on the
+    /// 1st, weeks on Monday, days at midnight, on the zone's clock. Hours and smaller
+    /// keep the offset `t` has, so the hour a clock repeats is two buckets.
+    fn unit_floor(&self, t: i64, unit: Unit) -> Option<i64> {
+        let local = local_of(t, &self.zone)?;
+        let millis = i64::from(local.and_utc().timestamp_subsec_millis());
+        let below = match unit {
+            Unit::Hour => {
+                i64::from(local.minute()) * 60_000 + i64::from(local.second()) * 1_000 + millis
+            }
+            Unit::Minute => i64::from(local.second()) * 1_000 + millis,
+            Unit::Second => millis,
+            Unit::Millisecond => 0,
+            Unit::Year | Unit::Month | Unit::Week | Unit::Day => {
+                let date = local.date();
+                let first = match unit {
+                    Unit::Year => date.with_ordinal(1)?,
+                    Unit::Month => date.with_day(1)?,
+                    Unit::Week => date.checked_sub_days(Days::new(u64::from(
+                        date.weekday().num_days_from_monday(),
+                    )))?,
+                    _ => date,
+                };
+                return self.instant(first.and_time(NaiveTime::MIN));
+            }
+        };
+        t.checked_sub(below)
+    }
+
+    /// The latest `origin + k periods` at or before `t`.
+    fn counted_floor(&self, t: i64) -> Option<i64> {
+        let origin = match self.origin {
+            Some(o) => local_of(o, &self.zone)?,
+            None => NaiveDate::from_ymd_opt(1970, 1, 1)?.and_time(NaiveTime::MIN),
+        };
+        let start_of = |k: i64| -> Option<i64> {
+            let local = add_calendar(origin, &self.period, k)?;
+            self.instant(local)?
+                .checked_add(self.elapsed().checked_mul(k)?)
+        };
+        // An average month is 30.436875 days (the Gregorian cycle).
+        let average = i128::from(self.period.months) * 2_629_746_000
+            + i128::from(self.days()) * 86_400_000
+            + i128::from(self.elapsed());
+        let span = i128::from(t) - i128::from(self.instant(origin)?);
+        let mut k = i64::try_from(span.div_euclid(average.max(1))).ok()?;
+        for _ in 0..MAX_STEPS {
+            let start = start_of(k)?;
+            if start > t {
+                k = k.checked_sub(1)?;
+                continue;
+            }
+            match k.checked_add(1).and_then(start_of) {
+                Some(next) if next <= t => k += 1,
+                // The next bucket starts after `t`, or after the last instant there is.
+                _ => return Some(start),
+            }
+        }
+        None
     }
 
     /// The instant of a wall-clock time: the earlier one when the clock shows it
@@ -103,74 +172,43 @@ impl Calendar {
             LocalResult::None => {
                 // In a gap the offset changes forward; the offset before the gap
                 // places the time at the gap's end.
-                let before = self
-                    .zone
-                    .offset_from_utc_datetime(&(local - Duration::days(1)));
-                let offset = chrono::Offset::fix(&before).local_minus_utc();
+                let before = local.checked_sub_signed(Duration::days(1))?;
+                let offset = self.zone.offset_from_utc_datetime(&before).fix();
                 Some(
-                    (local - Duration::seconds(i64::from(offset)))
+                    local
+                        .checked_sub_offset(offset)?
                         .and_utc()
                         .timestamp_millis(),
                 )
             }
         }
     }
-
-    /// The latest `origin + k periods` at or before `local`.
-    fn counted_start(&self, origin: NaiveDateTime, local: NaiveDateTime) -> Option<NaiveDateTime> {
-        // An average month is 30.436875 days (the Gregorian cycle).
-        let average =
-            i128::from(self.period.months) * 2_629_746_000 + i128::from(self.period.millis);
-        let span = i128::from((local - origin).num_milliseconds());
-        let mut k = i64::try_from(span.div_euclid(average.max(1))).ok()?;
-        for _ in 0..MAX_STEPS {
-            let start = add(origin, &self.period, k)?;
-            if start > local {
-                k -= 1;
-            } else if add(origin, &self.period, k + 1)? <= local {
-                k += 1;
-            } else {
-                return Some(start);
-            }
-        }
-        None
-    }
 }
 
-/// The start of the calendar unit holding `local`: weeks start on Monday.
-fn unit_start(local: NaiveDateTime, unit: Unit) -> NaiveDateTime {
-    let date = local.date();
-    let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN);
-    let millis = local.and_utc().timestamp_subsec_millis();
-    match unit {
-        Unit::Year => midnight(date.with_ordinal(1).unwrap_or(date)),
-        Unit::Month => midnight(date.with_day(1).unwrap_or(date)),
-        Unit::Week => {
-            midnight(date - Duration::days(i64::from(date.weekday().num_days_from_monday())))
-        }
-        Unit::Day => midnight(date),
-        Unit::Hour => midnight(date) + Duration::hours(i64::from(local.hour())),
-        Unit::Minute => {
-            local
-                - Duration::seconds(i64::from(local.second()))
-                - Duration::milliseconds(i64::from(millis))
-        }
-        Unit::Second => local - Duration::milliseconds(i64::from(millis)),
-        Unit::Millisecond => local,
-    }
+/// The wall-clock time of `t` in `zone`, if the calendar reaches it.
+fn local_of(t: i64, zone: &Tz) -> Option<NaiveDateTime> {
+    let utc = DateTime::from_timestamp_millis(t)?.naive_utc();
+    utc.checked_add_offset(zone.offset_from_utc_datetime(&utc).fix())
 }
 
-/// `local` plus `steps` periods: the months first (clamping the day), then the rest.
-fn add(local: NaiveDateTime, period: &Period, steps: i64) -> Option<NaiveDateTime> {
+/// `t` in `zone`, if its wall-clock time is within the calendar: a time whose fields
+/// (year, hour, ...) can be read without overflowing.
+pub fn in_zone(t: i64, zone: &Tz) -> Option<DateTime<Tz>> {
+    local_of(t, zone)?;
+    Some(DateTime::from_timestamp_millis(t)?.with_timezone(zone))
+}
+
+/// `local` plus `steps` times the period's months (clamping the day) and days.
+fn add_calendar(local: NaiveDateTime, period: &Period, steps: i64) -> Option<NaiveDateTime> {
     let months = i64::from(period.months).checked_mul(steps)?;
     let moved = if months >= 0 {
         local.checked_add_months(Months::new(u32::try_from(months).ok()?))?
     } else {
         local.checked_sub_months(Months::new(u32::try_from(-months).ok()?))?
     };
-    moved.checked_add_signed(Duration::try_milliseconds(
-        period.millis.checked_mul(steps)?,
-    )?)
+    let f = &period.fields;
+    let days = (i64::from(f.weeks) * 7 + i64::from(f.days)).checked_mul(steps)?;
+    moved.checked_add_signed(Duration::try_days(days)?)
 }
 
 /// A time zone by IANA name (`America/Los_Angeles`) or offset (`+05:30`, `Z`).
@@ -292,6 +330,50 @@ mod tests {
             format_millis(day.shift(at("2024-03-10T08:00:00Z"), 1).unwrap()),
             "2024-03-11T07:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn hours_and_smaller_are_elapsed_time_across_a_change_of_offset() {
+        // On 2024-11-03 Los Angeles shows 01:00-02:00 twice: 08:00Z-09:00Z in
+        // summer time, 09:00Z-10:00Z in winter time.
+        let zone = Some("America/Los_Angeles");
+        let minute = calendar("PT1M", None, zone);
+        let second_time = at("2024-11-03T09:30:30Z");
+        assert_eq!(minute.floor(second_time), Some(at("2024-11-03T09:30:00Z")));
+        assert_eq!(minute.ceil(second_time), Some(at("2024-11-03T09:31:00Z")));
+        let hour = calendar("PT1H", None, zone);
+        assert_eq!(
+            hour.floor(at("2024-11-03T08:30:00Z")),
+            Some(at("2024-11-03T08:00:00Z"))
+        );
+        assert_eq!(hour.floor(second_time), Some(at("2024-11-03T09:00:00Z")));
+        assert_eq!(
+            hour.shift(at("2024-11-03T08:00:00Z"), 1),
+            Some(at("2024-11-03T09:00:00Z"))
+        );
+        // A day is still the local day: 25 hours that Sunday.
+        let day = calendar("P1D", None, zone);
+        assert_eq!(day.floor(second_time), Some(at("2024-11-03T07:00:00Z")));
+        assert_eq!(day.ceil(second_time), Some(at("2024-11-04T08:00:00Z")));
+    }
+
+    #[test]
+    fn extreme_periods_and_times_answer_without_panicking() {
+        let huge = calendar("P99999999Y", None, None);
+        assert_eq!(huge.floor(at("2024-01-01T00:00:00Z")), Some(0));
+        let week = calendar("P1W", None, Some("America/Los_Angeles"));
+        for t in [
+            i64::MIN,
+            i64::MIN / 2,
+            -8_334_601_228_800_000,
+            i64::MAX / 2,
+            i64::MAX,
+        ] {
+            let _ = week.floor(t);
+            let _ = week.ceil(t);
+            let _ = week.shift(t, i64::MAX);
+            let _ = huge.shift(t, -3);
+        }
     }
 
     #[test]

@@ -81,7 +81,17 @@ impl Period {
             None => (rest, None),
         };
         let mut f = Fields::default();
+        let mut seen = String::new();
+        let mut once = |unit: char, part: &str| {
+            let key = format!("{part}{unit}");
+            if seen.contains(&key) {
+                return Err(bad(&format!("{unit} is given twice")));
+            }
+            seen.push_str(&key);
+            Ok(())
+        };
         for (number, unit) in fields(date).map_err(|e| bad(&e))? {
+            once(unit, "D")?;
             let count = number
                 .whole()
                 .ok_or_else(|| bad("only seconds may have a fraction"))?;
@@ -100,6 +110,7 @@ impl Period {
             .into_iter()
             .flatten()
         {
+            once(unit, "T")?;
             if unit == 'S' {
                 f.seconds += number.whole;
                 f.millis += number.millis;
@@ -222,7 +233,10 @@ impl std::fmt::Display for Period {
                 write!(f, "{n}{unit}")?;
             }
         }
-        if p.hours + p.minutes + p.seconds + p.millis > 0 {
+        if [p.hours, p.minutes, p.seconds, p.millis]
+            .iter()
+            .any(|n| *n > 0)
+        {
             f.write_str("T")?;
             for (n, unit) in [(p.hours, 'H'), (p.minutes, 'M')] {
                 if n > 0 {
@@ -270,6 +284,9 @@ mod tests {
         assert_eq!(Period::parse("PT1.5S").unwrap().to_string(), "PT1.500S");
         assert!(Period::parse("P0.5D").is_err());
         assert!(Period::parse("PT0.0001S").is_err());
+        assert!(Period::parse("P4294967295Y1Y").is_err());
+        assert!(Period::parse("PT1.5S1.6S").is_err());
+        assert!(Period::parse("PT99999999999H").is_err());
     }
 
     #[test]

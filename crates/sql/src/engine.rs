@@ -407,10 +407,11 @@ impl Session {
     /// not run.
     pub async fn plan(&self, mut statement: Statement) -> Result<LogicalPlan> {
         interval_precision(&mut statement)?;
-        rewrite::statement(&mut statement)?;
+        // Names first: what the query wrote decides which columns are unnamed.
         if self.druid_names {
             rewrite::name_expressions(&mut statement);
         }
+        rewrite::statement(&mut statement)?;
         self.metadata
             .refresh()
             .await

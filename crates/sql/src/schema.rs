@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
-use grove_cluster::nodes::Role;
+use grove_cluster::nodes::{Role, server_names};
 use grove_cluster::segments::SegmentDescriptor;
 use grove_cluster::supervisors::{SupervisorRecord, SupervisorState};
 use grove_cluster::task_status::TaskRecord;
@@ -272,11 +272,8 @@ fn column_names(descriptor: &SegmentDescriptor, metrics: bool) -> String {
 
 /// `sys.server_segments`: which server serves which segment.
 fn sys_server_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
-    let addresses: HashMap<String, String> = metadata
-        .servers()
-        .into_iter()
-        .map(|s| (s.node.id.clone(), s.node.http_address.clone()))
-        .collect();
+    let servers = metadata.servers();
+    let addresses = server_names(servers.iter().map(|s| &s.node));
     let mut pairs: Vec<(String, String)> = metadata
         .segments(None)
         .iter()
@@ -311,6 +308,7 @@ fn sys_server_segments(metadata: &dyn Metadata) -> Result<RecordBatch> {
 fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
     let mut servers = metadata.servers();
     servers.sort_by(|a, b| (a.node.role, &a.node.id).cmp(&(b.node.role, &b.node.id)));
+    let names = server_names(servers.iter().map(|s| &s.node));
     let text = |f: &dyn Fn(&crate::metadata::ServerInfo) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from_iter(servers.iter().map(f)))
     };
@@ -325,7 +323,7 @@ fn sys_servers(metadata: &dyn Metadata) -> Result<RecordBatch> {
         }
     };
     let columns: Vec<ArrayRef> = vec![
-        text(&|s| Some(s.node.http_address.clone())),
+        text(&|s| names.get(&s.node.id).cloned()),
         text(&|s| Some(address(s).0)),
         long(&|s| Some(address(s).1)),
         long(&|_| Some(-1)),

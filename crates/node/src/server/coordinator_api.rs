@@ -226,7 +226,8 @@ async fn servers(State(api): State<Api>, Query(query): Query<HashMap<String, Str
         .values()
         .filter(|n| n.role == Role::Historical)
         .collect();
-    historicals.sort_by(|a, b| a.http_address.cmp(&b.http_address));
+    let names = nodes::server_names(inventory.nodes.values());
+    historicals.sort_by(|a, b| names[&a.id].cmp(&names[&b.id]));
     let sizes: HashMap<&str, u64> = inventory
         .used
         .iter()
@@ -246,7 +247,7 @@ async fn servers(State(api): State<Api>, Query(query): Query<HashMap<String, Str
             .iter()
             .map(|n| {
                 json!({
-                    "host": n.http_address,
+                    "host": names[&n.id],
                     "tier": n.tier.clone().unwrap_or_else(|| "_default_tier".into()),
                     "type": n.role.druid_server_type(),
                     "priority": n.priority,
@@ -256,7 +257,7 @@ async fn servers(State(api): State<Api>, Query(query): Query<HashMap<String, Str
             })
             .collect()
     } else {
-        historicals.iter().map(|n| json!(n.http_address)).collect()
+        historicals.iter().map(|n| json!(names[&n.id])).collect()
     };
     Json(answer).into_response()
 }

@@ -128,8 +128,13 @@ impl Source {
             let mut names = schema.table_names();
             names.sort();
             for name in names {
-                if let Some(table) = schema.table(&name).await? {
-                    out.push((schema_name.clone(), name, table));
+                // A table that cannot be opened now is left out, not every table.
+                match schema.table(&name).await {
+                    Ok(Some(table)) => out.push((schema_name.clone(), name, table)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("INFORMATION_SCHEMA leaves out {schema_name}.{name}: {e}")
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! - [`information_schema`]: Druid's `INFORMATION_SCHEMA`, beside DataFusion's
 //!   lower-case `information_schema` that Postgres tools read.
 //! - [`types`]: Druid's names of column types, SQL and native.
+//! - [`json`]: values as Druid's JSON answers write them.
 //!
 //! Identifiers keep their case (`countryName`), and the datasources are in catalog
 //! and schema `druid`. The functions are registered wherever a plan runs (brokers,
@@ -19,6 +20,7 @@
 
 pub mod information_schema;
 pub mod joda;
+pub mod json;
 pub mod rewrite;
 pub mod strings;
 pub mod time;
@@ -26,7 +28,10 @@ pub mod types;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ColumnarValue;
 
 /// Registers Druid's functions.
 pub fn register(registry: &mut dyn FunctionRegistry) {
@@ -36,4 +41,15 @@ pub fn register(registry: &mut dyn FunctionRegistry) {
             tracing::error!("registering {name}: {e}");
         }
     }
+}
+
+/// The answer as one value when every argument was one value (and the answer has
+/// one row), else as the column it is.
+pub(crate) fn scalar_or_array(args: &[ColumnarValue], answer: ArrayRef) -> Result<ColumnarValue> {
+    let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    Ok(if scalar && answer.len() == 1 {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&answer, 0)?)
+    } else {
+        ColumnarValue::Array(answer)
+    })
 }

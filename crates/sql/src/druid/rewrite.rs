@@ -72,16 +72,22 @@ fn name_query(query: &mut Query) {
     };
     for (i, item) in select.projection.iter_mut().enumerate() {
         if let SelectItem::UnnamedExpr(expr) = item
-            && !matches!(
-                expr,
-                Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Nested(_)
-            )
+            && !is_column(expr)
         {
             *item = SelectItem::ExprWithAlias {
                 expr: expr.clone(),
                 alias: Ident::with_quote('"', format!("EXPR${i}")),
             };
         }
+    }
+}
+
+/// Whether an expression is a column, which names its result itself.
+fn is_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => is_column(inner),
+        _ => false,
     }
 }
 
@@ -121,7 +127,7 @@ fn rewrite(expr: &mut Expr) -> Result<()> {
             field: CeilFloorKind::DateTimeField(field),
         } if *field != DateTimeField::NoDateTime => {
             let period = field_period(field)?;
-            *expr = call("time_floor", vec![(**time).clone(), period]);
+            *expr = floor(vec![(**time).clone(), period]);
         }
         Expr::Ceil {
             expr: time,
@@ -162,7 +168,24 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
     };
     let wrong =
         |takes: &str| DataFusionError::Plan(format!("{} takes {takes}", name.to_uppercase()));
-    Ok(Some(match name.as_str() {
+    const AGGREGATES: [&str; 8] = [
+        "approx_count_distinct",
+        "approx_quantile",
+        "approx_quantile_ds",
+        "earliest",
+        "latest",
+        "earliest_by",
+        "latest_by",
+        "any_value",
+    ];
+    let aggregate = AGGREGATES.contains(&name.as_str());
+    if aggregate && function.over.is_some() {
+        return Err(DataFusionError::Plan(format!(
+            "{} is an aggregate, not a window function",
+            name.to_uppercase()
+        )));
+    }
+    let mut new = match name.as_str() {
         "timestampadd" => {
             let [unit, count, time] = <[Expr; 3]>::try_from(args)
                 .map_err(|_| wrong("a unit, a count and a timestamp"))?;
@@ -258,15 +281,13 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
                 list.clauses
                     .push(FunctionArgumentClause::OrderBy(vec![ascending(time)]));
             }
-            new.filter = function.filter.take();
             Expr::Function(new)
         }
         "any_value" if args.len() > 1 => {
             args.truncate(1);
-            let mut new = function_of("any_value", args);
-            new.filter = function.filter.take();
-            Expr::Function(new)
+            call("any_value", args)
         }
+        "time_floor" if args.len() == 2 => floor(args),
         "strlen" => call("character_length", args),
         "regexp_extract" => {
             if !(2..=3).contains(&args.len()) {
@@ -275,6 +296,11 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
             let Some(pattern) = literal_text(&args[1]) else {
                 return Err(wrong("a pattern that is a literal"));
             };
+            if !groups_balance(&pattern) {
+                return Err(DataFusionError::Plan(format!(
+                    "REGEXP_EXTRACT's pattern {pattern:?} has unbalanced parentheses or a comment"
+                )));
+            }
             let group = match args.get(2) {
                 None => 0,
                 Some(Expr::Value(v)) => match &v.value {
@@ -314,8 +340,11 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
         }
         "div" => {
             let [a, b] = <[Expr; 2]>::try_from(args).map_err(|_| wrong("two numbers"))?;
-            let long = |e: Expr| call("arrow_cast", vec![e, text("Int64")]);
-            binary(long(a), BinaryOperator::Divide, long(b))
+            // Druid's DIV is the quotient made whole: DIV(1.5, 0.5) is 3.
+            call(
+                "arrow_cast",
+                vec![binary(a, BinaryOperator::Divide, b), text("Int64")],
+            )
         }
         "safe_divide" => {
             let [a, b] = <[Expr; 2]>::try_from(args).map_err(|_| wrong("two numbers"))?;
@@ -324,7 +353,68 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
             binary(a, BinaryOperator::Divide, divisor)
         }
         _ => return Ok(None),
-    }))
+    };
+    // What the call said of its rows holds for the function it became.
+    if aggregate && let Expr::Function(f) = &mut new {
+        f.filter = function.filter.take();
+        f.null_treatment = function.null_treatment.take();
+    }
+    Ok(Some(new))
+}
+
+/// Whether a regular expression's groups close where they open, outside escapes and
+/// classes, and it has no `#` (a comment in extended mode would swallow the group
+/// REGEXP_EXTRACT wraps it in).
+fn groups_balance(pattern: &str) -> bool {
+    let mut depth = 0usize;
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '#' => return false,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => {}
+        }
+    }
+    depth == 0 && !in_class
+}
+
+/// `TIME_FLOOR(time, period)`, as DataFusion's `date_trunc` when the period is one
+/// calendar unit in UTC (which the segment scans compute a batch at a time, or
+/// without a calendar per row), else Grove's `time_floor`.
+fn floor(args: Vec<Expr>) -> Expr {
+    let unit = args
+        .get(1)
+        .and_then(literal_text)
+        .and_then(|text| Period::parse(&text).ok())
+        .and_then(|period| match (period.fields.single(), period.months) {
+            (Some((Unit::Month, 3)), _) => Some("quarter"),
+            (Some((unit, 1)), _) => Some(match unit {
+                Unit::Year => "year",
+                Unit::Month => "month",
+                Unit::Week => "week",
+                Unit::Day => "day",
+                Unit::Hour => "hour",
+                Unit::Minute => "minute",
+                Unit::Second => "second",
+                Unit::Millisecond => "millisecond",
+            }),
+            _ => None,
+        });
+    match (unit, <[Expr; 2]>::try_from(args)) {
+        (Some(unit), Ok([time, _])) => call("date_trunc", vec![text(unit), time]),
+        (_, Ok(args)) => call("time_floor", args.into()),
+        (_, Err(args)) => call("time_floor", args),
+    }
 }
 
 /// The period of a `FLOOR(... TO unit)` unit, as a text literal.
@@ -436,6 +526,16 @@ fn call(name: &str, args: Vec<Expr>) -> Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_patterns_whose_groups_balance_are_wrapped() {
+        assert!(groups_balance("([^,]+)"));
+        assert!(groups_balance(r"a\)b\("));
+        assert!(groups_balance("[()]x"));
+        assert!(!groups_balance("a)|(b"));
+        assert!(!groups_balance("(a"));
+        assert!(!groups_balance("(?x)a # comment"));
+    }
 
     #[test]
     fn explain_plan_for_is_found_with_its_options() {

@@ -9,7 +9,8 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use super::scalar_or_array;
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -69,17 +70,7 @@ impl ScalarUDFImpl for StringFormat {
             out.push(Some(format_row(&pattern, &row_values)?));
         }
         let answer: ArrayRef = Arc::new(StringArray::from(out));
-        Ok(
-            if args
-                .args
-                .iter()
-                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&answer, 0)?)
-            } else {
-                ColumnarValue::Array(answer)
-            },
-        )
+        scalar_or_array(&args.args, answer)
     }
 }
 
@@ -111,20 +102,11 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Piece>> {
             zero |= flag == '0';
             chars.next();
         }
-        let mut width = String::new();
-        while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            width.push(d);
-            chars.next();
-        }
+        let width = digits(&mut chars, pattern)?.unwrap_or(0);
         let mut precision = None;
         if chars.peek() == Some(&'.') {
             chars.next();
-            let mut digits = String::new();
-            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                digits.push(d);
-                chars.next();
-            }
-            precision = Some(digits.parse().unwrap_or(0));
+            precision = Some(digits(&mut chars, pattern)?.unwrap_or(0));
         }
         let Some(conversion) = chars.next() else {
             return plan_err!("STRING_FORMAT's pattern {pattern:?} ends inside a %");
@@ -137,7 +119,7 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Piece>> {
                 pieces.push(Piece::Spec {
                     left,
                     zero,
-                    width: width.parse().unwrap_or(0),
+                    width,
                     precision,
                     conversion,
                 });
@@ -151,6 +133,32 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Piece>> {
     }
     pieces.push(Piece::Text(text));
     Ok(pieces)
+}
+
+/// The widest field and the longest precision a pattern may ask for: a query cannot
+/// make the server write gigabytes for one value.
+const MAX_WIDTH: usize = 10_000;
+
+/// A width or precision: the digits at the front of `chars`, if any.
+fn digits(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    pattern: &str,
+) -> Result<Option<usize>> {
+    let mut text = String::new();
+    while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+        text.push(d);
+        chars.next();
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n <= MAX_WIDTH => Ok(Some(n)),
+        _ => plan_err!(
+            "STRING_FORMAT's pattern {pattern:?} asks for {text} characters; at most \
+             {MAX_WIDTH} are allowed"
+        ),
+    }
 }
 
 /// One row's text: each `%` conversion takes the next value, as Java's does.
@@ -230,6 +238,16 @@ fn convert(conversion: char, precision: Option<usize>, value: &ScalarValue) -> R
         'x' => write!(text, "{:x}", long()?).unwrap_or_default(),
         'X' => write!(text, "{:X}", long()?).unwrap_or_default(),
         'o' => write!(text, "{:o}", long()?).unwrap_or_default(),
+        'f' | 'e' if !double()?.is_finite() => {
+            let x = double()?;
+            text = if x.is_nan() {
+                "NaN".into()
+            } else if x > 0.0 {
+                "Infinity".into()
+            } else {
+                "-Infinity".into()
+            };
+        }
         'f' => write!(text, "{:.*}", precision.unwrap_or(6), double()?).unwrap_or_default(),
         'e' => {
             // Java writes the exponent with a sign and at least two digits: 1.5e+03.
@@ -305,19 +323,7 @@ impl ScalarUDFImpl for ParseLong {
             })
             .collect();
         let answer: ArrayRef = Arc::new(parsed);
-        Ok(
-            if args
-                .args
-                .iter()
-                .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&answer, 0)?)
-            } else if answer.len() == rows {
-                ColumnarValue::Array(answer)
-            } else {
-                exec_err!("PARSE_LONG answered {} rows for {rows}", answer.len())?
-            },
-        )
+        scalar_or_array(&args.args, answer)
     }
 }
 
@@ -358,6 +364,12 @@ mod tests {
         );
         assert!(parse_pattern("100%").is_err());
         assert!(parse_pattern("%q").is_err());
+        assert!(parse_pattern("%2000000000d").is_err());
+        assert!(parse_pattern("%.99999999999999999999f").is_err());
+        assert_eq!(
+            format("%f %e", &[f64::NAN.into(), f64::NEG_INFINITY.into()]),
+            "NaN -Infinity"
+        );
         assert!(format_row(&parse_pattern("%s %s").unwrap(), &["a".into()]).is_err());
     }
 }

@@ -22,7 +22,7 @@ use chrono::format::{Parsed, parse};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
@@ -30,11 +30,11 @@ use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use grove_segment::calendar::{Calendar, parse_zone};
+use grove_segment::calendar::{Calendar, in_zone, parse_zone};
 use grove_segment::id::Interval;
 use grove_segment::period::{Period, Unit};
 
-use super::joda;
+use super::{joda, scalar_or_array};
 
 /// The type of Grove's times: milliseconds, UTC.
 fn time_type() -> DataType {
@@ -245,7 +245,7 @@ impl ScalarUDFImpl for TimeFunction {
                     .as_primitive::<TimestampMillisecondType>()
                     .iter()
                     .map(|t| {
-                        let local = DateTime::from_timestamp_millis(t?)?.with_timezone(&zone);
+                        let local = in_zone(t?, &zone)?;
                         Some(local.format_with_items(pattern.iter()).to_string())
                     })
                     .collect();
@@ -300,15 +300,7 @@ impl ScalarUDFImpl for TimeFunction {
                 Arc::new(diffs)
             }
         };
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        Ok(if scalar && answer.len() == 1 {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&answer, 0)?)
-        } else {
-            ColumnarValue::Array(answer)
-        })
+        scalar_or_array(&args.args, answer)
     }
 }
 
@@ -457,12 +449,15 @@ impl Field {
         })
     }
 
-    /// The field of `t` on the clock of `zone`.
+    /// The field of `t` on the clock of `zone`, as Druid computes it: `EPOCH` in
+    /// whole seconds toward zero, `DECADE` the year divided by ten, `CENTURY` and
+    /// `MILLENNIUM` the ones a year is in (2013 is in the 21st century and the 3rd
+    /// millennium).
     fn of(self, t: i64, zone: &Tz) -> Option<i64> {
-        let local = DateTime::from_timestamp_millis(t)?.with_timezone(zone);
+        let local = in_zone(t, zone)?;
         let year = i64::from(local.year());
         Some(match self {
-            Field::Epoch => t.div_euclid(1000),
+            Field::Epoch => t / 1000,
             Field::Millisecond => i64::from(local.timestamp_subsec_millis()),
             Field::Second => i64::from(local.second()),
             Field::Minute => i64::from(local.minute()),
@@ -475,9 +470,9 @@ impl Field {
             Field::Quarter => i64::from(local.month0() / 3 + 1),
             Field::Year => year,
             Field::IsoYear => i64::from(local.iso_week().year()),
-            Field::Decade => year.div_euclid(10),
-            Field::Century => year.div_euclid(100),
-            Field::Millennium => year.div_euclid(1000),
+            Field::Decade => year / 10,
+            Field::Century => (year as f64 / 100.0).ceil() as i64,
+            Field::Millennium => (year as f64 / 1000.0).ceil() as i64,
         })
     }
 }
@@ -499,8 +494,9 @@ pub fn sql_unit(unit: &str) -> Option<(Unit, u32)> {
 }
 
 /// The whole `unit`s from `a` to `b`, negative when `b` is earlier: months, quarters
-/// and years by the calendar (January 31 to February 29 is no whole month), the
-/// others by their length.
+/// and years by the calendar, the others by their length. A month is whole when the
+/// day of the month comes round again, or the month ends before it does (January 31
+/// to February 29 is a month, as in Joda's `monthsBetween`).
 fn difference(unit: &(Unit, u32), a: i64, b: i64) -> Option<i64> {
     let (field, count) = *unit;
     let months_per = match field {
@@ -508,7 +504,7 @@ fn difference(unit: &(Unit, u32), a: i64, b: i64) -> Option<i64> {
         Unit::Month => i64::from(count),
         _ => {
             let length = Period::of(field, count).millis;
-            return Some((b - a) / length);
+            return Some(b.checked_sub(a)? / length);
         }
     };
     let (from, to) = (
@@ -517,11 +513,19 @@ fn difference(unit: &(Unit, u32), a: i64, b: i64) -> Option<i64> {
     );
     let mut months =
         i64::from(to.year() - from.year()) * 12 + i64::from(to.month0()) - i64::from(from.month0());
-    // The months are whole only when the rest of `to` has reached the rest of `from`.
-    let rest = |t: NaiveDateTime| (t.day(), t.time());
-    if months > 0 && rest(to) < rest(from) {
+    // Whole months: as many as `from` can move (its day clamped to a shorter month's
+    // last) without passing `to`.
+    let moved = |m: i64| -> Option<NaiveDateTime> {
+        let n = chrono::Months::new(u32::try_from(m.unsigned_abs()).ok()?);
+        if m >= 0 {
+            from.checked_add_months(n)
+        } else {
+            from.checked_sub_months(n)
+        }
+    };
+    if months > 0 && moved(months)? > to {
         months -= 1;
-    } else if months < 0 && rest(to) > rest(from) {
+    } else if months < 0 && moved(months)? < to {
         months += 1;
     }
     Some(months / months_per)
@@ -641,6 +645,12 @@ mod tests {
         assert_eq!(Field::Epoch.of(t, &utc()), Some(1_375_344_877));
         assert_eq!(Field::Quarter.of(t, &utc()), Some(3));
         assert_eq!(Field::Decade.of(t, &utc()), Some(201));
+        assert_eq!(Field::Century.of(t, &utc()), Some(21));
+        assert_eq!(Field::Millennium.of(t, &utc()), Some(3));
+        assert_eq!(
+            Field::Hour.of(i64::MIN, &parse_zone("+05:00").unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -653,7 +663,23 @@ mod tests {
         assert_eq!(difference(&minute, b, a), Some(-54));
         let month = sql_unit("MONTH").unwrap();
         let (jan31, feb29) = (at("2024-01-31T00:00:00Z"), at("2024-02-29T00:00:00Z"));
-        assert_eq!(difference(&month, jan31, feb29), Some(0));
+        assert_eq!(difference(&month, jan31, feb29), Some(1));
+        assert_eq!(
+            difference(&month, at("2024-01-31T12:00:00Z"), feb29),
+            Some(0)
+        );
+        assert_eq!(
+            difference(&month, at("2024-01-30T00:00:00Z"), feb29),
+            Some(1)
+        );
+        assert_eq!(
+            difference(&month, at("2024-01-29T00:00:01Z"), feb29),
+            Some(0)
+        );
+        assert_eq!(
+            difference(&month, at("2024-03-31T00:00:00Z"), jan31),
+            Some(-2)
+        );
         assert_eq!(
             difference(&month, jan31, at("2024-03-31T00:00:00Z")),
             Some(2)
