@@ -4,6 +4,7 @@
 mod cancel;
 mod cli;
 mod cluster;
+mod druid_native;
 mod druid_sql;
 mod flight_sql;
 mod forged;

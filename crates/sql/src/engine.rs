@@ -373,6 +373,22 @@ impl Session {
         Ok((schema, stream))
     }
 
+    /// A datasource of schema `druid` to build a plan on (as Druid's native queries
+    /// do), read against fresh metadata.
+    pub async fn datasource(&self, name: &str) -> Result<DataFrame> {
+        self.metadata
+            .refresh()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.ctx
+            .table(datafusion::common::TableReference::full(
+                CATALOG,
+                DEFAULT_SCHEMA,
+                name,
+            ))
+            .await
+    }
+
     /// Runs one statement to completion.
     pub async fn execute(&self, text: &str) -> Result<Vec<RecordBatch>> {
         self.sql(text).await?.collect().await

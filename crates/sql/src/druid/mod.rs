@@ -12,6 +12,7 @@
 //!   lower-case `information_schema` that Postgres tools read.
 //! - [`types`]: Druid's names of column types, SQL and native.
 //! - [`json`]: values as Druid's JSON answers write them.
+//! - [`native`]: Druid's native JSON queries, planned as DataFusion plans.
 //!
 //! Identifiers keep their case (`countryName`), and the datasources are in catalog
 //! and schema `druid`. The functions are registered wherever a plan runs (brokers,
@@ -21,6 +22,7 @@
 pub mod information_schema;
 pub mod joda;
 pub mod json;
+pub mod native;
 pub mod rewrite;
 pub mod strings;
 pub mod time;

@@ -1,12 +1,17 @@
 //! Druid's query APIs over HTTP, on a broker and `grove start`:
 //!
 //! - [`sql`]: `POST /druid/v2/sql`, and cancelling a query by its `sqlQueryId`.
+//! - [`native`]: `POST /druid/v2`, Druid's native JSON queries, and cancelling one by
+//!   its `queryId`.
+//! - [`running`]: the queries both are running, by id.
 //! - [`datasources`]: `GET /druid/v2/datasources`, and a datasource's dimensions and
 //!   metrics.
 //!
 //! Errors are Druid's JSON ([`error`]).
 
 mod datasources;
+mod native;
+mod running;
 mod sql;
 
 use std::sync::Arc;
@@ -22,7 +27,27 @@ use crate::Engine;
 /// The query APIs' routes; queries run at most `default_timeout` unless their context
 /// sets a `timeout`.
 pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router {
-    sql::routes(Arc::clone(&engine), default_timeout).merge(datasources::routes(engine))
+    let running = Arc::new(running::Running::default());
+    sql::routes(Arc::clone(&engine), default_timeout, Arc::clone(&running))
+        .merge(native::routes(
+            Arc::clone(&engine),
+            default_timeout,
+            running,
+        ))
+        .merge(datasources::routes(engine))
+}
+
+/// Cancels the query running as `id`: `202`, or `404` when none runs.
+fn cancel(running: &running::Running, id: &str) -> Response {
+    if running.cancel(id) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "Query not found",
+            format!("no query with id {id:?} is running"),
+        )
+    }
 }
 
 /// Druid's error JSON: `error` (Druid's code for the kind of failure, such as `Plan

@@ -18,9 +18,7 @@
 //! a timeout, `500` otherwise; an error after rows were sent ends the answer early,
 //! as Druid's does (no closing empty line, no closing `]`).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -37,8 +35,8 @@ use futures::StreamExt;
 use grove_segment::id::parse_instant;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
 
+use super::running::{Registered, Running};
 use super::{error, error_of_class};
 use crate::druid::json::{json_rows, object_text};
 use crate::druid::types::{SqlType, native_type};
@@ -160,41 +158,21 @@ struct SqlApi {
     engine: Arc<Engine>,
     /// A query's time limit when its context sets none.
     default_timeout: Option<Duration>,
-    /// By `sqlQueryId`: the cancel token of the query running under it, and a number
-    /// telling this run of the id from a later one.
-    running: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    runs: AtomicU64,
-    next_id: AtomicU64,
-}
-
-/// A query listed as running until its answer ends, in any way.
-struct Registered {
-    api: Arc<SqlApi>,
-    id: String,
-    run: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        if let Ok(mut running) = self.api.running.lock()
-            && running
-                .get(&self.id)
-                .is_some_and(|(run, _)| *run == self.run)
-        {
-            running.remove(&self.id);
-        }
-    }
+    /// The queries running, by `sqlQueryId`.
+    running: Arc<Running>,
 }
 
 /// The SQL API's routes; queries run at most `default_timeout` unless their context
 /// sets a `timeout`.
-pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router {
+pub fn routes(
+    engine: Arc<Engine>,
+    default_timeout: Option<Duration>,
+    running: Arc<Running>,
+) -> Router {
     let api = Arc::new(SqlApi {
         engine,
         default_timeout,
-        running: Mutex::new(HashMap::new()),
-        runs: AtomicU64::new(0),
-        next_id: AtomicU64::new(0),
+        running,
     });
     Router::new()
         .route("/druid/v2/sql", post(sql))
@@ -210,7 +188,7 @@ const CONTEXT_SETTINGS: [(&str, &str); 2] = [
 ];
 
 /// Applies the request's context to its session.
-fn apply_context(session: &Session, context: &Map<String, Value>) -> Result<(), String> {
+pub(super) fn apply_context(session: &Session, context: &Map<String, Value>) -> Result<(), String> {
     for (key, setting) in CONTEXT_SETTINGS {
         match context.get(key) {
             None => {}
@@ -226,7 +204,7 @@ fn apply_context(session: &Session, context: &Map<String, Value>) -> Result<(), 
 }
 
 /// The query's `timeout` (ms), or `default` when its context sets none.
-fn timeout(
+pub(super) fn timeout(
     context: &Map<String, Value>,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, String> {
@@ -242,7 +220,7 @@ fn timeout(
 
 /// Druid's error for a failed statement: `400` when it is the query's fault (bad SQL,
 /// unknown names, refused statements), else the cluster's: `500`.
-fn failure(e: &DataFusionError) -> Response {
+pub(super) fn failure(e: &DataFusionError) -> Response {
     let (status, code, class) = match e.find_root() {
         DataFusionError::SQL(..) => (StatusCode::BAD_REQUEST, "SQL parse failed", "SQL"),
         DataFusionError::Plan(_) => (StatusCode::BAD_REQUEST, "Plan validation failed", "Plan"),
@@ -293,32 +271,15 @@ async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
             let why = format!("context sqlQueryId must be a string, not {other}");
             return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
         }
-        None => format!("grove-{}", api.next_id.fetch_add(1, Ordering::Relaxed)),
+        None => api.running.id(None),
     };
     let parameters = match request.parameters.iter().map(Parameter::scalar).collect() {
         Ok(values) => values,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Plan validation failed", e),
     };
-    let token = CancellationToken::new();
-    let run = api.runs.fetch_add(1, Ordering::Relaxed);
-    {
-        let Ok(mut running) = api.running.lock() else {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Unknown exception",
-                "the list of running queries is poisoned",
-            );
-        };
-        if running.contains_key(&id) {
-            let why = format!("a query with sqlQueryId {id:?} is already running");
-            return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
-        }
-        running.insert(id.clone(), (run, token.clone()));
-    }
-    let registered = Registered {
-        api: api.clone(),
-        id: id.clone(),
-        run,
+    let (registered, token) = match api.running.register(&id) {
+        Ok(registered) => registered,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "Query context parse failed", why),
     };
     let guard = Guard::new(token, limit);
     let mut response = match answer(&request, &session, parameters, guard, registered).await {
@@ -400,18 +361,7 @@ fn halt_text(halt: Halt) -> String {
 }
 
 async fn cancel(State(api): State<Arc<SqlApi>>, Path(id): Path<String>) -> Response {
-    let found = api.running.lock().ok().and_then(|mut r| r.remove(&id));
-    match found {
-        Some((_, token)) => {
-            token.cancel();
-            StatusCode::ACCEPTED.into_response()
-        }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "Query not found",
-            format!("no query with sqlQueryId {id:?} is running"),
-        ),
-    }
+    super::cancel(&api.running, &id)
 }
 
 impl ResultFormat {

@@ -1,0 +1,131 @@
+//! Druid's native query API:
+//!
+//! - `POST /druid/v2` (and `/druid/v2/`, `?pretty` accepted): a native JSON query
+//!   ([`crate::druid::native`]); the answer is Druid's JSON for its type. The context's
+//!   `queryId` names it (else the broker does, in `X-Druid-Query-Id`), `timeout` (ms)
+//!   bounds it, `useCache` and `populateCache` set the result cache; `priority` and
+//!   other keys are accepted and ignored.
+//! - `DELETE /druid/v2/{queryId}` cancels a running query: `202`, or `404`.
+//!
+//! Errors are Druid's JSON: `400` for the query's fault (`Json parse failed` for a body
+//! that is not a query), `501` for what Grove does not support, `504` for a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use datafusion::error::DataFusionError;
+use serde_json::{Map, Value};
+
+use super::running::Running;
+use super::sql::{apply_context, failure, timeout};
+use super::{cancel, error};
+use crate::Engine;
+use crate::druid::native::Planner;
+use crate::druid::native::spec::Query;
+use crate::guard::{Guard, Halt};
+
+struct NativeApi {
+    engine: Arc<Engine>,
+    default_timeout: Option<Duration>,
+    running: Arc<Running>,
+}
+
+pub fn routes(
+    engine: Arc<Engine>,
+    default_timeout: Option<Duration>,
+    running: Arc<Running>,
+) -> Router {
+    let api = Arc::new(NativeApi {
+        engine,
+        default_timeout,
+        running,
+    });
+    Router::new()
+        .route("/druid/v2", post(native))
+        .route("/druid/v2/", post(native))
+        .route("/druid/v2/{id}", delete(cancel_native))
+        .with_state(api)
+}
+
+async fn native(State(api): State<Arc<NativeApi>>, body: Bytes) -> Response {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
+    };
+    let context = match value.get("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        Some(other) => {
+            let why = format!("context must be an object, not {other}");
+            return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
+        }
+    };
+    let query: Query = match serde_json::from_value(value) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
+    };
+    let session = api.engine.session();
+    let limit = match apply_context(&session, &context)
+        .and_then(|()| timeout(&context, api.default_timeout))
+    {
+        Ok(limit) => limit,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Query context parse failed", e),
+    };
+    let id = api.running.id(query.context().query_id.clone());
+    let (registered, token) = match api.running.register(&id) {
+        Ok(registered) => registered,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "Query context parse failed", why),
+    };
+    let guard = Guard::new(token, limit);
+    let planner = Planner::new(&session);
+    let answer = guard
+        .run(async {
+            match &query {
+                Query::Timeseries(q) => planner.timeseries(q).await,
+                Query::TopN(q) => planner.top_n(q).await,
+                Query::GroupBy(q) => planner.group_by(q).await,
+                Query::Scan(q) => planner.scan(q).await,
+                Query::TimeBoundary(q) => planner.time_boundary(q).await,
+                Query::Search(_) | Query::SegmentMetadata(_) | Query::DataSourceMetadata(_) => Err(
+                    DataFusionError::NotImplemented("this query type is not supported yet".into()),
+                ),
+            }
+        })
+        .await;
+    drop(registered);
+    let mut response = match answer {
+        Ok(json) => {
+            let mut text = String::new();
+            json.write(&mut text);
+            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+        Err(Halt::TimedOut) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Query timeout",
+            format!("query {id} did not finish within its timeout"),
+        ),
+        Err(Halt::Cancelled) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Query cancelled",
+            format!("query {id} was cancelled"),
+        ),
+        Err(Halt::Failed(e)) if matches!(e.find_root(), DataFusionError::NotImplemented(_)) => {
+            error(StatusCode::NOT_IMPLEMENTED, "Unsupported operation", e)
+        }
+        Err(Halt::Failed(e)) => failure(&e),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("X-Druid-Query-Id", value);
+    }
+    response
+}
+
+async fn cancel_native(State(api): State<Arc<NativeApi>>, Path(id): Path<String>) -> Response {
+    cancel(&api.running, &id)
+}
