@@ -191,6 +191,69 @@ fn timeseries_topn_groupby_scan_and_time_boundary_answer_in_druids_shapes() {
 }
 
 #[test]
+fn search_segment_metadata_and_data_source_metadata_describe_the_data() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+
+    // search: values of device holding "o", case-insensitively, with their rows.
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "search", "dataSource": "events", "granularity": "all",
+            "intervals": ["2000-01-01/2100-01-01"], "searchDimensions": ["device"],
+            "query": { "type": "insensitive_contains", "value": "O" },
+        }),
+    );
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r["device"].to_lowercase().contains('o'))
+    {
+        *counts.entry(r["device"].clone()).or_default() += 1;
+    }
+    assert!(!counts.is_empty());
+    let first = &by_time(&rows)[0]["timestamp"];
+    let expected: Vec<Value> = counts
+        .iter()
+        .map(|(v, n)| json!({ "dimension": "device", "value": v, "count": n }))
+        .collect();
+    assert_eq!(got, json!([{ "timestamp": first, "result": expected }]));
+
+    // segmentMetadata, merged: every row, the string columns' cardinalities.
+    let got = ok(
+        &g,
+        &json!({ "queryType": "segmentMetadata", "dataSource": "events", "merge": true }),
+    );
+    let merged = &got[0];
+    assert_eq!(merged["id"], "merged");
+    assert_eq!(merged["numRows"], json!(rows.len()));
+    assert_eq!(merged["columns"]["__time"]["type"], "LONG");
+    assert_eq!(merged["columns"]["device"]["type"], "STRING");
+    assert_eq!(merged["columns"]["revenue"]["type"], "DOUBLE");
+    let devices = grove_e2e::devices_in_csv(&g.sandbox).len();
+    assert_eq!(merged["columns"]["device"]["cardinality"], json!(devices));
+    let per_segment = ok(
+        &g,
+        &json!({ "queryType": "segmentMetadata", "dataSource": "events" }),
+    );
+    let summed: u64 = per_segment
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["numRows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summed, rows.len() as u64);
+
+    // dataSourceMetadata: the latest event.
+    let got = ok(
+        &g,
+        &json!({ "queryType": "dataSourceMetadata", "dataSource": "events" }),
+    );
+    let last = &by_time(&rows).last().unwrap()["timestamp"];
+    assert_eq!(got[0]["result"], json!({ "maxIngestedEventTime": last }));
+}
+
+#[test]
 fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
     let g = GroveStart::new(500);
     for (query, status, code) in [
@@ -216,7 +279,8 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
             "Unsupported operation",
         ),
         (
-            json!({ "queryType": "search", "dataSource": "events", "query": { "type": "contains", "value": "a" } }),
+            json!({ "queryType": "timeseries", "dataSource": "events", "granularity": "all",
+                    "filter": { "type": "expression", "expression": "device == 'mobile'" } }),
             501,
             "Unsupported operation",
         ),

@@ -204,6 +204,11 @@ impl Session {
         &self.ctx
     }
 
+    /// What the session learns of datasources and their segments.
+    pub fn metadata(&self) -> &Arc<dyn Metadata> {
+        &self.metadata
+    }
+
     /// Names result columns without a name `EXPR$0`, `EXPR$1`, ... by their place in
     /// the select list, as Druid's HTTP API does (other front ends keep DataFusion's
     /// names, such as `count(*)`).

@@ -92,9 +92,9 @@ async fn native(State(api): State<Arc<NativeApi>>, body: Bytes) -> Response {
                 Query::GroupBy(q) => planner.group_by(q).await,
                 Query::Scan(q) => planner.scan(q).await,
                 Query::TimeBoundary(q) => planner.time_boundary(q).await,
-                Query::Search(_) | Query::SegmentMetadata(_) | Query::DataSourceMetadata(_) => Err(
-                    DataFusionError::NotImplemented("this query type is not supported yet".into()),
-                ),
+                Query::Search(q) => planner.search(q).await,
+                Query::SegmentMetadata(q) => planner.segment_metadata(q).await,
+                Query::DataSourceMetadata(q) => planner.data_source_metadata(q).await,
             }
         })
         .await;

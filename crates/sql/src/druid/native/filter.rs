@@ -174,7 +174,7 @@ impl Planner<'_> {
                 cast(ident(dimension), DataType::Utf8),
                 lit(pattern.clone()),
             ]),
-            Filter::Search { dimension, query } => self.search(dimension, query)?,
+            Filter::Search { dimension, query } => self.matches(dimension, query)?,
             Filter::Expression { .. } => {
                 return Err(DataFusionError::NotImplemented(
                     "filters of type expression are not supported yet".into(),
@@ -198,7 +198,7 @@ impl Planner<'_> {
     }
 
     /// Whether `dimension` holds what a search spec looks for.
-    pub(super) fn search(&self, dimension: &str, spec: &SearchSpec) -> Result<Expr> {
+    pub(super) fn matches(&self, dimension: &str, spec: &SearchSpec) -> Result<Expr> {
         let text = cast(ident(dimension), DataType::Utf8);
         let contains = |needle: &str, case_sensitive: bool| -> Result<Expr> {
             let (haystack, needle) = if case_sensitive {
@@ -229,6 +229,9 @@ impl Planner<'_> {
                     .map(|v| contains(v, *case_sensitive))
                     .collect::<Result<_>>()?,
             )),
+            SearchSpec::Regex { pattern } => Ok(self
+                .function("regexp_like")?
+                .call(vec![text, lit(pattern.clone())])),
         }
     }
 }

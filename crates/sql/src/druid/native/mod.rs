@@ -6,9 +6,11 @@
 //! - [`spec`]: the queries as JSON.
 //! - [`filter`]: filters as predicates.
 //! - [`aggregate`]: aggregators and post-aggregators as expressions.
-//! - [`queries`]: each query type's plan and its answer in Druid's shape.
+//! - [`queries`]: each aggregating query's plan and its answer in Druid's shape.
+//! - [`metadata`]: `search`, `segmentMetadata` and `dataSourceMetadata`.
 //!
-//! Supported: `timeseries`, `topN`, `groupBy`, `scan` and `timeBoundary`, with
+//! Supported: `timeseries`, `topN`, `groupBy`, `scan`, `timeBoundary`, `search`,
+//! `segmentMetadata` and `dataSourceMetadata`, with
 //! granularities (simple names, `period` with a time zone and origin, `duration`),
 //! intervals in every form, the filters and aggregators of Druid's docs but
 //! `expression` ones, and the arithmetic, field-access, constant and greatest/least
@@ -16,6 +18,7 @@
 
 pub mod aggregate;
 pub mod filter;
+pub mod metadata;
 pub mod queries;
 pub mod spec;
 

@@ -105,7 +105,7 @@ impl Rows {
                 );
             }
             if let Some(bucket) = batch.column_by_name(BUCKET) {
-                out.buckets.extend(millis(bucket)?);
+                out.buckets.extend(millis_of(bucket)?);
             }
         }
         Ok(out)
@@ -134,7 +134,7 @@ const BUCKET: &str = "__bucket";
 const FIRST: &str = "__first";
 
 /// A column of times as milliseconds.
-fn millis(column: &dyn Array) -> Result<Vec<Option<i64>>> {
+pub(super) fn millis_of(column: &dyn Array) -> Result<Vec<Option<i64>>> {
     let as_millis = cast(
         &datafusion::arrow::array::make_array(column.to_data()),
         &DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -169,7 +169,7 @@ impl Planner<'_> {
 
     /// The first time of the data in `intervals` passing `filter`, or the
     /// intervals' start when it is later: a bucket of all of time's timestamp.
-    async fn first_time(
+    pub(super) async fn first_time(
         &self,
         source: &super::spec::DataSource,
         intervals: &[Interval],
@@ -183,7 +183,7 @@ impl Planner<'_> {
             .await?;
         let first = batches
             .first()
-            .map(|b| millis(b.column(0).as_ref()))
+            .map(|b| millis_of(b.column(0).as_ref()))
             .transpose()?
             .and_then(|v| v.first().copied().flatten());
         let start = intervals.iter().map(|i| i.start).min().unwrap_or(0);
@@ -553,8 +553,8 @@ impl Planner<'_> {
             return Ok(Json::Array(vec![]));
         };
         let (Some(Some(min)), Some(Some(max))) = (
-            millis(batch.column(0).as_ref())?.first().copied(),
-            millis(batch.column(1).as_ref())?.first().copied(),
+            millis_of(batch.column(0).as_ref())?.first().copied(),
+            millis_of(batch.column(1).as_ref())?.first().copied(),
         ) else {
             return Ok(Json::Array(vec![]));
         };
@@ -580,7 +580,7 @@ impl Planner<'_> {
 }
 
 /// `{"timestamp": time, "result": result}`.
-fn bucket_row(time: String, result: Json) -> Json {
+pub(super) fn bucket_row(time: String, result: Json) -> Json {
     Json::Object(vec![
         ("timestamp".into(), Json::text(time)),
         ("result".into(), result),

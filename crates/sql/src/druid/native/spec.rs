@@ -413,6 +413,9 @@ pub enum SearchSpec {
         #[serde(default, alias = "caseSensitive", deserialize_with = "flexible_bool")]
         case_sensitive: bool,
     },
+    Regex {
+        pattern: String,
+    },
 }
 
 /// Aggregators, by `type`.
