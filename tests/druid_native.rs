@@ -296,3 +296,48 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
     let (status, body) = native(&g, &json!("not a query"));
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn pydruids_native_client_and_export_pandas_work_unchanged() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+    let port = g
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let got = grove_e2e::start::python_client("druid_client.py", &["native", &port]);
+
+    let mut days: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r["device"] == "mobile") {
+        let day = days
+            .entry(format!("{}T00:00:00.000Z", &r["timestamp"][..10]))
+            .or_default();
+        day.0 += 1;
+        day.1 += r["latency_ms"].parse::<i64>().unwrap();
+    }
+    let expected: Vec<Value> = days
+        .iter()
+        .map(|(day, (n, latency))| json!({ "rows": n, "latency": latency, "timestamp": day }))
+        .collect();
+    assert_eq!(got["days"], json!(expected));
+
+    let mut devices: Vec<(i64, String)> = grove_e2e::devices_in_csv(&g.sandbox)
+        .into_iter()
+        .map(|(d, n)| (n as i64, d))
+        .collect();
+    devices.sort_by(|a, b| b.cmp(a));
+    let first = &by_time(&rows)[0]["timestamp"];
+    let expected: Vec<Value> = devices[..2]
+        .iter()
+        .map(|(n, d)| json!({ "device": d, "rows": n, "timestamp": first }))
+        .collect();
+    assert_eq!(got["top"], json!(expected));
+    let last = &by_time(&rows).last().unwrap()["timestamp"];
+    assert_eq!(
+        got["boundary"],
+        json!([{ "timestamp": first, "result": { "minTime": first, "maxTime": last } }])
+    );
+}

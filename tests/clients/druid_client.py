@@ -3,6 +3,7 @@
 Each command prints one JSON document on stdout for the Rust test that ran it to
 compare with what it computed itself:
     druid_client.py sql PORT        pydruid's DB-API and its SQLAlchemy dialect
+    druid_client.py native PORT     pydruid's native client, answers as pandas frames
 """
 
 import json
@@ -62,10 +63,42 @@ def dialect(port):
     return out
 
 
+def native(port):
+    from pydruid.client import PyDruid
+    from pydruid.utils.aggregators import count, longsum
+    from pydruid.utils.filters import Dimension
+
+    client = PyDruid(f"http://127.0.0.1:{port}", "druid/v2")
+    out = {}
+    days = client.timeseries(
+        datasource="events",
+        granularity="day",
+        intervals="2000-01-01/2100-01-01",
+        aggregations={"rows": count("count"), "latency": longsum("latency_ms")},
+        filter=Dimension("device") == "mobile",
+    )
+    out["days"] = days.export_pandas().sort_values("timestamp").to_dict(orient="records")
+    top = client.topn(
+        datasource="events",
+        granularity="all",
+        intervals="2000-01-01/2100-01-01",
+        aggregations={"rows": count("count")},
+        dimension="device",
+        metric="rows",
+        threshold=2,
+    )
+    out["top"] = top.export_pandas().to_dict(orient="records")
+    boundary = client.time_boundary(datasource="events")
+    out["boundary"] = boundary.result
+    return out
+
+
 def main():
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "sql":
         print(json.dumps({"dbapi": dbapi(port), "dialect": dialect(port)}))
+    elif command == "native":
+        print(json.dumps(native(port), default=str))
     else:
         sys.exit(f"unknown command {command}")
 
