@@ -341,3 +341,124 @@ fn pydruids_native_client_and_export_pandas_work_unchanged() {
         json!([{ "timestamp": first, "result": { "minTime": first, "maxTime": last } }])
     );
 }
+
+#[test]
+fn grafanas_druid_plugin_requests_are_answered_as_it_reads_them() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+    let sorted = by_time(&rows);
+    let (from, to) = (
+        &sorted[0]["timestamp"],
+        &sorted[sorted.len() - 1]["timestamp"],
+    );
+    let millis = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let in_range: Vec<_> = rows.iter().filter(|r| r["device"] == "mobile").collect();
+
+    // SQL, as the plugin sends it: its own queryType key, arrays with a header row.
+    let (status, _, body) = g.post(&json!({
+        "queryType": "sql", "context": { "plop": "plip" }, "resultFormat": "array", "header": true,
+        "query": format!(
+            "SELECT \"__time\", \"device\" FROM \"events\" WHERE __time >= MILLIS_TO_TIMESTAMP({}) \
+             AND __time <= MILLIS_TO_TIMESTAMP({}) ORDER BY 1 LIMIT 5",
+            millis(from), millis(to)
+        ),
+    }));
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(got[0], json!(["__time", "device"]));
+    // The plugin takes a column for times only when it reads exactly like this.
+    assert_eq!(got[1][0], json!(from));
+
+    let intervals = json!({ "type": "intervals", "intervals": [format!("{from}/{to}")] });
+    let selector = json!({ "type": "selector", "dimension": "device", "value": "mobile" });
+    // Rows strictly before the last time, as the interval's end is excluded.
+    let counted = in_range.iter().filter(|r| &r["timestamp"] != to).count() as i64;
+
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "timeseries", "dataSource": { "type": "table", "name": "events" },
+            "intervals": intervals, "context": { "plop": "plep" }, "descending": false,
+            "filter": selector, "granularity": "hour",
+            "aggregations": [
+                { "type": "count", "name": "count" },
+                { "type": "longLast", "name": "latency", "fieldName": "latency_ms" },
+            ],
+        }),
+    );
+    let total: i64 = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, counted);
+
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "topN", "dataSource": { "type": "table", "name": "events" },
+            "intervals": intervals, "context": { "plop": "plep" },
+            "dimension": { "type": "default", "dimension": "country", "outputName": "land", "outputType": "STRING" },
+            "metric": { "type": "numeric", "metric": "latency" }, "threshold": 50,
+            "filter": selector, "granularity": "all",
+            "aggregations": [{ "type": "longSum", "name": "latency", "fieldName": "latency_ms" }],
+        }),
+    );
+    let mut by_country: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in in_range.iter().filter(|r| &r["timestamp"] != to) {
+        *by_country.entry(&r["country"]).or_default() += r["latency_ms"].parse::<i64>().unwrap();
+    }
+    let listed = got[0]["result"].as_array().unwrap();
+    assert_eq!(listed.len(), by_country.len().min(50));
+    for row in listed {
+        assert_eq!(
+            row["latency"],
+            json!(by_country[row["land"].as_str().unwrap()]),
+            "{row}"
+        );
+    }
+
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "groupBy", "dataSource": { "type": "table", "name": "events" },
+            "intervals": intervals,
+            "dimensions": [{ "type": "default", "dimension": "country", "outputName": "land", "outputType": "STRING" }],
+            "filter": selector, "granularity": "day",
+            "aggregations": [{ "type": "count", "name": "count" }],
+        }),
+    );
+    let grouped: i64 = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["version"], "v1");
+            r["event"]["count"].as_i64().unwrap()
+        })
+        .sum();
+    assert_eq!(grouped, counted);
+
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "scan", "dataSource": { "type": "table", "name": "events" },
+            "intervals": { "type": "intervals", "intervals": [format!("{from}/P5D")] },
+            "context": { "plop": "plep" }, "resultFormat": "compactedList", "batchSize": 20480,
+            "order": "none", "filter": selector, "columns": ["__time", "device", "country"],
+        }),
+    );
+    // Every row in the one batch the plugin reads.
+    let five_days = millis(from) + 5 * 86_400_000;
+    let expected = in_range
+        .iter()
+        .filter(|r| millis(&r["timestamp"]) < five_days)
+        .count();
+    assert_eq!(got.as_array().unwrap().len(), 1);
+    assert_eq!(got[0]["events"].as_array().unwrap().len(), expected);
+}

@@ -128,6 +128,7 @@ pub struct Scan {
 pub enum ScanFormat {
     #[default]
     List,
+    #[serde(alias = "compactedlist")]
     CompactedList,
 }
 
@@ -135,8 +136,11 @@ pub enum ScanFormat {
 #[serde(rename_all = "camelCase")]
 pub enum ScanOrder {
     #[default]
+    #[serde(alias = "NONE")]
     None,
+    #[serde(alias = "ASCENDING")]
     Ascending,
+    #[serde(alias = "DESCENDING")]
     Descending,
 }
 
