@@ -27,14 +27,22 @@ use crate::Engine;
 /// The query APIs' routes; queries run at most `default_timeout` unless their context
 /// sets a `timeout`.
 pub fn routes(engine: Arc<Engine>, default_timeout: Option<Duration>) -> Router {
-    let running = Arc::new(running::Running::default());
-    sql::routes(Arc::clone(&engine), default_timeout, Arc::clone(&running))
-        .merge(native::routes(
-            Arc::clone(&engine),
-            default_timeout,
-            running,
-        ))
+    let api = Arc::new(Api {
+        engine: Arc::clone(&engine),
+        default_timeout,
+        running: Arc::new(running::Running::default()),
+    });
+    sql::routes(Arc::clone(&api))
+        .merge(native::routes(api))
         .merge(datasources::routes(engine))
+}
+
+/// What the SQL and native APIs share: the engine, the time limit of a query whose
+/// context sets none, and the queries running, by id.
+struct Api {
+    engine: Arc<Engine>,
+    default_timeout: Option<Duration>,
+    running: Arc<running::Running>,
 }
 
 /// Cancels the query running as `id`: `202`, or `404` when none runs.

@@ -11,7 +11,6 @@
 //! that is not a query), `501` for what Grove does not support, `504` for a timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,30 +21,14 @@ use axum::routing::{delete, post};
 use datafusion::error::DataFusionError;
 use serde_json::{Map, Value};
 
-use super::running::Running;
 use super::sql::{apply_context, failure, timeout};
-use super::{cancel, error};
-use crate::Engine;
+use super::{Api, cancel, error};
 use crate::druid::native::Planner;
 use crate::druid::native::spec::Query;
 use crate::guard::{Guard, Halt};
 
-struct NativeApi {
-    engine: Arc<Engine>,
-    default_timeout: Option<Duration>,
-    running: Arc<Running>,
-}
-
-pub fn routes(
-    engine: Arc<Engine>,
-    default_timeout: Option<Duration>,
-    running: Arc<Running>,
-) -> Router {
-    let api = Arc::new(NativeApi {
-        engine,
-        default_timeout,
-        running,
-    });
+/// The native API's routes.
+pub fn routes(api: Arc<Api>) -> Router {
     Router::new()
         .route("/druid/v2", post(native))
         .route("/druid/v2/", post(native))
@@ -53,7 +36,7 @@ pub fn routes(
         .with_state(api)
 }
 
-async fn native(State(api): State<Arc<NativeApi>>, body: Bytes) -> Response {
+async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
@@ -126,6 +109,6 @@ async fn native(State(api): State<Arc<NativeApi>>, body: Bytes) -> Response {
     response
 }
 
-async fn cancel_native(State(api): State<Arc<NativeApi>>, Path(id): Path<String>) -> Response {
+async fn cancel_native(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     cancel(&api.running, &id)
 }

@@ -36,12 +36,13 @@ use grove_segment::id::parse_instant;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::running::{Registered, Running};
+use super::Api;
+use super::running::Registered;
 use super::{error, error_of_class};
+use crate::Session;
 use crate::druid::json::{json_rows, object_text};
 use crate::druid::types::{SqlType, native_type};
 use crate::guard::{Guard, Halt};
-use crate::{Engine, Session};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,27 +154,8 @@ fn parsed<T: std::str::FromStr>(
         .map(Some)
 }
 
-/// The broker's SQL API and the queries it is running.
-struct SqlApi {
-    engine: Arc<Engine>,
-    /// A query's time limit when its context sets none.
-    default_timeout: Option<Duration>,
-    /// The queries running, by `sqlQueryId`.
-    running: Arc<Running>,
-}
-
-/// The SQL API's routes; queries run at most `default_timeout` unless their context
-/// sets a `timeout`.
-pub fn routes(
-    engine: Arc<Engine>,
-    default_timeout: Option<Duration>,
-    running: Arc<Running>,
-) -> Router {
-    let api = Arc::new(SqlApi {
-        engine,
-        default_timeout,
-        running,
-    });
+/// The SQL API's routes.
+pub fn routes(api: Arc<Api>) -> Router {
     Router::new()
         .route("/druid/v2/sql", post(sql))
         .route("/druid/v2/sql/", post(sql))
@@ -253,7 +235,7 @@ pub(super) fn failure(e: &DataFusionError) -> Response {
     error_of_class(status, code, Some(&format!("DataFusionError::{class}")), e)
 }
 
-async fn sql(State(api): State<Arc<SqlApi>>, body: Bytes) -> Response {
+async fn sql(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
@@ -360,7 +342,7 @@ fn halt_text(halt: Halt) -> String {
     }
 }
 
-async fn cancel(State(api): State<Arc<SqlApi>>, Path(id): Path<String>) -> Response {
+async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     super::cancel(&api.running, &id)
 }
 
