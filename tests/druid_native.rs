@@ -71,6 +71,29 @@ fn timeseries_topn_groupby_scan_and_time_boundary_answer_in_druids_shapes() {
         assert!((mean - *latency as f64 / *n as f64).abs() < 1e-9, "{row}");
     }
 
+    // With grand totals: a last row without a timestamp.
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "timeseries", "dataSource": "events", "granularity": "day",
+            "intervals": "2000-01-01/2100-01-01", "descending": "true",
+            "filter": { "type": "selector", "dimension": "device", "value": "mobile" },
+            "aggregations": [{ "type": "count", "name": "rows" }],
+            "context": { "grandTotal": true },
+        }),
+    );
+    let answered = got.as_array().unwrap();
+    assert_eq!(answered.len(), days.len() + 1);
+    assert_eq!(
+        answered[0]["timestamp"],
+        json!(days.keys().last().unwrap()),
+        "descending"
+    );
+    assert_eq!(
+        answered[days.len()],
+        json!({ "timestamp": null, "result": { "rows": mobile.len() } })
+    );
+
     // The same days in Los Angeles' time: the buckets start at local midnight (-07:00
     // in June).
     let got = ok(

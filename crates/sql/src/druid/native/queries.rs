@@ -2,7 +2,8 @@
 //!
 //! - `timeseries`: `[{"timestamp", "result": {aggregates...}}]`, a row per bucket,
 //!   the empty buckets between the first and the last filled (a `count` with 0, the
-//!   others with null) unless the context says `skipEmptyBuckets`;
+//!   others with null) unless the context says `skipEmptyBuckets`, and with the
+//!   context's `grandTotal` a last row of the totals with a null timestamp;
 //! - `topN`: `[{"timestamp", "result": [{dimension, aggregates...}, ...]}]`, at most
 //!   `threshold` rows per bucket;
 //! - `groupBy`: `[{"version": "v1", "timestamp", "event": {...}}]`;
@@ -266,6 +267,25 @@ impl Planner<'_> {
         }
         if let Some(limit) = q.limit {
             out.truncate(limit);
+        }
+        if flag(q.common.context.grand_total.as_ref()) {
+            // The totals of every bucket, last whatever the order, without a timestamp.
+            let all = self
+                .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
+                .await?
+                .aggregate(vec![], self.aggregates(&q.aggregations)?)?;
+            let totals = Rows::of(
+                &self
+                    .with_posts(all, &q.post_aggregations)?
+                    .collect()
+                    .await?,
+            )?;
+            if !totals.rows.is_empty() {
+                out.push(Json::Object(vec![
+                    ("timestamp".into(), Json::Value(Value::Null)),
+                    ("result".into(), totals.object(0, &names)),
+                ]));
+            }
         }
         Ok(Json::Array(out))
     }
