@@ -626,3 +626,86 @@ fn status_and_metadata_endpoints_answer_in_druids_shapes() {
         json!({"leader": true})
     );
 }
+
+#[test]
+fn lookups_configured_through_druids_api_answer_lookup_and_the_lookup_schema() {
+    let g = GroveStart::new(2_000);
+    let rows = grove_e2e::start::csv_rows(&g);
+    let base = g.url.trim_end_matches("/druid/v2/sql").to_string();
+    let config = format!("{base}/druid/coordinator/v1/lookups/config");
+    let send = |method: &str, url: &str, body: Option<Value>| -> (u16, Value) {
+        let request = agent();
+        let mut response = match (method, body) {
+            ("POST", Some(body)) => request.post(url).send_json(body),
+            ("DELETE", _) => request.delete(url).call(),
+            _ => request.get(url).call(),
+        }
+        .expect("the coordinator answers");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    let spec = |version: &str, map: Value| json!({ "version": version, "lookupExtractorFactory": { "type": "map", "map": map } });
+    let names = json!({ "US": "United States", "DE": "Germany", "FR": "France" });
+    let (status, body) = send(
+        "POST",
+        &config,
+        Some(json!({ "__default": { "countries": spec("v1", names.clone()) } })),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(send("GET", &config, None).1, json!(["__default"]));
+    assert_eq!(
+        send("GET", &format!("{config}/__default"), None).1,
+        json!(["countries"])
+    );
+    assert_eq!(
+        send("GET", &format!("{config}/__default/countries"), None).1,
+        spec("v1", names.clone())
+    );
+    // Not a greater version: refused, the lookup unchanged.
+    let (status, body) = send(
+        "POST",
+        &format!("{config}/__default/countries"),
+        Some(spec("v1", json!({}))),
+    );
+    assert_eq!(status, 400, "{body}");
+    let cached =
+        json!({ "version": "v9", "lookupExtractorFactory": { "type": "cachedNamespace" } });
+    let (status, body) = send("POST", &format!("{config}/__default/other"), Some(cached));
+    assert_eq!(status, 400, "{body}");
+
+    // LOOKUP in a GROUP BY, with a replacement for the keys the map lacks.
+    let ok = |query: &str| -> Value {
+        let (status, _, body) = g.post(&json!({ "query": query, "resultFormat": "array" }));
+        assert_eq!(status, 200, "{query}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let got = ok(
+        "SELECT LOOKUP(country, 'countries', 'elsewhere') AS name, COUNT(*) AS n \
+                  FROM events GROUP BY 1 ORDER BY 1",
+    );
+    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    for row in &rows {
+        let name = names[&row["country"]]
+            .as_str()
+            .unwrap_or("elsewhere")
+            .to_string();
+        *expected.entry(name).or_default() += 1;
+    }
+    let expected: Vec<Value> = expected.iter().map(|(k, n)| json!([k, n])).collect();
+    assert_eq!(got, json!(expected));
+    assert_eq!(
+        ok("SELECT k, v FROM lookup.countries ORDER BY k"),
+        json!([["DE", "Germany"], ["FR", "France"], ["US", "United States"]])
+    );
+    let (status, _, body) =
+        g.post(&json!({ "query": "SELECT LOOKUP(country, 'nothing') FROM events" }));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no lookup named"), "{body}");
+
+    let (status, _) = send("DELETE", &format!("{config}/__default/countries"), None);
+    assert_eq!(status, 202);
+    let (status, _, _) =
+        g.post(&json!({ "query": "SELECT LOOKUP(country, 'countries') FROM events" }));
+    assert_eq!(status, 400, "a deleted lookup is gone");
+}

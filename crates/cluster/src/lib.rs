@@ -16,6 +16,7 @@
 //! - [`indexer`]: the indexing service: overlord, workers, and the peon processes
 //!   that run tasks.
 //! - [`locks`]: time-chunk locks of ingestion tasks: grant, revoke, publish under them.
+//! - [`lookups`]: Druid's lookups (named key-to-value maps) per tier.
 //! - [`view`]: the broker's picture of the cluster, kept from watches.
 //! - [`deep_storage`]: where published segment files live (`object_store`).
 //! - [`kafka`]: reading Kafka partitions by explicit offset.
@@ -37,6 +38,7 @@ pub mod indexer;
 pub mod inputs;
 pub mod kafka;
 pub mod locks;
+pub mod lookups;
 pub mod metastore;
 pub mod nodes;
 pub mod rules;

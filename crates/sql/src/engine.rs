@@ -41,6 +41,7 @@ use grove_segment::scan::SegmentGroupBy;
 use crate::catalog::SegmentCache;
 use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate, ReduceProbes};
 use crate::druid::information_schema::{self, InformationSchema, Routine};
+use crate::druid::lookups::{self as druid_lookups, LookupSchema};
 use crate::druid::rewrite;
 use crate::literals::DecimalLiterals;
 use crate::metadata::{DirectMetadata, Metadata, ViewMetadata};
@@ -164,6 +165,8 @@ impl Engine {
         let _ = catalog.register_schema(DEFAULT_SCHEMA, datasources);
         let _ = catalog.register_schema(SYS_SCHEMA, Arc::clone(&self.sys) as _);
         let _ = catalog.register_schema(information_schema::NAME, Arc::new(information_schema));
+        let lookups = Arc::new(LookupSchema::default());
+        let _ = catalog.register_schema(druid_lookups::NAME, Arc::clone(&lookups) as _);
         let catalogs = MemoryCatalogProviderList::new();
         catalogs.register_catalog(CATALOG.to_string(), catalog);
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
@@ -174,6 +177,7 @@ impl Engine {
             metadata: Arc::clone(&self.metadata),
             datasources: Arc::clone(&self.datasources),
             druid_names: false,
+            lookups,
         }
     }
 
@@ -197,6 +201,8 @@ pub struct Session {
     datasources: Arc<DatasourceSchema>,
     /// Whether result columns without a name are Druid's `EXPR$n`.
     druid_names: bool,
+    /// Druid's `lookup` schema, as of the last statement that mentioned a lookup.
+    lookups: Arc<LookupSchema>,
 }
 
 impl Session {
@@ -432,7 +438,18 @@ impl Session {
         if self.druid_names {
             rewrite::name_expressions(&mut statement);
         }
-        rewrite::statement(&mut statement)?;
+        let lookups = if druid_lookups::mentioned(&statement.to_string()) {
+            let maps = self
+                .metadata
+                .lookups()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            self.lookups.set(maps.clone());
+            maps
+        } else {
+            Default::default()
+        };
+        rewrite::statement(&mut statement, &lookups)?;
         self.metadata
             .refresh()
             .await

@@ -73,6 +73,8 @@ pub trait Metadata: Send + Sync + std::fmt::Debug {
     async fn supervisors(
         &self,
     ) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>>;
+    /// The lookups SQL reads (the default tier's), by name, read when asked.
+    async fn lookups(&self) -> grove_cluster::Result<BTreeMap<String, BTreeMap<String, String>>>;
 }
 
 /// The supervisors in `store` that were not terminated, with their states.
@@ -164,6 +166,10 @@ impl Metadata for DirectMetadata {
         task_status::list(self.store.as_ref()).await
     }
 
+    async fn lookups(&self) -> grove_cluster::Result<BTreeMap<String, BTreeMap<String, String>>> {
+        grove_cluster::lookups::maps(self.store.as_ref()).await
+    }
+
     async fn supervisors(
         &self,
     ) -> grove_cluster::Result<Vec<(SupervisorRecord, Option<SupervisorState>)>> {
@@ -246,6 +252,10 @@ impl Metadata for ViewMetadata {
 
     async fn tasks(&self) -> grove_cluster::Result<Vec<TaskRecord>> {
         task_status::list(self.view.store().as_ref()).await
+    }
+
+    async fn lookups(&self) -> grove_cluster::Result<BTreeMap<String, BTreeMap<String, String>>> {
+        grove_cluster::lookups::maps(self.view.store().as_ref()).await
     }
 
     async fn supervisors(

@@ -2,7 +2,8 @@
 //!
 //! - every role: `GET /status`, `/status/health`, `/status/properties`,
 //!   `/status/selfDiscovered`;
-//! - coordinator: Druid's metadata endpoints ([`super::coordinator_api`]), `GET
+//! - coordinator: Druid's metadata endpoints ([`super::coordinator_api`]), its lookup
+//!   configuration ([`super::lookups_api`]), `GET
 //!   /druid/coordinator/v1/rules`, `GET|POST
 //!   /druid/coordinator/v1/rules/{datasource}`, `GET /druid/coordinator/v1/leader`,
 //!   `GET /druid/coordinator/v1/loadqueue`, `GET /grove/v1/coordinator` (all status);
@@ -151,7 +152,8 @@ pub fn coordinator_routes(
             store: Arc::clone(&store),
             status: Arc::clone(&status),
         })
-        .merge(super::coordinator_api::routes(store, status))
+        .merge(super::coordinator_api::routes(Arc::clone(&store), status))
+        .merge(super::lookups_api::routes(store))
 }
 
 async fn all_rules(State(s): State<CoordinatorState>) -> Response {

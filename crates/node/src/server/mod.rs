@@ -10,6 +10,7 @@ pub mod frontends;
 pub mod historical;
 pub mod http;
 pub mod indexer_api;
+pub mod lookups_api;
 pub mod overlord;
 pub mod start;
 pub mod supervisor_api;

@@ -12,6 +12,7 @@
 //!   lower-case `information_schema` that Postgres tools read.
 //! - [`types`]: Druid's names of column types, SQL and native.
 //! - [`json`]: values as Druid's JSON answers write them.
+//! - [`lookups`]: Druid's `lookup` schema, a table per lookup.
 //! - [`native`]: Druid's native JSON queries, planned as DataFusion plans.
 //!
 //! Identifiers keep their case (`countryName`), and the datasources are in catalog
@@ -22,6 +23,7 @@
 pub mod information_schema;
 pub mod joda;
 pub mod json;
+pub mod lookups;
 pub mod native;
 pub mod rewrite;
 pub mod strings;

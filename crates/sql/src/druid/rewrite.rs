@@ -17,6 +17,7 @@
 //!   position in the select list ([`name_expressions`]);
 //! - `EXPLAIN PLAN FOR query` ([`explain_plan_for`]).
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use datafusion::common::{DataFusionError, Result};
@@ -31,15 +32,19 @@ use grove_segment::period::{Period, Unit};
 
 use super::time::sql_unit;
 
-/// Rewrites Druid's syntax in `statement` (and in the statement it explains).
-pub fn statement(statement: &mut Statement) -> Result<()> {
+/// Druid's lookups by name, for `LOOKUP(expr, 'name')`.
+pub type Lookups = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Rewrites Druid's syntax in `statement` (and in the statement it explains), its
+/// `LOOKUP`s with `lookups`.
+pub fn statement(statement: &mut Statement, lookups: &Lookups) -> Result<()> {
     let sql = match statement {
         Statement::Statement(sql) => sql,
-        Statement::Explain(explain) => return self::statement(&mut explain.statement),
+        Statement::Explain(explain) => return self::statement(&mut explain.statement, lookups),
         _ => return Ok(()),
     };
     let mut failure = None;
-    let _ = visit_expressions_mut(sql.as_mut(), |expr| match rewrite(expr) {
+    let _ = visit_expressions_mut(sql.as_mut(), |expr| match rewrite(expr, lookups) {
         Ok(()) => ControlFlow::Continue(()),
         Err(e) => {
             failure = Some(e);
@@ -120,7 +125,7 @@ pub fn explain_plan_for(text: &str) -> Option<&str> {
 }
 
 /// One expression, rewritten in place if it is Druid's.
-fn rewrite(expr: &mut Expr) -> Result<()> {
+fn rewrite(expr: &mut Expr, lookups: &Lookups) -> Result<()> {
     match expr {
         Expr::Floor {
             expr: time,
@@ -137,13 +142,77 @@ fn rewrite(expr: &mut Expr) -> Result<()> {
             *expr = call("time_ceil", vec![(**time).clone(), period]);
         }
         Expr::Function(function) => {
-            if let Some(new) = rewrite_function(function)? {
+            if let Some(new) = lookup(function, lookups)? {
+                *expr = new;
+            } else if let Some(new) = rewrite_function(function)? {
                 *expr = new;
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// `LOOKUP(expr, 'name'[, 'replaceMissingValueWith'])` as a `CASE` over the lookup's
+/// map: a plain expression, so it runs inside fragments and in `GROUP BY` alike. A key
+/// the map lacks (or NULL) gives the replacement, else NULL.
+fn lookup(function: &Function, lookups: &Lookups) -> Result<Option<Expr>> {
+    let [ObjectNamePart::Identifier(name)] = function.name.0.as_slice() else {
+        return Ok(None);
+    };
+    if !name.value.eq_ignore_ascii_case("lookup") {
+        return Ok(None);
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return Ok(None);
+    };
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let (key, name, missing) = match args.as_slice() {
+        [key, name] => (*key, literal_text(name), None),
+        [key, name, missing] => (*key, literal_text(name), Some((*missing).clone())),
+        _ => {
+            return Err(DataFusionError::Plan(
+                "LOOKUP takes an expression, a lookup's name and optionally a replacement".into(),
+            ));
+        }
+    };
+    let name =
+        name.ok_or_else(|| DataFusionError::Plan("LOOKUP's lookup name must be a literal".into()))?;
+    let map = lookups
+        .get(&name)
+        .ok_or_else(|| DataFusionError::Plan(format!("no lookup named {name:?}")))?;
+    let key_text = Expr::Cast {
+        kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+        expr: Box::new(key.clone()),
+        data_type: datafusion::sql::sqlparser::ast::DataType::Varchar(None),
+        array: false,
+        format: None,
+    };
+    let otherwise = missing.unwrap_or(Expr::value(Value::Null));
+    if map.is_empty() {
+        return Ok(Some(otherwise));
+    }
+    Ok(Some(Expr::Case {
+        case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(
+        ),
+        end_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+        operand: Some(Box::new(key_text)),
+        conditions: map
+            .iter()
+            .map(|(k, v)| datafusion::sql::sqlparser::ast::CaseWhen {
+                condition: text(k),
+                result: text(v),
+            })
+            .collect(),
+        else_result: Some(Box::new(otherwise)),
+    }))
 }
 
 /// The Druid function `function` in DataFusion's terms, if it is one of them.
