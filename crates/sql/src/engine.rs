@@ -129,9 +129,11 @@ impl Engine {
         }
         let mut template = template.build();
         crate::functions::register(&mut template);
+        // Every function but the internal slices of shuffles.
         let mut routines: Vec<Routine> = template
             .scalar_functions()
             .keys()
+            .filter(|name| name.as_str() != crate::distributed::slice::HASH_SLICE)
             .map(|name| (name.clone(), false))
             .chain(
                 template
