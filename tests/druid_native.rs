@@ -324,13 +324,7 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
 fn pydruids_native_client_and_export_pandas_work_unchanged() {
     let g = GroveStart::new(2_000);
     let rows = csv_rows(&g);
-    let port = g
-        .url
-        .trim_start_matches("http://127.0.0.1:")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = g.http_port();
     let got = grove_e2e::start::python_client("druid_client.py", &["native", &port]);
 
     let mut days: BTreeMap<String, (i64, i64)> = BTreeMap::new();

@@ -442,13 +442,7 @@ fn druids_dialect_over_http_names_and_renders_as_druid() {
 fn pydruid_db_api_and_sqlalchemy_dialect_work_unchanged() {
     let g = GroveStart::new(2_000);
     let devices = grove_e2e::devices_in_csv(&g.sandbox);
-    let port = g
-        .url
-        .trim_start_matches("http://127.0.0.1:")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = g.http_port();
     let got = grove_e2e::start::python_client("druid_client.py", &["sql", &port]);
 
     let dbapi = &got["dbapi"];

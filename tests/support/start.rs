@@ -128,6 +128,13 @@ impl GroveStart {
         post_as(&self.url, request, self.basic.as_deref())
     }
 
+    /// The port of its HTTP APIs, as the Python clients take it.
+    pub fn http_port(&self) -> String {
+        let address = self.url.trim_start_matches("http://");
+        let port = address.split('/').next().unwrap_or_default();
+        port.rsplit(':').next().unwrap_or_default().to_string()
+    }
+
     /// `GET /status`.
     pub fn status_url(&self) -> String {
         self.url.replace("/druid/v2/sql", "/status")

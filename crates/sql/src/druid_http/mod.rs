@@ -45,6 +45,28 @@ struct Api {
     running: Arc<running::Running>,
 }
 
+/// Druid's error for a query that stopped before its first row: its timeout (`504`),
+/// a cancel (`500`), or a failure, which `failed` answers.
+fn halted(
+    id: &str,
+    halt: crate::guard::Halt,
+    failed: impl FnOnce(datafusion::error::DataFusionError) -> Response,
+) -> Response {
+    match halt {
+        crate::guard::Halt::TimedOut => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Query timeout",
+            format!("query {id} did not finish within its timeout"),
+        ),
+        crate::guard::Halt::Cancelled => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Query cancelled",
+            format!("query {id} was cancelled"),
+        ),
+        crate::guard::Halt::Failed(e) => failed(e),
+    }
+}
+
 /// Cancels the query running as `id`: `202`, or `404` when none runs.
 fn cancel(running: &running::Running, id: &str) -> Response {
     if running.cancel(id) {

@@ -22,10 +22,10 @@ use datafusion::error::DataFusionError;
 use serde_json::{Map, Value};
 
 use super::sql::{apply_context, failure, timeout};
-use super::{Api, cancel, error};
+use super::{Api, cancel, error, halted};
 use crate::druid::native::Planner;
 use crate::druid::native::spec::Query;
-use crate::guard::{Guard, Halt};
+use crate::guard::Guard;
 
 /// The native API's routes.
 pub fn routes(api: Arc<Api>) -> Router {
@@ -88,20 +88,12 @@ async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
             json.write(&mut text);
             ([(header::CONTENT_TYPE, "application/json")], text).into_response()
         }
-        Err(Halt::TimedOut) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Query timeout",
-            format!("query {id} did not finish within its timeout"),
-        ),
-        Err(Halt::Cancelled) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Query cancelled",
-            format!("query {id} was cancelled"),
-        ),
-        Err(Halt::Failed(e)) if matches!(e.find_root(), DataFusionError::NotImplemented(_)) => {
-            error(StatusCode::NOT_IMPLEMENTED, "Unsupported operation", e)
-        }
-        Err(Halt::Failed(e)) => failure(&e),
+        Err(halt) => halted(&id, halt, |e| match e.find_root() {
+            DataFusionError::NotImplemented(_) => {
+                error(StatusCode::NOT_IMPLEMENTED, "Unsupported operation", e)
+            }
+            _ => failure(&e),
+        }),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("X-Druid-Query-Id", value);

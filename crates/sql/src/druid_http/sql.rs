@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 
 use super::Api;
 use super::running::Registered;
-use super::{error, error_of_class};
+use super::{error, error_of_class, halted};
 use crate::Session;
 use crate::druid::json::{json_rows, object_text};
 use crate::druid::types::{SqlType, native_type};
@@ -266,17 +266,7 @@ async fn sql(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let guard = Guard::new(token, limit);
     let mut response = match answer(&request, &session, parameters, guard, registered).await {
         Ok(response) => response,
-        Err(Halt::TimedOut) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Query timeout",
-            format!("query {id} did not finish within its timeout"),
-        ),
-        Err(Halt::Cancelled) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Query cancelled",
-            format!("query {id} was cancelled"),
-        ),
-        Err(Halt::Failed(e)) => failure(&e),
+        Err(halt) => halted(&id, halt, |e| failure(&e)),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("X-Druid-SQL-Query-Id", value);

@@ -203,19 +203,18 @@ impl Planner<'_> {
             .map(|e| e.clone().alias(BUCKET))
             .collect();
         let mut aggregates = self.aggregates(&q.aggregations)?;
-        if aggregates.is_empty() && group.is_empty() {
-            aggregates.push(
-                self.aggregate_function("count")?
-                    .call(vec![lit(1)])
-                    .alias(FIRST),
-            );
+        if group.is_empty() {
+            // The bucket of all of time carries its first time, from the same pass.
+            let min = self.aggregate_function("min")?;
+            aggregates.push(min.call(vec![ident("__time")]).alias(FIRST));
         }
         let mut frame =
             self.with_posts(frame.aggregate(group, aggregates)?, &q.post_aggregations)?;
         if buckets.expr.is_some() {
             frame = frame.sort(vec![ident(BUCKET).sort(!q.descending, false)])?;
         }
-        let rows = Rows::of(&frame.collect().await?)?;
+        let batches = frame.collect().await?;
+        let rows = Rows::of(&batches)?;
         let names: Vec<String> = q
             .aggregations
             .iter()
@@ -227,15 +226,20 @@ impl Planner<'_> {
             let Some(row) = (!rows.rows.is_empty()).then_some(0) else {
                 return Ok(Json::Array(out));
             };
-            let first = self
-                .first_time(&q.common.data_source, &spans, q.common.filter.as_ref())
-                .await?;
+            let first = match batches.iter().find(|b| b.num_rows() > 0) {
+                Some(batch) => batch
+                    .column_by_name(FIRST)
+                    .map(|c| millis_of(c.as_ref()))
+                    .transpose()?
+                    .and_then(|m| m.first().copied().flatten()),
+                None => None,
+            };
             let start = spans.iter().map(|i| i.start).min().unwrap_or(0);
-            let time = first.unwrap_or(if start == Interval::ETERNITY.start {
-                0
-            } else {
-                start
-            });
+            let time = match first {
+                Some(t) => t.max(start),
+                None if start == Interval::ETERNITY.start => 0,
+                None => start,
+            };
             out.push(bucket_row(
                 format_time(time, &buckets.zone),
                 rows.object(row, &names),
