@@ -20,7 +20,8 @@ protoc_prefix="$(dirname "$(dirname "$(command -v protoc || echo /usr/bin/protoc
 [ -f "$protoc_prefix/include/google/protobuf/descriptor.proto" ] || need+=(libprotobuf-dev)
 if [ "$mode" = test ]; then
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
-  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+  # Debian's psql is a wrapper that fails when no client version is installed.
+  psql --version >/dev/null 2>&1 || need+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
