@@ -303,9 +303,22 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
         ),
         (
             json!({ "queryType": "timeseries", "dataSource": "events", "granularity": "all",
-                    "filter": { "type": "expression", "expression": "device == 'mobile'" } }),
+                    "filter": { "type": "expression", "expression": "any((x) -> x == 'a', device)" } }),
             501,
             "Unsupported operation",
+        ),
+        (
+            json!({ "queryType": "timeseries", "dataSource": "events", "granularity": "all",
+                    "filter": { "type": "expression", "expression": "device ==" } }),
+            400,
+            "Plan validation failed",
+        ),
+        (
+            json!({ "queryType": "timeseries", "dataSource": "events", "granularity": "all",
+                    "virtualColumns": [{ "type": "expression", "name": "v", "expression": "nope(device)" }],
+                    "aggregations": [{ "type": "longMax", "name": "m", "fieldName": "v" }] }),
+            400,
+            "Plan validation failed",
         ),
     ] {
         let (got, body) = native(&g, &query);
@@ -318,6 +331,89 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
     }
     let (status, body) = native(&g, &json!("not a query"));
     assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn expressions_in_virtual_columns_filters_aggregators_and_post_aggregators() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "groupBy", "dataSource": "events", "granularity": "all",
+            "intervals": ["2000-01-01/2100-01-01"],
+            "virtualColumns": [
+                { "type": "expression", "name": "place",
+                  "expression": "concat(upper(country), '/', device)", "outputType": "STRING" },
+                { "type": "expression", "name": "hour",
+                  "expression": "timestamp_extract(__time, 'HOUR')", "outputType": "LONG" },
+            ],
+            "filter": { "type": "expression", "expression": "latency_ms > 100 && hour < 12" },
+            "dimensions": ["place"],
+            "aggregations": [
+                { "type": "count", "name": "rows" },
+                { "type": "longSum", "name": "slow", "expression": "if(latency_ms > 500, 1, 0)" },
+                { "type": "doubleSum", "name": "seconds", "expression": "latency_ms / 1000.0" },
+            ],
+            "postAggregations": [
+                { "type": "expression", "name": "share", "expression": "slow * 1.0 / rows" },
+                { "type": "expression", "name": "tag", "expression": "place + ':' + rows" },
+            ],
+        }),
+    );
+    let mut groups: BTreeMap<String, (i64, i64, f64)> = BTreeMap::new();
+    for r in &rows {
+        let latency: i64 = r["latency_ms"].parse().unwrap();
+        let hour: i64 = r["timestamp"][11..13].parse().unwrap();
+        if latency > 100 && hour < 12 {
+            let place = format!("{}/{}", r["country"].to_uppercase(), r["device"]);
+            let group = groups.entry(place).or_default();
+            group.0 += 1;
+            group.1 += i64::from(latency > 500);
+            group.2 += latency as f64 / 1000.0;
+        }
+    }
+    assert!(groups.len() > 3, "{groups:?}");
+    let answered = got.as_array().unwrap();
+    assert_eq!(answered.len(), groups.len(), "{got}");
+    for (row, (place, (n, slow, seconds))) in answered.iter().zip(&groups) {
+        let event = &row["event"];
+        assert_eq!(event["place"], json!(place), "{row}");
+        assert_eq!(event["rows"], json!(n), "{row}");
+        assert_eq!(event["slow"], json!(slow), "{row}");
+        assert!(
+            grove_e2e::start::close(event["seconds"].as_f64().unwrap(), *seconds),
+            "{row}"
+        );
+        let share = *slow as f64 / *n as f64;
+        assert!(
+            grove_e2e::start::close(event["share"].as_f64().unwrap(), share),
+            "{row}"
+        );
+        assert_eq!(event["tag"], json!(format!("{place}:{n}")), "{row}");
+    }
+
+    // ?pretty: the same answer, indented as Druid's (Jackson's) pretty printer does.
+    let url = g.url.replace("/druid/v2/sql", "/druid/v2?pretty");
+    let query = json!({ "queryType": "timeBoundary", "dataSource": "events" });
+    let text = agent()
+        .post(&url)
+        .send_json(&query)
+        .expect("the broker answers")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let sorted = by_time(&rows);
+    let (first, last) = (
+        &sorted[0]["timestamp"],
+        &sorted[sorted.len() - 1]["timestamp"],
+    );
+    assert_eq!(
+        text,
+        format!(
+            "[ {{\n  \"timestamp\" : \"{first}\",\n  \"result\" : {{\n    \"minTime\" : \"{first}\",\n    \"maxTime\" : \"{last}\"\n  }}\n}} ]"
+        )
+    );
 }
 
 #[test]

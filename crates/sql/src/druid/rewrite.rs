@@ -434,7 +434,7 @@ fn rewrite_function(function: &mut Function) -> Result<Option<Expr>> {
 /// Whether a regular expression's groups close where they open, outside escapes and
 /// classes, and it has no `#` (a comment in extended mode would swallow the group
 /// REGEXP_EXTRACT wraps it in).
-fn groups_balance(pattern: &str) -> bool {
+pub(crate) fn groups_balance(pattern: &str) -> bool {
     let mut depth = 0usize;
     let mut chars = pattern.chars();
     let mut in_class = false;

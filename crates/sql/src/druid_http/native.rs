@@ -1,7 +1,8 @@
 //! Druid's native query API:
 //!
-//! - `POST /druid/v2` (and `/druid/v2/`, `?pretty` accepted): a native JSON query
-//!   ([`crate::druid::native`]); the answer is Druid's JSON for its type. The context's
+//! - `POST /druid/v2` (and `/druid/v2/`): a native JSON query
+//!   ([`crate::druid::native`]); the answer is Druid's JSON for its type, indented with
+//!   `?pretty`. The context's
 //!   `queryId` names it (else the broker does, in `X-Druid-Query-Id`), `timeout` (ms)
 //!   bounds it, `useCache` and `populateCache` set the result cache; `priority` and
 //!   other keys are accepted and ignored.
@@ -10,11 +11,12 @@
 //! Errors are Druid's JSON: `400` for the query's fault (`Json parse failed` for a body
 //! that is not a query), `501` for what Grove does not support, `504` for a timeout.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -23,8 +25,9 @@ use serde_json::{Map, Value};
 
 use super::sql::{apply_context, failure, timeout};
 use super::{Api, cancel, error, halted};
+use crate::druid::lookups;
 use crate::druid::native::Planner;
-use crate::druid::native::spec::Query;
+use crate::druid::native::spec::Query as NativeQuery;
 use crate::guard::Guard;
 
 /// The native API's routes.
@@ -36,7 +39,11 @@ pub fn routes(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+async fn native(
+    State(api): State<Arc<Api>>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
@@ -49,7 +56,7 @@ async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
             return error(StatusCode::BAD_REQUEST, "Query context parse failed", why);
         }
     };
-    let query: Query = match serde_json::from_value(value) {
+    let query: NativeQuery = match serde_json::from_value(value) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, "Json parse failed", e),
     };
@@ -66,18 +73,25 @@ async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         Err(why) => return error(StatusCode::BAD_REQUEST, "Query context parse failed", why),
     };
     let guard = Guard::new(token, limit);
-    let planner = Planner::new(&session);
+    let mut planner = Planner::new(&session);
+    // Expressions' `lookup` needs the lookups; a query that never says it does not.
+    if lookups::mentioned(&String::from_utf8_lossy(&body)) {
+        match session.metadata().lookups().await {
+            Ok(maps) => planner = planner.with_lookups(maps),
+            Err(e) => return failure(&DataFusionError::External(Box::new(e))),
+        }
+    }
     let answer = guard
         .run(async {
             match &query {
-                Query::Timeseries(q) => planner.timeseries(q).await,
-                Query::TopN(q) => planner.top_n(q).await,
-                Query::GroupBy(q) => planner.group_by(q).await,
-                Query::Scan(q) => planner.scan(q).await,
-                Query::TimeBoundary(q) => planner.time_boundary(q).await,
-                Query::Search(q) => planner.search(q).await,
-                Query::SegmentMetadata(q) => planner.segment_metadata(q).await,
-                Query::DataSourceMetadata(q) => planner.data_source_metadata(q).await,
+                NativeQuery::Timeseries(q) => planner.timeseries(q).await,
+                NativeQuery::TopN(q) => planner.top_n(q).await,
+                NativeQuery::GroupBy(q) => planner.group_by(q).await,
+                NativeQuery::Scan(q) => planner.scan(q).await,
+                NativeQuery::TimeBoundary(q) => planner.time_boundary(q).await,
+                NativeQuery::Search(q) => planner.search(q).await,
+                NativeQuery::SegmentMetadata(q) => planner.segment_metadata(q).await,
+                NativeQuery::DataSourceMetadata(q) => planner.data_source_metadata(q).await,
             }
         })
         .await;
@@ -85,7 +99,11 @@ async fn native(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let mut response = match answer {
         Ok(json) => {
             let mut text = String::new();
-            json.write(&mut text);
+            if params.contains_key("pretty") {
+                json.write_pretty(&mut text, 0);
+            } else {
+                json.write(&mut text);
+            }
             ([(header::CONTENT_TYPE, "application/json")], text).into_response()
         }
         Err(halt) => halted(&id, halt, |e| match e.find_root() {

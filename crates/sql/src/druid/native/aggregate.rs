@@ -3,7 +3,7 @@
 //! aggregated row's columns.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DFSchema, DataFusionError, Result};
 use datafusion::logical_expr::{Expr, ExprFunctionExt, cast, lit, when};
 use datafusion::prelude::ident;
 use serde_json::Value;
@@ -14,19 +14,22 @@ use super::spec::{Aggregator, PostAggregator};
 
 impl Planner<'_> {
     /// `aggregator`'s aggregate, named by it.
-    pub(super) fn aggregate(&self, aggregator: &Aggregator) -> Result<Expr> {
-        Ok(self.aggregate_unnamed(aggregator)?.alias(&aggregator.name))
+    /// `aggregator`'s aggregate over rows of `schema`, named by it.
+    pub(super) fn aggregate(&self, aggregator: &Aggregator, schema: &DFSchema) -> Result<Expr> {
+        Ok(self
+            .aggregate_unnamed(aggregator, schema)?
+            .alias(&aggregator.name))
     }
 
-    fn aggregate_unnamed(&self, a: &Aggregator) -> Result<Expr> {
+    fn aggregate_unnamed(&self, a: &Aggregator, schema: &DFSchema) -> Result<Expr> {
         let field = || -> Result<Expr> {
             match (&a.field_name, &a.expression) {
                 (Some(name), _) => Ok(ident(name)),
-                (None, Some(_)) => Err(DataFusionError::NotImplemented(format!(
-                    "aggregator {:?}: expressions are not supported yet; use fieldName",
+                (None, Some(expression)) => self.compiler(schema).value(expression),
+                (None, None) => Err(plan(format!(
+                    "aggregator {:?} has neither fieldName nor expression",
                     a.name
                 ))),
-                (None, None) => Err(plan(format!("aggregator {:?} has no fieldName", a.name))),
             }
         };
         let call = |name: &str, args: Vec<Expr>| -> Result<Expr> {
@@ -92,8 +95,8 @@ impl Planner<'_> {
                         a.name
                     )));
                 };
-                self.aggregate_unnamed(inner)?
-                    .filter(self.filter(filter)?)
+                self.aggregate_unnamed(inner, schema)?
+                    .filter(self.filter(filter, schema)?)
                     .build()?
             }
             other => {
@@ -105,21 +108,25 @@ impl Planner<'_> {
         })
     }
 
-    /// `post`'s expression over the aggregated columns, named by it.
-    pub(super) fn post_aggregate(&self, post: &PostAggregator) -> Result<Expr> {
+    /// `post`'s expression over the aggregated columns (`schema`), named by it.
+    pub(super) fn post_aggregate(&self, post: &PostAggregator, schema: &DFSchema) -> Result<Expr> {
         let name = post.name.clone().ok_or_else(|| {
             plan(format!(
                 "post-aggregator of type {:?} has no name",
                 post.kind
             ))
         })?;
-        Ok(self.post_unnamed(post)?.alias(name))
+        Ok(self.post_unnamed(post, schema)?.alias(name))
     }
 
-    fn post_unnamed(&self, p: &PostAggregator) -> Result<Expr> {
+    fn post_unnamed(&self, p: &PostAggregator, schema: &DFSchema) -> Result<Expr> {
         let double = |e: Expr| cast(e, DataType::Float64);
-        let fields =
-            || -> Result<Vec<Expr>> { p.fields.iter().map(|f| self.post_unnamed(f)).collect() };
+        let fields = || -> Result<Vec<Expr>> {
+            p.fields
+                .iter()
+                .map(|f| self.post_unnamed(f, schema))
+                .collect()
+        };
         Ok(match p.kind.as_str() {
             "fieldAccess" | "finalizingFieldAccess" => ident(
                 p.field_name
@@ -166,6 +173,15 @@ impl Planner<'_> {
                         })
                     })
                     .unwrap_or_else(|| Ok(lit(0.0)))?
+            }
+            "expression" => {
+                let expression = p.expression.as_deref().ok_or_else(|| {
+                    plan(format!(
+                        "expression post-aggregator {:?} has no expression",
+                        p.name
+                    ))
+                })?;
+                self.compiler(schema).value(expression)?
             }
             "doubleGreatest" | "longGreatest" => self.function("greatest")?.call(fields()?),
             "doubleLeast" | "longLeast" => self.function("least")?.call(fields()?),

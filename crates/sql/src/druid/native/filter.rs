@@ -1,7 +1,7 @@
 //! Druid's filters as DataFusion predicates over a datasource's columns.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::ident;
 use grove_segment::id::Interval;
@@ -12,7 +12,7 @@ use super::spec::{Filter, SearchSpec};
 
 impl Planner<'_> {
     /// The predicate of `filter`.
-    pub(super) fn filter(&self, filter: &Filter) -> Result<Expr> {
+    pub(super) fn filter(&self, filter: &Filter, schema: &DFSchema) -> Result<Expr> {
         Ok(match filter {
             Filter::Selector { dimension, value } => match text_of(value) {
                 None => ident(dimension).is_null(),
@@ -116,17 +116,17 @@ impl Planner<'_> {
             Filter::And { fields } => all_of(
                 fields
                     .iter()
-                    .map(|f| self.filter(f))
+                    .map(|f| self.filter(f, schema))
                     .collect::<Result<_>>()?,
             ),
             Filter::Or { fields } => fields
                 .iter()
-                .map(|f| self.filter(f))
+                .map(|f| self.filter(f, schema))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .reduce(Expr::or)
                 .unwrap_or(lit(false)),
-            Filter::Not { field } => !self.filter(field)?,
+            Filter::Not { field } => !self.filter(field, schema)?,
             Filter::Interval {
                 dimension,
                 intervals,
@@ -154,32 +154,13 @@ impl Planner<'_> {
                 dimension,
                 pattern,
                 escape,
-            } => {
-                let escape = match escape.as_deref() {
-                    None | Some("") => None,
-                    Some(e) if e.chars().count() == 1 => e.chars().next(),
-                    Some(e) => {
-                        return Err(plan(format!("like's escape {e:?} is not one character")));
-                    }
-                };
-                Expr::Like(datafusion::logical_expr::expr::Like::new(
-                    false,
-                    Box::new(ident(dimension)),
-                    Box::new(lit(pattern.clone())),
-                    escape,
-                    false,
-                ))
-            }
+            } => like(ident(dimension), pattern, escape.as_deref()).map_err(plan)?,
             Filter::Regex { dimension, pattern } => self.function("regexp_like")?.call(vec![
                 cast(ident(dimension), DataType::Utf8),
                 lit(pattern.clone()),
             ]),
             Filter::Search { dimension, query } => self.matches(dimension, query)?,
-            Filter::Expression { .. } => {
-                return Err(DataFusionError::NotImplemented(
-                    "filters of type expression are not supported yet".into(),
-                ));
-            }
+            Filter::Expression { expression } => self.compiler(schema).predicate(expression)?,
             Filter::True => lit(true),
             Filter::False => lit(false),
             Filter::ColumnComparison { dimensions } => {
@@ -234,6 +215,36 @@ impl Planner<'_> {
                 .call(vec![text, lit(pattern.clone())])),
         }
     }
+}
+
+/// `text LIKE pattern`, where `escape` (one character) makes the next one literal and
+/// a backslash is itself unless it is the escape. DataFusion escapes with a backslash
+/// only, so the pattern is rewritten to it.
+pub(super) fn like(text: Expr, pattern: &str, escape: Option<&str>) -> Result<Expr, String> {
+    let escape = match escape {
+        None | Some("") => None,
+        Some(e) if e.chars().count() == 1 => e.chars().next(),
+        Some(e) => return Err(format!("like's escape {e:?} is not one character")),
+    };
+    let mut rewritten = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            rewritten.push('\\');
+            rewritten.extend(chars.next());
+        } else if c == '\\' {
+            rewritten.push_str("\\\\");
+        } else {
+            rewritten.push(c);
+        }
+    }
+    Ok(Expr::Like(datafusion::logical_expr::expr::Like::new(
+        false,
+        Box::new(text),
+        Box::new(lit(rewritten)),
+        Some('\\'),
+        false,
+    )))
 }
 
 /// Every one of `parts` (true when there is none).

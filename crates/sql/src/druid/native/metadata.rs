@@ -28,9 +28,7 @@ impl Planner<'_> {
     pub async fn search(&self, q: &Search) -> Result<Json> {
         let spans = intervals(&q.common.intervals)?;
         let buckets = self.buckets(&q.granularity)?;
-        let frame = self
-            .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-            .await?;
+        let frame = self.query_rows(&q.common, &spans).await?;
         let dimensions: Vec<String> = if q.search_dimensions.is_empty() {
             frame
                 .schema()
@@ -126,10 +124,7 @@ impl Planner<'_> {
         for (bucket, items) in out {
             let time = match bucket {
                 Some(t) => t,
-                None => self
-                    .first_time(&q.common.data_source, &spans, q.common.filter.as_ref())
-                    .await?
-                    .unwrap_or(start),
+                None => self.first_time(&q.common, &spans).await?.unwrap_or(start),
             };
             answer.push(bucket_row(
                 format_time(time, &buckets.zone),
@@ -141,7 +136,7 @@ impl Planner<'_> {
 
     pub async fn data_source_metadata(&self, q: &DataSourceMetadata) -> Result<Json> {
         let spans = vec![grove_segment::id::Interval::ETERNITY];
-        let frame = self.rows(&q.data_source, &spans, None).await?;
+        let frame = self.rows(&q.data_source, &spans, None, &[]).await?;
         let max = self.aggregate_function("max")?;
         let batches = frame
             .aggregate(

@@ -6,17 +6,20 @@
 //! - [`spec`]: the queries as JSON.
 //! - [`filter`]: filters as predicates.
 //! - [`aggregate`]: aggregators and post-aggregators as expressions.
+//! - [`expression`]: Druid's expression language (virtual columns, `expression`
+//!   filters, aggregators and post-aggregators) as DataFusion expressions.
 //! - [`queries`]: each aggregating query's plan and its answer in Druid's shape.
 //! - [`metadata`]: `search`, `segmentMetadata` and `dataSourceMetadata`.
 //!
 //! Supported: `timeseries`, `topN`, `groupBy`, `scan`, `timeBoundary`, `search`,
 //! `segmentMetadata` and `dataSourceMetadata`, with
 //! granularities (simple names, `period` with a time zone and origin, `duration`),
-//! intervals in every form, the filters and aggregators of Druid's docs but
-//! `expression` ones, and the arithmetic, field-access, constant and greatest/least
-//! post-aggregators. The others are refused by name, never answered wrongly.
+//! intervals in every form, `expression` virtual columns, the filters, aggregators and
+//! post-aggregators of Druid's docs (`expression` ones too). The others are refused by
+//! name, never answered wrongly.
 
 pub mod aggregate;
+pub mod expression;
 pub mod filter;
 pub mod metadata;
 pub mod queries;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Offset};
 use datafusion::arrow::array::timezone::Tz;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{AggregateUDF, Expr, ScalarUDF, lit};
 use datafusion::prelude::{DataFrame, ident};
 use grove_segment::calendar::{Calendar, in_zone, parse_zone};
@@ -34,12 +37,17 @@ use grove_segment::id::{Interval, parse_instant};
 use grove_segment::period::Period;
 
 use crate::Session;
+use expression::Compiler;
 use filter::{plan, time_literal};
-use spec::{DataSource, Granularity, Intervals};
+use spec::{DataSource, Granularity, Intervals, VirtualColumn};
+
+use crate::druid::rewrite::Lookups;
 
 /// Plans native queries in one session.
 pub struct Planner<'a> {
     session: &'a Session,
+    /// Druid's lookups, for expressions' `lookup`.
+    lookups: Lookups,
 }
 
 /// How a query cuts time into buckets.
@@ -54,7 +62,21 @@ struct Buckets {
 
 impl<'a> Planner<'a> {
     pub fn new(session: &'a Session) -> Self {
-        Planner { session }
+        Planner {
+            session,
+            lookups: Lookups::new(),
+        }
+    }
+
+    /// Expressions may look values up in `lookups`.
+    pub fn with_lookups(mut self, lookups: Lookups) -> Self {
+        self.lookups = lookups;
+        self
+    }
+
+    /// Compiles Druid's expressions over the columns of `schema`.
+    fn compiler<'s>(&'s self, schema: &'s DFSchema) -> Compiler<'s> {
+        Compiler::new(self.session.context(), schema, &self.lookups)
     }
 
     fn function(&self, name: &str) -> Result<Arc<ScalarUDF>> {
@@ -77,13 +99,14 @@ impl<'a> Planner<'a> {
             .ok_or_else(|| DataFusionError::Internal(format!("no aggregate function {name}")))
     }
 
-    /// The table of a query's `dataSource`, its rows in `intervals` and passing
-    /// `filter`.
+    /// The table of a query's `dataSource` with its virtual columns, its rows in
+    /// `intervals` and passing `filter`.
     async fn rows(
         &self,
         source: &DataSource,
         intervals: &[Interval],
         filter: Option<&spec::Filter>,
+        virtuals: &[VirtualColumn],
     ) -> Result<DataFrame> {
         let name = match source {
             DataSource::Name(name) => name.clone(),
@@ -100,10 +123,36 @@ impl<'a> Planner<'a> {
         if let Some(times) = time_predicate(intervals) {
             frame = frame.filter(times)?;
         }
+        if !virtuals.is_empty() {
+            // Each compiled over the table's columns, a virtual column it names inlined.
+            let compiler = self.compiler(frame.schema()).with_virtuals(virtuals);
+            let columns = virtuals
+                .iter()
+                .map(|v| Ok((v.name.clone(), compiler.virtual_column(v)?)))
+                .collect::<Result<Vec<_>>>()?;
+            for (name, column) in columns {
+                if name == "__time" {
+                    return Err(plan("a virtual column may not be named __time".into()));
+                }
+                frame = frame.with_column(&name, column)?;
+            }
+        }
         if let Some(filter) = filter {
-            frame = frame.filter(self.filter(filter)?)?;
+            let predicate = self.filter(filter, frame.schema())?;
+            frame = frame.filter(predicate)?;
         }
         Ok(frame)
+    }
+
+    /// [`Self::rows`] of a query's `dataSource`, `filter` and `virtualColumns`.
+    async fn query_rows(&self, common: &spec::Common, intervals: &[Interval]) -> Result<DataFrame> {
+        self.rows(
+            &common.data_source,
+            intervals,
+            common.filter.as_ref(),
+            &common.virtual_columns,
+        )
+        .await
     }
 
     /// A query's granularity as buckets of `__time`.

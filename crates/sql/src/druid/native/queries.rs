@@ -18,15 +18,15 @@
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DFSchema, DataFusionError, Result};
 use datafusion::logical_expr::{Expr, ExprFunctionExt, SortExpr, cast as cast_expr, lit};
 use datafusion::prelude::{DataFrame, ident};
 use grove_segment::id::Interval;
 use serde_json::Value;
 
 use super::spec::{
-    Aggregator, GroupBy, Having, OrderByColumn, PostAggregator, Scan, ScanFormat, ScanOrder,
-    TimeBoundary, Timeseries, TopN, TopNMetric, TopNMetricSpec,
+    Aggregator, Common, GroupBy, Having, OrderByColumn, PostAggregator, Scan, ScanFormat,
+    ScanOrder, TimeBoundary, Timeseries, TopN, TopNMetric, TopNMetricSpec,
 };
 use super::{Planner, filter::plan, format_time, intervals};
 use crate::druid::json::column_json;
@@ -63,6 +63,52 @@ impl Json {
                     out.push(':');
                     value.write(out);
                 }
+                out.push('}');
+            }
+        }
+    }
+
+    /// Written as Druid writes `?pretty` answers (Jackson's default pretty printer):
+    /// objects one key per line indented by two spaces, arrays on one line.
+    pub fn write_pretty(&self, out: &mut String, depth: usize) {
+        match self {
+            Json::Value(Value::Array(items)) => {
+                Json::Array(items.iter().cloned().map(Json::Value).collect())
+                    .write_pretty(out, depth);
+            }
+            Json::Value(Value::Object(map)) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Json::Value(v.clone())))
+                    .collect(),
+            )
+            .write_pretty(out, depth),
+            Json::Value(v) => out.push_str(&v.to_string()),
+            Json::Array(items) if items.is_empty() => out.push_str("[ ]"),
+            Json::Array(items) => {
+                out.push_str("[ ");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write_pretty(out, depth);
+                }
+                out.push_str(" ]");
+            }
+            Json::Object(pairs) if pairs.is_empty() => out.push_str("{ }"),
+            Json::Object(pairs) => {
+                out.push('{');
+                for (i, (key, value)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('\n');
+                    out.push_str(&"  ".repeat(depth + 1));
+                    out.push_str(&Value::from(key.as_str()).to_string());
+                    out.push_str(" : ");
+                    value.write_pretty(out, depth + 1);
+                }
+                out.push('\n');
+                out.push_str(&"  ".repeat(depth));
                 out.push('}');
             }
         }
@@ -147,36 +193,38 @@ pub(super) fn millis_of(column: &dyn Array) -> Result<Vec<Option<i64>>> {
 }
 
 impl Planner<'_> {
-    fn aggregates(&self, aggregators: &[Aggregator]) -> Result<Vec<Expr>> {
-        aggregators.iter().map(|a| self.aggregate(a)).collect()
-    }
-
-    /// `frame` with `posts` added after its columns.
-    fn with_posts(&self, frame: DataFrame, posts: &[PostAggregator]) -> Result<DataFrame> {
-        if posts.is_empty() {
-            return Ok(frame);
-        }
-        let mut columns: Vec<Expr> = frame
-            .schema()
-            .fields()
+    /// The aggregates of `aggregators` over the rows of `frame`.
+    fn aggregates(&self, aggregators: &[Aggregator], frame: &DataFrame) -> Result<Vec<Expr>> {
+        aggregators
             .iter()
-            .map(|f| ident(f.name()))
-            .collect();
-        for post in posts {
-            columns.push(self.post_aggregate(post)?);
-        }
-        frame.select(columns)
+            .map(|a| self.aggregate(a, frame.schema()))
+            .collect()
     }
 
-    /// The first time of the data in `intervals` passing `filter`, or the
-    /// intervals' start when it is later: a bucket of all of time's timestamp.
+    /// `frame` with `posts` added after its columns, in order: each may name those
+    /// before it.
+    fn with_posts(&self, mut frame: DataFrame, posts: &[PostAggregator]) -> Result<DataFrame> {
+        for post in posts {
+            let column = self.post_aggregate(post, frame.schema())?;
+            let Expr::Alias(alias) = &column else {
+                return Err(DataFusionError::Internal(
+                    "a post-aggregator is named".into(),
+                ));
+            };
+            let name = alias.name.clone();
+            frame = frame.with_column(&name, column.unalias())?;
+        }
+        Ok(frame)
+    }
+
+    /// The first time of a query's data in `intervals`, or the intervals' start when
+    /// it is later: a bucket of all of time's timestamp.
     pub(super) async fn first_time(
         &self,
-        source: &super::spec::DataSource,
+        common: &Common,
         intervals: &[Interval],
-        filter: Option<&super::spec::Filter>,
     ) -> Result<Option<i64>> {
-        let frame = self.rows(source, intervals, filter).await?;
+        let frame = self.query_rows(common, intervals).await?;
         let min = self.aggregate_function("min")?.call(vec![ident("__time")]);
         let batches = frame
             .aggregate(vec![], vec![min.alias(FIRST)])?
@@ -194,15 +242,13 @@ impl Planner<'_> {
     pub async fn timeseries(&self, q: &Timeseries) -> Result<Json> {
         let spans = intervals(&q.common.intervals)?;
         let buckets = self.buckets(&q.granularity)?;
-        let frame = self
-            .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-            .await?;
+        let frame = self.query_rows(&q.common, &spans).await?;
         let group: Vec<Expr> = buckets
             .expr
             .iter()
             .map(|e| e.clone().alias(BUCKET))
             .collect();
-        let mut aggregates = self.aggregates(&q.aggregations)?;
+        let mut aggregates = self.aggregates(&q.aggregations, &frame)?;
         if group.is_empty() {
             // The bucket of all of time carries its first time, from the same pass.
             let min = self.aggregate_function("min")?;
@@ -274,10 +320,9 @@ impl Planner<'_> {
         }
         if flag(q.common.context.grand_total.as_ref()) {
             // The totals of every bucket, last whatever the order, without a timestamp.
-            let all = self
-                .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-                .await?
-                .aggregate(vec![], self.aggregates(&q.aggregations)?)?;
+            let rows = self.query_rows(&q.common, &spans).await?;
+            let aggregates = self.aggregates(&q.aggregations, &rows)?;
+            let all = rows.aggregate(vec![], aggregates)?;
             let totals = Rows::of(
                 &self
                     .with_posts(all, &q.post_aggregations)?
@@ -297,9 +342,7 @@ impl Planner<'_> {
     pub async fn top_n(&self, q: &TopN) -> Result<Json> {
         let spans = intervals(&q.common.intervals)?;
         let buckets = self.buckets(&q.granularity)?;
-        let frame = self
-            .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-            .await?;
+        let frame = self.query_rows(&q.common, &spans).await?;
         let output = q.dimension.output_name().to_string();
         let mut group: Vec<Expr> = buckets
             .expr
@@ -307,7 +350,8 @@ impl Planner<'_> {
             .map(|e| e.clone().alias(BUCKET))
             .collect();
         group.push(ident(q.dimension.dimension()).alias(&output));
-        let frame = frame.aggregate(group, self.aggregates(&q.aggregations)?)?;
+        let aggregates = self.aggregates(&q.aggregations, &frame)?;
+        let frame = frame.aggregate(group, aggregates)?;
         let frame = self.with_posts(frame, &q.post_aggregations)?;
         let order = top_n_order(&q.metric, &output)?;
         let frame = match &buckets.expr {
@@ -346,10 +390,7 @@ impl Planner<'_> {
             if rows.rows.is_empty() {
                 return Ok(Json::Array(vec![]));
             }
-            let first = self
-                .first_time(&q.common.data_source, &spans, q.common.filter.as_ref())
-                .await?
-                .unwrap_or(0);
+            let first = self.first_time(&q.common, &spans).await?.unwrap_or(0);
             let result = (0..rows.rows.len())
                 .map(|r| rows.object(r, &names))
                 .collect();
@@ -385,9 +426,7 @@ impl Planner<'_> {
         }
         let spans = intervals(&q.common.intervals)?;
         let buckets = self.buckets(&q.granularity)?;
-        let frame = self
-            .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-            .await?;
+        let frame = self.query_rows(&q.common, &spans).await?;
         let mut group: Vec<Expr> = buckets
             .expr
             .iter()
@@ -396,12 +435,12 @@ impl Planner<'_> {
         for d in &q.dimensions {
             group.push(ident(d.dimension()).alias(d.output_name()));
         }
-        let mut frame = self.with_posts(
-            frame.aggregate(group, self.aggregates(&q.aggregations)?)?,
-            &q.post_aggregations,
-        )?;
+        let aggregates = self.aggregates(&q.aggregations, &frame)?;
+        let mut frame =
+            self.with_posts(frame.aggregate(group, aggregates)?, &q.post_aggregations)?;
         if let Some(having) = &q.having {
-            frame = frame.filter(self.having(having)?)?;
+            let predicate = self.having(having, frame.schema())?;
+            frame = frame.filter(predicate)?;
         }
         let mut sort: Vec<SortExpr> = Vec::new();
         let limit = q.limit_spec.as_ref();
@@ -458,7 +497,7 @@ impl Planner<'_> {
     }
 
     /// A groupBy's `having` over the aggregated row.
-    fn having(&self, having: &Having) -> Result<Expr> {
+    fn having(&self, having: &Having, schema: &DFSchema) -> Result<Expr> {
         let number = |v: &Value| -> Result<Expr> {
             v.as_f64()
                 .or_else(|| v.as_str()?.parse().ok())
@@ -472,20 +511,20 @@ impl Planner<'_> {
             Having::EqualTo { aggregation, value } => double(aggregation).eq(number(value)?),
             Having::And { having_specs } => having_specs
                 .iter()
-                .map(|h| self.having(h))
+                .map(|h| self.having(h, schema))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .reduce(Expr::and)
                 .unwrap_or(lit(true)),
             Having::Or { having_specs } => having_specs
                 .iter()
-                .map(|h| self.having(h))
+                .map(|h| self.having(h, schema))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .reduce(Expr::or)
                 .unwrap_or(lit(false)),
-            Having::Not { having_spec } => !self.having(having_spec)?,
-            Having::Filter { filter } => self.filter(filter)?,
+            Having::Not { having_spec } => !self.having(having_spec, schema)?,
+            Having::Filter { filter } => self.filter(filter, schema)?,
             Having::DimSelector { dimension, value } => match value {
                 Value::Null => ident(dimension).is_null(),
                 Value::String(s) => ident(dimension).eq(lit(s.clone())),
@@ -496,9 +535,7 @@ impl Planner<'_> {
 
     pub async fn scan(&self, q: &Scan) -> Result<Json> {
         let spans = intervals(&q.common.intervals)?;
-        let mut frame = self
-            .rows(&q.common.data_source, &spans, q.common.filter.as_ref())
-            .await?;
+        let mut frame = self.query_rows(&q.common, &spans).await?;
         if q.order != ScanOrder::None {
             frame = frame.sort(vec![
                 ident("__time").sort(q.order == ScanOrder::Ascending, false),
@@ -558,7 +595,9 @@ impl Planner<'_> {
 
     pub async fn time_boundary(&self, q: &TimeBoundary) -> Result<Json> {
         let spans = intervals(&q.intervals)?;
-        let frame = self.rows(&q.data_source, &spans, q.filter.as_ref()).await?;
+        let frame = self
+            .rows(&q.data_source, &spans, q.filter.as_ref(), &[])
+            .await?;
         let (min, max) = (
             self.aggregate_function("min")?,
             self.aggregate_function("max")?,
