@@ -320,6 +320,13 @@ fn bad_and_unsupported_native_queries_are_refused_with_druids_errors() {
             400,
             "Plan validation failed",
         ),
+        (
+            json!({ "queryType": "groupBy", "dataSource": "events", "granularity": "all",
+                    "dimensions": [{ "type": "extraction", "dimension": "device",
+                        "extractionFn": { "type": "javascript", "function": "function(x) { return x; }" } }] }),
+            501,
+            "Unsupported operation",
+        ),
     ] {
         let (got, body) = native(&g, &query);
         let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -414,6 +421,93 @@ fn expressions_in_virtual_columns_filters_aggregators_and_post_aggregators() {
             "[ {{\n  \"timestamp\" : \"{first}\",\n  \"result\" : {{\n    \"minTime\" : \"{first}\",\n    \"maxTime\" : \"{last}\"\n  }}\n}} ]"
         )
     );
+}
+
+#[test]
+fn dimension_specs_and_extraction_functions_transform_values_as_druids() {
+    let g = GroveStart::new(2_000);
+    let rows = csv_rows(&g);
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "groupBy", "dataSource": "events", "granularity": "all",
+            "intervals": ["2000-01-01/2100-01-01"],
+            "dimensions": [
+                { "type": "extraction", "dimension": "__time", "outputName": "day",
+                  "extractionFn": { "type": "timeFormat", "format": "yyyy-MM-dd", "granularity": "day" } },
+                { "type": "extraction", "dimension": "country", "outputName": "initial",
+                  "extractionFn": { "type": "cascade", "extractionFns": [
+                      { "type": "substring", "index": 0, "length": 1 }, { "type": "lower" }] } },
+                { "type": "lookup", "dimension": "device", "outputName": "kind",
+                  "lookup": { "type": "map", "map": { "mobile": "handheld", "tablet": "handheld" } },
+                  "replaceMissingValueWith": "other" },
+                "status",
+            ],
+            // The referrer's first label, or all of it when it has no dot.
+            "filter": { "type": "in", "dimension": "referrer", "values": ["news", "newsletter"],
+                        "extractionFn": { "type": "regex", "expr": "^([a-z]+)\\." } },
+            "aggregations": [{ "type": "count", "name": "rows" }],
+        }),
+    );
+    let mut groups: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+    for r in &rows {
+        if !["news.ycombinator.com", "newsletter"].contains(&r["referrer"].as_str()) {
+            continue;
+        }
+        let kind = if r["device"] == "desktop" {
+            "other"
+        } else {
+            "handheld"
+        };
+        let key = (
+            r["timestamp"][..10].to_string(),
+            r["country"][..1].to_lowercase(),
+            kind.to_string(),
+            r["status"].clone(),
+        );
+        *groups.entry(key).or_default() += 1;
+    }
+    let expected: Vec<Value> = groups
+        .iter()
+        .map(|((day, initial, kind, status), n)| {
+            json!({
+                "version": "v1", "timestamp": "2000-01-01T00:00:00.000Z",
+                "event": { "day": day, "initial": initial, "kind": kind, "status": status, "rows": n },
+            })
+        })
+        .collect();
+    assert!(expected.len() > 10);
+    assert_eq!(got, json!(expected));
+
+    // topN over a formatted dimension, filtered through an extraction function.
+    let got = ok(
+        &g,
+        &json!({
+            "queryType": "topN", "dataSource": "events", "granularity": "all",
+            "intervals": ["2000-01-01/2100-01-01"], "threshold": 3, "metric": "rows",
+            "dimension": { "type": "extraction", "dimension": "browser", "outputName": "b",
+                           "extractionFn": { "type": "stringFormat", "format": "[%s]" } },
+            "filter": { "type": "selector", "dimension": "device", "value": "MOBILE",
+                        "extractionFn": { "type": "upper" } },
+            "aggregations": [{ "type": "count", "name": "rows" }],
+        }),
+    );
+    let mobile: Vec<_> = rows.iter().filter(|r| r["device"] == "mobile").collect();
+    let mut browsers: BTreeMap<String, i64> = BTreeMap::new();
+    for r in &mobile {
+        *browsers.entry(format!("[{}]", r["browser"])).or_default() += 1;
+    }
+    let mut counts: Vec<i64> = browsers.values().copied().collect();
+    counts.sort_by(|a, b| b.cmp(a));
+    let first = mobile.iter().map(|r| &r["timestamp"]).min().unwrap();
+    assert_eq!(got[0]["timestamp"], json!(first), "{got}");
+    // Ties may come in either order: the counts, and each browser's own.
+    let result = got[0]["result"].as_array().unwrap();
+    let answered: Vec<i64> = result.iter().map(|r| r["rows"].as_i64().unwrap()).collect();
+    assert_eq!(answered, counts[..3], "{got}");
+    for r in result {
+        assert_eq!(r["rows"], json!(browsers[r["b"].as_str().unwrap()]), "{r}");
+    }
 }
 
 #[test]

@@ -60,16 +60,14 @@ impl Planner<'_> {
             "cardinality" | "hyperUnique" => {
                 let value = match (kind, a.fields.as_deref()) {
                     ("hyperUnique", _) => field()?,
-                    (_, Some([one])) => ident(one.dimension()),
-                    (_, Some(several)) if a.by_row => self.function("concat_ws")?.call(
-                        std::iter::once(lit("\u{1}"))
-                            .chain(
-                                several
-                                    .iter()
-                                    .map(|d| cast(ident(d.dimension()), DataType::Utf8)),
-                            )
-                            .collect(),
-                    ),
+                    (_, Some([one])) => self.dimension(one, schema)?,
+                    (_, Some(several)) if a.by_row => {
+                        let mut args = vec![lit("\u{1}")];
+                        for d in several {
+                            args.push(self.dimension(d, schema)?);
+                        }
+                        self.function("concat_ws")?.call(args)
+                    }
                     _ => {
                         return Err(DataFusionError::NotImplemented(format!(
                             "aggregator {:?}: cardinality over several fields needs byRow",

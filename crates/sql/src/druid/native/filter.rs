@@ -2,7 +2,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::logical_expr::{Expr, cast, lit, try_cast};
 use datafusion::prelude::ident;
 use grove_segment::id::Interval;
 use serde_json::Value;
@@ -14,17 +14,29 @@ impl Planner<'_> {
     /// The predicate of `filter`.
     pub(super) fn filter(&self, filter: &Filter, schema: &DFSchema) -> Result<Expr> {
         Ok(match filter {
-            Filter::Selector { dimension, value } => match text_of(value) {
-                None => ident(dimension).is_null(),
-                Some(text) => ident(dimension).eq(lit(text)),
-            },
+            Filter::Selector {
+                dimension,
+                extraction_fn,
+                value,
+            } => {
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
+                match text_of(value) {
+                    None => column.is_null(),
+                    Some(text) => column.eq(lit(text)),
+                }
+            }
             Filter::Equals {
                 column,
                 match_value_type,
                 match_value,
             } => ident(column).eq(typed(match_value, match_value_type.as_deref())?),
             Filter::Null { column } => ident(column).is_null(),
-            Filter::In { dimension, values } => {
+            Filter::In {
+                dimension,
+                extraction_fn,
+                values,
+            } => {
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
                 let (nulls, texts): (Vec<&Value>, Vec<&Value>) =
                     values.iter().partition(|v| v.is_null());
                 let list = texts
@@ -32,15 +44,16 @@ impl Planner<'_> {
                     .filter_map(|v| text_of(v))
                     .map(lit)
                     .collect::<Vec<_>>();
-                let listed = ident(dimension).in_list(list, false);
+                let listed = column.clone().in_list(list, false);
                 if nulls.is_empty() {
                     listed
                 } else {
-                    listed.or(ident(dimension).is_null())
+                    listed.or(column.is_null())
                 }
             }
             Filter::Bound {
                 dimension,
+                extraction_fn,
                 lower,
                 upper,
                 lower_strict,
@@ -51,10 +64,11 @@ impl Planner<'_> {
                     .as_ref()
                     .and_then(|o| o.as_str().or_else(|| o["type"].as_str()))
                     .is_some_and(|o| o.eq_ignore_ascii_case("numeric"));
+                let value = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
                 let column = if numeric {
-                    cast(ident(dimension), DataType::Float64)
+                    try_cast(value, DataType::Float64)
                 } else {
-                    ident(dimension)
+                    value
                 };
                 let bound = |value: &Value| -> Result<Expr> {
                     if numeric {
@@ -129,14 +143,16 @@ impl Planner<'_> {
             Filter::Not { field } => !self.filter(field, schema)?,
             Filter::Interval {
                 dimension,
+                extraction_fn,
                 intervals,
             } => {
                 let parsed = intervals
                     .iter()
                     .map(|i| Interval::parse(i).map_err(|e| plan(e.to_string())))
                     .collect::<Result<Vec<_>>>()?;
-                let column = ident(dimension);
-                let time = dimension == grove_segment::format::TIME_COLUMN;
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
+                let time =
+                    dimension == grove_segment::format::TIME_COLUMN && extraction_fn.is_none();
                 parsed
                     .into_iter()
                     .map(|i| {
@@ -152,22 +168,38 @@ impl Planner<'_> {
             }
             Filter::Like {
                 dimension,
+                extraction_fn,
                 pattern,
                 escape,
-            } => like(ident(dimension), pattern, escape.as_deref()).map_err(plan)?,
-            Filter::Regex { dimension, pattern } => self.function("regexp_like")?.call(vec![
-                cast(ident(dimension), DataType::Utf8),
-                lit(pattern.clone()),
-            ]),
-            Filter::Search { dimension, query } => self.matches(dimension, query)?,
+            } => {
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
+                like(column, pattern, escape.as_deref()).map_err(plan)?
+            }
+            Filter::Regex {
+                dimension,
+                extraction_fn,
+                pattern,
+            } => {
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
+                self.function("regexp_like")?
+                    .call(vec![cast(column, DataType::Utf8), lit(pattern.clone())])
+            }
+            Filter::Search {
+                dimension,
+                extraction_fn,
+                query,
+            } => {
+                let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
+                self.matches(cast(column, DataType::Utf8), query)?
+            }
             Filter::Expression { expression } => self.compiler(schema).predicate(expression)?,
             Filter::True => lit(true),
             Filter::False => lit(false),
             Filter::ColumnComparison { dimensions } => {
                 let texts = dimensions
                     .iter()
-                    .map(|d| cast(ident(d.dimension()), DataType::Utf8))
-                    .collect::<Vec<_>>();
+                    .map(|d| self.dimension(d, schema))
+                    .collect::<Result<Vec<_>>>()?;
                 all_of(
                     texts
                         .windows(2)
@@ -178,9 +210,8 @@ impl Planner<'_> {
         })
     }
 
-    /// Whether `dimension` holds what a search spec looks for.
-    pub(super) fn matches(&self, dimension: &str, spec: &SearchSpec) -> Result<Expr> {
-        let text = cast(ident(dimension), DataType::Utf8);
+    /// Whether `text` holds what a search spec looks for.
+    pub(super) fn matches(&self, text: Expr, spec: &SearchSpec) -> Result<Expr> {
         let contains = |needle: &str, case_sensitive: bool| -> Result<Expr> {
             let (haystack, needle) = if case_sensitive {
                 (text.clone(), needle.to_string())

@@ -29,31 +29,37 @@ impl Planner<'_> {
         let spans = intervals(&q.common.intervals)?;
         let buckets = self.buckets(&q.granularity)?;
         let frame = self.query_rows(&q.common, &spans).await?;
-        let dimensions: Vec<String> = if q.search_dimensions.is_empty() {
+        // Each searched dimension's name and its value as text.
+        let dimensions: Vec<(String, Expr)> = if q.search_dimensions.is_empty() {
             frame
                 .schema()
                 .fields()
                 .iter()
                 .filter(|f| f.name() != "__time" && is_text(f.data_type()))
-                .map(|f| f.name().clone())
+                .map(|f| (f.name().clone(), cast(ident(f.name()), DataType::Utf8)))
                 .collect()
         } else {
             q.search_dimensions
                 .iter()
-                .map(|d| d.dimension().to_string())
-                .collect()
+                .map(|d| {
+                    Ok((
+                        d.output_name().to_string(),
+                        self.dimension(d, frame.schema())?,
+                    ))
+                })
+                .collect::<Result<_>>()?
         };
         let count = self.aggregate_function("count")?;
         let mut union: Option<DataFrame> = None;
-        for dimension in &dimensions {
+        for (dimension, value) in &dimensions {
             let mut group: Vec<Expr> = vec![lit(dimension.clone()).alias("dimension")];
-            group.push(cast(ident(dimension), DataType::Utf8).alias("value"));
+            group.push(value.clone().alias("value"));
             if let Some(bucket) = &buckets.expr {
                 group.push(bucket.clone().alias("__bucket"));
             }
             let matched = frame
                 .clone()
-                .filter(self.matches(dimension, &q.query)?)?
+                .filter(self.matches(value.clone(), &q.query)?)?
                 .aggregate(group, vec![count.call(vec![lit(1)]).alias("count")])?;
             union = Some(match union {
                 None => matched,

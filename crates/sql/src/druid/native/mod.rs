@@ -6,6 +6,7 @@
 //! - [`spec`]: the queries as JSON.
 //! - [`filter`]: filters as predicates.
 //! - [`aggregate`]: aggregators and post-aggregators as expressions.
+//! - [`extraction`]: dimension specs and extraction functions.
 //! - [`expression`]: Druid's expression language (virtual columns, `expression`
 //!   filters, aggregators and post-aggregators) as DataFusion expressions.
 //! - [`queries`]: each aggregating query's plan and its answer in Druid's shape.
@@ -20,6 +21,7 @@
 
 pub mod aggregate;
 pub mod expression;
+pub mod extraction;
 pub mod filter;
 pub mod metadata;
 pub mod queries;
@@ -157,12 +159,26 @@ impl<'a> Planner<'a> {
 
     /// A query's granularity as buckets of `__time`.
     fn buckets(&self, granularity: &Granularity) -> Result<Buckets> {
+        self.buckets_of(granularity, ident("__time"))
+    }
+
+    /// `time` floored to `granularity` (unchanged by `all` and `none`), as
+    /// extraction functions apply one.
+    fn bucket_of(&self, granularity: &Granularity, time: Expr) -> Result<Expr> {
+        Ok(self
+            .buckets_of(granularity, time.clone())?
+            .expr
+            .unwrap_or(time))
+    }
+
+    /// How `granularity` cuts the times `time` into buckets.
+    fn buckets_of(&self, granularity: &Granularity, time: Expr) -> Result<Buckets> {
         let utc = parse_zone("UTC").map_err(|e| plan(e.to_string()))?;
         let (period, origin, zone) = match granularity {
             Granularity::Simple(name) => match simple_period(name)? {
                 None if name.eq_ignore_ascii_case("none") => {
                     return Ok(Buckets {
-                        expr: Some(ident("__time")),
+                        expr: Some(time),
                         calendar: None,
                         zone: utc,
                     });
@@ -177,7 +193,9 @@ impl<'a> Planner<'a> {
                 Some(period) => (period, None, None),
             },
             Granularity::Object(object) => match object.kind.as_str() {
-                "all" | "none" => return self.buckets(&Granularity::Simple(object.kind.clone())),
+                "all" | "none" => {
+                    return self.buckets_of(&Granularity::Simple(object.kind.clone()), time);
+                }
                 "period" => {
                     let text = object
                         .period
@@ -223,7 +241,7 @@ impl<'a> Planner<'a> {
         };
         let zone_arg = lit(zone.clone().unwrap_or_else(|| "UTC".into()));
         let expr = self.function("time_floor")?.call(vec![
-            ident("__time"),
+            time,
             lit(calendar.period().to_string()),
             origin_arg,
             zone_arg,

@@ -349,7 +349,7 @@ impl Planner<'_> {
             .iter()
             .map(|e| e.clone().alias(BUCKET))
             .collect();
-        group.push(ident(q.dimension.dimension()).alias(&output));
+        group.push(self.dimension(&q.dimension, frame.schema())?.alias(&output));
         let aggregates = self.aggregates(&q.aggregations, &frame)?;
         let frame = frame.aggregate(group, aggregates)?;
         let frame = self.with_posts(frame, &q.post_aggregations)?;
@@ -433,7 +433,7 @@ impl Planner<'_> {
             .map(|e| e.clone().alias(BUCKET))
             .collect();
         for d in &q.dimensions {
-            group.push(ident(d.dimension()).alias(d.output_name()));
+            group.push(self.dimension(d, frame.schema())?.alias(d.output_name()));
         }
         let aggregates = self.aggregates(&q.aggregations, &frame)?;
         let mut frame =

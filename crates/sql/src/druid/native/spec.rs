@@ -9,12 +9,12 @@ use serde_json::Value;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "queryType", rename_all = "camelCase")]
 pub enum Query {
-    Timeseries(Timeseries),
+    Timeseries(Box<Timeseries>),
     #[serde(rename = "topN")]
-    TopN(TopN),
-    GroupBy(GroupBy),
-    Scan(Scan),
-    Search(Search),
+    TopN(Box<TopN>),
+    GroupBy(Box<GroupBy>),
+    Scan(Box<Scan>),
+    Search(Box<Search>),
     TimeBoundary(TimeBoundary),
     SegmentMetadata(SegmentMetadata),
     DataSourceMetadata(DataSourceMetadata),
@@ -276,41 +276,80 @@ pub struct GranularityObject {
     pub origin: Option<String>,
 }
 
-/// A dimension: its name, or `{"type": "default", "dimension", "outputName",
-/// "outputType"}`.
+/// A dimension: a column's name, or a spec (`default`, `extraction`, `lookup`, or a
+/// filtered one over a `delegate`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum DimensionSpec {
     Name(String),
-    Object {
-        #[serde(rename = "type", default)]
-        kind: Option<String>,
-        dimension: String,
-        #[serde(default, rename = "outputName")]
-        output_name: Option<String>,
-        #[serde(default, rename = "outputType")]
-        output_type: Option<String>,
-    },
+    Object(Box<DimensionObject>),
+}
+
+/// A dimension spec's fields, by its `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DimensionObject {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub dimension: Option<String>,
+    #[serde(default)]
+    pub output_name: Option<String>,
+    #[serde(default)]
+    pub output_type: Option<String>,
+    #[serde(default)]
+    pub extraction_fn: Option<Value>,
+    /// A filtered spec's: the spec it filters, and the values it keeps.
+    #[serde(default)]
+    pub delegate: Option<DimensionSpec>,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default = "yes", deserialize_with = "flexible_bool")]
+    pub is_whitelist: bool,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A `lookup` spec's: a registered lookup's `name` or an inline `lookup` map, and
+    /// what a missing key gives.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub lookup: Option<Value>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub retain_missing_value: bool,
+    #[serde(default)]
+    pub replace_missing_value_with: Option<String>,
 }
 
 impl DimensionSpec {
+    /// The column it reads.
     pub fn dimension(&self) -> &str {
         match self {
             DimensionSpec::Name(name) => name,
-            DimensionSpec::Object { dimension, .. } => dimension,
+            DimensionSpec::Object(o) => match (&o.dimension, &o.delegate) {
+                (Some(dimension), _) => dimension,
+                (None, Some(delegate)) => delegate.dimension(),
+                (None, None) => "",
+            },
         }
     }
 
+    /// The name its values are answered under.
     pub fn output_name(&self) -> &str {
         match self {
             DimensionSpec::Name(name) => name,
-            DimensionSpec::Object {
-                output_name,
-                dimension,
-                ..
-            } => output_name.as_deref().unwrap_or(dimension),
+            DimensionSpec::Object(o) => match (&o.output_name, &o.delegate) {
+                (Some(name), _) => name,
+                (None, Some(delegate)) => delegate.output_name(),
+                (None, None) => self.dimension(),
+            },
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Filters, by `type`.
@@ -319,6 +358,8 @@ impl DimensionSpec {
 pub enum Filter {
     Selector {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         #[serde(default)]
         value: Value,
     },
@@ -335,10 +376,14 @@ pub enum Filter {
     },
     In {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         values: Vec<Value>,
     },
     Bound {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         #[serde(default)]
         lower: Option<Value>,
         #[serde(default)]
@@ -374,20 +419,28 @@ pub enum Filter {
     },
     Interval {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         intervals: Vec<String>,
     },
     Like {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         pattern: String,
         #[serde(default)]
         escape: Option<String>,
     },
     Regex {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         pattern: String,
     },
     Search {
         dimension: String,
+        #[serde(default, rename = "extractionFn")]
+        extraction_fn: Option<Value>,
         query: SearchSpec,
     },
     Expression {
@@ -581,7 +634,9 @@ pub struct VirtualColumn {
 }
 
 /// `true`, `false`, or the strings `"true"` and `"false"`, as Druid takes them.
-fn flexible_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+pub(super) fn flexible_bool<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<bool, D::Error> {
     match Option::<Value>::deserialize(deserializer)? {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(b),
