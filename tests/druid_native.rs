@@ -364,7 +364,7 @@ fn expressions_in_virtual_columns_filters_aggregators_and_post_aggregators() {
             ],
             "postAggregations": [
                 { "type": "expression", "name": "share", "expression": "slow * 1.0 / rows" },
-                { "type": "expression", "name": "tag", "expression": "place + ':' + rows" },
+                { "type": "expression", "name": "tag", "expression": "concat(place + ':', rows)" },
             ],
         }),
     );

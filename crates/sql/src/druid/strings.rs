@@ -4,7 +4,7 @@
 //!   queries use: `%s`, `%S`, `%d`, `%x`, `%X`, `%o`, `%f`, `%e`, `%b`, `%c`, `%%` and
 //!   `%n`, with the `-` and `0` flags, a width and a precision;
 //! - `PARSE_LONG(text[, radix])`: a BIGINT, NULL when the text is not a number in the
-//!   radix (2 to 36, 10 by default).
+//!   radix (2 to 36, 10 by default; in 16 it may start with `0x`).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -319,7 +319,16 @@ impl ScalarUDFImpl for ParseLong {
                 let radix = u32::try_from(radix?)
                     .ok()
                     .filter(|r| (2..=36).contains(r))?;
-                i64::from_str_radix(text?.trim(), radix).ok()
+                let text = text?.trim();
+                // Hexadecimal may start with 0x, as Druid's.
+                let digits = match radix {
+                    16 => text
+                        .strip_prefix("0x")
+                        .or_else(|| text.strip_prefix("0X"))
+                        .unwrap_or(text),
+                    _ => text,
+                };
+                i64::from_str_radix(digits, radix).ok()
             })
             .collect();
         let answer: ArrayRef = Arc::new(parsed);

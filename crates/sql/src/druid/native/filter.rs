@@ -261,8 +261,11 @@ pub(super) fn like(text: Expr, pattern: &str, escape: Option<&str>) -> Result<Ex
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         if Some(c) == escape {
-            rewritten.push('\\');
-            rewritten.extend(chars.next());
+            // A last escape with nothing after it escapes nothing, as Druid's.
+            if let Some(next) = chars.next() {
+                rewritten.push('\\');
+                rewritten.push(next);
+            }
         } else if c == '\\' {
             rewritten.push_str("\\\\");
         } else {

@@ -125,19 +125,12 @@ impl<'a> Planner<'a> {
         if let Some(times) = time_predicate(intervals) {
             frame = frame.filter(times)?;
         }
-        if !virtuals.is_empty() {
-            // Each compiled over the table's columns, a virtual column it names inlined.
-            let compiler = self.compiler(frame.schema()).with_virtuals(virtuals);
-            let columns = virtuals
-                .iter()
-                .map(|v| Ok((v.name.clone(), compiler.virtual_column(v)?)))
-                .collect::<Result<Vec<_>>>()?;
-            for (name, column) in columns {
-                if name == "__time" {
-                    return Err(plan("a virtual column may not be named __time".into()));
-                }
-                frame = frame.with_column(&name, column)?;
+        for column in expression::in_dependency_order(virtuals)? {
+            if column.name == "__time" {
+                return Err(plan("a virtual column may not be named __time".into()));
             }
+            let value = self.compiler(frame.schema()).virtual_column(column)?;
+            frame = frame.with_column(&column.name, value)?;
         }
         if let Some(filter) = filter {
             let predicate = self.filter(filter, frame.schema())?;

@@ -8,7 +8,7 @@
 //! - comparisons and logical operators answer LONG 1 or 0 (booleans inside an
 //!   expression, 1/0 when they are its value);
 //! - a number is true when it is positive, a string when it is `'true'` in any case;
-//! - `+` concatenates when either side is a string; `/` of two LONGs is a LONG;
+//! - `+` of two strings concatenates them; `/` of two LONGs is a LONG;
 //! - nulls propagate as in SQL (Druid's SQL-compatible mode), `&&` and `||` with
 //!   three-valued logic;
 //! - a column that does not exist is null.
@@ -18,7 +18,7 @@
 
 pub mod parse;
 
-use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
@@ -34,6 +34,55 @@ pub use parse::{Node, Op, parse};
 use super::filter::like;
 use super::spec::VirtualColumn;
 use crate::druid::rewrite::{Lookups, groups_balance};
+
+/// `virtuals` in an order where each comes after those it names, so that each can
+/// be added as a column over the table and those before it (a virtual column hides a
+/// table's column of its name). Refuses two of one name and a cycle (one naming
+/// itself, directly or not).
+pub fn in_dependency_order(virtuals: &[VirtualColumn]) -> Result<Vec<&VirtualColumn>> {
+    let mut by_name: HashMap<&str, (&VirtualColumn, BTreeSet<String>)> = HashMap::new();
+    for column in virtuals {
+        let mut names = BTreeSet::new();
+        parse(&column.expression)?.columns(&mut names);
+        if by_name.insert(&column.name, (column, names)).is_some() {
+            return Err(DataFusionError::Plan(format!(
+                "two virtual columns are named {:?}",
+                column.name
+            )));
+        }
+    }
+    // Depth first, without recursion: a column is placed once all it names are.
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    for column in virtuals {
+        let mut path: Vec<&str> = vec![&column.name];
+        while let Some(&name) = path.last() {
+            if placed.contains(name) {
+                path.pop();
+                continue;
+            }
+            let (virtual_column, names) = &by_name[name];
+            let next = names
+                .iter()
+                .map(String::as_str)
+                .find(|n| by_name.contains_key(n) && !placed.contains(n));
+            match next {
+                Some(n) if path.contains(&n) => {
+                    return Err(DataFusionError::Plan(format!(
+                        "virtual column {n:?} refers to itself"
+                    )));
+                }
+                Some(n) => path.push(n),
+                None => {
+                    placed.insert(name);
+                    order.push(*virtual_column);
+                    path.pop();
+                }
+            }
+        }
+    }
+    Ok(order)
+}
 
 /// What Druid calls the type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +100,6 @@ pub struct Compiler<'a> {
     context: &'a SessionContext,
     schema: &'a DFSchema,
     lookups: &'a Lookups,
-    /// Virtual columns a name may refer to, when the schema lacks it.
-    virtuals: &'a [VirtualColumn],
-    /// The virtual columns being compiled, to refuse one that refers to itself.
-    expanding: RefCell<Vec<String>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -63,15 +108,7 @@ impl<'a> Compiler<'a> {
             context,
             schema,
             lookups,
-            virtuals: &[],
-            expanding: RefCell::new(Vec::new()),
         }
-    }
-
-    /// Names in expressions may also be these virtual columns.
-    pub fn with_virtuals(mut self, virtuals: &'a [VirtualColumn]) -> Self {
-        self.virtuals = virtuals;
-        self
     }
 
     /// The value of `text`, as Druid answers it: LONG, DOUBLE or STRING.
@@ -130,21 +167,11 @@ impl<'a> Compiler<'a> {
     }
 
     fn column(&self, name: &str) -> Result<Expr> {
-        if self.schema.has_column_with_unqualified_name(name) {
-            return Ok(ident(name));
-        }
-        let Some(column) = self.virtuals.iter().find(|v| v.name == name) else {
-            return Ok(lit(ScalarValue::Null));
-        };
-        if self.expanding.borrow().iter().any(|n| n == name) {
-            return Err(DataFusionError::Plan(format!(
-                "virtual column {name:?} refers to itself"
-            )));
-        }
-        self.expanding.borrow_mut().push(name.to_string());
-        let value = self.virtual_column(column);
-        self.expanding.borrow_mut().pop();
-        value
+        Ok(if self.schema.has_column_with_unqualified_name(name) {
+            ident(name)
+        } else {
+            lit(ScalarValue::Null)
+        })
     }
 
     fn kind(&self, expr: &Expr) -> Result<Kind> {
@@ -253,12 +280,21 @@ impl<'a> Compiler<'a> {
                     left.or(right)
                 });
             }
-            Op::Plus if lk == Kind::Text || rk == Kind::Text => {
+            // Two strings concatenate; a string and a number add as numbers.
+            Op::Plus if strings => {
                 return Ok(concat(self.text(left)?, self.text(right)?));
             }
             Op::Power => {
+                // LONGs as Druid's LongMath.pow, through a DOUBLE: exact up to 2^53.
+                let negative =
+                    matches!(&right, Expr::Literal(ScalarValue::Int64(Some(n)), _) if *n < 0);
                 let (left, right) = self.numbers(left, right)?;
                 let longs = self.kind(&left)? == Kind::Long;
+                if longs && negative {
+                    return Err(DataFusionError::Plan(
+                        "a LONG to a negative power: the exponent may not be negative".into(),
+                    ));
+                }
                 let power = self.udf("power", vec![left, right])?;
                 return Ok(if longs {
                     cast(power, DataType::Int64)
@@ -574,8 +610,8 @@ impl Call<'_, '_> {
                 }
                 let group = match self.nodes.get(2) {
                     None => 0,
-                    Some(Node::Long(n)) if *n >= 0 => *n,
-                    Some(_) => return Err(self.plan("the group must be a whole number")),
+                    Some(Node::Long(n)) if (0..i64::from(u16::MAX)).contains(n) => *n,
+                    Some(_) => return Err(self.plan("the group must be a small whole number")),
                 };
                 // The pattern in a group of its own: its group n is the match's n + 1.
                 let matched = self.udf(
@@ -634,16 +670,20 @@ impl Call<'_, '_> {
                 )
             }
             "strpos" => {
-                // 0-based, -1 when not found, searching from an index.
+                // 0-based, -1 when not found, searching from an index (none below 0);
+                // NULL when either string is.
                 self.takes(2, 3)?;
                 let (haystack, needle) = (self.text(0)?, self.text(1)?);
                 let from = match self.nodes.len() {
-                    3 => self.long(2)?,
+                    3 => self.udf("greatest", vec![self.long(2)?, lit(0i64)])?,
                     _ => lit(0i64),
                 };
+                let either_null = haystack.clone().is_null().or(needle.clone().is_null());
                 let rest = self.udf("substr", vec![haystack, from.clone() + lit(1i64)])?;
                 let found = cast(self.udf("strpos", vec![rest, needle])?, DataType::Int64);
-                when(found.clone().gt(lit(0i64)), found - lit(1i64) + from).otherwise(lit(-1i64))?
+                when(either_null, lit(ScalarValue::Int64(None)))
+                    .when(found.clone().gt(lit(0i64)), found - lit(1i64) + from)
+                    .otherwise(lit(-1i64))?
             }
             "trim" | "ltrim" | "rtrim" => {
                 self.takes(1, 2)?;
@@ -663,6 +703,7 @@ impl Call<'_, '_> {
     }
 
     fn times(&self) -> Result<Expr> {
+        let c = self.compiler;
         let name = self.name;
         Ok(match name {
             "timestamp" | "timestamp_parse" | "unix_timestamp" => {
@@ -679,7 +720,12 @@ impl Call<'_, '_> {
                 self.takes(2, 4)?;
                 let mut args = vec![self.time(0)?, self.text(1)?];
                 if self.nodes.len() > 2 {
-                    args.push(self.time(2)?);
+                    // An origin in milliseconds or ISO 8601.
+                    let origin = self.arg(2)?;
+                    args.push(match c.kind(&origin)? {
+                        Kind::Text => self.udf("time_parse", vec![origin])?,
+                        _ => c.time(origin)?,
+                    });
                 }
                 if self.nodes.len() > 3 {
                     args.push(self.text(3)?);
@@ -937,19 +983,13 @@ mod tests {
         context
     }
 
-    async fn evaluate(
-        context: &SessionContext,
-        text: &str,
-        virtuals: &[VirtualColumn],
-    ) -> Result<ScalarValue> {
+    async fn evaluate(context: &SessionContext, text: &str) -> Result<ScalarValue> {
         let frame = context.table("t").await?;
         let lookups = Lookups::from([(
             "country".to_string(),
             [("US".to_string(), "United States".to_string())].into(),
         )]);
-        let value = Compiler::new(context, frame.schema(), &lookups)
-            .with_virtuals(virtuals)
-            .value(text)?;
+        let value = Compiler::new(context, frame.schema(), &lookups).value(text)?;
         let batches = frame.select(vec![value.alias("x")])?.collect().await?;
         ScalarValue::try_from_array(batches[0].column(0), 0)
     }
@@ -969,7 +1009,7 @@ mod tests {
     async fn check(cases: &[(&str, ScalarValue)]) {
         let context = context();
         for (expression, expected) in cases {
-            let got = evaluate(&context, expression, &[])
+            let got = evaluate(&context, expression)
                 .await
                 .unwrap_or_else(|e| panic!("{expression}: {e}"));
             let same = match (&got, expected) {
@@ -1008,7 +1048,8 @@ mod tests {
             ("1 + 2 * 3", long(7)),
             // `+` with a string concatenates; comparisons answer 1 or 0.
             ("s + '!'", text("Mobile!")),
-            ("s + n", text("Mobile7")),
+            ("s + n", ScalarValue::Null),
+            ("'5' + 2", double(7.0)),
             ("n > 5", long(1)),
             ("s == 'Mobile'", long(1)),
             ("s != 'Mobile'", long(0)),
@@ -1051,6 +1092,8 @@ mod tests {
             ("lookup('US', 'country')", text("United States")),
             ("lookup('FR', 'country', 'elsewhere')", text("elsewhere")),
             ("parse_long('ff', 16)", long(255)),
+            ("parse_long('0xff', 16)", long(255)),
+            ("like('abc', 'abc!', '!')", long(1)),
             ("regexp_extract('foo-bar', 'f(o+)', 1)", text("oo")),
             ("regexp_extract('foo-bar', 'b.r')", text("bar")),
             ("regexp_like(s, '^M')", long(1)),
@@ -1067,6 +1110,8 @@ mod tests {
             ("strpos('banana', 'an')", long(1)),
             ("strpos('banana', 'an', 2)", long(3)),
             ("strpos('banana', 'x')", long(-1)),
+            ("strpos('banana', 'b', -5)", long(0)),
+            ("strpos(z, 'b')", ScalarValue::Null),
             ("trim('  a  ')", text("a")),
             ("ltrim('xxaxx', 'x')", text("axx")),
             ("rtrim('xxaxx', 'x')", text("xxa")),
@@ -1090,6 +1135,10 @@ mod tests {
                 long(1441954800000),
             ),
             ("timestamp_floor(1442018818771, 'P1D')", long(1442016000000)),
+            (
+                "timestamp_floor(__time, 'PT6H', '2015-09-11T03:00:00Z')",
+                long(1442016000000 - 3_600_000 * 3),
+            ),
             ("timestamp_shift(__time, 'P1M', 1)", long(1444610818771)),
             ("timestamp_extract(__time, 'DOW')", long(6)),
             (
@@ -1158,7 +1207,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn virtual_columns_name_each_other_and_refuse_cycles() {
+    async fn virtual_columns_name_each_other_in_any_order_and_refuse_cycles() {
         let context = context();
         let column = |name: &str, expression: &str, output: Option<&str>| VirtualColumn {
             kind: "expression".into(),
@@ -1166,21 +1215,61 @@ mod tests {
             expression: expression.into(),
             output_type: output.map(str::to_string),
         };
+        // Named before they are defined; `n` hides the table's column.
         let virtuals = [
-            column("twice", "n * 2", None),
             column("label", "concat(s, '-', twice)", Some("STRING")),
             column("ratio", "twice", Some("DOUBLE")),
-            column("loop", "loop + 1", None),
+            column("twice", "n * 2", None),
+            column("n", "d * 4", Some("LONG")),
         ];
-        let got = evaluate(&context, "label", &virtuals).await.unwrap();
-        assert_eq!(got, text("Mobile-14"));
-        let got = evaluate(&context, "ratio / 4", &virtuals).await.unwrap();
-        assert_eq!(got, double(3.5));
-        let refused = evaluate(&context, "loop", &virtuals).await.unwrap_err();
-        assert!(
-            refused.to_string().contains("refers to itself"),
-            "{refused}"
-        );
+        let order: Vec<&str> = in_dependency_order(&virtuals)
+            .unwrap()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(order, ["n", "twice", "label", "ratio"]);
+        let lookups = Lookups::new();
+        let mut frame = context.table("t").await.unwrap();
+        for v in in_dependency_order(&virtuals).unwrap() {
+            let value = Compiler::new(&context, frame.schema(), &lookups)
+                .virtual_column(v)
+                .unwrap();
+            frame = frame.with_column(&v.name, value).unwrap();
+        }
+        let batches = frame
+            .select(vec![ident("label"), ident("ratio")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let row = |i| ScalarValue::try_from_array(batches[0].column(i), 0).unwrap();
+        assert_eq!((row(0), row(1)), (text("Mobile-20"), double(20.0)));
+
+        // A chain of columns each naming the one before twice stays linear.
+        let mut chain = vec![column("v0", "n", None)];
+        for i in 1..64 {
+            chain.push(column(
+                &format!("v{i}"),
+                &format!("v{0} + v{0}", i - 1),
+                None,
+            ));
+        }
+        assert_eq!(in_dependency_order(&chain).unwrap().len(), 64);
+
+        for (virtuals, says) in [
+            (vec![column("x", "x * 2", None)], "refers to itself"),
+            (
+                vec![column("a", "b + 1", None), column("b", "a + 1", None)],
+                "refers to itself",
+            ),
+            (
+                vec![column("a", "1", None), column("a", "2", None)],
+                "two virtual columns",
+            ),
+        ] {
+            let refused = in_dependency_order(&virtuals).unwrap_err();
+            assert!(refused.to_string().contains(says), "{refused}");
+        }
     }
 
     #[tokio::test]
@@ -1196,7 +1285,7 @@ mod tests {
             ("array_length(s)", true, "array_length"),
             ("json_value(s, '$.a')", true, "json_value"),
         ] {
-            let refused = evaluate(&context, expression, &[]).await.unwrap_err();
+            let refused = evaluate(&context, expression).await.unwrap_err();
             assert_eq!(
                 matches!(refused, DataFusionError::NotImplemented(_)),
                 unsupported,

@@ -23,6 +23,24 @@ pub enum Node {
     Call(String, Vec<Node>),
 }
 
+impl Node {
+    /// Adds the names of the columns it reads to `names`.
+    pub fn columns(&self, names: &mut std::collections::BTreeSet<String>) {
+        match self {
+            Node::Column(name) => {
+                names.insert(name.clone());
+            }
+            Node::Not(inner) | Node::Negate(inner) => inner.columns(names),
+            Node::Binary(_, left, right) => {
+                left.columns(names);
+                right.columns(names);
+            }
+            Node::Call(_, args) => args.iter().for_each(|a| a.columns(names)),
+            Node::Long(_) | Node::Double(_) | Node::Text(_) | Node::Null => {}
+        }
+    }
+}
+
 /// A binary operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -94,7 +112,7 @@ const SYMBOLS: [&str; 21] = [
 
 /// Parses `text`; errors name the expression and what is wrong where.
 pub fn parse(text: &str) -> Result<Node> {
-    let wrong = |why: String| DataFusionError::Plan(format!("expression {text:?}: {why}"));
+    let wrong = |why: String| DataFusionError::Plan(format!("expression {}: {why}", shown(text)));
     let tokens = tokens(text).map_err(wrong)?;
     if let Some(what) = tokens.iter().find_map(|t| match t {
         Token::Symbol("->") => Some("lambda expressions"),
@@ -102,14 +120,28 @@ pub fn parse(text: &str) -> Result<Node> {
         _ => None,
     }) {
         return Err(DataFusionError::NotImplemented(format!(
-            "expression {text:?}: {what} are not supported"
+            "expression {}: {what} are not supported",
+            shown(text)
         )));
     }
-    let mut parser = Parser { tokens, at: 0 };
-    let node = parser.expression(0).map_err(wrong)?;
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        nesting: 0,
+    };
+    let (node, _) = parser.expression(0).map_err(wrong)?;
     match parser.tokens.get(parser.at) {
         None => Ok(node),
         Some(token) => Err(wrong(format!("unexpected {}", describe(token)))),
+    }
+}
+
+/// An expression as an error quotes it: its start when it is long.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 120;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}...", &text[..end]),
     }
 }
 
@@ -223,23 +255,44 @@ fn quoted(chars: &[char], start: usize) -> std::result::Result<(String, usize), 
             'f' => '\u{c}',
             '\\' | '\'' | '"' | '/' => escaped,
             'u' => {
-                let hex: String = chars.get(i..i + 4).unwrap_or_default().iter().collect();
-                i += 4;
-                u32::from_str_radix(&hex, 16)
-                    .ok()
-                    .filter(|_| hex.len() == 4)
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| format!("\\u{hex} is not a character"))?
+                let (unit, next) = hex_unit(chars, i)?;
+                i = next;
+                // A surrogate pair, as Java writes characters outside the BMP.
+                let pair = (0xD800..0xDC00).contains(&unit)
+                    && chars.get(i..i + 2) == Some(&['\\', 'u'][..]);
+                let code = match pair.then(|| hex_unit(chars, i + 2)).transpose()? {
+                    Some((low, next)) if (0xDC00..0xE000).contains(&low) => {
+                        i = next;
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    _ => unit,
+                };
+                char::from_u32(code).ok_or_else(|| format!("\\u{unit:04x} is not a character"))?
             }
             other => return Err(format!("unknown escape \\{other}")),
         });
     }
 }
 
+/// The four hex digits of a `\\u` escape at `chars[at..]`, and the index after them.
+fn hex_unit(chars: &[char], at: usize) -> std::result::Result<(u32, usize), String> {
+    let hex: String = chars.get(at..at + 4).unwrap_or_default().iter().collect();
+    match u32::from_str_radix(&hex, 16) {
+        Ok(unit) if hex.len() == 4 => Ok((unit, at + 4)),
+        _ => Err(format!("\\u{hex} is not four hex digits")),
+    }
+}
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// How deep the parser's own calls are.
+    nesting: usize,
 }
+
+/// How deep an expression may nest: its tree and the parser's calls. Compiling and
+/// dropping a tree recurse over it, so it is bounded well within a thread's stack.
+pub const MAX_DEPTH: usize = 200;
 
 impl Parser {
     fn next(&mut self) -> Option<Token> {
@@ -263,9 +316,21 @@ impl Parser {
         }
     }
 
-    /// Operators binding at least as tightly as `least`, by precedence climbing.
-    fn expression(&mut self, least: u8) -> std::result::Result<Node, String> {
-        let mut left = self.unary()?;
+    /// Counts one more level of recursion, refusing more than [`MAX_DEPTH`]: a
+    /// hostile expression must not exhaust the stack.
+    fn enter(&mut self) -> std::result::Result<(), String> {
+        self.nesting += 1;
+        if self.nesting > MAX_DEPTH {
+            return Err(format!("nested more than {MAX_DEPTH} deep"));
+        }
+        Ok(())
+    }
+
+    /// Operators binding at least as tightly as `least`, by precedence climbing; the
+    /// tree and its depth.
+    fn expression(&mut self, least: u8) -> std::result::Result<(Node, usize), String> {
+        self.enter()?;
+        let (mut left, mut depth) = self.unary()?;
         while let Some(op) = self.peek_symbol().and_then(Op::of) {
             let precedence = op.precedence();
             if precedence < least {
@@ -278,42 +343,52 @@ impl Parser {
             } else {
                 precedence + 1
             };
-            let right = self.expression(next)?;
+            let (right, right_depth) = self.expression(next)?;
+            depth = deeper(depth.max(right_depth))?;
             left = Node::Binary(op, Box::new(left), Box::new(right));
         }
-        Ok(left)
+        self.nesting -= 1;
+        Ok((left, depth))
     }
 
-    fn unary(&mut self) -> std::result::Result<Node, String> {
+    fn unary(&mut self) -> std::result::Result<(Node, usize), String> {
         match self.peek_symbol() {
             Some("!") => {
                 self.at += 1;
-                Ok(Node::Not(Box::new(self.unary()?)))
+                self.enter()?;
+                let (inner, depth) = self.unary()?;
+                self.nesting -= 1;
+                Ok((Node::Not(Box::new(inner)), deeper(depth)?))
             }
             Some("-") => {
                 self.at += 1;
-                Ok(match self.unary()? {
-                    Node::Long(n) => Node::Long(-n),
-                    Node::Double(d) => Node::Double(-d),
-                    other => Node::Negate(Box::new(other)),
+                self.enter()?;
+                let (inner, depth) = self.unary()?;
+                self.nesting -= 1;
+                Ok(match inner {
+                    Node::Long(n) => (Node::Long(n.wrapping_neg()), depth),
+                    Node::Double(d) => (Node::Double(-d), depth),
+                    other => (Node::Negate(Box::new(other)), deeper(depth)?),
                 })
             }
             _ => self.operand(),
         }
     }
 
-    fn operand(&mut self) -> std::result::Result<Node, String> {
+    fn operand(&mut self) -> std::result::Result<(Node, usize), String> {
+        let leaf = |node: Node| Ok((node, 1));
         match self.next() {
-            Some(Token::Long(n)) => Ok(Node::Long(n)),
-            Some(Token::Double(d)) => Ok(Node::Double(d)),
-            Some(Token::Text(s)) => Ok(Node::Text(s)),
-            Some(Token::Quoted(name)) => Ok(Node::Column(name)),
+            Some(Token::Long(n)) => leaf(Node::Long(n)),
+            Some(Token::Double(d)) => leaf(Node::Double(d)),
+            Some(Token::Text(s)) => leaf(Node::Text(s)),
+            Some(Token::Quoted(name)) => leaf(Node::Column(name)),
             Some(Token::Name(name)) => {
                 if self.peek_symbol() == Some("(") {
                     self.at += 1;
-                    return Ok(Node::Call(name.to_ascii_lowercase(), self.arguments()?));
+                    let (args, depth) = self.arguments()?;
+                    return Ok((Node::Call(name.to_ascii_lowercase(), args), deeper(depth)?));
                 }
-                Ok(match name.as_str() {
+                leaf(match name.as_str() {
                     "null" => Node::Null,
                     "NaN" => Node::Double(f64::NAN),
                     "Infinity" => Node::Double(f64::INFINITY),
@@ -330,18 +405,21 @@ impl Parser {
         }
     }
 
-    /// A call's arguments, after its `(`.
-    fn arguments(&mut self) -> std::result::Result<Vec<Node>, String> {
+    /// A call's arguments, after its `(`, and the depth of the deepest.
+    fn arguments(&mut self) -> std::result::Result<(Vec<Node>, usize), String> {
         let mut args = Vec::new();
+        let mut depth = 0;
         if self.peek_symbol() == Some(")") {
             self.at += 1;
-            return Ok(args);
+            return Ok((args, depth));
         }
         loop {
-            args.push(self.expression(0)?);
+            let (arg, arg_depth) = self.expression(0)?;
+            args.push(arg);
+            depth = depth.max(arg_depth);
             match self.next() {
                 Some(Token::Symbol(",")) => {}
-                Some(Token::Symbol(")")) => return Ok(args),
+                Some(Token::Symbol(")")) => return Ok((args, depth)),
                 Some(other) => {
                     return Err(format!("expected \",\" or \")\", not {}", describe(&other)));
                 }
@@ -349,6 +427,14 @@ impl Parser {
             }
         }
     }
+}
+
+/// The depth of a node over a child `depth` deep, at most [`MAX_DEPTH`].
+fn deeper(depth: usize) -> std::result::Result<usize, String> {
+    if depth >= MAX_DEPTH {
+        return Err(format!("nested more than {MAX_DEPTH} deep"));
+    }
+    Ok(depth + 1)
 }
 
 #[cfg(test)]
@@ -405,6 +491,7 @@ mod tests {
         );
         assert_eq!(parse(r#""a b""#).unwrap(), Node::Column("a b".into()));
         assert_eq!(parse("$x_1").unwrap(), Node::Column("$x_1".into()));
+        assert_eq!(parse(r"'\uD83D\uDE00'").unwrap(), Node::Text("😀".into()));
         assert_eq!(parse("null").unwrap(), Node::Null);
         assert_eq!(
             parse("TIMESTAMP_FLOOR(__time, 'P1D')").unwrap(),
@@ -431,6 +518,22 @@ mod tests {
         assert!(message("1 2").contains("unexpected number 2"));
         assert!(message("99999999999999999999").contains("does not fit"));
         assert!(message(r"'\q'").contains("unknown escape"));
+        // Deep nesting is refused before it exhausts the stack, however it nests.
+        for deep in [
+            "(".repeat(100_000) + "1" + &")".repeat(100_000),
+            "!".repeat(100_000) + "1",
+            "x".to_string() + &" + 1".repeat(100_000),
+            "2".to_string() + &" ^ 2".repeat(100_000),
+            "abs(".repeat(100_000) + "1" + &")".repeat(100_000),
+        ] {
+            let refused = parse(&deep).unwrap_err().to_string();
+            assert!(
+                refused.contains("nested more than 200 deep"),
+                "{}",
+                &refused[..200.min(refused.len())]
+            );
+        }
+        assert!(parse(&("1".to_string() + &" + 1".repeat(150))).is_ok());
         assert!(matches!(
             parse("map((x) -> x + 1, y)"),
             Err(DataFusionError::NotImplemented(m)) if m.contains("lambda")
