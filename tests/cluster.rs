@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use grove_e2e::Sandbox;
-use grove_e2e::cluster::TestCluster;
+use grove_e2e::cluster::{TestCluster, internal_auth};
 use serde_json::Value;
 
 const DAY: i64 = 86_400_000;
@@ -588,6 +588,7 @@ fn a_replacement_becomes_visible_only_once_every_partition_is_loaded() {
     // The coordinator says why, and what is queued.
     let url = format!("{}/grove/v1/coordinator", c.http("coordinator-1"));
     let status: Value = ureq::get(&url)
+        .header("Authorization", internal_auth())
         .call()
         .unwrap()
         .body_mut()
@@ -624,6 +625,7 @@ fn example_configs_start_real_roles() {
     let coordinator = root.join("coordinator.toml").display().to_string();
     c.start("coordinator", "from-file", &["--config", &coordinator]);
     let status: Value = ureq::get(&format!("{}/status", c.http("from-file")))
+        .header("Authorization", internal_auth())
         .call()
         .unwrap()
         .body_mut()
@@ -767,7 +769,14 @@ fn leader_of(c: &TestCluster, names: &[&str]) -> Option<String> {
                 .timeout_global(Some(Duration::from_secs(1)))
                 .build(),
         );
-        let status: Value = agent.get(&url).call().ok()?.body_mut().read_json().ok()?;
+        let status: Value = agent
+            .get(&url)
+            .header("Authorization", internal_auth())
+            .call()
+            .ok()?
+            .body_mut()
+            .read_json()
+            .ok()?;
         (status["is_leader"] == true).then(|| name.to_string())
     })
 }
@@ -833,6 +842,7 @@ fn rules_set_from_the_command_line_are_what_the_http_api_reads() {
         c.http("coordinator-1")
     );
     let rules: Value = ureq::get(&url)
+        .header("Authorization", internal_auth())
         .call()
         .unwrap()
         .body_mut()
@@ -855,8 +865,13 @@ fn rules_set_from_the_command_line_are_what_the_http_api_reads() {
             .http_status_as_error(false)
             .build(),
     );
+    // Without the cluster's credential the coordinator refuses before reading the body.
+    let rule = serde_json::json!([{ "type": "dropForever" }]);
+    let refused = agent.post(&url).send_json(&rule).unwrap();
+    assert_eq!(refused.status(), 401);
     let mut bad = agent
         .post(&url)
+        .header("Authorization", internal_auth())
         .send_json(serde_json::json!([{ "type": "loadForever", "tieredReplicants": {}, "x": 1 }]))
         .unwrap();
     assert_eq!(bad.status(), 400);

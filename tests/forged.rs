@@ -38,15 +38,23 @@ fn historical_flight(c: &TestCluster) -> String {
     registered().expect("registered")
 }
 
-/// Sends each ticket to `flight`; the status each is refused with (labelled as
-/// given). A ticket that is accepted fails the test.
-async fn refusals(flight: &str, tickets: Vec<(String, Vec<u8>)>) -> Vec<(String, tonic::Status)> {
+/// Sends each ticket to `flight`, with the `Authorization` header `auth` if any; the
+/// status each is refused with (labelled as given). A ticket that is accepted fails
+/// the test.
+async fn refusals(
+    flight: &str,
+    auth: Option<&str>,
+    tickets: Vec<(String, Vec<u8>)>,
+) -> Vec<(String, tonic::Status)> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut client = arrow_flight::FlightClient::new(channel);
+    if let Some(auth) = auth {
+        client.add_header("authorization", auth).unwrap();
+    }
     let mut statuses = Vec::new();
     for (what, bytes) in tickets {
         match client.do_get(arrow_flight::Ticket::new(bytes)).await {
@@ -64,8 +72,24 @@ fn a_historical_answers_fragment_tickets_on_its_flight_address() {
     c.historical("h-1", "_default_tier", &[]);
     let flight = historical_flight(&c);
     let unserved = "t_1970-01-01T00:00:00.000Z_1970-01-02T00:00:00.000Z_v1_0";
+    // Without the cluster's credential, or with a wrong one, nothing is read.
+    let forged = "Basic Z3JvdmVfaW50ZXJuYWw6bm90IHRoZSBzZWNyZXQgYXQgYWxs";
+    for auth in [None, Some(forged)] {
+        let statuses = c.block_on(refusals(
+            &flight,
+            auth,
+            vec![("a ticket".into(), ticket(&[unserved], b""))],
+        ));
+        assert_eq!(
+            statuses[0].1.code(),
+            tonic::Code::Unauthenticated,
+            "{auth:?}"
+        );
+    }
+    let auth = grove_e2e::cluster::internal_auth();
     let statuses = c.block_on(refusals(
         &flight,
+        Some(&auth),
         vec![
             ("garbage".into(), b"not a ticket".to_vec()),
             ("an unserved segment".into(), ticket(&[unserved], b"")),
@@ -174,7 +198,10 @@ fn forged_fragments_that_read_or_write_files_are_refused_and_the_historical_keep
             // As the attack was first seen: a ticket that lists no segments.
             tickets.push((what, ticket(&[], &serialized(&ctx, &sql).await)));
         }
-        refusals(&flight, tickets).await
+        // Even with the cluster's credential (a hostile node, or a leaked secret):
+        // a plan that reads or writes files is refused.
+        let auth = grove_e2e::cluster::internal_auth();
+        refusals(&flight, Some(&auth), tickets).await
     });
     assert_eq!(statuses.len(), 7);
     for (what, status) in &statuses {

@@ -404,11 +404,45 @@ fn a_standby_overlord_redirects_takes_over_mid_task_and_the_task_finishes() {
             .max_redirects(0)
             .build(),
     );
+    // Every internal port refuses a caller without the cluster's credential, before
+    // it does anything: the overlords' task and action APIs, the worker's, the
+    // historical's and the coordinator's.
+    for (node, path, body) in [
+        (
+            "o-1",
+            "/druid/indexer/v1/task",
+            Some(json!({"type": "noop"})),
+        ),
+        (
+            "o-1",
+            "/druid/indexer/v1/action",
+            Some(json!({"task": "x"})),
+        ),
+        ("o-2", "/druid/indexer/v1/tasks", None),
+        ("w-1", "/druid/worker/v1/tasks", None),
+        ("h-1", "/status", None),
+        ("coordinator-1", "/druid/coordinator/v1/rules", None),
+    ] {
+        let url = format!("{}{path}", c.http(node));
+        let answer = match &body {
+            Some(body) => no_redirects.post(&url).send_json(body),
+            None => no_redirects.get(&url).call(),
+        };
+        assert_eq!(answer.unwrap().status().as_u16(), 401, "{node} {path}");
+        // Health stays open, for load balancers.
+        let health = no_redirects
+            .get(&format!("{}/status/health", c.http(node)))
+            .call()
+            .unwrap();
+        assert_eq!(health.status().as_u16(), 200, "{node}");
+    }
+    assert!(leader.get_json("/druid/indexer/v1/tasks").is_array());
     let redirected = no_redirects
         .get(&format!(
             "{}/druid/indexer/v1/tasks?state=running",
             c.http("o-2")
         ))
+        .header("Authorization", grove_e2e::cluster::internal_auth())
         .call()
         .unwrap();
     assert_eq!(redirected.status().as_u16(), 307);

@@ -28,6 +28,20 @@ pub struct Process {
     child: Option<Child>,
 }
 
+/// The secret every test cluster's nodes share (in `GROVE_CLUSTER_SECRET`).
+pub const CLUSTER_SECRET: &str = "the e2e tests' cluster secret";
+
+/// The `Authorization` header of the cluster's internal calls, as an operator's
+/// tools send it.
+pub fn internal_auth() -> String {
+    use base64::Engine as _;
+    let credential = format!("grove_internal:{CLUSTER_SECRET}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credential)
+    )
+}
+
 impl Process {
     fn spawn(&mut self) {
         let log = File::options()
@@ -38,6 +52,7 @@ impl Process {
         let child = Command::new(grove_bin())
             .args(&self.args)
             .env("GROVE_LOG", "info")
+            .env("GROVE_CLUSTER_SECRET", CLUSTER_SECRET)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -230,7 +245,7 @@ impl TestCluster {
     }
 
     fn wait_for_http(&self, name: &str) {
-        let url = format!("http://{}/status", self.processes[name].http);
+        let url = format!("http://{}/status/health", self.processes[name].http);
         self.wait_until(Duration::from_secs(30), &format!("{name} answers"), || {
             ureq::get(&url).call().is_ok()
         });
@@ -371,6 +386,9 @@ impl TestCluster {
             self.http(coordinator)
         );
         let rules: Value = serde_json::from_str(rules).expect("rules JSON");
-        ureq::post(&url).send_json(rules).expect("setting rules");
+        ureq::post(&url)
+            .header("Authorization", internal_auth())
+            .send_json(rules)
+            .expect("setting rules");
     }
 }

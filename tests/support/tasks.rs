@@ -42,9 +42,15 @@ impl TaskApi {
         );
         let mut url = format!("{}{path}", self.base);
         for _ in 0..3 {
+            // As an operator's tools: with the cluster's credential (ignored by
+            // `grove start` without users).
+            let auth = crate::cluster::internal_auth();
             let sent = match body {
-                Some(body) => agent.post(&url).send_json(body),
-                None => agent.get(&url).call(),
+                Some(body) => agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .send_json(body),
+                None => agent.get(&url).header("Authorization", &auth).call(),
             };
             let mut response = match sent {
                 Ok(r) => r,

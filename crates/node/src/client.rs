@@ -47,8 +47,14 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+/// The environment variable that holds the cluster secret, for the roles and the
+/// command-line tools alike.
+pub const SECRET_ENV: &str = "GROVE_CLUSTER_SECRET";
+
 pub struct Client {
     agent: ureq::Agent,
+    /// The `Authorization` header every request carries, if any.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -60,7 +66,27 @@ impl Client {
             .build();
         Client {
             agent: ureq::Agent::new_with_config(config),
+            authorization: None,
         }
+    }
+
+    /// Requests carry `authorization` (the cluster secret's header, or a user's).
+    pub fn with_authorization(mut self, authorization: Option<&str>) -> Client {
+        self.authorization = authorization.map(str::to_string);
+        self
+    }
+
+    /// A client for a cluster's HTTP APIs, carrying the secret in
+    /// `GROVE_CLUSTER_SECRET` when it is set (the command-line tools').
+    pub fn for_cluster(timeout: Duration) -> Result<Client, String> {
+        let secret = match std::env::var(SECRET_ENV) {
+            Ok(text) => Some(
+                grove_sql::auth::ClusterSecret::new(&text)
+                    .map_err(|e| format!("{SECRET_ENV}: {e}"))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(Client::new(timeout).with_authorization(secret.as_ref().map(|s| s.authorization())))
     }
 
     pub fn get(&self, url: &str) -> Result<Answer, Unreachable> {
@@ -74,9 +100,20 @@ impl Client {
     fn send(&self, url: &str, body: Option<&Value>) -> Result<Answer, Unreachable> {
         let mut url = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
+            let authorization = self.authorization.as_deref();
             let sent = match body {
-                Some(body) => self.agent.post(&url).send_json(body),
-                None => self.agent.get(&url).call(),
+                Some(body) => match authorization {
+                    Some(a) => self
+                        .agent
+                        .post(&url)
+                        .header("Authorization", a)
+                        .send_json(body),
+                    None => self.agent.post(&url).send_json(body),
+                },
+                None => match authorization {
+                    Some(a) => self.agent.get(&url).header("Authorization", a).call(),
+                    None => self.agent.get(&url).call(),
+                },
             };
             let mut response = sent.map_err(|e| Unreachable(format!("{url}: {e}")))?;
             let status = response.status().as_u16();

@@ -31,6 +31,10 @@ pub struct DeepStorageConfig {
 pub struct CoordinatorConfig {
     /// etcd endpoints, comma-separated (required).
     pub etcd: Option<String>,
+    /// The secret every node of the cluster shares (16 characters or more): internal
+    /// calls carry it and are refused without it. Prefer `GROVE_CLUSTER_SECRET` to a
+    /// file others may read.
+    pub cluster_secret: Option<String>,
     /// HTTP address for rules and status; default 127.0.0.1:8081.
     pub http_addr: Option<String>,
     /// This node's id; default from the host name and HTTP port.
@@ -52,6 +56,10 @@ pub struct CoordinatorConfig {
 pub struct HistoricalConfig {
     /// etcd endpoints, comma-separated (required).
     pub etcd: Option<String>,
+    /// The secret every node of the cluster shares (16 characters or more): internal
+    /// calls carry it and are refused without it. Prefer `GROVE_CLUSTER_SECRET` to a
+    /// file others may read.
+    pub cluster_secret: Option<String>,
     /// HTTP address for status; default 127.0.0.1:8084.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
@@ -75,6 +83,10 @@ pub struct HistoricalConfig {
 pub struct OverlordConfig {
     /// etcd endpoints, comma-separated (required).
     pub etcd: Option<String>,
+    /// The secret every node of the cluster shares (16 characters or more): internal
+    /// calls carry it and are refused without it. Prefer `GROVE_CLUSTER_SECRET` to a
+    /// file others may read.
+    pub cluster_secret: Option<String>,
     /// HTTP address of the task API; default 127.0.0.1:8090.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
@@ -88,6 +100,10 @@ pub struct OverlordConfig {
 pub struct WorkerConfig {
     /// etcd endpoints, comma-separated (required).
     pub etcd: Option<String>,
+    /// The secret every node of the cluster shares (16 characters or more): internal
+    /// calls carry it and are refused without it. Prefer `GROVE_CLUSTER_SECRET` to a
+    /// file others may read.
+    pub cluster_secret: Option<String>,
     /// HTTP address (task logs, status); default 127.0.0.1:8091.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
@@ -117,6 +133,10 @@ pub struct UserConfig {
 pub struct BrokerConfig {
     /// etcd endpoints, comma-separated (required).
     pub etcd: Option<String>,
+    /// The secret every node of the cluster shares (16 characters or more): internal
+    /// calls carry it and are refused without it. Prefer `GROVE_CLUSTER_SECRET` to a
+    /// file others may read.
+    pub cluster_secret: Option<String>,
     /// HTTP address for SQL and status; default 127.0.0.1:8888.
     pub http_addr: Option<String>,
     pub node_id: Option<String>,
@@ -202,6 +222,9 @@ pub struct CommonFlags {
     /// Lease TTL (ISO-8601 period, e.g. PT10S): a dead node is noticed after this.
     #[arg(long, env = "GROVE_LEASE_TTL")]
     pub lease_ttl: Option<String>,
+    /// The secret every node of the cluster shares; internal calls carry it.
+    #[arg(long, env = "GROVE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 /// Flags of the roles that answer SQL clients: the broker and `grove start`.

@@ -70,11 +70,19 @@ async fn serve_stream(
     link: &StdioLink,
 ) -> CliResult<RunnerReport> {
     let host = std::env::var(HOST_ENV).unwrap_or_else(|_| "127.0.0.1".into());
+    // Brokers carry the cluster's secret; the worker hands it over.
+    let secret = std::env::var(crate::client::SECRET_ENV).map_err(|_| {
+        format!(
+            "{} is not set: run by a worker only",
+            crate::client::SECRET_ENV
+        )
+    })?;
+    let secret = grove_sql::auth::ClusterSecret::new(&secret)?;
     let (listener, address) = crate::server::bind(&format!("{host}:0"), "task Flight").await?;
     let segments = RealtimeSegments::default();
     let service = FragmentService::new(Arc::new(InProgress(segments.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(distributed::serve(listener, service, async {
+    let serving = tokio::spawn(distributed::serve(listener, service, secret, async {
         let _ = stopped.await;
     }));
     let report = run_stream_task(payload, deep, dir, link, &segments, &address.to_string()).await;

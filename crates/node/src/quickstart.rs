@@ -52,6 +52,7 @@ pub async fn run(data_dir: &Path, rows: u64) -> CliResult<()> {
         fragment_deadline: crate::server::FRAGMENT_DEADLINE,
         cache_bytes: crate::server::RESULT_CACHE_BYTES,
         fragments_in_process: true,
+        secret: grove_sql::auth::ClusterSecret::generate(),
     };
     let cluster = LocalCluster::start(target.store, dir.deep_storage()?, data_dir, options).await?;
     let loading = Instant::now();

@@ -59,7 +59,7 @@ pub async fn run(args: TasksArgs) -> CliResult<()> {
 }
 
 fn run_blocking(base: &str, command: TasksCommand) -> CliResult<()> {
-    let client = Client::new(REQUEST_TIMEOUT);
+    let client = Client::for_cluster(REQUEST_TIMEOUT)?;
     match command {
         TasksCommand::List {
             state,
@@ -152,7 +152,7 @@ fn ingest_blocking(spec_path: &Path, base: &str) -> CliResult<()> {
     let mut task: Value = serde_json::from_str(&text)
         .map_err(|e| format!("the ingestion spec is not valid JSON: {e}"))?;
     prepare(&mut task, &base_dir);
-    let client = Client::new(REQUEST_TIMEOUT);
+    let client = Client::for_cluster(REQUEST_TIMEOUT)?;
     let answer = ok(client.post(&format!("{base}/druid/indexer/v1/task"), &task)?)?;
     let id = answer.json()?["task"]
         .as_str()

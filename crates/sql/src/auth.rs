@@ -1,4 +1,5 @@
-//! Users and their passwords, as every front end checks them.
+//! Who may connect: users and their passwords, as every front end checks them, and
+//! the cluster's own identity ([`ClusterSecret`]), which every internal call carries.
 //!
 //! A password is kept as its SCRAM-SHA-256 salted password (RFC 5802's
 //! `Hi(password, salt, 4096)`), written `scram-sha-256$4096$SALT$SALTED` with both in
@@ -93,6 +94,72 @@ impl Users {
     }
 }
 
+/// The name internal calls go by: HTTP basic auth and Flight as this user, with the
+/// cluster's secret as the password.
+pub const INTERNAL_USER: &str = "grove_internal";
+
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET: usize = 16;
+
+/// The secret every node of a cluster shares: internal calls (broker to historical
+/// and realtime task over Flight, workers to the overlord, the coordinator's,
+/// overlord's, workers' and historicals' HTTP APIs) carry it as HTTP basic auth of
+/// [`INTERNAL_USER`], and are refused without it.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    /// The whole `Authorization` header value it makes.
+    authorization: String,
+}
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+impl ClusterSecret {
+    /// A secret from configuration; at least [`MIN_SECRET`] characters.
+    pub fn new(secret: &str) -> Result<Self, String> {
+        if secret.chars().count() < MIN_SECRET {
+            return Err(format!(
+                "the cluster secret must be at least {MIN_SECRET} characters long"
+            ));
+        }
+        let credential = STANDARD.encode(format!("{INTERNAL_USER}:{secret}"));
+        Ok(ClusterSecret {
+            authorization: format!("Basic {credential}"),
+        })
+    }
+
+    /// A fresh random secret, for a cluster in one process (`grove start`).
+    pub fn generate() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Self::new(&text).unwrap_or_else(|_| unreachable!("43 characters are enough"))
+    }
+
+    /// The secret itself, to hand to a process this one starts.
+    pub fn reveal(&self) -> String {
+        let encoded = self.authorization.trim_start_matches("Basic ");
+        let decoded = STANDARD.decode(encoded).unwrap_or_default();
+        let text = String::from_utf8(decoded).unwrap_or_default();
+        text.split_once(':')
+            .map(|(_, secret)| secret.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The `Authorization` header value internal calls send.
+    pub fn authorization(&self) -> &str {
+        &self.authorization
+    }
+
+    /// Whether an `Authorization` header value is this cluster's, compared in
+    /// constant time.
+    pub fn admits(&self, header: Option<&str>) -> bool {
+        header.is_some_and(|h| constant_time_eq(h.trim().as_bytes(), self.authorization.as_bytes()))
+    }
+}
+
 /// The stored form of `password`, with a fresh random salt.
 pub fn hash(password: &str) -> String {
     let salt: [u8; 16] = rand::random();
@@ -160,6 +227,26 @@ impl AuthSource for ScramSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_secret_admits_its_own_header_only() {
+        assert!(ClusterSecret::new("too short").is_err());
+        let secret = ClusterSecret::new("sixteen chars ok").unwrap();
+        assert_eq!(secret.reveal(), "sixteen chars ok");
+        assert!(secret.admits(Some(secret.authorization())));
+        let other = ClusterSecret::new("sixteen chars OK").unwrap();
+        assert!(!secret.admits(Some(other.authorization())));
+        assert!(!secret.admits(None));
+        assert!(!secret.admits(Some("Basic")));
+        let generated = ClusterSecret::generate();
+        assert_eq!(
+            ClusterSecret::new(&generated.reveal())
+                .unwrap()
+                .authorization(),
+            generated.authorization()
+        );
+        assert!(!format!("{generated:?}").contains(&generated.reveal()));
+    }
 
     #[test]
     fn a_hashed_password_verifies_and_no_other_does() {

@@ -38,6 +38,7 @@ use grove_cluster::metastore::MetaStore;
 use grove_cluster::view::ClusterView;
 use grove_segment::scan::SegmentGroupBy;
 
+use crate::auth::ClusterSecret;
 use crate::catalog::SegmentCache;
 use crate::distributed::{FragmentClient, PlanStages, PushPartialAggregate, ReduceProbes};
 use crate::druid::information_schema::{self, InformationSchema, Routine};
@@ -76,9 +77,14 @@ impl Engine {
 
     /// A broker's engine: queries see the segments the cluster serves, and read
     /// them on the historicals that serve them, over Flight. Per-segment results of
-    /// up to `cache_bytes` are kept (0: no cache).
-    pub fn broker(view: Arc<ClusterView>, fragment_deadline: Duration, cache_bytes: usize) -> Self {
-        let mut client = FragmentClient::new(fragment_deadline);
+    /// up to `cache_bytes` are kept (0: no cache). Fragments carry `secret`.
+    pub fn broker(
+        view: Arc<ClusterView>,
+        fragment_deadline: Duration,
+        cache_bytes: usize,
+        secret: ClusterSecret,
+    ) -> Self {
+        let mut client = FragmentClient::new(fragment_deadline, secret);
         if cache_bytes > 0 {
             client = client.with_cache(cache_bytes);
         }

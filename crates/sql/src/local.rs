@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
+use crate::auth::ClusterSecret;
 use crate::distributed::{self, FragmentClient, FragmentService, LoadedSource, Peers};
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct LocalOptions {
     /// Whether the broker runs the historicals' fragments in this process, taking
     /// their batches as they are; otherwise over their Flight ports, as in a cluster.
     pub fragments_in_process: bool,
+    /// The identity the historicals' Flight ports ask of the broker (and of realtime
+    /// tasks' clients): `grove start` makes a fresh one.
+    pub secret: ClusterSecret,
 }
 
 /// Every role, running in this process.
@@ -51,6 +55,8 @@ pub struct LocalCluster {
     pub historicals: Vec<Arc<RwLock<HistoricalStatus>>>,
     /// How many plan fragments each historical is running.
     pub running_fragments: Vec<Arc<AtomicUsize>>,
+    /// What the historicals' Flight ports ask of callers.
+    pub secret: ClusterSecret,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -96,7 +102,7 @@ impl LocalCluster {
         tasks.push(tokio::spawn(coordinator.run(rx.clone())));
         let mut historicals = Vec::new();
         let mut running_fragments = Vec::new();
-        let mut client = FragmentClient::new(options.fragment_deadline);
+        let mut client = FragmentClient::new(options.fragment_deadline, options.secret.clone());
         if options.cache_bytes > 0 {
             client = client.with_cache(options.cache_bytes);
         }
@@ -128,14 +134,15 @@ impl LocalCluster {
             let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())))
                 .with_peers(peers.clone());
             running_fragments.push(service.running());
-            // The port serves any other client.
+            // The port serves any other client that carries the secret.
             if options.fragments_in_process {
                 client.in_process(&flight_addr.to_string(), service.clone());
             }
             let mut stop = rx.clone();
+            let secret = options.secret.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move { grove_cluster::session::stopped(&mut stop).await };
-                if let Err(e) = distributed::serve(flight, service, stopped).await {
+                if let Err(e) = distributed::serve(flight, service, secret, stopped).await {
                     tracing::warn!("historical Flight service: {e}");
                 }
             }));
@@ -150,6 +157,7 @@ impl LocalCluster {
         view.wait_synced(Duration::from_secs(30)).await?;
         let engine = Arc::new(Engine::broker_with(view.clone(), client));
         Ok(LocalCluster {
+            secret: options.secret,
             store,
             view,
             engine,

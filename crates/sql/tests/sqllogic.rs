@@ -90,6 +90,7 @@ impl GroveDb {
             fragment_deadline: Duration::from_secs(60),
             cache_bytes: 16 << 20,
             fragments_in_process: in_process,
+            secret: grove_sql::auth::ClusterSecret::generate(),
         };
         let cluster = LocalCluster::start(store.clone(), deep.clone(), dir.path(), options)
             .await

@@ -23,6 +23,7 @@ pub struct BrokerArgs {
 
 pub async fn run(args: BrokerArgs) -> CliResult<()> {
     let file: BrokerConfig = config::load(args.common.config.as_deref())?;
+    let secret = super::cluster_secret(args.common.cluster_secret, file.cluster_secret.clone())?;
     let lease_ttl = super::lease_ttl(
         args.common
             .lease_ttl
@@ -55,6 +56,7 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
         view.clone(),
         super::FRAGMENT_DEADLINE,
         super::RESULT_CACHE_BYTES,
+        secret,
     ));
     let shutdown = super::shutdown_signal();
     let registered = tokio::spawn(nodes::stay_registered(
@@ -69,7 +71,14 @@ pub async fn run(args: BrokerArgs) -> CliResult<()> {
     let serving = front.serve(engine.clone(), "broker", &node_id, shutdown.clone());
     let front_ends = serving.status();
     let sql = grove_sql::druid_http::routes(engine, settings.query_timeout);
-    let router = http::require_users(sql, settings.users).merge(http::status_routes(move || {
+    let router = http::require(
+        sql,
+        http::Access {
+            users: settings.users,
+            secret: None,
+        },
+    )
+    .merge(http::status_routes(move || {
         serde_json::json!({
             "role": "broker",
             "node_id": node.id,

@@ -48,6 +48,7 @@ pub fn settings(
 
 pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
     let file: CoordinatorConfig = config::load(args.common.config.as_deref())?;
+    let secret = super::cluster_secret(args.common.cluster_secret, file.cluster_secret.clone())?;
     let settings = settings(
         args.period.as_deref().or(file.period.as_deref()),
         args.replicant_lifetime
@@ -78,6 +79,7 @@ pub async fn run(args: CoordinatorArgs) -> CliResult<()> {
             serde_json::json!({ "role": "coordinator", "node_id": s.node_id, "is_leader": s.is_leader, "leader": s.leader })
         }
     }));
+    let router = http::require(router, http::Access::internal(&secret));
     let running = tokio::spawn(coordinator.run(shutdown.clone()));
     super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;

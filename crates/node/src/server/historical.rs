@@ -35,6 +35,7 @@ pub struct HistoricalArgs {
 
 pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     let file: HistoricalConfig = config::load(args.common.config.as_deref())?;
+    let secret = super::cluster_secret(args.common.cluster_secret, file.cluster_secret.clone())?;
     let data_dir = super::data_dir(args.storage.data_dir, file.data_dir.clone());
     let deep = super::deep_storage(
         args.storage.deep_storage.as_deref(),
@@ -85,22 +86,26 @@ pub async fn run(args: HistoricalArgs) -> CliResult<()> {
     // Shuffle stages here read the fragments of the historicals `view` lists, and
     // their own without Flight.
     let view = ClusterView::start(store.clone());
-    let peers_client = Arc::new(FragmentClient::new(super::FRAGMENT_DEADLINE));
+    let peers_client = Arc::new(FragmentClient::new(
+        super::FRAGMENT_DEADLINE,
+        secret.clone(),
+    ));
     let historical = Historical::new(store, deep, node, settings);
     let status = historical.status();
     let service = FragmentService::new(Arc::new(LoadedSource(historical.loaded())))
         .with_peers(Peers::new(&peers_client, Some(view)));
     peers_client.in_process(&flight.to_string(), service.clone());
     let running_fragments = service.running();
-    let router = http::status_routes(move || {
+    let status_routes = http::status_routes(move || {
         let mut v = serde_json::to_value(status.read().map(|s| s.clone()).unwrap_or_default())
             .unwrap_or_default();
         v["role"] = "historical".into();
         v["running_fragments"] = running_fragments.load(Ordering::Relaxed).into();
         v
     });
+    let router = http::require(status_routes, http::Access::internal(&secret));
     let shutdown = super::shutdown_signal();
-    let fragments = super::serve_fragments(flight_listener, service, shutdown.clone());
+    let fragments = super::serve_fragments(flight_listener, service, secret, shutdown.clone());
     let running = tokio::spawn(historical.run(shutdown.clone()));
     super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;

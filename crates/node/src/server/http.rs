@@ -24,7 +24,7 @@ use axum::routing::get;
 use grove_cluster::coordinator::CoordinatorStatus;
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::rules;
-use grove_sql::auth::Users;
+use grove_sql::auth::{ClusterSecret, Users};
 pub use grove_sql::druid_http::error;
 use serde_json::{Value, json};
 
@@ -95,27 +95,60 @@ fn flat_properties(report: &Value) -> serde_json::Map<String, Value> {
 
 /// `router`, answering only requests with a configured user's basic credentials
 /// when `users` are configured.
-pub fn require_users(router: Router, users: Option<Arc<Users>>) -> Router {
-    match users {
-        None => router,
-        Some(users) => router.route_layer(middleware::from_fn_with_state(users, authenticated)),
+/// Who an HTTP port lets in: the configured users (HTTP basic auth), the cluster's
+/// own calls (basic auth as the internal user with the cluster secret), or anyone
+/// when neither is set. `/status/health` is open to all, for load balancers.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub users: Option<Arc<Users>>,
+    pub secret: Option<ClusterSecret>,
+}
+
+impl Access {
+    /// The cluster's nodes only: an internal port.
+    pub fn internal(secret: &ClusterSecret) -> Access {
+        Access {
+            users: None,
+            secret: Some(secret.clone()),
+        }
     }
 }
 
-async fn authenticated(State(users): State<Arc<Users>>, request: Request, next: Next) -> Response {
-    let allowed = request
+/// `router` behind `access`.
+pub fn require(router: Router, access: Access) -> Router {
+    if access.users.is_none() && access.secret.is_none() {
+        return router;
+    }
+    router.route_layer(middleware::from_fn_with_state(
+        Arc::new(access),
+        authenticated,
+    ))
+}
+
+async fn authenticated(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| users.verify_basic(value).is_some());
-    if allowed {
+        .and_then(|value| value.to_str().ok());
+    let internal = access.secret.as_ref().is_some_and(|s| s.admits(header));
+    let user = access
+        .users
+        .as_ref()
+        .is_some_and(|users| header.is_some_and(|h| users.verify_basic(h).is_some()));
+    if internal || user || request.uri().path() == "/status/health" {
         return next.run(request).await;
     }
-    let mut response = error(
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized",
-        "a user name and password are required (HTTP basic auth)",
-    );
+    let why = match access.users {
+        Some(_) => "a user name and password are required (HTTP basic auth)",
+        None => {
+            "this is a cluster-internal API: the cluster secret is required (HTTP basic auth as grove_internal)"
+        }
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, "Unauthorized", why);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"grove\""),

@@ -22,6 +22,7 @@ use grove_cluster::indexer::overlord::Overlord;
 use grove_cluster::indexer::{self, RunnerReport};
 use grove_cluster::nodes::{self, Role};
 use grove_cluster::task_status::{self, TaskRecord, TaskState};
+use grove_sql::auth::ClusterSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,10 +35,13 @@ const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 struct Api {
     overlord: Arc<Overlord>,
+    /// What the overlord's own calls to workers carry.
+    secret: Option<ClusterSecret>,
 }
 
-pub fn routes(overlord: Arc<Overlord>) -> Router {
-    let api = Api { overlord };
+/// The task API; the overlord's calls to workers (their task logs) carry `secret`.
+pub fn routes(overlord: Arc<Overlord>, secret: Option<ClusterSecret>) -> Router {
+    let api = Api { overlord, secret };
     let led = Router::new()
         .route("/druid/indexer/v1/task", post(submit))
         .route("/druid/indexer/v1/task/{id}", get(payload))
@@ -242,7 +246,13 @@ async fn log(
     if let Some(offset) = params.offset {
         url.push_str(&format!("?offset={offset}"));
     }
-    let fetched = tokio::task::spawn_blocking(move || Client::new(LOG_TIMEOUT).get(&url)).await;
+    let authorization = api.secret.as_ref().map(|s| s.authorization().to_string());
+    let fetched = tokio::task::spawn_blocking(move || {
+        Client::new(LOG_TIMEOUT)
+            .with_authorization(authorization.as_deref())
+            .get(&url)
+    })
+    .await;
     match fetched {
         Ok(Ok(answer)) if answer.status == 200 => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -25,6 +25,7 @@ use std::time::Duration;
 use grove_cluster::deep_storage::DeepStorage;
 use grove_cluster::metastore::{EtcdStore, MetaStore};
 use grove_cluster::nodes::{self, NodeInfo, Role};
+use grove_sql::auth::ClusterSecret;
 use grove_sql::distributed::{self, FragmentService};
 use grove_sql::tls::TlsAcceptor;
 use tokio::net::TcpListener;
@@ -164,14 +165,25 @@ pub async fn http_node(
     Ok((listener, node))
 }
 
-/// Serves a historical's plan fragments until `shutdown`.
+/// The cluster secret from the flag (or `GROVE_CLUSTER_SECRET`) or the config file:
+/// every cluster role needs one, the same on every node.
+pub fn cluster_secret(flag: Option<String>, file: Option<String>) -> CliResult<ClusterSecret> {
+    let text = flag.or(file).ok_or(
+        "no cluster secret: set GROVE_CLUSTER_SECRET (or --cluster-secret, or cluster_secret \
+         in the config), the same on every node of the cluster",
+    )?;
+    Ok(ClusterSecret::new(&text).map_err(|e| format!("cluster secret: {e}"))?)
+}
+
+/// Serves a historical's plan fragments to callers with `secret` until `shutdown`.
 pub fn serve_fragments(
     listener: TcpListener,
     service: FragmentService,
+    secret: ClusterSecret,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<CliResult<()>> {
     let stopped = async move { grove_cluster::session::stopped(&mut shutdown).await };
-    tokio::spawn(async move { Ok(distributed::serve(listener, service, stopped).await?) })
+    tokio::spawn(async move { Ok(distributed::serve(listener, service, secret, stopped).await?) })
 }
 
 pub fn lease_ttl(configured: Option<&str>) -> CliResult<Duration> {

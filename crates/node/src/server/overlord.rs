@@ -21,6 +21,7 @@ pub struct OverlordArgs {
 
 pub async fn run(args: OverlordArgs) -> CliResult<()> {
     let file: OverlordConfig = config::load(args.common.config.as_deref())?;
+    let secret = super::cluster_secret(args.common.cluster_secret, file.cluster_secret.clone())?;
     let etcd = args.common.etcd.or(file.etcd);
     let store = super::connect_etcd(etcd.as_deref(), "overlord").await?;
     let (listener, node) = super::http_node(
@@ -36,10 +37,12 @@ pub async fn run(args: OverlordArgs) -> CliResult<()> {
     }
     let shutdown = super::shutdown_signal();
     let overlord = Arc::new(Overlord::new(store, node, settings));
-    let router = indexer_api::routes(overlord.clone()).merge(http::status_routes({
-        let overlord = overlord.clone();
-        move || status_json(&overlord)
-    }));
+    let router =
+        indexer_api::routes(overlord.clone(), Some(secret.clone())).merge(http::status_routes({
+            let overlord = overlord.clone();
+            move || status_json(&overlord)
+        }));
+    let router = http::require(router, http::Access::internal(&secret));
     let running = tokio::spawn(overlord.run(shutdown.clone()));
     super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;

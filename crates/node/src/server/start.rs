@@ -89,7 +89,12 @@ impl Indexing {
                 work_dir: data_dir.join("tasks"),
                 poll: DEFAULT_POLL,
             },
-            Arc::new(PeonLauncher::new(deep, BTreeMap::new(), http_address)?),
+            Arc::new(PeonLauncher::new(
+                deep,
+                BTreeMap::new(),
+                http_address,
+                cluster.secret.clone(),
+            )?),
             overlord.clone(),
         ));
         let tasks = vec![
@@ -130,9 +135,16 @@ fn router(
             cluster.store.clone(),
             cluster.coordinator.clone(),
         ))
-        .merge(indexer_api::routes(overlord.clone()))
+        .merge(indexer_api::routes(overlord.clone(), None))
         .merge(super::worker::routes(worker.clone()));
-    http::require_users(protected, front.users.clone()).merge(http::status_routes(move || {
+    http::require(
+        protected,
+        http::Access {
+            users: front.users.clone(),
+            secret: None,
+        },
+    )
+    .merge(http::status_routes(move || {
         let historicals: Vec<serde_json::Value> = historicals
             .iter()
             .zip(&running_fragments)
@@ -198,6 +210,7 @@ pub async fn run(args: StartArgs) -> CliResult<()> {
         fragment_deadline: super::FRAGMENT_DEADLINE,
         cache_bytes: super::RESULT_CACHE_BYTES,
         fragments_in_process: true,
+        secret: grove_sql::auth::ClusterSecret::generate(),
     };
     let task_slots = args.task_slots.or(file.task_slots).unwrap_or(2);
     let cluster = LocalCluster::start(store, deep.clone(), &data_dir, options).await?;

@@ -24,6 +24,7 @@ use grove_cluster::indexer::worker::{
 };
 use grove_cluster::metastore::MetaStore;
 use grove_cluster::nodes::{self, NodeInfo, Role};
+use grove_sql::auth::ClusterSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::process::Child;
@@ -64,6 +65,7 @@ pub struct WorkerArgs {
 
 pub async fn run(args: WorkerArgs) -> CliResult<()> {
     let file: WorkerConfig = config::load(args.common.config.as_deref())?;
+    let secret = super::cluster_secret(args.common.cluster_secret, file.cluster_secret.clone())?;
     let etcd = args.common.etcd.or(file.etcd);
     let store = super::connect_etcd(etcd.as_deref(), "worker").await?;
     let data_dir = super::data_dir(args.data_dir, file.data_dir);
@@ -87,19 +89,20 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         work_dir: data_dir.join("tasks"),
         poll: DEFAULT_POLL,
     };
-    let launcher = PeonLauncher::new(&deep, options, &node.http_address)?;
+    let launcher = PeonLauncher::new(&deep, options, &node.http_address, secret.clone())?;
     let worker = Arc::new(Worker::new(
         store.clone(),
         node,
         settings,
         Arc::new(launcher),
-        Arc::new(HttpActions::new(store)),
+        Arc::new(HttpActions::new(store, secret.clone())),
     ));
     let shutdown = super::shutdown_signal();
     let router = routes(worker.clone()).merge(http::status_routes({
         let worker = worker.clone();
         move || status_json(&worker)
     }));
+    let router = http::require(router, http::Access::internal(&secret));
     let running = tokio::spawn(worker.run(shutdown.clone()));
     super::serve_http(listener, router, None, shutdown).await?;
     let _ = running.await;
@@ -124,6 +127,8 @@ pub struct PeonLauncher {
     deep_url: String,
     deep_options: String,
     host: String,
+    /// The cluster secret a streaming task's Flight endpoint asks of brokers.
+    secret: ClusterSecret,
 }
 
 impl PeonLauncher {
@@ -132,6 +137,7 @@ impl PeonLauncher {
         deep: &DeepStorage,
         options: BTreeMap<String, String>,
         http_address: &str,
+        secret: ClusterSecret,
     ) -> CliResult<PeonLauncher> {
         let host = http_address
             .rsplit_once(':')
@@ -142,6 +148,7 @@ impl PeonLauncher {
             deep_url: deep.url().to_string(),
             deep_options: serde_json::to_string(&options)?,
             host: host.to_string(),
+            secret,
         })
     }
 }
@@ -165,6 +172,7 @@ impl Launcher for PeonLauncher {
             .env(crate::peon::DEEP_STORAGE_ENV, &self.deep_url)
             .env(crate::peon::DEEP_STORAGE_OPTIONS_ENV, &self.deep_options)
             .env(crate::peon::HOST_ENV, &self.host)
+            .env(crate::client::SECRET_ENV, self.secret.reveal())
             .env("GROVE_LOG", "info");
         pipe_command(&mut command, log);
         command
@@ -176,11 +184,12 @@ impl Launcher for PeonLauncher {
 /// Carries actions to whichever overlord leads, over HTTP, through failovers.
 pub struct HttpActions {
     store: Arc<dyn MetaStore>,
+    secret: ClusterSecret,
 }
 
 impl HttpActions {
-    pub fn new(store: Arc<dyn MetaStore>) -> HttpActions {
-        HttpActions { store }
+    pub fn new(store: Arc<dyn MetaStore>, secret: ClusterSecret) -> HttpActions {
+        HttpActions { store, secret }
     }
 
     async fn leader_address(&self) -> grove_cluster::Result<Option<String>> {
@@ -207,8 +216,11 @@ impl ActionSink for HttpActions {
             if let Some(address) = self.leader_address().await.ok().flatten() {
                 let url = format!("{}/druid/indexer/v1/action", base_url(&address));
                 let body = body.clone();
+                let authorization = self.secret.authorization().to_string();
                 let sent = tokio::task::spawn_blocking(move || {
-                    Client::new(ACTION_TIMEOUT).post(&url, &body)
+                    Client::new(ACTION_TIMEOUT)
+                        .with_authorization(Some(&authorization))
+                        .post(&url, &body)
                 })
                 .await
                 .map_err(|e| Error::Invalid(e.to_string()))?;

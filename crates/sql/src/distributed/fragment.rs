@@ -40,6 +40,7 @@ use super::broadcast::compact_dictionaries;
 use super::codec::{GroveCodec, MissingSegments, SegmentSource};
 use super::peers::PeerClient;
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
+use crate::auth::ClusterSecret;
 
 /// A historical's Flight endpoint for plan fragments. Cloning it shares it.
 #[derive(Clone)]
@@ -320,15 +321,33 @@ impl SegmentSource for LoadedSource {
     }
 }
 
-/// Serves fragments on `listener` until `shutdown` resolves.
+/// Serves fragments on `listener` until `shutdown` resolves, to callers that carry
+/// `secret` only: any other call is refused `Unauthenticated` before it is read.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: FragmentService,
+    secret: ClusterSecret,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = arrow_flight::flight_service_server::FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |request: Request<()>| {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if secret.admits(header) {
+                Ok(request)
+            } else {
+                Err(Status::unauthenticated(
+                    "fragments are taken from the cluster's nodes only: the cluster secret is missing or wrong",
+                ))
+            }
+        },
+    );
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))

@@ -22,6 +22,7 @@ use super::cache::ResultCache;
 use super::fragment::FragmentService;
 use super::peers::{PeerClient, PeerStream};
 use super::ticket::{MAX_MESSAGE, MISSING_SEGMENTS, Ticket};
+use crate::auth::ClusterSecret;
 
 /// Why a fragment did not run on a historical.
 #[derive(Debug)]
@@ -69,16 +70,19 @@ pub struct FragmentClient {
     /// one with the connection included) while the broker waits for it.
     deadline: Duration,
     cache: Option<ResultCache>,
+    /// The cluster's identity, which every fragment sent carries.
+    secret: ClusterSecret,
 }
 
 impl FragmentClient {
-    pub fn new(deadline: Duration) -> Self {
+    pub fn new(deadline: Duration, secret: ClusterSecret) -> Self {
         FragmentClient {
             idle: Arc::default(),
             in_process: RwLock::new(HashMap::new()),
             outstanding: Arc::default(),
             deadline,
             cache: None,
+            secret,
         }
     }
 
@@ -208,6 +212,9 @@ impl FragmentClient {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
         let mut client = FlightClient::new_from_inner(client);
+        client
+            .add_header("authorization", self.secret.authorization())
+            .map_err(classify)?;
         let call = client.do_get(arrow_flight::Ticket::new(ticket.encode()));
         let batches = match tokio::time::timeout(self.deadline, call).await {
             Ok(answer) => answer.map_err(classify)?,
@@ -419,7 +426,10 @@ mod tests {
     async fn outstanding_work_is_counted_while_a_fragment_runs() {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = silent.local_addr().unwrap().to_string();
-        let client = Arc::new(FragmentClient::new(Duration::from_millis(1500)));
+        let client = Arc::new(FragmentClient::new(
+            Duration::from_millis(1500),
+            crate::auth::ClusterSecret::generate(),
+        ));
         let ticket = Ticket {
             query_id: "q".into(),
             segments: vec!["a".into(), "b".into(), "c".into()],

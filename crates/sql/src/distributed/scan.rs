@@ -1534,7 +1534,10 @@ mod tests {
             replicas: vec![replica(if id == "a" { "h-1" } else { "h-2" }, 0)],
             realtime: false,
         };
-        let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(1)));
+        let client = Arc::new(FragmentClient::new(
+            std::time::Duration::from_secs(1),
+            crate::auth::ClusterSecret::generate(),
+        ));
         let scan = |segments, filter, limit| {
             DistributedScanExec::new(
                 schema.clone(),

@@ -219,6 +219,11 @@ async fn a_partial_aggregate_over_segments_round_trips_and_names_missing_segment
     assert!(err.is_err());
 }
 
+/// The cluster secret of the tests' fragment services and clients.
+fn secret() -> crate::auth::ClusterSecret {
+    crate::auth::ClusterSecret::new("the tests' cluster secret").unwrap()
+}
+
 /// Runs `service` on a loopback port until the test ends; its address.
 async fn on_loopback(service: super::fragment::FragmentService) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -226,19 +231,29 @@ async fn on_loopback(service: super::fragment::FragmentService) -> std::net::Soc
     tokio::spawn(super::fragment::serve(
         listener,
         service,
+        secret(),
         std::future::pending(),
     ));
     addr
 }
 
-/// A Flight client connected to `addr`.
-async fn flight_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
+/// A Flight client connected to `addr`, without the cluster secret.
+async fn anonymous_flight_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     arrow_flight::FlightClient::new(channel)
+}
+
+/// A Flight client connected to `addr` that carries the cluster secret.
+async fn flight_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
+    let mut client = anonymous_flight_client(addr).await;
+    client
+        .add_header("authorization", secret().authorization())
+        .unwrap();
+    client
 }
 
 /// The physical plan of `sql` in `ctx`.
@@ -293,6 +308,23 @@ async fn a_historical_runs_a_fragment_ticket_over_flight() {
     let mut client = flight_client(addr).await;
     let codec = GroveCodec::new(served);
     let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
+
+    // Without the cluster secret, or with another cluster's, a good ticket is refused
+    // before it is read.
+    let good = Ticket::new("q0", ids[..2].to_vec(), plan.clone(), &codec).unwrap();
+    let mut forged = anonymous_flight_client(addr).await;
+    let other = crate::auth::ClusterSecret::new("another cluster's secret").unwrap();
+    forged
+        .add_header("authorization", other.authorization())
+        .unwrap();
+    for mut stranger in [anonymous_flight_client(addr).await, forged] {
+        let status = refused(
+            stranger
+                .do_get(arrow_flight::Ticket::new(good.encode()))
+                .await,
+        );
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    }
 
     // All three segments: the third is reported, nothing is read.
     let ticket = Ticket::new("q1", ids.clone(), plan.clone(), &codec).unwrap();
@@ -443,7 +475,7 @@ async fn a_broker_built_fragment_runs_through_the_client_and_failures_are_classi
     let codec = GroveCodec::new(served);
     let ids: Vec<String> = descriptors.iter().map(|d| d.id.to_string()).collect();
     let ticket = Ticket::new("q", ids, fragment, &codec).unwrap();
-    let client = FragmentClient::new(std::time::Duration::from_secs(10));
+    let client = FragmentClient::new(std::time::Duration::from_secs(10), secret());
     let remote = client.run(&addr, &ticket).await.unwrap();
     let sorted = |batches: &[RecordBatch]| {
         let text = pretty_format_batches(batches).unwrap().to_string();
@@ -897,7 +929,10 @@ async fn a_top_n_over_one_historical_reads_every_partition_of_its_fragment() {
     let (descriptors, cache, ctx) = fixture(dir.path());
     let table_schema = ctx.table_provider("t").await.unwrap().schema();
     let served = serving(&cache, &descriptors).await;
-    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
+    let client = Arc::new(FragmentClient::new(
+        std::time::Duration::from_secs(10),
+        secret(),
+    ));
     client.in_process("h-1", super::fragment::FragmentService::new(served));
     let segments = remote_segments(&descriptors, |_| vec![replica("h-1", 0, "h-1")]);
     let n = table_schema.index_of("n").unwrap();
@@ -978,7 +1013,10 @@ async fn shuffle_stages_are_admitted_only_as_brokers_send_them() {
 
     // A historical that runs stages, reading its own fragments in process; another
     // that serves the same segments but is not one of its peers.
-    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(30)));
+    let client = Arc::new(FragmentClient::new(
+        std::time::Duration::from_secs(30),
+        secret(),
+    ));
     let service = FragmentService::new(served.clone()).with_peers(Peers::new(&client, None));
     let address = on_loopback(service.clone()).await.to_string();
     client.in_process(&address, service);
@@ -1187,7 +1225,10 @@ async fn a_shuffle_stage_joins_on_the_historicals_and_a_slice_falls_back_to_the_
     let served = serving(&cache, &descriptors).await;
     // Two historicals serving every segment, in this process; a third, preferred
     // for the first segment, is down.
-    let client = Arc::new(FragmentClient::new(std::time::Duration::from_secs(10)));
+    let client = Arc::new(FragmentClient::new(
+        std::time::Duration::from_secs(10),
+        secret(),
+    ));
     for node in ["h-1", "h-2"] {
         let peers = Peers::new(&client, None);
         client.in_process(node, FragmentService::new(served.clone()).with_peers(peers));
