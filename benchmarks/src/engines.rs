@@ -287,10 +287,22 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// The secret the benchmark cluster's nodes share: one per run.
+fn cluster_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("grove-bench-{}-{nanos}", std::process::id())
+    })
+}
+
 fn spawn(grove: &Path, args: &[String], log: &Path) -> Result<Child> {
     let log = std::fs::File::create(log)?;
     Ok(Command::new(grove)
         .args(args)
+        .env("GROVE_CLUSTER_SECRET", cluster_secret())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?)
