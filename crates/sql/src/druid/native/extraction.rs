@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Planner;
+use super::expression::regex_group;
 use super::filter::plan;
 use super::spec::{DimensionObject, DimensionSpec, Granularity, SearchSpec, flexible_bool};
 
@@ -250,7 +251,7 @@ impl Planner<'_> {
                 replace_missing_value_with,
             } => {
                 let text = self.text(value, schema)?;
-                let group = self.regex_group(text.clone(), &expr, index)?;
+                let group = regex_group(self.session.context(), text.clone(), &expr, index)?;
                 let otherwise = match (replace_missing_value, replace_missing_value_with) {
                     (false, _) => text,
                     (true, Some(with)) => lit(with),
@@ -401,22 +402,6 @@ impl Planner<'_> {
             (false, None) => lit(ScalarValue::Utf8(None)),
         };
         map_lookup(key, map, otherwise)
-    }
-
-    /// Group `group` of `pattern`'s first match in `text` (0: the whole match), or null.
-    fn regex_group(&self, text: Expr, pattern: &str, group: i64) -> Result<Expr> {
-        if group < 0 || !crate::druid::rewrite::groups_balance(pattern) {
-            return Err(plan(format!(
-                "regex {pattern:?} with group {group}: a group that is not negative, and balanced parentheses"
-            )));
-        }
-        // The pattern in a group of its own: its group n is the match's n + 1.
-        let matched = self
-            .function("regexp_match")?
-            .call(vec![text, lit(format!("({pattern})"))]);
-        Ok(self
-            .function("array_element")?
-            .call(vec![matched, lit(group + 1)]))
     }
 
     /// A value as a time: itself if it is one, else its text as milliseconds

@@ -133,13 +133,12 @@ impl Planner<'_> {
                     .map(|f| self.filter(f, schema))
                     .collect::<Result<_>>()?,
             ),
-            Filter::Or { fields } => fields
-                .iter()
-                .map(|f| self.filter(f, schema))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .reduce(Expr::or)
-                .unwrap_or(lit(false)),
+            Filter::Or { fields } => any_of(
+                fields
+                    .iter()
+                    .map(|f| self.filter(f, schema))
+                    .collect::<Result<_>>()?,
+            ),
             Filter::Not { field } => !self.filter(field, schema)?,
             Filter::Interval {
                 dimension,
@@ -153,18 +152,19 @@ impl Planner<'_> {
                 let column = self.filtered_value(dimension, extraction_fn.as_ref(), schema)?;
                 let time =
                     dimension == grove_segment::format::TIME_COLUMN && extraction_fn.is_none();
-                parsed
-                    .into_iter()
-                    .map(|i| {
-                        let (start, end) = if time {
-                            (time_literal(i.start), time_literal(i.end))
-                        } else {
-                            (lit(i.start), lit(i.end))
-                        };
-                        column.clone().gt_eq(start).and(column.clone().lt(end))
-                    })
-                    .reduce(Expr::or)
-                    .unwrap_or(lit(false))
+                any_of(
+                    parsed
+                        .into_iter()
+                        .map(|i| {
+                            let (start, end) = if time {
+                                (time_literal(i.start), time_literal(i.end))
+                            } else {
+                                (lit(i.start), lit(i.end))
+                            };
+                            column.clone().gt_eq(start).and(column.clone().lt(end))
+                        })
+                        .collect(),
+                )
             }
             Filter::Like {
                 dimension,
@@ -281,8 +281,13 @@ pub(super) fn like(text: Expr, pattern: &str, escape: Option<&str>) -> Result<Ex
     )))
 }
 
+/// Any of `parts` (false when there is none).
+pub(super) fn any_of(parts: Vec<Expr>) -> Expr {
+    parts.into_iter().reduce(Expr::or).unwrap_or(lit(false))
+}
+
 /// Every one of `parts` (true when there is none).
-fn all_of(parts: Vec<Expr>) -> Expr {
+pub(super) fn all_of(parts: Vec<Expr>) -> Expr {
     parts.into_iter().reduce(Expr::and).unwrap_or(lit(true))
 }
 

@@ -24,11 +24,12 @@ use datafusion::prelude::{DataFrame, ident};
 use grove_segment::id::Interval;
 use serde_json::Value;
 
+use super::filter::{all_of, any_of, plan};
 use super::spec::{
     Aggregator, Common, GroupBy, Having, OrderByColumn, PostAggregator, Scan, ScanFormat,
     ScanOrder, TimeBoundary, Timeseries, TopN, TopNMetric, TopNMetricSpec,
 };
-use super::{Planner, filter::plan, format_time, intervals};
+use super::{Planner, format_time, intervals};
 use crate::druid::json::column_json;
 
 /// JSON whose objects keep their keys in order, as Druid writes them.
@@ -509,20 +510,18 @@ impl Planner<'_> {
             Having::GreaterThan { aggregation, value } => double(aggregation).gt(number(value)?),
             Having::LessThan { aggregation, value } => double(aggregation).lt(number(value)?),
             Having::EqualTo { aggregation, value } => double(aggregation).eq(number(value)?),
-            Having::And { having_specs } => having_specs
-                .iter()
-                .map(|h| self.having(h, schema))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .reduce(Expr::and)
-                .unwrap_or(lit(true)),
-            Having::Or { having_specs } => having_specs
-                .iter()
-                .map(|h| self.having(h, schema))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .reduce(Expr::or)
-                .unwrap_or(lit(false)),
+            Having::And { having_specs } => all_of(
+                having_specs
+                    .iter()
+                    .map(|h| self.having(h, schema))
+                    .collect::<Result<_>>()?,
+            ),
+            Having::Or { having_specs } => any_of(
+                having_specs
+                    .iter()
+                    .map(|h| self.having(h, schema))
+                    .collect::<Result<_>>()?,
+            ),
             Having::Not { having_spec } => !self.having(having_spec, schema)?,
             Having::Filter { filter } => self.filter(filter, schema)?,
             Having::DimSelector { dimension, value } => match value {

@@ -84,6 +84,32 @@ pub fn in_dependency_order(virtuals: &[VirtualColumn]) -> Result<Vec<&VirtualCol
     Ok(order)
 }
 
+/// Group `group` of `pattern`'s first match in `text` (0: the whole match), or NULL.
+/// The pattern is put in a group of its own, so its group n is the match's n + 1.
+pub(super) fn regex_group(
+    context: &SessionContext,
+    text: Expr,
+    pattern: &str,
+    group: i64,
+) -> Result<Expr> {
+    if !groups_balance(pattern) {
+        return Err(DataFusionError::Plan(format!(
+            "pattern {pattern:?} has unbalanced parentheses or a comment"
+        )));
+    }
+    if !(0..i64::from(u16::MAX)).contains(&group) {
+        return Err(DataFusionError::Plan(format!(
+            "regex group {group} is not a small whole number"
+        )));
+    }
+    let matched = context
+        .udf("regexp_match")?
+        .call(vec![text, lit(format!("({pattern})"))]);
+    Ok(context
+        .udf("array_element")?
+        .call(vec![matched, lit(group + 1)]))
+}
+
 /// What Druid calls the type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -603,22 +629,12 @@ impl Call<'_, '_> {
             "regexp_extract" => {
                 self.takes(2, 3)?;
                 let pattern = self.literal(1)?;
-                if !groups_balance(&pattern) {
-                    return Err(self.plan(format!(
-                        "pattern {pattern:?} has unbalanced parentheses or a comment"
-                    )));
-                }
                 let group = match self.nodes.get(2) {
                     None => 0,
-                    Some(Node::Long(n)) if (0..i64::from(u16::MAX)).contains(n) => *n,
-                    Some(_) => return Err(self.plan("the group must be a small whole number")),
+                    Some(Node::Long(n)) => *n,
+                    Some(_) => return Err(self.plan("the group must be a whole number")),
                 };
-                // The pattern in a group of its own: its group n is the match's n + 1.
-                let matched = self.udf(
-                    "regexp_match",
-                    vec![self.text(0)?, lit(format!("({pattern})"))],
-                )?;
-                self.udf("array_element", vec![matched, lit(group + 1)])?
+                regex_group(c.context, self.text(0)?, &pattern, group)?
             }
             "regexp_like" => {
                 self.takes(2, 2)?;
