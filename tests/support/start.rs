@@ -69,7 +69,7 @@ impl GroveStart {
         basic: Option<String>,
         edit_spec: &dyn Fn(&str) -> String,
     ) -> GroveStart {
-        let sandbox = Sandbox::default();
+        let mut sandbox = Sandbox::default();
         let sample = sandbox.arg("sample");
         let made = sandbox.grove(
             &["sample-data", "--out", &sample, "--rows", &rows.to_string()],
@@ -82,38 +82,54 @@ impl GroveStart {
         let data = sandbox.arg("data");
         let ingest = sandbox.grove(&["ingest", &spec, "--data-dir", &data], "");
         assert!(ingest.ok, "{}", ingest.stderr);
-        let (http, pg_port, flight_port) = (free_port(), free_port(), free_port());
-        let log = std::fs::File::create(sandbox.path("start.log")).expect("log file");
-        let child = Command::new(crate::grove_bin())
-            .args(["start", "--data-dir", &data])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{http}"))
-            .arg("--pg-addr")
-            .arg(format!("127.0.0.1:{pg_port}"))
-            .arg("--flight-addr")
-            .arg(format!("127.0.0.1:{flight_port}"))
-            .args(extra)
-            .env("HOME", sandbox.path(""))
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start grove");
-        let started = GroveStart {
-            sandbox,
-            child,
-            url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
-            pg_port,
-            flight_port,
-            basic,
-        };
-        started.wait_for_rows(rows);
-        started
+        // A free port may be taken by another test before grove binds it: then it
+        // exits saying so, and starts again on other ports.
+        for attempt in 1.. {
+            let (http, pg_port, flight_port) = (free_port(), free_port(), free_port());
+            let log = std::fs::File::create(sandbox.path("start.log")).expect("log file");
+            let child = Command::new(crate::grove_bin())
+                .args(["start", "--data-dir", &data])
+                .arg("--http-addr")
+                .arg(format!("127.0.0.1:{http}"))
+                .arg("--pg-addr")
+                .arg(format!("127.0.0.1:{pg_port}"))
+                .arg("--flight-addr")
+                .arg(format!("127.0.0.1:{flight_port}"))
+                .args(extra)
+                .env("HOME", sandbox.path(""))
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .spawn()
+                .expect("start grove");
+            let mut started = GroveStart {
+                sandbox,
+                child,
+                url: format!("http://127.0.0.1:{http}/druid/v2/sql"),
+                pg_port,
+                flight_port,
+                basic: basic.clone(),
+            };
+            if started.serves_rows(rows) {
+                return started;
+            }
+            let log = started.log();
+            assert!(
+                attempt < 3 && log.contains("Address already in use"),
+                "grove start exited:\n{log}"
+            );
+            sandbox = std::mem::take(&mut started.sandbox);
+        }
+        unreachable!("the loop returns or fails")
     }
 
-    fn wait_for_rows(&self, rows: u64) {
+    /// Waits until it serves all `rows`; false when it exited first.
+    fn serves_rows(&mut self, rows: u64) -> bool {
         let began = Instant::now();
         let count = json!({ "query": "SELECT COUNT(*) AS n FROM events" });
         while self.post(&count).2 != format!("[{{\"n\":{rows}}}]") {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
             assert!(
                 began.elapsed() < Duration::from_secs(30),
                 "grove start never served the rows:\n{}",
@@ -121,6 +137,7 @@ impl GroveStart {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        true
     }
 
     /// Status, the `X-Druid-SQL-Query-Id` header, and the body.
